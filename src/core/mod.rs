@@ -1,0 +1,6 @@
+//! Pure domain logic: no I/O, no clock reads, no ambient randomness.
+//!
+//! Everything here takes `now` and random bytes as arguments so it can be tested with tables
+//! and a controlled clock.
+
+pub mod policy;

@@ -1,0 +1,1 @@
+//! The IAM policy language (placeholder until the engine lands).
