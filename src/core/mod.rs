@@ -3,4 +3,5 @@
 //! Everything here takes `now` and random bytes as arguments so it can be tested with tables
 //! and a controlled clock.
 
+pub mod model;
 pub mod policy;
