@@ -1,0 +1,285 @@
+//! Who is calling, and what their policies say.
+//!
+//! A [`Caller`] is a verified session token. From it the broker derives the condition
+//! context AWS documents (`aws:username`, `aws:MultiFactorAuthPresent`, …) and the
+//! caller's effective policy set (identity policies, boundary, session policies).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::core::model::{Account, Group, ManagedPolicy, Role, Session, User, name_key};
+use crate::core::policy::{self, Context, NamedPolicy, Policy, PolicyKind, PolicySet};
+use crate::core::token::{Claims, TokenKind};
+use crate::store::{self, Table};
+
+use super::{Broker, BrokerError, unix_secs};
+
+/// Facts about the request itself, for the audit log and condition keys.
+#[derive(Clone, Debug, Default)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: String,
+}
+
+/// A verified session.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub claims: Claims,
+}
+
+impl Caller {
+    pub fn arn(&self) -> &str {
+        &self.claims.sub
+    }
+
+    pub fn jti(&self) -> &str {
+        &self.claims.jti
+    }
+
+    /// The user name, for sessions of IAM users.
+    pub fn user_name(&self) -> Option<&str> {
+        match self.claims.stint.kind {
+            TokenKind::Session => self.claims.sub.rsplit('/').next(),
+            TokenKind::AssumedRole => None,
+        }
+    }
+
+    pub fn role_arn(&self) -> Option<&str> {
+        self.claims.stint.role_arn.as_deref()
+    }
+}
+
+/// The loaded, compiled policies that govern one principal.
+pub(crate) struct EffectivePolicies {
+    identity: Vec<(String, Arc<Policy>)>,
+    boundary: Option<(String, Arc<Policy>)>,
+    session: Option<Vec<(String, Arc<Policy>)>>,
+}
+
+impl EffectivePolicies {
+    /// Borrows the compiled policies as the engine's view; `f` runs the evaluation.
+    pub fn with_set<R>(&self, f: impl FnOnce(&PolicySet<'_>) -> R) -> R {
+        let identity: Vec<NamedPolicy<'_>> = self
+            .identity
+            .iter()
+            .map(|(name, policy)| NamedPolicy { name, policy })
+            .collect();
+        let session: Option<Vec<NamedPolicy<'_>>> = self.session.as_ref().map(|list| {
+            list.iter()
+                .map(|(name, policy)| NamedPolicy { name, policy })
+                .collect()
+        });
+        let set = PolicySet {
+            identity: &identity,
+            boundary: self
+                .boundary
+                .as_ref()
+                .map(|(name, policy)| NamedPolicy { name, policy }),
+            session: session.as_deref(),
+        };
+        f(&set)
+    }
+}
+
+impl Broker {
+    /// The managed policy document behind an ARN: a built-in or a customer policy.
+    pub(crate) fn managed_document(&self, arn: &str) -> Result<Option<String>, BrokerError> {
+        if let Some(name) = builtin_name(arn) {
+            return Ok(policy::builtin::get(name).map(|b| b.document.to_string()));
+        }
+        let record: Option<ManagedPolicy> = store::read(self.store.as_ref(), Table::Policies, arn)?;
+        Ok(record.and_then(|p| p.default_document().map(str::to_owned)))
+    }
+
+    fn push_managed(
+        &self,
+        arns: &[String],
+        out: &mut Vec<(String, Arc<Policy>)>,
+    ) -> Result<(), BrokerError> {
+        for arn in arns {
+            if let Some(doc) = self.managed_document(arn)? {
+                out.push((arn.clone(), self.compiled(PolicyKind::Managed, &doc)?));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn user_policies(&self, user: &User) -> Result<EffectivePolicies, BrokerError> {
+        let mut identity = Vec::new();
+        for (name, doc) in &user.inline_policies {
+            identity.push((
+                format!("user/{}/{name}", user.name),
+                self.compiled(PolicyKind::UserInline, doc)?,
+            ));
+        }
+        self.push_managed(&user.attached_policies, &mut identity)?;
+        for group_name in &user.groups {
+            let group: Option<Group> =
+                store::read(self.store.as_ref(), Table::Groups, &name_key(group_name))?;
+            let Some(group) = group else { continue };
+            for (name, doc) in &group.inline_policies {
+                identity.push((
+                    format!("group/{}/{name}", group.name),
+                    self.compiled(PolicyKind::GroupInline, doc)?,
+                ));
+            }
+            self.push_managed(&group.attached_policies, &mut identity)?;
+        }
+        let boundary = self.boundary(user.permissions_boundary.as_deref())?;
+        Ok(EffectivePolicies {
+            identity,
+            boundary,
+            session: None,
+        })
+    }
+
+    pub(crate) fn role_policies(
+        &self,
+        role: &Role,
+        session_policies: &[String],
+    ) -> Result<EffectivePolicies, BrokerError> {
+        let mut identity = Vec::new();
+        for (name, doc) in &role.inline_policies {
+            identity.push((
+                format!("role/{}/{name}", role.name),
+                self.compiled(PolicyKind::RoleInline, doc)?,
+            ));
+        }
+        self.push_managed(&role.attached_policies, &mut identity)?;
+        let boundary = self.boundary(role.permissions_boundary.as_deref())?;
+        let session = if session_policies.is_empty() {
+            None
+        } else {
+            Some(
+                session_policies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, doc)| {
+                        Ok((
+                            format!("session_policy[{i}]"),
+                            self.compiled(PolicyKind::Session, doc)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, BrokerError>>()?,
+            )
+        };
+        Ok(EffectivePolicies {
+            identity,
+            boundary,
+            session,
+        })
+    }
+
+    fn boundary(&self, arn: Option<&str>) -> Result<Option<(String, Arc<Policy>)>, BrokerError> {
+        let Some(arn) = arn else { return Ok(None) };
+        // A boundary whose policy was deleted allows nothing, as in AWS.
+        let doc = self
+            .managed_document(arn)?
+            .unwrap_or_else(|| r#"{"Version":"2012-10-17","Statement":[]}"#.to_string());
+        Ok(Some((arn.to_string(), self.compiled(PolicyKind::Managed, &doc)?)))
+    }
+
+    pub(crate) fn load_user(&self, name: &str) -> Result<Option<User>, BrokerError> {
+        Ok(store::read(self.store.as_ref(), Table::Users, &name_key(name))?)
+    }
+
+    pub(crate) fn load_role(&self, name: &str) -> Result<Option<Role>, BrokerError> {
+        Ok(store::read(self.store.as_ref(), Table::Roles, &name_key(name))?)
+    }
+
+    /// The caller's effective policies: a user's, or the assumed role's ∩ session policy.
+    pub(crate) fn caller_policies(&self, caller: &Caller) -> Result<EffectivePolicies, BrokerError> {
+        match caller.claims.stint.kind {
+            TokenKind::Session => {
+                let name = caller.user_name().unwrap_or_default();
+                let user = self
+                    .load_user(name)?
+                    .ok_or_else(|| BrokerError::Unauthenticated("the session's user no longer exists".into()))?;
+                self.user_policies(&user)
+            }
+            TokenKind::AssumedRole => {
+                let role_arn = caller.role_arn().unwrap_or_default();
+                let role_name = role_arn.rsplit('/').next().unwrap_or_default();
+                let role = self
+                    .load_role(role_name)?
+                    .filter(|r| r.arn == role_arn)
+                    .ok_or_else(|| BrokerError::Unauthenticated("the session's role no longer exists".into()))?;
+                let session: Option<Session> =
+                    store::read(self.store.as_ref(), Table::Sessions, caller.jti())?;
+                let session_policies = session.map(|s| s.session_policies).unwrap_or_default();
+                self.role_policies(&role, &session_policies)
+            }
+        }
+    }
+
+    /// The condition keys Stint fills for a caller at `now`.
+    pub(crate) fn caller_context(&self, caller: &Caller, meta: &RequestMeta, now: SystemTime) -> Context {
+        let claims = &caller.claims;
+        let mut ctx = base_context(&self.settings.account, meta, now);
+        if let Some(user) = caller.user_name() {
+            ctx.insert("aws:username", user);
+            ctx.insert("aws:PrincipalType", "User");
+        } else {
+            ctx.insert("aws:PrincipalType", "AssumedRole");
+        }
+        ctx.insert("aws:userid", claims.stint.user_id.clone());
+        let principal_arn = claims.stint.role_arn.as_deref().unwrap_or(&claims.sub);
+        ctx.insert("aws:PrincipalArn", principal_arn);
+        ctx.insert("aws:TokenIssueTime", iso8601(claims.iat));
+        // Long-term access-key sessions without MFA carry no MFA keys at all (as in AWS).
+        let by_key = claims.amr.iter().any(|m| m == "key");
+        if claims.stint.mfa_present || !by_key {
+            ctx.insert(
+                "aws:MultiFactorAuthPresent",
+                if claims.stint.mfa_present { "true" } else { "false" },
+            );
+        }
+        if let Some(mfa_time) = claims.stint.mfa_auth_time {
+            ctx.insert(
+                "aws:MultiFactorAuthAge",
+                (unix_secs(now) - mfa_time).max(0).to_string(),
+            );
+        }
+        for (key, value) in &claims.stint.tags {
+            ctx.insert(&format!("aws:PrincipalTag/{key}"), value.clone());
+        }
+        if let Some(source_identity) = &claims.stint.source_identity {
+            ctx.insert("aws:SourceIdentity", source_identity.clone());
+        }
+        ctx
+    }
+}
+
+/// Keys every request has, whoever calls.
+pub(crate) fn base_context(account: &Account, meta: &RequestMeta, now: SystemTime) -> Context {
+    let mut ctx = Context::new();
+    let secs = unix_secs(now);
+    ctx.insert("aws:CurrentTime", iso8601(secs));
+    ctx.insert("aws:EpochTime", secs.to_string());
+    ctx.insert("aws:PrincipalAccount", account.id.clone());
+    ctx.insert("aws:SecureTransport", "true");
+    if let Some(ip) = meta.source_ip {
+        ctx.insert("aws:SourceIp", ip.to_string());
+    }
+    if !meta.user_agent.is_empty() {
+        ctx.insert("aws:UserAgent", meta.user_agent.clone());
+    }
+    ctx
+}
+
+pub(crate) fn iso8601(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// `arn:<p>:iam::aws:policy/<name>` → `<name>`.
+pub(crate) fn builtin_name(arn: &str) -> Option<&str> {
+    let rest = arn.strip_prefix("arn:")?;
+    let (_, rest) = rest.split_once(':')?;
+    let rest = rest.strip_prefix("iam::aws:policy/")?;
+    Some(rest.rsplit('/').next().unwrap_or(rest))
+}

@@ -1,0 +1,218 @@
+//! Use cases: where a request becomes a decision.
+//!
+//! Each public method of [`Broker`] is one use case (log in, assume a role, create a user…):
+//! load the principal, evaluate policy, change state or mint, write the audit event, answer.
+//! gRPC handlers, the CLI and tests all call these same functions, so there is one place
+//! where each rule is enforced. The clock is injected ([`Clock`]) so expiry can be tested
+//! without sleeping.
+
+mod caller;
+mod error;
+mod iam;
+mod keys;
+mod sts;
+mod tokens;
+
+pub use caller::{Caller, RequestMeta};
+pub use error::BrokerError;
+pub use iam::{Holder, Page};
+pub use keys::KeyRing;
+pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
+pub use tokens::AuthorizeOutcome;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::audit::writer::AuditLog;
+use crate::core::authn::lockout::LockoutPolicy;
+use crate::core::authn::password::Argon2Params;
+use crate::core::model::{Account, UnixMs};
+use crate::core::policy::{Policy, PolicyKind};
+use crate::store::Store;
+use crate::store::seal::MasterKey;
+
+/// Where "now" comes from. Production reads the system clock; tests move a manual one.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that only moves when told to.
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn new(start: SystemTime) -> Self {
+        Self(Mutex::new(start))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn unix_ms(time: SystemTime) -> UnixMs {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn unix_secs(time: SystemTime) -> i64 {
+    unix_ms(time) / 1000
+}
+
+/// Settings the use cases need (a projection of the daemon config).
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub account: Account,
+    pub issuer: String,
+    pub audience: String,
+    pub clock_skew: Duration,
+    pub argon2: Argon2Params,
+    pub lockout: LockoutPolicy,
+    /// Concurrent password hashes allowed; more wait, so a login flood can't starve RPCs.
+    pub hash_concurrency: usize,
+}
+
+impl BrokerSettings {
+    pub fn dev(account: Account) -> Self {
+        Self {
+            account,
+            issuer: "stint".into(),
+            audience: "stint".into(),
+            clock_skew: Duration::from_secs(60),
+            argon2: Argon2Params::default(),
+            lockout: LockoutPolicy::default(),
+            hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+pub struct Broker {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) master: MasterKey,
+    pub(crate) keys: KeyRing,
+    pub(crate) settings: BrokerSettings,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rng: SystemRandom,
+    hash_slots: Arc<tokio::sync::Semaphore>,
+    compiled: Mutex<HashMap<(PolicyKind, String), Arc<Policy>>>,
+    dummy_phc: String,
+}
+
+impl Broker {
+    /// Assembles the broker over an opened store, audit log and master key, loading the
+    /// signing keys (and creating the first one if the store has none).
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Arc<AuditLog>,
+        master: MasterKey,
+        settings: BrokerSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let rng = SystemRandom::new();
+        let keys = KeyRing::load(
+            store.as_ref(),
+            &master,
+            &rng,
+            &settings,
+            clock.now(),
+        )?;
+        let dummy_phc = crate::core::authn::password::dummy_phc(&settings.argon2)?;
+        let broker = Arc::new(Self {
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(settings.hash_concurrency.max(1))),
+            store,
+            audit,
+            master,
+            keys,
+            settings,
+            clock,
+            rng,
+            compiled: Mutex::new(HashMap::new()),
+            dummy_phc,
+        });
+        Ok(broker)
+    }
+
+    pub fn account(&self) -> &Account {
+        &self.settings.account
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn audit_log(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], BrokerError> {
+        let mut out = [0u8; N];
+        self.rng
+            .fill(&mut out)
+            .map_err(|_| BrokerError::Internal("system random number generator failed".into()))?;
+        Ok(out)
+    }
+
+    /// Compiles a stored (already validated) document, caching the compiled form.
+    pub(crate) fn compiled(&self, kind: PolicyKind, document: &str) -> Result<Arc<Policy>, BrokerError> {
+        let key = (kind, document.to_owned());
+        let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(policy) = cache.get(&key) {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(Policy::parse(document, kind).map_err(|err| {
+            BrokerError::Internal(format!("stored policy no longer parses: {err}"))
+        })?);
+        if cache.len() >= 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, policy.clone());
+        Ok(policy)
+    }
+
+    /// Runs a CPU-heavy password operation on the blocking pool, at most
+    /// `hash_concurrency` at a time.
+    pub(crate) async fn hash_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let _slot = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BrokerError::Internal("hash pool closed".into()))?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|err| BrokerError::Internal(format!("hash task failed: {err}")))
+    }
+}
+
+impl Broker {
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+}

@@ -1,0 +1,119 @@
+//! `stint init`: create a data dir with its master key, first signing keys and an
+//! administrator (password + enabled TOTP device). `serve --dev` reuses it.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use ring::rand::SystemRandom;
+
+use crate::broker::SystemClock;
+use crate::config::Config;
+use crate::core::authn::totp;
+use crate::core::secret::SecretString;
+use crate::store::seal::MasterKey;
+
+use super::CliError;
+use super::serve::Daemon;
+
+/// What an operator needs to log in as the new admin; the seed is shown once.
+pub struct InitOutput {
+    pub user_name: String,
+    pub arn: String,
+    pub totp_secret: SecretString,
+    pub otpauth_uri: SecretString,
+}
+
+/// True when the directory has no Stint data yet.
+pub fn is_uninitialised(data_dir: &Path) -> bool {
+    !data_dir.join("db").exists()
+}
+
+/// Initialises `config.data_dir`. Refuses a dir that already holds data unless `force`
+/// (which wipes it).
+pub async fn initialise(
+    config: &Config,
+    admin_user: &str,
+    password: &SecretString,
+    force: bool,
+) -> Result<InitOutput, CliError> {
+    let dir = &config.data_dir;
+    if !is_uninitialised(dir) || config.master_key_path().exists() {
+        if !force {
+            return Err(CliError::new(format!(
+                "{} already holds a Stint data dir; pass --force to wipe it and start over",
+                dir.display()
+            )));
+        }
+        for sub in ["db", "LOCK"] {
+            let path = dir.join(sub);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else if path.exists() {
+                std::fs::remove_file(&path)
+            } else {
+                Ok(())
+            }
+            .map_err(|e| CliError::new(format!("cannot remove {}: {e}", path.display())))?;
+        }
+        let key = config.master_key_path();
+        if key.exists() {
+            std::fs::remove_file(&key)
+                .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
+        .map_err(|e| CliError::new(format!("master key: {e}")))?;
+    let daemon = Daemon::open_with_master(config.clone(), master, Arc::new(SystemClock))?;
+    let (user, serial, seed) = daemon
+        .broker
+        .bootstrap_admin(admin_user, password)
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let _ = serial;
+    let totp_secret = totp::seed_base32(seed.expose());
+    let otpauth_uri = totp::otpauth_uri("Stint", &user.name, seed.expose())
+        .map_err(|e| CliError::new(e.to_string()))?;
+    daemon.store_flush()?;
+    Ok(InitOutput {
+        user_name: user.name,
+        arn: user.arn,
+        totp_secret,
+        otpauth_uri,
+    })
+}
+
+/// Prints the enrollment for a person (QR in the terminal) or as JSON.
+pub fn print(out: &mut dyn Write, init: &InitOutput, json: bool, password: Option<&SecretString>) -> std::io::Result<()> {
+    if json {
+        let mut value = serde_json::json!({
+            "user_name": init.user_name,
+            "arn": init.arn,
+            "totp_secret": init.totp_secret.expose(),
+            "otpauth_uri": init.otpauth_uri.expose(),
+        });
+        if let Some(password) = password {
+            value["password"] = password.expose().into();
+        }
+        return writeln!(out, "{value}");
+    }
+    writeln!(out, "Administrator {} ({})", init.user_name, init.arn)?;
+    if let Some(password) = password {
+        writeln!(out, "  password:    {}", password.expose())?;
+    }
+    writeln!(out, "  TOTP secret: {}", init.totp_secret.expose())?;
+    writeln!(out, "  otpauth URI: {}", init.otpauth_uri.expose())?;
+    writeln!(out, "Scan this with an authenticator app (shown once):")?;
+    if let Ok(qr) = totp::qr_terminal(init.otpauth_uri.expose()) {
+        writeln!(out, "{}", qr.expose())?;
+    }
+    Ok(())
+}
+
+impl Daemon {
+    pub fn store_flush(&self) -> Result<(), CliError> {
+        use crate::store::Store;
+        self.store.flush().map_err(|e| CliError::new(format!("flush failed: {e}")))
+    }
+}

@@ -1,0 +1,50 @@
+//! Request edges: bearer token → [`Caller`], and the facts about a request
+//! ([`RequestMeta`]) that the audit log and condition keys need.
+
+use tonic::{Request, Status};
+
+use crate::broker::{Broker, Caller, RequestMeta};
+
+use super::log::RequestId;
+
+/// Reads request id, source address and user agent.
+pub fn meta<T>(request: &Request<T>) -> RequestMeta {
+    RequestMeta {
+        request_id: request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default(),
+        source_ip: request.remote_addr().map(|addr| addr.ip()),
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect(),
+    }
+}
+
+/// The `authorization: Bearer <session_token>` of a request, verified.
+pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <session_token>"))?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization header is not text"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <session_token>"))?;
+    let caller = broker.authenticate(token.trim()).map_err(Status::from)?;
+    tracing::Span::current().record("principal", caller.arn());
+    Ok(caller)
+}
+
+/// Caller and meta together, for handlers that need both.
+pub fn context<T>(broker: &Broker, request: &Request<T>) -> Result<(Caller, RequestMeta), Status> {
+    Ok((caller(broker, request)?, meta(request)))
+}

@@ -1,0 +1,116 @@
+//! The gRPC edge: tonic services, health, reflection and the `.well-known` HTTP routes on
+//! one listener.
+//!
+//! Handlers are thin: convert the wire message once, call the broker use case, convert
+//! the answer. Errors become `Status` in one place (`status.rs`).
+
+pub mod audit;
+pub mod auth;
+pub mod convert;
+pub mod http;
+pub mod iam;
+pub mod keys;
+pub mod log;
+pub mod status;
+pub mod sts;
+pub mod tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::broker::Broker;
+use crate::proto;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+    #[error("server failed: {0}")]
+    Transport(String),
+}
+
+/// PEM certificate chain and private key for TLS.
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+const SERVICES: [&str; 5] = [
+    "stint.v1.Sts",
+    "stint.v1.Tokens",
+    "stint.v1.Iam",
+    "stint.v1.Audit",
+    "stint.v1.Keys",
+];
+
+/// Serves every service on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_serving(&health, true).await;
+    // Health follows the audit log: no durable audit, no service.
+    let mut healthy = broker.audit_log().healthy_watch();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        while healthy.changed().await.is_ok() {
+            let ok = *healthy.borrow();
+            set_serving(&reporter, ok).await;
+        }
+    });
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let routes = Routes::new(proto::sts_server::StsServer::new(sts::StsService { broker: broker.clone() }))
+        .add_service(proto::tokens_server::TokensServer::new(tokens::TokensService { broker: broker.clone() }))
+        .add_service(proto::iam_server::IamServer::new(iam::IamService { broker: broker.clone() }))
+        .add_service(proto::audit_server::AuditServer::new(audit::AuditService { broker: broker.clone() }))
+        .add_service(proto::keys_server::KeysServer::new(keys::KeysService { broker: broker.clone() }))
+        .add_service(health_service)
+        .add_service(reflection);
+    let router = routes
+        .into_axum_router()
+        .merge(http::routes(broker.clone(), tls.is_some()));
+
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = tls {
+        let identity = Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    let prefix = format!("{:06x}", std::process::id() & 0xff_ffff);
+    builder
+        .layer(log::RequestLogLayer::new(&prefix))
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))
+}
+
+async fn set_serving(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    for service in SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
