@@ -1105,8 +1105,8 @@ mod tests {
         let insecure = |c: &mut Config| c.insecure = true;
         let dev = |c: &mut Config| c.dev = true;
         let none = |_: &mut Config| {};
-        #[allow(clippy::type_complexity)]
-        let cases: [(&str, &dyn Fn(&mut Config), bool); 12] = [
+        type Tweak<'a> = &'a dyn Fn(&mut Config);
+        let cases: [(&str, Tweak, bool); 12] = [
             ("127.0.0.1:7420", &none, true),
             ("127.8.9.10:1", &none, true),
             ("[::1]:7420", &none, true),
@@ -1154,7 +1154,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Tweak = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Tweak)> = vec![
             (
                 "account.partition",
                 Box::new(|c| c.account.partition = "Stint".into()),
@@ -1252,12 +1253,14 @@ mod tests {
 
     #[test]
     fn print_config_round_trips() {
-        let mut full = Config::default();
-        full.master_key_file = Some("/etc/stint/master.key".into());
+        let mut full = Config {
+            master_key_file: Some("/etc/stint/master.key".into()),
+            log_format: LogFormat::Json,
+            listen: "[::]:443".parse().unwrap(),
+            ..Config::default()
+        };
         full.tls.cert_file = Some("/c.pem".into());
         full.tls.key_file = Some("/k.pem".into());
-        full.log_format = LogFormat::Json;
-        full.listen = "[::]:443".parse().unwrap();
         full.argon2.memory_kib = 65536;
         for config in [Config::default(), full] {
             let text = config.to_redacted_toml();
