@@ -16,6 +16,7 @@
 //! - [`proto`]: generated protobuf types.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod core;
 pub mod store;
 

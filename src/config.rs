@@ -1,0 +1,1364 @@
+//! Layered, strict server configuration for `stint serve`.
+//!
+//! Layers, lowest to highest precedence:
+//!
+//! 1. built-in defaults ([`Config::default`]);
+//! 2. a TOML file (`--config FILE`, or `STINT_CONFIG`, resolved by `main`);
+//! 3. `STINT_*` environment variables: `STINT_<KEY>` for top-level keys
+//!    (`STINT_LISTEN`, `STINT_DATA_DIR`, …) and `STINT_<SECTION>__<KEY>` for keys in a
+//!    section (`STINT_ARGON2__MEMORY_KIB`, `STINT_TLS__CERT_FILE`);
+//! 4. command-line flags ([`Overrides`]).
+//!
+//! Strict: an unknown key in the file, an unknown `STINT_*` variable (other than the
+//! client-side ones in [`CLIENT_ENV_VARS`]) or a value that does not parse is an error that
+//! names the key, variable or file. There are no inline secrets: secrets come from files
+//! (`*_file` keys). Relative paths are relative to the working directory of the process.
+//!
+//! [`deploy/stint.toml`](example_toml) documents every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable Stint reads.
+pub const ENV_PREFIX: &str = "STINT_";
+
+/// `STINT_*` variables used by `main` or the client-side commands; the server ignores them
+/// instead of refusing them as unknown.
+pub const CLIENT_ENV_VARS: &[&str] = &[
+    "STINT_CONFIG",
+    "STINT_ENDPOINT",
+    "STINT_TOKEN",
+    "STINT_PROFILE",
+    "STINT_ACCESS_KEY_ID",
+    "STINT_SECRET_ACCESS_KEY_FILE",
+];
+
+/// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
+const SECRET_KEY_SUFFIXES: &[&str] = &["secret", "password", "passphrase", "private_key"];
+
+/// What replaces a secret value in printed configuration.
+pub const REDACTED: &str = "***";
+
+/// The fully commented example configuration shipped in `deploy/stint.toml`.
+pub fn example_toml() -> &'static str {
+    include_str!("../deploy/stint.toml")
+}
+
+/// Server configuration. See the module documentation for how it is layered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gRPC (and `/.well-known/*` HTTP) listener binds. Plain text is allowed
+    /// only on a loopback address; any other address needs TLS or `insecure`.
+    pub listen: SocketAddr,
+    /// Directory holding the sled database.
+    pub data_dir: PathBuf,
+    /// File holding the master key that seals secrets at rest (mode 0600). `None` means
+    /// `<data_dir>/master.key`; see [`Config::master_key_path`].
+    pub master_key_file: Option<PathBuf>,
+    /// Allow plain-text gRPC on a non-loopback address.
+    pub insecure: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Development mode (only allowed on a loopback address).
+    pub dev: bool,
+    /// TLS for the listener.
+    pub tls: TlsConfig,
+    /// Storage engine tuning.
+    pub store: StoreConfig,
+    /// Partition and account id used in ARNs.
+    pub account: AccountConfig,
+    /// Issued credentials (JWTs) and signing-key rotation.
+    pub tokens: TokenConfig,
+    /// Password hashing (argon2id) cost.
+    pub argon2: Argon2Config,
+    /// Failed-login throttling and lockout.
+    pub lockout: LockoutConfig,
+    /// Audit log durability and checkpoints.
+    pub audit: AuditConfig,
+    /// Background sweeper of expired sessions and revocations.
+    pub sweeper: SweeperConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: PathBuf::from("stint-data"),
+            master_key_file: None,
+            insecure: false,
+            log_format: LogFormat::default(),
+            dev: false,
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            account: AccountConfig::default(),
+            tokens: TokenConfig::default(),
+            argon2: Argon2Config::default(),
+            lockout: LockoutConfig::default(),
+            audit: AuditConfig::default(),
+            sweeper: SweeperConfig::default(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// TLS for the listener: both files or neither.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (both files given).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+}
+
+/// Storage engine tuning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled page cache size, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cache_mb: 64 }
+    }
+}
+
+/// Partition and account id used in ARNs (`arn:<partition>:iam::<id>:user/…`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountConfig {
+    /// ARN partition: `[a-z][a-z0-9-]{0,31}`.
+    pub partition: String,
+    /// Account id: exactly 12 digits.
+    pub id: String,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        Self {
+            partition: "stint".into(),
+            id: "000000000000".into(),
+        }
+    }
+}
+
+/// Issued credentials (JWTs) and signing-key rotation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// `iss` claim of issued tokens.
+    pub issuer: String,
+    /// `aud` claim of issued tokens.
+    pub audience: String,
+    /// Tolerated clock difference when checking `nbf`/`exp`, in seconds.
+    pub clock_skew_seconds: u64,
+    /// Scheduled signing-key rotation interval, in hours.
+    pub rotation_interval_hours: u64,
+    /// How long the next signing key is published in the JWKS before it signs, in seconds.
+    pub publish_ahead_seconds: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "stint".into(),
+            audience: "stint".into(),
+            clock_skew_seconds: 60,
+            rotation_interval_hours: 720,
+            publish_ahead_seconds: 3600,
+        }
+    }
+}
+
+/// Password hashing cost (argon2id; defaults are the OWASP recommendation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    /// Memory cost, in KiB (at least 8 × `parallelism`).
+    pub memory_kib: u32,
+    /// Number of passes (at least 1).
+    pub iterations: u32,
+    /// Degree of parallelism (lanes, at least 1).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Failed-login throttling and lockout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Consecutive failures after which the principal is locked out.
+    pub max_failures: u32,
+    /// Delay after the first failure, in milliseconds; doubles with each further failure.
+    pub base_delay_ms: u64,
+    /// Cap on the per-failure delay, in milliseconds.
+    pub max_delay_ms: u64,
+    /// How long a lockout lasts, in seconds.
+    pub lockout_seconds: u64,
+    /// Quiet period after which the failure count resets, in seconds.
+    pub reset_after_seconds: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            base_delay_ms: 500,
+            max_delay_ms: 30_000,
+            lockout_seconds: 900,
+            reset_after_seconds: 900,
+        }
+    }
+}
+
+/// Audit log durability and checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long a request waits for its audit event to be durable before it fails, in ms.
+    pub flush_timeout_ms: u64,
+    /// Write a chain checkpoint every this many events.
+    pub checkpoint_every_events: u64,
+    /// Write a chain checkpoint at least this often, in seconds.
+    pub checkpoint_every_seconds: u64,
+    /// Days to keep audit events; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            flush_timeout_ms: 5000,
+            checkpoint_every_events: 1000,
+            checkpoint_every_seconds: 300,
+            retention_days: 0,
+        }
+    }
+}
+
+/// Background sweeper of expired sessions and revocations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweeperConfig {
+    /// Seconds between sweeps.
+    pub interval_seconds: u64,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 60,
+        }
+    }
+}
+
+/// Command-line flags; applied last, over file and environment. `None`/`false` leaves the
+/// lower layers alone (a flag cannot turn `insecure` or `dev` off).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// `--listen ADDR`
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir DIR`
+    pub data_dir: Option<PathBuf>,
+    /// `--master-key-file FILE`
+    pub master_key_file: Option<PathBuf>,
+    /// `--tls-cert FILE`
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key FILE`
+    pub tls_key: Option<PathBuf>,
+    /// `--insecure`
+    pub insecure: bool,
+    /// `--log-format text|json`
+    pub log_format: Option<LogFormat>,
+    /// `--dev`
+    pub dev: bool,
+}
+
+/// Why a configuration could not be loaded or is invalid. Every message names the key,
+/// variable or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or a value has the wrong type.
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error (with line and column).
+        source: toml::de::Error,
+    },
+    /// The config file has a key Stint does not know.
+    #[error("config file {}: unknown key `{key}`", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the key, e.g. `argon2.memory_kb`.
+        key: String,
+    },
+    /// A `STINT_*` environment variable Stint does not know.
+    #[error(
+        "unknown environment variable {var} (expected STINT_<KEY> or STINT_<SECTION>__<KEY> for a config key)"
+    )]
+    UnknownEnv {
+        /// The variable name.
+        var: String,
+    },
+    /// A `STINT_*` environment variable whose value does not parse.
+    #[error("environment variable {var}: {reason}")]
+    EnvValue {
+        /// The variable name.
+        var: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The listen address is not loopback and neither TLS nor `insecure` is set.
+    #[error(
+        "listen address {listen} is not loopback: give --tls-cert and --tls-key, or --insecure"
+    )]
+    NotLoopback {
+        /// The listen address.
+        listen: SocketAddr,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then the `STINT_*`
+    /// variables in `env` (pass `std::env::vars()`; other variables are ignored), then
+    /// `overrides`; and [validates](Config::validate) the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_overrides(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a config file over the defaults (no env, no flags, no validation).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses TOML text over the defaults; `path` is only used in error messages.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let parse_err = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        };
+        let table: toml::Table = text.parse().map_err(parse_err)?;
+        if let Some(key) = unknown_key(&table, &schema(), "") {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key,
+            });
+        }
+        // Parse from the text again (not the table) so type errors carry line and column.
+        toml::from_str(text).map_err(parse_err)
+    }
+
+    /// Applies the `STINT_*` variables of `env`, in order, over `self`.
+    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let schema = schema();
+        let defaults = toml_table(&Self::default());
+        let mut table = toml_table(self);
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if CLIENT_ENV_VARS.contains(&var.as_str()) {
+                continue;
+            }
+            let unknown = || ConfigError::UnknownEnv { var: var.clone() };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let kind = lookup(&schema, &path).ok_or_else(unknown)?;
+            let bad = |reason: String| ConfigError::EnvValue {
+                var: var.clone(),
+                reason,
+            };
+            let new = match kind {
+                // An optional key (absent from the defaults) is unset by an empty value.
+                toml::Value::String(_)
+                    if value.is_empty() && lookup(&defaults, &path).is_none() =>
+                {
+                    None
+                }
+                toml::Value::String(_) => Some(toml::Value::String(value.clone())),
+                toml::Value::Integer(_) => Some(toml::Value::Integer(
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|e| bad(format!("expected an integer: {e}")))?,
+                )),
+                toml::Value::Boolean(_) => {
+                    Some(toml::Value::Boolean(parse_bool(value).ok_or_else(
+                        || bad("expected a boolean (true/false, 1/0, yes/no, on/off)".into()),
+                    )?))
+                }
+                _ => return Err(unknown()),
+            };
+            set(&mut table, &path, new);
+            // Deserialize after each variable so a bad value is blamed on its variable.
+            *self = table
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
+        }
+        Ok(())
+    }
+
+    /// Applies command-line flags over `self`.
+    pub fn apply_overrides(&mut self, o: &Overrides) {
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = &o.data_dir {
+            self.data_dir.clone_from(dir);
+        }
+        if let Some(file) = &o.master_key_file {
+            self.master_key_file = Some(file.clone());
+        }
+        if let Some(file) = &o.tls_cert {
+            self.tls.cert_file = Some(file.clone());
+        }
+        if let Some(file) = &o.tls_key {
+            self.tls.key_file = Some(file.clone());
+        }
+        if let Some(format) = o.log_format {
+            self.log_format = format;
+        }
+        self.insecure |= o.insecure;
+        self.dev |= o.dev;
+    }
+
+    /// Where the master key lives: `master_key_file`, or `<data_dir>/master.key`.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Checks ranges and cross-key rules; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+
+        // Paths must be UTF-8 so the effective config can be printed and re-read.
+        let paths = [
+            ("data_dir", Some(&self.data_dir)),
+            ("master_key_file", self.master_key_file.as_ref()),
+            ("tls.cert_file", self.tls.cert_file.as_ref()),
+            ("tls.key_file", self.tls.key_file.as_ref()),
+        ];
+        for (key, path) in paths {
+            if let Some(path) = path {
+                if path.as_os_str().is_empty() {
+                    return invalid(key, "must not be empty");
+                }
+                if path.to_str().is_none() {
+                    return invalid(key, format!("{} is not valid UTF-8", path.display()));
+                }
+            }
+        }
+
+        let partition = self.account.partition.as_bytes();
+        let partition_ok = matches!(partition.first(), Some(b'a'..=b'z'))
+            && partition.len() <= 32
+            && partition
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'));
+        if !partition_ok {
+            return invalid(
+                "account.partition",
+                format!(
+                    "{:?} must match [a-z][a-z0-9-]{{0,31}}",
+                    self.account.partition
+                ),
+            );
+        }
+        let id = self.account.id.as_bytes();
+        if id.len() != 12 || !id.iter().all(u8::is_ascii_digit) {
+            return invalid(
+                "account.id",
+                format!("{:?} must be exactly 12 digits", self.account.id),
+            );
+        }
+
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid(
+                "tls",
+                "give both tls.cert_file and tls.key_file (--tls-cert and --tls-key), or neither",
+            );
+        }
+        let loopback = is_loopback(&self.listen);
+        if !loopback && !self.tls.enabled() && !self.insecure {
+            return Err(ConfigError::NotLoopback {
+                listen: self.listen,
+            });
+        }
+        if self.dev && !loopback {
+            return invalid(
+                "dev",
+                format!(
+                    "dev mode is only allowed on a loopback listen address, not {}",
+                    self.listen
+                ),
+            );
+        }
+
+        let t = &self.tokens;
+        if t.issuer.is_empty() {
+            return invalid("tokens.issuer", "must not be empty");
+        }
+        if t.audience.is_empty() {
+            return invalid("tokens.audience", "must not be empty");
+        }
+        if t.rotation_interval_hours == 0 {
+            return invalid("tokens.rotation_interval_hours", "must be at least 1");
+        }
+        if t.publish_ahead_seconds >= t.rotation_interval_hours.saturating_mul(3600) {
+            return invalid(
+                "tokens.publish_ahead_seconds",
+                format!(
+                    "{} s must be shorter than tokens.rotation_interval_hours ({} h)",
+                    t.publish_ahead_seconds, t.rotation_interval_hours
+                ),
+            );
+        }
+
+        let a = &self.argon2;
+        if a.parallelism == 0 {
+            return invalid("argon2.parallelism", "must be at least 1");
+        }
+        if u64::from(a.memory_kib) < 8 * u64::from(a.parallelism) {
+            return invalid(
+                "argon2.memory_kib",
+                format!(
+                    "{} must be at least 8 × argon2.parallelism ({})",
+                    a.memory_kib,
+                    8 * u64::from(a.parallelism)
+                ),
+            );
+        }
+        if a.iterations == 0 {
+            return invalid("argon2.iterations", "must be at least 1");
+        }
+
+        let l = &self.lockout;
+        if l.max_failures == 0 {
+            return invalid("lockout.max_failures", "must be at least 1");
+        }
+        if l.base_delay_ms > l.max_delay_ms {
+            return invalid(
+                "lockout.base_delay_ms",
+                format!(
+                    "{} must not exceed lockout.max_delay_ms ({})",
+                    l.base_delay_ms, l.max_delay_ms
+                ),
+            );
+        }
+
+        let au = &self.audit;
+        if au.flush_timeout_ms == 0 {
+            return invalid("audit.flush_timeout_ms", "must be at least 1");
+        }
+        if au.checkpoint_every_events == 0 {
+            return invalid("audit.checkpoint_every_events", "must be at least 1");
+        }
+        if au.checkpoint_every_seconds == 0 {
+            return invalid("audit.checkpoint_every_seconds", "must be at least 1");
+        }
+        if self.sweeper.interval_seconds == 0 {
+            return invalid("sweeper.interval_seconds", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `stint serve --print-config`), with the
+    /// value of any key that looks secret (ending in `secret`, `password`, `passphrase`,
+    /// `private_key`) replaced by `"***"`. Parses back into the same `Config` unless a
+    /// value was redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut table = match toml::Table::try_from(self) {
+            Ok(table) => table,
+            Err(e) => return format!("# cannot render the configuration: {e}\n"),
+        };
+        redact(&mut table);
+        let mut out = String::from("# Effective stint configuration (secrets redacted).\n");
+        if self.master_key_file.is_none() {
+            out.push_str(&format!(
+                "# master_key_file is unset: the master key is {}\n",
+                self.master_key_path().display()
+            ));
+        }
+        out.push('\n');
+        out.push_str(&toml::to_string(&table).unwrap_or_else(|e| format!("# {e}\n")));
+        out
+    }
+}
+
+/// Whether `addr` is a loopback address (127.0.0.0/8, `::1`, or `::ffff:127.x.y.z`).
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `config` as a TOML table (`None` fields are absent).
+fn toml_table(config: &Config) -> toml::Table {
+    // Only non-UTF-8 paths fail to serialize; they come from flags, which are applied after
+    // the last use of this function, and `validate` refuses them.
+    toml::Table::try_from(config).unwrap_or_default()
+}
+
+/// Every key Stint knows, with a value of the right type (all optional keys set).
+fn schema() -> toml::Table {
+    let mut full = Config {
+        master_key_file: Some(PathBuf::new()),
+        ..Config::default()
+    };
+    full.tls.cert_file = Some(PathBuf::new());
+    full.tls.key_file = Some(PathBuf::new());
+    toml_table(&full)
+}
+
+/// The first key of `table` (dotted, under `prefix`) that is not in `schema`.
+fn unknown_key(table: &toml::Table, schema: &toml::Table, prefix: &str) -> Option<String> {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (schema.get(key), value) {
+            (None, _) => return Some(path),
+            (Some(toml::Value::Table(s)), toml::Value::Table(t)) => {
+                if let Some(found) = unknown_key(t, s, &path) {
+                    return Some(found);
+                }
+            }
+            // A type mismatch is reported by the deserializer, with its position.
+            _ => {}
+        }
+    }
+    None
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (last, sections) = path.split_last()?;
+    let mut table = table;
+    for section in sections {
+        table = table.get(section)?.as_table()?;
+    }
+    table.get(last)
+}
+
+/// Sets (or with `None` removes) the value at `path`, creating sections as needed.
+fn set(table: &mut toml::Table, path: &[String], value: Option<toml::Value>) {
+    let Some((last, sections)) = path.split_last() else {
+        return;
+    };
+    let mut table = table;
+    for section in sections {
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let Some(t) = entry.as_table_mut() else {
+            return;
+        };
+        table = t;
+    }
+    match value {
+        Some(v) => {
+            table.insert(last.clone(), v);
+        }
+        None => {
+            table.remove(last);
+        }
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEY_SUFFIXES.iter().any(|s| key.ends_with(s))
+}
+
+/// Replaces the value of every secret-looking key, at any depth, with [`REDACTED`].
+fn redact(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        if is_secret_key(key) {
+            *value = toml::Value::String(REDACTED.into());
+        } else {
+            redact_value(value);
+        }
+    }
+}
+
+fn redact_value(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => redact(t),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(None, &env(pairs), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, "127.0.0.1:7420".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("stint-data"));
+        assert_eq!(c.master_key_path(), PathBuf::from("stint-data/master.key"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.insecure && !c.dev && !c.tls.enabled());
+        assert_eq!(c.store.cache_mb, 64);
+        assert_eq!(
+            (c.account.partition.as_str(), c.account.id.as_str()),
+            ("stint", "000000000000")
+        );
+        assert_eq!(c.tokens.rotation_interval_hours, 720);
+        assert_eq!(c.tokens.publish_ahead_seconds, 3600);
+        assert_eq!(
+            c.argon2,
+            Argon2Config {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+        assert_eq!(c.lockout.max_delay_ms, 30_000);
+        assert_eq!(c.audit.retention_days, 0);
+        assert_eq!(c.sweeper.interval_seconds, 60);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn master_key_file_overrides_data_dir_default() {
+        let c = load_env(&[("STINT_MASTER_KEY_FILE", "/etc/stint/master.key")]).unwrap();
+        assert_eq!(c.master_key_path(), PathBuf::from("/etc/stint/master.key"));
+        // An empty value unsets an optional key.
+        let f = file("master_key_file = \"/k\"\n");
+        let c = Config::load(
+            Some(f.path()),
+            &env(&[("STINT_MASTER_KEY_FILE", "")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.master_key_file, None);
+    }
+
+    #[test]
+    fn layers_in_order() {
+        let f = file(
+            "data_dir = \"/from-file\"\nlog_format = \"json\"\n[argon2]\nmemory_kib = 1000\n[store]\ncache_mb = 7\n",
+        );
+        let e = env(&[
+            ("STINT_DATA_DIR", "/from-env"),
+            ("STINT_ARGON2__MEMORY_KIB", "2000"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let flags = Overrides {
+            data_dir: Some("/from-flag".into()),
+            ..Overrides::default()
+        };
+
+        let c = Config::load(Some(f.path()), &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/from-file"),
+            "file overrides default"
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.argon2.memory_kib, 1000);
+        assert_eq!(
+            c.argon2.iterations, 2,
+            "unset keys in a section keep their default"
+        );
+
+        let c = Config::load(Some(f.path()), &e, &Overrides::default()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-env"), "env overrides file");
+        assert_eq!(c.argon2.memory_kib, 2000);
+        assert_eq!(c.store.cache_mb, 7, "file value survives unrelated env");
+
+        let c = Config::load(Some(f.path()), &e, &flags).unwrap();
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/from-flag"),
+            "flag overrides env"
+        );
+        assert_eq!(c.argon2.memory_kib, 2000);
+    }
+
+    #[test]
+    fn every_flag_applies() {
+        let flags = Overrides {
+            listen: Some("[::1]:9000".parse().unwrap()),
+            data_dir: Some("/d".into()),
+            master_key_file: Some("/k".into()),
+            tls_cert: Some("/c.pem".into()),
+            tls_key: Some("/k.pem".into()),
+            insecure: true,
+            log_format: Some(LogFormat::Json),
+            dev: true,
+        };
+        let c = Config::load(
+            None,
+            &env(&[
+                ("STINT_LOG_FORMAT", "text"),
+                ("STINT_LISTEN", "127.0.0.1:1"),
+            ]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.master_key_path(), PathBuf::from("/k"));
+        assert_eq!(c.tls.cert_file, Some("/c.pem".into()));
+        assert_eq!(c.tls.key_file, Some("/k.pem".into()));
+        assert!(c.insecure && c.dev);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_env_var_applies() {
+        let c = load_env(&[
+            ("STINT_LISTEN", "0.0.0.0:1"),
+            ("STINT_INSECURE", "1"),
+            ("STINT_LOG_FORMAT", "json"),
+            ("STINT_DEV", "false"),
+            ("STINT_TLS__CERT_FILE", "/c"),
+            ("STINT_TLS__KEY_FILE", "/k"),
+            ("STINT_STORE__CACHE_MB", "8"),
+            ("STINT_ACCOUNT__PARTITION", "aws-cn"),
+            ("STINT_ACCOUNT__ID", "123456789012"),
+            ("STINT_TOKENS__ISSUER", "https://stint.example"),
+            ("STINT_TOKENS__AUDIENCE", "apps"),
+            ("STINT_TOKENS__CLOCK_SKEW_SECONDS", "5"),
+            ("STINT_TOKENS__ROTATION_INTERVAL_HOURS", "24"),
+            ("STINT_TOKENS__PUBLISH_AHEAD_SECONDS", "60"),
+            ("STINT_ARGON2__ITERATIONS", "3"),
+            ("STINT_ARGON2__PARALLELISM", "4"),
+            ("STINT_LOCKOUT__MAX_FAILURES", "3"),
+            ("STINT_LOCKOUT__BASE_DELAY_MS", "1"),
+            ("STINT_LOCKOUT__MAX_DELAY_MS", "2"),
+            ("STINT_LOCKOUT__LOCKOUT_SECONDS", "3"),
+            ("STINT_LOCKOUT__RESET_AFTER_SECONDS", "4"),
+            ("STINT_AUDIT__FLUSH_TIMEOUT_MS", "5"),
+            ("STINT_AUDIT__CHECKPOINT_EVERY_EVENTS", "6"),
+            ("STINT_AUDIT__CHECKPOINT_EVERY_SECONDS", "7"),
+            ("STINT_AUDIT__RETENTION_DAYS", "8"),
+            ("STINT_SWEEPER__INTERVAL_SECONDS", "9"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1".parse().unwrap());
+        assert!(c.insecure && !c.dev);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.tls.enabled());
+        assert_eq!(c.store.cache_mb, 8);
+        assert_eq!(c.account.partition, "aws-cn");
+        assert_eq!(c.account.id, "123456789012");
+        assert_eq!(c.tokens.issuer, "https://stint.example");
+        assert_eq!(c.tokens.audience, "apps");
+        assert_eq!(
+            (
+                c.tokens.clock_skew_seconds,
+                c.tokens.rotation_interval_hours,
+                c.tokens.publish_ahead_seconds
+            ),
+            (5, 24, 60)
+        );
+        assert_eq!((c.argon2.iterations, c.argon2.parallelism), (3, 4));
+        let l = &c.lockout;
+        assert_eq!(
+            (
+                l.max_failures,
+                l.base_delay_ms,
+                l.max_delay_ms,
+                l.lockout_seconds,
+                l.reset_after_seconds
+            ),
+            (3, 1, 2, 3, 4)
+        );
+        let a = &c.audit;
+        assert_eq!(
+            (
+                a.flush_timeout_ms,
+                a.checkpoint_every_events,
+                a.checkpoint_every_seconds,
+                a.retention_days
+            ),
+            (5, 6, 7, 8)
+        );
+        assert_eq!(c.sweeper.interval_seconds, 9);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let cases = [
+            ("colour = 1\n", "`colour`"),
+            ("[argon2]\nmemory_kb = 1\n", "`argon2.memory_kb`"),
+            ("[tls]\ncert = \"x\"\n", "`tls.cert`"),
+            ("[metrics]\nport = 1\n", "`metrics`"),
+        ];
+        for (text, key) in cases {
+            let f = file(text);
+            let err = Config::load(Some(f.path()), &[], &Overrides::default()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, ConfigError::UnknownKey { .. }),
+                "{text:?}: {msg}"
+            );
+            assert!(msg.contains(key), "{text:?}: {msg}");
+            assert!(
+                msg.contains(&f.path().display().to_string()),
+                "{text:?}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_file_value_names_file_and_key() {
+        let cases = [
+            ("listen = \"nowhere\"\n", "listen"),
+            ("[argon2]\nmemory_kib = -1\n", "memory_kib"),
+            ("log_format = \"xml\"\n", "log_format"),
+            ("[store]\ncache_mb = \"big\"\n", "cache_mb"),
+            ("tls = 3\n", "tls"),
+            ("listen = \n", "listen"),
+        ];
+        for (text, key) in cases {
+            let f = file(text);
+            let err = Config::load(Some(f.path()), &[], &Overrides::default()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text:?}: {msg}");
+            assert!(msg.contains(key), "{text:?}: {msg}");
+            assert!(
+                msg.contains(&f.path().display().to_string()),
+                "{text:?}: {msg}"
+            );
+        }
+        let missing = Path::new("/nonexistent/stint.toml");
+        let err = Config::load(Some(missing), &[], &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/stint.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_var_is_named() {
+        for var in [
+            "STINT_LISTN",
+            "STINT_",
+            "STINT_TLS",
+            "STINT_TLS__CERT",
+            "STINT_ARGON2_MEMORY_KIB",
+            "STINT_ARGON2__MEMORY_KIB__X",
+            "STINT_PASSWORD",
+        ] {
+            let err = load_env(&[(var, "1")]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::UnknownEnv { var: v } if v == var),
+                "{var}: {err}"
+            );
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn client_and_foreign_env_vars_are_ignored() {
+        let mut pairs: Vec<(&str, &str)> =
+            CLIENT_ENV_VARS.iter().map(|v| (*v, "whatever")).collect();
+        pairs.extend([
+            ("HOME", "/root"),
+            ("stint_listen", "junk"),
+            ("XSTINT_FOO", "1"),
+        ]);
+        assert_eq!(load_env(&pairs).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_env_value_names_the_var() {
+        let cases = [
+            ("STINT_LISTEN", "localhost"),
+            ("STINT_LISTEN", ""),
+            ("STINT_INSECURE", "maybe"),
+            ("STINT_LOG_FORMAT", "xml"),
+            ("STINT_ARGON2__MEMORY_KIB", "lots"),
+            ("STINT_ARGON2__MEMORY_KIB", "99999999999"),
+            ("STINT_STORE__CACHE_MB", "-1"),
+            ("STINT_AUDIT__RETENTION_DAYS", "1.5"),
+        ];
+        for (var, value) in cases {
+            let err = load_env(&[(var, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::EnvValue { var: v, .. } if v == var),
+                "{var}={value}: {err}"
+            );
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn listen_address_rules() {
+        let tls = |c: &mut Config| {
+            c.tls.cert_file = Some("/c".into());
+            c.tls.key_file = Some("/k".into());
+        };
+        let insecure = |c: &mut Config| c.insecure = true;
+        let dev = |c: &mut Config| c.dev = true;
+        let none = |_: &mut Config| {};
+        type Tweak<'a> = &'a dyn Fn(&mut Config);
+        let cases: [(&str, Tweak, bool); 12] = [
+            ("127.0.0.1:7420", &none, true),
+            ("127.8.9.10:1", &none, true),
+            ("[::1]:7420", &none, true),
+            ("[::ffff:127.0.0.1]:7420", &none, true),
+            ("127.0.0.1:0", &dev, true),
+            ("0.0.0.0:7420", &none, false),
+            ("[::]:7420", &none, false),
+            ("10.0.0.1:7420", &none, false),
+            ("0.0.0.0:7420", &insecure, true),
+            ("0.0.0.0:7420", &tls, true),
+            ("0.0.0.0:7420", &dev, false),
+            ("[::1]:7420", &dev, true),
+        ];
+        for (listen, tweak, ok) in cases {
+            let mut c = Config {
+                listen: listen.parse().unwrap(),
+                ..Config::default()
+            };
+            tweak(&mut c);
+            let res = c.validate();
+            assert_eq!(res.is_ok(), ok, "{listen}: {res:?}");
+        }
+        let err = Config {
+            listen: "0.0.0.0:7420".parse().unwrap(),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "listen address 0.0.0.0:7420 is not loopback: give --tls-cert and --tls-key, or --insecure"
+        );
+        // Through load: refused, then accepted with the flag.
+        let e = env(&[("STINT_LISTEN", "0.0.0.0:7420")]);
+        assert!(matches!(
+            Config::load(None, &e, &Overrides::default()),
+            Err(ConfigError::NotLoopback { .. })
+        ));
+        let flags = Overrides {
+            insecure: true,
+            ..Overrides::default()
+        };
+        assert!(Config::load(None, &e, &flags).unwrap().insecure);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        type Tweak = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Tweak)> = vec![
+            (
+                "account.partition",
+                Box::new(|c| c.account.partition = "Stint".into()),
+            ),
+            (
+                "account.partition",
+                Box::new(|c| c.account.partition = String::new()),
+            ),
+            (
+                "account.partition",
+                Box::new(|c| c.account.partition = "1abc".into()),
+            ),
+            (
+                "account.partition",
+                Box::new(|c| c.account.partition = "a_b".into()),
+            ),
+            (
+                "account.partition",
+                Box::new(|c| c.account.partition = format!("a{}", "b".repeat(32))),
+            ),
+            (
+                "account.id",
+                Box::new(|c| c.account.id = "12345678901".into()),
+            ),
+            (
+                "account.id",
+                Box::new(|c| c.account.id = "1234567890123".into()),
+            ),
+            (
+                "account.id",
+                Box::new(|c| c.account.id = "12345678901a".into()),
+            ),
+            ("tls", Box::new(|c| c.tls.cert_file = Some("/c".into()))),
+            ("tls", Box::new(|c| c.tls.key_file = Some("/k".into()))),
+            ("argon2.memory_kib", Box::new(|c| c.argon2.memory_kib = 7)),
+            (
+                "argon2.memory_kib",
+                Box::new(|c| {
+                    c.argon2.parallelism = 4;
+                    c.argon2.memory_kib = 31
+                }),
+            ),
+            ("argon2.iterations", Box::new(|c| c.argon2.iterations = 0)),
+            ("argon2.parallelism", Box::new(|c| c.argon2.parallelism = 0)),
+            ("tokens.issuer", Box::new(|c| c.tokens.issuer.clear())),
+            ("tokens.audience", Box::new(|c| c.tokens.audience.clear())),
+            (
+                "tokens.rotation_interval_hours",
+                Box::new(|c| c.tokens.rotation_interval_hours = 0),
+            ),
+            (
+                "tokens.publish_ahead_seconds",
+                Box::new(|c| c.tokens.rotation_interval_hours = 1),
+            ),
+            (
+                "lockout.max_failures",
+                Box::new(|c| c.lockout.max_failures = 0),
+            ),
+            (
+                "lockout.base_delay_ms",
+                Box::new(|c| c.lockout.base_delay_ms = 30_001),
+            ),
+            (
+                "audit.checkpoint_every_events",
+                Box::new(|c| c.audit.checkpoint_every_events = 0),
+            ),
+            (
+                "sweeper.interval_seconds",
+                Box::new(|c| c.sweeper.interval_seconds = 0),
+            ),
+            ("data_dir", Box::new(|c| c.data_dir = PathBuf::new())),
+        ];
+        for (key, tweak) in cases {
+            let mut c = Config::default();
+            tweak(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{key}: {err}"
+            );
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        // Boundaries that are fine.
+        let mut c = Config::default();
+        c.account.partition = format!("a{}", "-".repeat(31));
+        c.account.id = "999999999999".into();
+        c.argon2 = Argon2Config {
+            memory_kib: 32,
+            iterations: 1,
+            parallelism: 4,
+        };
+        c.lockout.base_delay_ms = c.lockout.max_delay_ms;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let mut full = Config {
+            master_key_file: Some("/etc/stint/master.key".into()),
+            log_format: LogFormat::Json,
+            listen: "[::]:443".parse().unwrap(),
+            ..Config::default()
+        };
+        full.tls.cert_file = Some("/c.pem".into());
+        full.tls.key_file = Some("/k.pem".into());
+        full.argon2.memory_kib = 65536;
+        for config in [Config::default(), full] {
+            let text = config.to_redacted_toml();
+            let back: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, config, "{text}");
+            assert!(
+                !text.contains(REDACTED),
+                "nothing in Config is secret today: {text}"
+            );
+        }
+        let text = Config::default().to_redacted_toml();
+        assert!(text.contains("stint-data/master.key"), "{text}");
+        assert!(text.contains("log_format = \"text\""), "{text}");
+    }
+
+    #[test]
+    fn secret_looking_keys_are_redacted() {
+        let mut table: toml::Table = toml::from_str(
+            r#"
+            admin_password = "hunter2"
+            client_secret = "s3cr3t"
+            key_file = "/k.pem"
+            [nested]
+            db_passphrase = "p"
+            SIGNING_PRIVATE_KEY = "k"
+            issuer = "stint"
+            [[list]]
+            api_secret = "x"
+            "#,
+        )
+        .unwrap();
+        redact(&mut table);
+        let text = toml::to_string(&table).unwrap();
+        for secret in ["hunter2", "s3cr3t", "\"p\"", "\"k\"", "\"x\""] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(table["admin_password"].as_str(), Some(REDACTED));
+        assert_eq!(
+            table["nested"]["SIGNING_PRIVATE_KEY"].as_str(),
+            Some(REDACTED)
+        );
+        assert_eq!(table["list"][0]["api_secret"].as_str(), Some(REDACTED));
+        assert_eq!(table["key_file"].as_str(), Some("/k.pem"));
+        assert_eq!(table["nested"]["issuer"].as_str(), Some("stint"));
+    }
+
+    #[test]
+    fn example_parses_and_matches_defaults() {
+        let c = Config::from_toml_str(example_toml(), Path::new("deploy/stint.toml")).unwrap();
+        c.validate().unwrap();
+        // The one documented difference from the built-in defaults.
+        let expected = Config {
+            data_dir: "/var/lib/stint".into(),
+            ..Config::default()
+        };
+        assert_eq!(c, expected);
+        // Every key, including the optional ones, appears in the example (possibly
+        // commented out), so the example stays complete as keys are added.
+        let mut missing = Vec::new();
+        collect_keys(&schema(), "", &mut |section, key| {
+            let line = format!("{key} = ");
+            let header = format!("\n[{section}]\n");
+            let in_section = if section.is_empty() {
+                example_toml()
+                    .split("\n[")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                example_toml()
+                    .split_once(&header)
+                    .map(|(_, rest)| rest.split("\n[").next().unwrap_or_default().to_owned())
+                    .unwrap_or_default()
+            };
+            if !in_section.contains(&line) {
+                missing.push(format!("{section}.{key}"));
+            }
+        });
+        assert!(missing.is_empty(), "not in deploy/stint.toml: {missing:?}");
+    }
+
+    fn collect_keys(table: &toml::Table, section: &str, f: &mut dyn FnMut(&str, &str)) {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(t) => collect_keys(t, key, f),
+                _ => f(section, key),
+            }
+        }
+    }
+
+    #[test]
+    fn schema_lists_every_key() {
+        // 6 top-level keys plus the keys of the 8 sections.
+        let s = schema();
+        let mut n = 0;
+        collect_keys(&s, "", &mut |_, _| n += 1);
+        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 5 + 4 + 1);
+        assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
+        assert!(lookup(&s, &["master_key_file".into()]).is_some());
+    }
+}
