@@ -8,7 +8,7 @@
 //!   time and randomness come in as parameters.
 //! - [`store`]: persistence behind a trait, with sled and in-memory implementations, and
 //!   AEAD sealing of secrets at rest.
-//! - [`audit`]: the hash-chained audit log and its durable writer.
+//! - [`audit`]: the hash-chained audit log and its durable group-commit writer.
 //! - [`broker`]: one function per use case (login, assume role, authorize, IAM admin…).
 //! - [`rpc`]: tonic services; wire ↔ domain conversion and the one error → status table.
 //! - [`cli`]: the `stint` command line.
@@ -16,8 +16,12 @@
 //! - [`proto`]: generated protobuf types.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod rpc;
 pub mod store;
 
 /// Generated wire types for package `stint.v1`.

@@ -1,2 +1,6 @@
 #![forbid(unsafe_code)]
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    stint::cli::run(stint::cli::Cli::parse())
+}
