@@ -258,6 +258,7 @@ impl super::Broker {
             let mut purged = Vec::new();
             for key in keys {
                 if key.state == KeyState::Retired && key.purge_after.is_some_and(|p| p <= now_ms) {
+                    super::audit::keep_public_key(tx, &key.kid, &key.public_key);
                     tx.delete(Table::SigningKeys, &key.kid);
                     purged.push(key.kid);
                 }
@@ -272,5 +273,16 @@ impl super::Broker {
             self.audit.append(event).await?;
         }
         Ok(purged)
+    }
+}
+
+impl super::Broker {
+    /// True when the active key has signed for longer than `interval`.
+    pub fn rotation_due(&self, interval: Duration) -> Result<bool, BrokerError> {
+        let now_ms = unix_ms(self.now());
+        Ok(all_keys(self.store.as_ref())?
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .all(|k| now_ms - k.activated.unwrap_or(k.created) >= interval.as_millis() as i64))
     }
 }

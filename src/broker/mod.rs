@@ -6,6 +6,7 @@
 //! where each rule is enforced. The clock is injected ([`Clock`]) so expiry can be tested
 //! without sleeping.
 
+mod audit;
 mod caller;
 mod error;
 mod iam;
@@ -109,7 +110,7 @@ pub struct Broker {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) master: MasterKey,
-    pub(crate) keys: KeyRing,
+    pub(crate) keys: Arc<KeyRing>,
     pub(crate) settings: BrokerSettings,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
@@ -129,13 +130,13 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, BrokerError> {
         let rng = SystemRandom::new();
-        let keys = KeyRing::load(
+        let keys = Arc::new(KeyRing::load(
             store.as_ref(),
             &master,
             &rng,
             &settings,
             clock.now(),
-        )?;
+        )?);
         let dummy_phc = crate::core::authn::password::dummy_phc(&settings.argon2)?;
         let broker = Arc::new(Self {
             hash_slots: Arc::new(tokio::sync::Semaphore::new(settings.hash_concurrency.max(1))),

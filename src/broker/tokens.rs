@@ -194,3 +194,54 @@ impl Broker {
         Ok(keys.len() as u64)
     }
 }
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub sessions: usize,
+    pub revocations: usize,
+    pub lockouts: usize,
+}
+
+impl Broker {
+    /// Removes what can no longer matter: expired sessions, revocations older than any
+    /// token they could match, and lockout counters that have reset.
+    pub fn sweep(&self) -> Result<SweepReport, BrokerError> {
+        let now = self.now();
+        let now_ms = unix_ms(now);
+        let skew_ms = self.settings.clock_skew.as_millis() as i64;
+        let store = self.store.as_ref();
+        let mut report = SweepReport::default();
+        for (key, session) in store::read_page::<crate::core::model::Session>(store, Table::Sessions, "", None, usize::MAX)? {
+            if session.expires_at + skew_ms < now_ms {
+                delete_if_unchanged(store, Table::Sessions, &key)?;
+                report.sessions += 1;
+            }
+        }
+        for (key, revocation) in store::read_page::<Revocation>(store, Table::Revocations, "", None, usize::MAX)? {
+            if revocation.keep_until_ms < now_ms {
+                delete_if_unchanged(store, Table::Revocations, &key)?;
+                report.revocations += 1;
+            }
+        }
+        let policy = self.settings.lockout;
+        for (key, state) in store::read_page::<crate::core::authn::lockout::LockoutState>(store, Table::Lockouts, "", None, usize::MAX)? {
+            if !state.is_locked(now) && state.failures_at(now, &policy) == 0 {
+                delete_if_unchanged(store, Table::Lockouts, &key)?;
+                report.lockouts += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn delete_if_unchanged(store: &dyn crate::store::Store, table: Table, key: &str) -> Result<(), BrokerError> {
+    let mut tx = Tx::new(store);
+    if tx.get_raw(table, key.as_bytes())?.is_some() {
+        tx.delete(table, key);
+    }
+    match tx.commit() {
+        Ok(()) | Err(crate::store::StoreError::Conflict) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
