@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod store;
 
 /// Generated wire types for package `stint.v1`.
 pub mod proto {

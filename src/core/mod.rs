@@ -3,4 +3,8 @@
 //! Everything here takes `now` and random bytes as arguments so it can be tested with tables
 //! and a controlled clock.
 
+pub mod authn;
+pub mod error;
 pub mod policy;
+pub mod secret;
+pub mod token;

@@ -1,0 +1,3 @@
+//! Persistence. (Placeholder: the lead replaces this with the store traits.)
+
+pub mod seal;
