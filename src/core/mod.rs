@@ -3,5 +3,9 @@
 //! Everything here takes `now` and random bytes as arguments so it can be tested with tables
 //! and a controlled clock.
 
+pub mod authn;
+pub mod error;
 pub mod model;
 pub mod policy;
+pub mod secret;
+pub mod token;
