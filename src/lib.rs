@@ -16,6 +16,8 @@
 //! - [`proto`]: generated protobuf types.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod cli;
 pub mod core;
 pub mod store;
 
