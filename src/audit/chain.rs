@@ -641,3 +641,271 @@ fn delete_all(store: &dyn Store, table: Table, keys: Vec<Vec<u8>>) -> Result<(),
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::Outcome;
+    use crate::audit::testing::{NoKey, TestSigner, copy_store};
+    use crate::store::memory::MemoryStore;
+
+    fn event(seq: u64) -> Event {
+        let mut event = Event::new(1_000 + seq as i64, "sts:AssumeRole", Outcome::Allow)
+            .with_principal(format!("arn:stint:iam::123456789012:user/u{seq}"));
+        event.seq = seq;
+        event
+    }
+
+    fn put(store: &dyn Store, record: &Record) {
+        store
+            .commit(&Batch {
+                expects: vec![],
+                writes: vec![(
+                    Table::Audit,
+                    record_key(record.seq()).to_vec(),
+                    Some(store::encode(record)),
+                )],
+            })
+            .unwrap();
+    }
+
+    fn get(store: &dyn Store, seq: u64) -> Vec<u8> {
+        store.get(Table::Audit, &record_key(seq)).unwrap().unwrap()
+    }
+
+    fn set(store: &dyn Store, seq: u64, value: Option<Vec<u8>>) {
+        store
+            .commit(&Batch {
+                expects: vec![],
+                writes: vec![(Table::Audit, record_key(seq).to_vec(), value)],
+            })
+            .unwrap();
+    }
+
+    /// `n` records from genesis, a checkpoint every `every` (0 = none), signed by `signer`.
+    fn fill(n: u64, every: u64, signer: &dyn CheckpointSigner) -> MemoryStore {
+        let store = MemoryStore::new();
+        append(&store, 1..=n, GENESIS, every, signer);
+        store
+    }
+
+    /// Links `seqs` after `prev`, as an attacker recomputing the chain would.
+    fn append(
+        store: &dyn Store,
+        seqs: std::ops::RangeInclusive<u64>,
+        mut prev: Hash,
+        every: u64,
+        signer: &dyn CheckpointSigner,
+    ) {
+        for seq in seqs {
+            let record = Record::link(&prev, event(seq));
+            put(store, &record);
+            prev = record.hash_bytes().unwrap();
+            if every > 0 && seq % every == 0 {
+                let cp = Checkpoint::sign(Seal::Checkpoint, signer, seq, &record.hash, 7).unwrap();
+                write_checkpoint(store, &cp).unwrap();
+            }
+        }
+    }
+
+    fn check(store: &dyn Store, keys: Option<&dyn CheckpointSigner>) -> (Option<u64>, Option<Breach>) {
+        let report = verify(store, keys).unwrap();
+        assert_eq!(report.intact, report.breach.is_none(), "{report:?}");
+        (report.first_broken_seq, report.breach)
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(12, 5, &signer);
+        let report = verify(&store, Some(&signer)).unwrap();
+        assert!(report.intact, "{report:?}");
+        assert_eq!(report.events_checked, 12);
+        assert_eq!(report.checkpoints_checked, 2);
+        assert_eq!(report.last_seq, 12);
+        assert_eq!(report.kids, ["k1"]);
+        assert!(verify(&store, None).unwrap().intact);
+        assert!(verify(&MemoryStore::new(), None).unwrap().intact);
+    }
+
+    #[test]
+    fn first_record_links_to_genesis() {
+        let record = Record::link(&GENESIS, event(1));
+        assert_eq!(record.prev_hash, "0".repeat(64));
+        let mut input = GENESIS.to_vec();
+        input.extend(event(1).canonical_bytes());
+        assert_eq!(record.hash, HEXLOWER.encode(digest(&SHA256, &input).as_ref()));
+    }
+
+    #[test]
+    fn changed_byte_is_edited() {
+        let signer = TestSigner::new("k1", 1);
+        let original = fill(10, 0, &signer);
+        let store = copy_store(&original);
+        let text = String::from_utf8(get(&store, 5)).unwrap();
+        set(&store, 5, Some(text.replace("user/u5", "user/x5").into_bytes()));
+        assert_eq!(check(&store, None), (Some(5), Some(Breach::Edited)));
+        // A byte that breaks the JSON, and a non-canonical but equal encoding, too.
+        let store = copy_store(&original);
+        let mut bytes = get(&store, 3);
+        bytes[0] = b'[';
+        set(&store, 3, Some(bytes));
+        assert_eq!(check(&store, None), (Some(3), Some(Breach::Edited)));
+        let store = copy_store(&original);
+        let mut bytes = get(&store, 4);
+        bytes.push(b' ');
+        set(&store, 4, Some(bytes));
+        assert_eq!(check(&store, None), (Some(4), Some(Breach::Edited)));
+        assert!(verify(&original, None).unwrap().intact);
+    }
+
+    #[test]
+    fn rehashed_edit_is_blamed_on_the_edited_record() {
+        let store = fill(10, 0, &NoKey);
+        let prev = decode_hash(&Record::decode(5, &get(&store, 5)).unwrap().hash).unwrap();
+        let mut forged = event(6);
+        forged.outcome = Outcome::Deny;
+        put(&store, &Record::link(&prev, forged));
+        assert_eq!(check(&store, None), (Some(6), Some(Breach::Edited)));
+    }
+
+    #[test]
+    fn deleted_record_is_a_gap() {
+        let store = fill(10, 0, &NoKey);
+        set(&store, 7, None);
+        assert_eq!(check(&store, None), (Some(7), Some(Breach::Deleted)));
+        let report = verify(&store, None).unwrap();
+        assert_eq!(report.events_checked, 6);
+        assert!(report.reason.starts_with("deleted: "), "{}", report.reason);
+        // The head of the log, without an anchor, is also a deletion.
+        let store = fill(3, 0, &NoKey);
+        set(&store, 1, None);
+        assert_eq!(check(&store, None), (Some(1), Some(Breach::Deleted)));
+    }
+
+    #[test]
+    fn swapped_records_are_reordered() {
+        let store = fill(10, 0, &NoKey);
+        let (four, five) = (get(&store, 4), get(&store, 5));
+        set(&store, 4, Some(five));
+        set(&store, 5, Some(four));
+        assert_eq!(check(&store, None), (Some(4), Some(Breach::Reordered)));
+    }
+
+    #[test]
+    fn truncation_after_a_checkpoint() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(12, 5, &signer);
+        for seq in 9..=12 {
+            set(&store, seq, None);
+        }
+        let report = verify(&store, Some(&signer)).unwrap();
+        assert_eq!(report.first_broken_seq, Some(9), "{report:?}");
+        assert_eq!(report.breach, Some(Breach::Truncated));
+        assert!(report.reason.contains("checkpoint 10"), "{}", report.reason);
+        // Past the last checkpoint, truncation is invisible (documented limit).
+        let store = fill(12, 5, &signer);
+        set(&store, 12, None);
+        assert!(verify(&store, Some(&signer)).unwrap().intact);
+    }
+
+    #[test]
+    fn recomputed_chain_is_caught_at_the_next_checkpoint() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(12, 5, &signer);
+        // Rewrite 7.. with consistent hashes but no key to re-sign checkpoint 10.
+        let prev = Record::decode(6, &get(&store, 6)).unwrap().hash_bytes().unwrap();
+        let mut forged = Record::link(&prev, event(7));
+        forged.event.outcome = Outcome::Deny;
+        let forged = Record::link(&prev, forged.event);
+        put(&store, &forged);
+        append(&store, 8..=12, forged.hash_bytes().unwrap(), 0, &NoKey);
+        assert_eq!(check(&store, None), (Some(6), Some(Breach::Rewritten)));
+    }
+
+    #[test]
+    fn bad_checkpoint_signatures() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(12, 5, &signer);
+        let mut cp: Checkpoint = store::read(&store, Table::Meta, &checkpoint_key(10))
+            .unwrap()
+            .unwrap();
+        cp.time_ms += 1;
+        write_checkpoint(&store, &cp).unwrap();
+        assert_eq!(check(&store, None), (Some(10), Some(Breach::BadSignature)));
+
+        // An attacker rewrites the whole chain and re-signs with a key of their own:
+        // consistent offline, refused against the genuine keyring.
+        let attacker = TestSigner::new("k1", 9);
+        let forged = fill(12, 5, &attacker);
+        assert!(verify(&forged, None).unwrap().intact);
+        assert_eq!(check(&forged, Some(&signer)), (Some(5), Some(Breach::BadSignature)));
+        let other_kid = TestSigner::new("k2", 1);
+        assert_eq!(check(&store, Some(&other_kid)).1, Some(Breach::BadSignature));
+    }
+
+    #[test]
+    fn prune_keeps_the_rest_verifiable() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(20, 5, &signer);
+        let leftover = get(&store, 3);
+        let report = prune_before(&store, PruneCutoff::BeforeSeq(11), &signer, 99).unwrap();
+        assert_eq!(
+            report,
+            PruneReport {
+                anchor_seq: Some(10),
+                deleted_events: 10,
+                deleted_checkpoints: 2
+            }
+        );
+        assert_eq!(store.scan(Table::Audit, &[], None, 100).unwrap().len(), 10);
+        let verified = verify(&store, Some(&signer)).unwrap();
+        assert!(verified.intact, "{verified:?}");
+        assert_eq!(
+            (verified.anchor_seq, verified.events_checked, verified.checkpoints_checked),
+            (Some(10), 10, 2)
+        );
+
+        // By time: records 11..=14 have time_ms < 1015.
+        let report = prune_before(&store, PruneCutoff::BeforeTimeMs(1015), &signer, 99).unwrap();
+        assert_eq!((report.anchor_seq, report.deleted_events), (Some(14), 4));
+        assert!(verify(&store, None).unwrap().intact);
+
+        // Leftovers of an interrupted prune are skipped, then removed.
+        set(&store, 3, Some(leftover));
+        assert!(verify(&store, None).unwrap().intact);
+        let report = prune_before(&store, PruneCutoff::BeforeSeq(0), &signer, 99).unwrap();
+        assert_eq!((report.anchor_seq, report.deleted_events), (Some(14), 1));
+
+        // Tampering after the anchor is still caught; a forged anchor is too.
+        let tampered = copy_store(&store);
+        set(&tampered, 15, None);
+        assert_eq!(check(&tampered, None), (Some(15), Some(Breach::Deleted)));
+        let tampered = copy_store(&store);
+        let mut anchor = read_anchor(&tampered).unwrap().unwrap();
+        anchor.seq = 13;
+        tampered
+            .commit(&Batch {
+                expects: vec![],
+                writes: vec![(Table::Meta, ANCHOR_KEY.into(), Some(store::encode(&anchor)))],
+            })
+            .unwrap();
+        assert_eq!(check(&tampered, None), (Some(13), Some(Breach::BadSignature)));
+    }
+
+    #[test]
+    fn prune_refuses_a_broken_prefix_and_needs_a_key() {
+        let signer = TestSigner::new("k1", 1);
+        let store = fill(10, 0, &signer);
+        assert!(matches!(
+            prune_before(&store, PruneCutoff::BeforeSeq(5), &NoKey, 1),
+            Err(AuditError::NoSigningKey)
+        ));
+        set(&store, 2, None);
+        match prune_before(&store, PruneCutoff::BeforeSeq(5), &signer, 1) {
+            Err(AuditError::Broken(report)) => assert_eq!(report.first_broken_seq, Some(2)),
+            other => panic!("expected Broken, got {other:?}"),
+        }
+        assert_eq!(store.get(Table::Meta, ANCHOR_KEY.as_bytes()).unwrap(), None);
+    }
+}
