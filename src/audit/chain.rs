@@ -229,7 +229,10 @@ impl Checkpoint {
             .decode(self.signature.as_bytes())
             .map_err(|_| "signature is unreadable")?;
         UnparsedPublicKey::new(&ED25519, key)
-            .verify(&seal.message(self.seq, &self.hash, self.time_ms), &signature)
+            .verify(
+                &seal.message(self.seq, &self.hash, self.time_ms),
+                &signature,
+            )
             .map_err(|_| format!("signature by kid {} does not verify", self.kid))
     }
 }
@@ -463,7 +466,10 @@ fn verify_upto(
                     let detail = format!("record {seq} links to another record {}", seq - 1);
                     (seq - 1, detail)
                 } else {
-                    (seq, format!("record {seq} does not link to the chain start"))
+                    (
+                        seq,
+                        format!("record {seq} does not link to the chain start"),
+                    )
                 };
                 return Ok(walk.breach(blamed, Breach::Edited, detail));
             }
@@ -481,11 +487,7 @@ fn verify_upto(
                         "checkpoint {} differs from the stored chain (rewritten after {})",
                         checkpoint.seq, last_good_checkpoint
                     );
-                    return Ok(walk.breach(
-                        last_good_checkpoint + 1,
-                        Breach::Rewritten,
-                        detail,
-                    ));
+                    return Ok(walk.breach(last_good_checkpoint + 1, Breach::Rewritten, detail));
                 }
                 walk.saw_kid(&checkpoint.kid);
                 walk.report.checkpoints_checked += 1;
@@ -550,9 +552,7 @@ pub fn prune_before(
 ) -> Result<PruneReport, AuditError> {
     let old_anchor = store.get(Table::Meta, ANCHOR_KEY.as_bytes())?;
     let anchor_seq = match &old_anchor {
-        Some(bytes) => {
-            store::decode::<Checkpoint>(Table::Meta, ANCHOR_KEY.as_bytes(), bytes)?.seq
-        }
+        Some(bytes) => store::decode::<Checkpoint>(Table::Meta, ANCHOR_KEY.as_bytes(), bytes)?.seq,
         None => 0,
     };
     // The last record to delete.
@@ -708,7 +708,10 @@ mod tests {
         }
     }
 
-    fn check(store: &dyn Store, keys: Option<&dyn CheckpointSigner>) -> (Option<u64>, Option<Breach>) {
+    fn check(
+        store: &dyn Store,
+        keys: Option<&dyn CheckpointSigner>,
+    ) -> (Option<u64>, Option<Breach>) {
         let report = verify(store, keys).unwrap();
         assert_eq!(report.intact, report.breach.is_none(), "{report:?}");
         (report.first_broken_seq, report.breach)
@@ -734,7 +737,10 @@ mod tests {
         assert_eq!(record.prev_hash, "0".repeat(64));
         let mut input = GENESIS.to_vec();
         input.extend(event(1).canonical_bytes());
-        assert_eq!(record.hash, HEXLOWER.encode(digest(&SHA256, &input).as_ref()));
+        assert_eq!(
+            record.hash,
+            HEXLOWER.encode(digest(&SHA256, &input).as_ref())
+        );
     }
 
     #[test]
@@ -743,7 +749,11 @@ mod tests {
         let original = fill(10, 0, &signer);
         let store = copy_store(&original);
         let text = String::from_utf8(get(&store, 5)).unwrap();
-        set(&store, 5, Some(text.replace("user/u5", "user/x5").into_bytes()));
+        set(
+            &store,
+            5,
+            Some(text.replace("user/u5", "user/x5").into_bytes()),
+        );
         assert_eq!(check(&store, None), (Some(5), Some(Breach::Edited)));
         // A byte that breaks the JSON, and a non-canonical but equal encoding, too.
         let store = copy_store(&original);
@@ -814,7 +824,10 @@ mod tests {
         let signer = TestSigner::new("k1", 1);
         let store = fill(12, 5, &signer);
         // Rewrite 7.. with consistent hashes but no key to re-sign checkpoint 10.
-        let prev = Record::decode(6, &get(&store, 6)).unwrap().hash_bytes().unwrap();
+        let prev = Record::decode(6, &get(&store, 6))
+            .unwrap()
+            .hash_bytes()
+            .unwrap();
         let mut forged = Record::link(&prev, event(7));
         forged.event.outcome = Outcome::Deny;
         let forged = Record::link(&prev, forged.event);
@@ -839,9 +852,15 @@ mod tests {
         let attacker = TestSigner::new("k1", 9);
         let forged = fill(12, 5, &attacker);
         assert!(verify(&forged, None).unwrap().intact);
-        assert_eq!(check(&forged, Some(&signer)), (Some(5), Some(Breach::BadSignature)));
+        assert_eq!(
+            check(&forged, Some(&signer)),
+            (Some(5), Some(Breach::BadSignature))
+        );
         let other_kid = TestSigner::new("k2", 1);
-        assert_eq!(check(&store, Some(&other_kid)).1, Some(Breach::BadSignature));
+        assert_eq!(
+            check(&store, Some(&other_kid)).1,
+            Some(Breach::BadSignature)
+        );
     }
 
     #[test]
@@ -862,7 +881,11 @@ mod tests {
         let verified = verify(&store, Some(&signer)).unwrap();
         assert!(verified.intact, "{verified:?}");
         assert_eq!(
-            (verified.anchor_seq, verified.events_checked, verified.checkpoints_checked),
+            (
+                verified.anchor_seq,
+                verified.events_checked,
+                verified.checkpoints_checked
+            ),
             (Some(10), 10, 2)
         );
 
@@ -890,7 +913,10 @@ mod tests {
                 writes: vec![(Table::Meta, ANCHOR_KEY.into(), Some(store::encode(&anchor)))],
             })
             .unwrap();
-        assert_eq!(check(&tampered, None), (Some(13), Some(Breach::BadSignature)));
+        assert_eq!(
+            check(&tampered, None),
+            (Some(13), Some(Breach::BadSignature))
+        );
     }
 
     #[test]

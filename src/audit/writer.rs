@@ -137,7 +137,9 @@ impl AuditLog {
                 if record.seq() != seq {
                     return Err(corrupt(seq, "seq differs from its key"));
                 }
-                let hash = record.hash_bytes().ok_or_else(|| corrupt(seq, "bad hash"))?;
+                let hash = record
+                    .hash_bytes()
+                    .ok_or_else(|| corrupt(seq, "bad hash"))?;
                 Head { seq, hash }
             }
             None => match chain::read_anchor(&*store)? {
@@ -558,5 +560,275 @@ impl Flusher {
                 log.flushed.send_modify(|f| f.failed = f.failed.max(target));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::audit::chain::{PruneCutoff, prune_before, verify};
+    use crate::audit::event::Outcome;
+    use crate::audit::testing::{FaultyStore, TestSigner};
+    use crate::store::memory::MemoryStore;
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn config(every_events: u64) -> AuditConfig {
+        AuditConfig {
+            flush_timeout: Duration::from_secs(5),
+            checkpoint: CheckpointPolicy {
+                every_events,
+                every_seconds: 0,
+            },
+        }
+    }
+
+    fn event(i: u64) -> Event {
+        let outcome = if i % 3 == 0 {
+            Outcome::Deny
+        } else {
+            Outcome::Allow
+        };
+        let event = Event::new(i as i64, "sts:AssumeRole", outcome)
+            .with_principal(format!("user/{}", i % 2));
+        if i % 5 == 0 { event.rotation() } else { event }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_chain_and_checkpoint() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(10)).unwrap();
+        let signer = Arc::new(TestSigner::new("k1", 1));
+        log.set_signer(Some(signer.clone()));
+        for i in 1..=25 {
+            let record = log.append(event(i)).await.unwrap();
+            assert_eq!(record.seq(), i);
+        }
+        let report = verify(&*store, Some(&*signer)).unwrap();
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.events_checked, report.checkpoints_checked), (25, 2));
+        assert!(log.healthy());
+        assert_eq!(log.durable_seq(), 25);
+
+        // Re-opening continues the chain.
+        drop(log);
+        let log = AuditLog::open(store.clone(), config(10)).unwrap();
+        assert_eq!(log.append(event(26)).await.unwrap().seq(), 26);
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_flushes() {
+        let store = Arc::new(FaultyStore::default());
+        // Each flush costs a millisecond, like a real fsync, so appends pile up behind it.
+        *store.flush_delay.lock().unwrap() = Duration::from_millis(1);
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(event(i)).await.unwrap().seq() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 200, "{report:?}");
+        let stats = log.stats();
+        assert_eq!(stats.appended, 200);
+        assert!(stats.flushes < 200, "{stats:?}");
+        assert!(stats.max_batch > 1, "{stats:?}");
+        assert!((stats.mean_batch * stats.flushes as f64 - 200.0).abs() < 1e-6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_writes_make_it_unavailable_then_it_recovers() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        log.append(event(1)).await.unwrap();
+        store.refuse_writes(true);
+        let err = log.append(event(2)).await.unwrap_err();
+        assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+        assert!(!log.healthy());
+        store.refuse_writes(false);
+        // The failed append left no trace: the next one takes seq 2.
+        assert_eq!(log.append(event(3)).await.unwrap().seq(), 2);
+        assert!(log.healthy());
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_flush_times_out_and_health_follows() {
+        let store = Arc::new(FaultyStore::default());
+        let log = AuditLog::open(
+            store.clone(),
+            AuditConfig {
+                flush_timeout: Duration::from_millis(100),
+                ..config(0)
+            },
+        )
+        .unwrap();
+        let mut health = log.healthy_watch();
+        store.close_gate(true);
+        let started = Instant::now();
+        let result = tokio::time::timeout(LONG, log.append(event(1)))
+            .await
+            .expect("append must not hang");
+        assert!(matches!(result, Err(AuditError::Unavailable(_))));
+        assert!(started.elapsed() < LONG);
+        assert!(!log.healthy());
+        store.close_gate(false);
+        tokio::time::timeout(LONG, health.wait_for(|healthy| *healthy))
+            .await
+            .expect("health recovers once the flush completes")
+            .unwrap();
+        assert_eq!(log.append(event(2)).await.unwrap().seq(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_flush_fails_the_append_and_is_retried() {
+        let store = Arc::new(FaultyStore::default());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        store.fail_flush.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            log.append(event(1)).await,
+            Err(AuditError::Unavailable(_))
+        ));
+        assert!(!log.healthy());
+        assert_eq!(log.durable_seq(), 0);
+        store.fail_flush.store(false, Ordering::SeqCst);
+        // No traffic needed: the flusher retries on its own.
+        tokio::time::timeout(LONG, log.healthy_watch().wait_for(|healthy| *healthy))
+            .await
+            .expect("flusher retries")
+            .unwrap();
+        assert_eq!(log.durable_seq(), 1);
+        assert_eq!(log.append(event(2)).await.unwrap().seq(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_filters_and_pages() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        for i in 1..=30 {
+            log.append(event(i)).await.unwrap();
+        }
+        let all = EventFilter::default();
+        let (page, next) = log.list(&all, None, 10).unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(next, Some(10));
+        let (page, next) = log.list(&all, Some(25), 10).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [26, 27, 28, 29, 30]
+        );
+        assert_eq!(next, None);
+
+        let denied = EventFilter {
+            outcome: Some(Outcome::Deny),
+            principal_arn: Some("user/1".into()),
+            ..EventFilter::default()
+        };
+        let (page, _) = log.list(&denied, None, 100).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [3, 9, 15, 21, 27]
+        );
+        let rotations = EventFilter {
+            rotation_only: true,
+            start_ms: Some(10),
+            end_ms: Some(25),
+            ..EventFilter::default()
+        };
+        let (page, _) = log.list(&rotations, None, 100).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [10, 15, 20]
+        );
+        let seqs: Vec<u64> = log
+            .records_after(28, 10)
+            .unwrap()
+            .iter()
+            .map(Record::seq)
+            .collect();
+        assert_eq!(seqs, [29, 30]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_resumes_without_gaps_or_duplicates() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        for i in 1..=5 {
+            log.append(event(i)).await.unwrap();
+        }
+        let mut stream = log.watch(2);
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 6..=40 {
+                    log.append(event(i)).await.unwrap();
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 38 {
+            let record = tokio::time::timeout(LONG, stream.next())
+                .await
+                .expect("watch delivers")
+                .unwrap()
+                .unwrap();
+            seen.push(record.seq());
+        }
+        writer.await.unwrap();
+        assert_eq!(seen, (3..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn time_based_checkpoint_and_reopen_after_full_prune() {
+        let store = Arc::new(MemoryStore::new());
+        let signer = Arc::new(TestSigner::new("k1", 1));
+        let cfg = AuditConfig {
+            flush_timeout: Duration::from_secs(5),
+            checkpoint: CheckpointPolicy {
+                every_events: 0,
+                every_seconds: 1,
+            },
+        };
+        let log = AuditLog::open(store.clone(), cfg).unwrap();
+        log.set_signer(Some(signer.clone()));
+        for i in 1..=3 {
+            log.append(event(i)).await.unwrap();
+        }
+        let deadline = Instant::now() + LONG;
+        while chain::read_checkpoints(&*store, 0).unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no time-based checkpoint");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Normally 3; fewer if the appends straddled the one-second mark.
+        assert!((1..=3).contains(&chain::read_checkpoints(&*store, 0).unwrap()[0].seq));
+        drop(log);
+
+        prune_before(&*store, PruneCutoff::BeforeSeq(u64::MAX), &*signer, 5).unwrap();
+        assert!(store.last(Table::Audit).unwrap().is_none());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        assert_eq!(log.append(event(4)).await.unwrap().seq(), 4);
+        let report = verify(&*store, Some(&*signer)).unwrap();
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.anchor_seq, report.events_checked), (Some(3), 1));
+    }
+
+    #[test]
+    fn open_needs_a_runtime() {
+        assert!(matches!(
+            AuditLog::open(Arc::new(MemoryStore::new()), AuditConfig::default()),
+            Err(AuditError::Unavailable(_))
+        ));
     }
 }
