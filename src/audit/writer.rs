@@ -1,0 +1,834 @@
+//! The appender: durable before the answer, with group commit.
+//!
+//! [`AuditLog::append`] assigns the next seq and links the record under a short
+//! `std::sync::Mutex` (the store commit inside it is an in-memory operation for sled),
+//! wakes the background flusher, and waits — at most `flush_timeout` — until the flusher
+//! reports the record durable. The flusher runs `Store::flush` (fsync) on the blocking
+//! pool; every record committed before a flush starts is covered by it, so concurrent
+//! appends share one fsync. Checkpoints are signed and stored by the flusher right after
+//! a flush, off the request path.
+//!
+//! Failure: a failed commit, a failed flush, or a flush that outlasts the timeout fails the
+//! append with [`AuditError::Unavailable`] and turns [`AuditLog::healthy`] false until a
+//! flush succeeds (the flusher retries on its own while unhealthy, so health recovers even
+//! with no traffic). A record whose flush failed stays in the chain (later records link to
+//! it) and is flushed with the next batch: the log may hold events of requests that then
+//! failed, never the other way round.
+//!
+//! Readers ([`AuditLog::list`], [`AuditLog::records_after`], [`AuditLog::subscribe`],
+//! [`AuditLog::watch`]) only ever see durable records.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use data_encoding::HEXLOWER;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::AuditError;
+use super::chain::{
+    self, Checkpoint, CheckpointPolicy, CheckpointSigner, GENESIS, Hash, Record, Seal,
+};
+use super::event::{Event, EventFilter};
+use crate::store::{self, Batch, Store, StoreError, Table};
+
+/// How often the flusher retries while unhealthy.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Records a filtered [`AuditLog::list`] reads at most per call before returning a page
+/// (possibly short, even empty) with a `next` cursor.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+const LIVE_CAPACITY: usize = 1024;
+const PAGE: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How long an append waits for its record to be durable before failing.
+    pub flush_timeout: Duration,
+    pub checkpoint: CheckpointPolicy,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            flush_timeout: Duration::from_secs(2),
+            checkpoint: CheckpointPolicy::default(),
+        }
+    }
+}
+
+/// Group-commit figures, for the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AuditStats {
+    /// Records committed by this process.
+    pub appended: u64,
+    /// Successful flushes that made at least one record durable.
+    pub flushes: u64,
+    /// Most records one flush made durable.
+    pub max_batch: u64,
+    pub mean_batch: f64,
+}
+
+struct Head {
+    seq: u64,
+    hash: Hash,
+}
+
+/// Published by the flusher.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flushed {
+    /// Every seq up to here is durable.
+    durable: u64,
+    /// The highest seq a failed flush was meant to cover.
+    failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes: u64,
+    flushed_records: u64,
+    max_batch: u64,
+}
+
+/// The process's single audit appender (one per store).
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    config: AuditConfig,
+    head: Mutex<Head>,
+    /// Committed records not yet broadcast (broadcast once durable), in seq order.
+    pending: Mutex<VecDeque<Record>>,
+    wake: Arc<Notify>,
+    flushed: watch::Sender<Flushed>,
+    healthy: watch::Sender<bool>,
+    live: broadcast::Sender<Record>,
+    signer: RwLock<Option<Arc<dyn CheckpointSigner>>>,
+    appended: AtomicU64,
+    counters: Mutex<Counters>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn corrupt(seq: u64, reason: &str) -> AuditError {
+    AuditError::Corrupt {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+impl AuditLog {
+    /// Reads the chain head (last record, else the retention anchor, else genesis) and
+    /// starts the flusher. Must be called inside a tokio runtime.
+    pub fn open(store: Arc<dyn Store>, config: AuditConfig) -> Result<Arc<Self>, AuditError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| AuditError::Unavailable("AuditLog::open needs a tokio runtime".into()))?;
+        let head = match store.last(Table::Audit)? {
+            Some((key, value)) => {
+                let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(0, "bad key"))?;
+                let record = Record::decode(seq, &value)?;
+                if record.seq() != seq {
+                    return Err(corrupt(seq, "seq differs from its key"));
+                }
+                let hash = record
+                    .hash_bytes()
+                    .ok_or_else(|| corrupt(seq, "bad hash"))?;
+                Head { seq, hash }
+            }
+            None => match chain::read_anchor(&*store)? {
+                Some(anchor) => Head {
+                    seq: anchor.seq,
+                    hash: chain::decode_hash(&anchor.hash)
+                        .ok_or_else(|| corrupt(anchor.seq, "bad anchor hash"))?,
+                },
+                None => Head {
+                    seq: 0,
+                    hash: GENESIS,
+                },
+            },
+        };
+        let last_checkpoint = chain::read_checkpoints(&*store, 0)?
+            .last()
+            .map_or(0, |c| c.seq);
+        let durable = head.seq;
+        let wake = Arc::new(Notify::new());
+        let log = Arc::new(Self {
+            store,
+            config,
+            head: Mutex::new(head),
+            pending: Mutex::new(VecDeque::new()),
+            wake: wake.clone(),
+            flushed: watch::Sender::new(Flushed { durable, failed: 0 }),
+            healthy: watch::Sender::new(true),
+            live: broadcast::Sender::new(LIVE_CAPACITY),
+            signer: RwLock::new(None),
+            appended: AtomicU64::new(0),
+            counters: Mutex::new(Counters::default()),
+        });
+        let flusher = Flusher {
+            log: Arc::downgrade(&log),
+            wake,
+            last_checkpoint: (last_checkpoint, Instant::now()),
+        };
+        runtime.spawn(flusher.run());
+        Ok(log)
+    }
+
+    /// Sets (or clears) the key that signs checkpoints.
+    pub fn set_signer(&self, signer: Option<Arc<dyn CheckpointSigner>>) {
+        *self.signer.write().unwrap_or_else(PoisonError::into_inner) = signer;
+        self.wake.notify_one();
+    }
+
+    /// Appends `event` (its `seq` is assigned here) and returns once it is durable.
+    pub async fn append(&self, mut event: Event) -> Result<Record, AuditError> {
+        let record = {
+            let mut head = lock(&self.head);
+            let seq = head.seq + 1;
+            event.seq = seq;
+            let hash = chain::chain_hash(&head.hash, &event);
+            let record = Record {
+                event,
+                prev_hash: HEXLOWER.encode(&head.hash),
+                hash: HEXLOWER.encode(&hash),
+            };
+            let key = chain::record_key(seq).to_vec();
+            let batch = Batch {
+                // Absent: a second writer on the same store fails here instead of forking.
+                expects: vec![(Table::Audit, key.clone(), None)],
+                writes: vec![(Table::Audit, key, Some(store::encode(&record)))],
+            };
+            if let Err(err) = self.store.commit(&batch) {
+                drop(head);
+                tracing::error!(seq, error = %err, "audit commit failed");
+                self.set_healthy(false);
+                return Err(AuditError::Unavailable(format!("commit failed: {err}")));
+            }
+            *head = Head { seq, hash };
+            lock(&self.pending).push_back(record.clone());
+            record
+        };
+        self.appended.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        let seq = record.seq();
+        let mut flushed = self.flushed.subscribe();
+        let waited = tokio::time::timeout(
+            self.config.flush_timeout,
+            flushed.wait_for(|f| f.durable >= seq || f.failed >= seq),
+        )
+        .await;
+        match waited.map(|state| state.map(|s| *s)) {
+            Ok(Ok(state)) if state.durable >= seq => Ok(record),
+            Ok(Ok(_)) => Err(AuditError::Unavailable(format!("flush of {seq} failed"))),
+            Ok(Err(_)) => Err(AuditError::Unavailable("audit writer stopped".into())),
+            Err(_) => {
+                tracing::error!(seq, timeout = ?self.config.flush_timeout, "audit flush timed out");
+                self.set_healthy(false);
+                Err(AuditError::Unavailable(format!(
+                    "record {seq} not durable within {:?}",
+                    self.config.flush_timeout
+                )))
+            }
+        }
+    }
+
+    /// False after a failed or late write, until a flush succeeds.
+    pub fn healthy(&self) -> bool {
+        *self.healthy.borrow()
+    }
+
+    /// Changes of [`Self::healthy`], e.g. to flip gRPC health SERVING / NOT_SERVING.
+    pub fn healthy_watch(&self) -> watch::Receiver<bool> {
+        self.healthy.subscribe()
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        let changed = self.healthy.send_if_modified(|current| {
+            let changed = *current != healthy;
+            *current = healthy;
+            changed
+        });
+        if changed && !healthy {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The last durable seq.
+    pub fn durable_seq(&self) -> u64 {
+        self.flushed.borrow().durable
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let counters = lock(&self.counters);
+        AuditStats {
+            appended: self.appended.load(Ordering::Relaxed),
+            flushes: counters.flushes,
+            max_batch: counters.max_batch,
+            mean_batch: if counters.flushes == 0 {
+                0.0
+            } else {
+                counters.flushed_records as f64 / counters.flushes as f64
+            },
+        }
+    }
+
+    /// Durable records matching `filter`, after `after_seq`, at most `max` (≥ 1). The second
+    /// value is the `after_seq` of the next page, `None` at the end. A page may be short
+    /// (even empty) with a cursor when [`LIST_SCAN_BUDGET`] records were read without
+    /// filling it: there is no index, filters scan.
+    pub fn list(
+        &self,
+        filter: &EventFilter,
+        after_seq: Option<u64>,
+        max: usize,
+    ) -> Result<(Vec<Record>, Option<u64>), AuditError> {
+        list_records(
+            &*self.store,
+            filter,
+            after_seq.unwrap_or(0),
+            max,
+            self.durable_seq(),
+        )
+    }
+
+    /// Up to `max` durable records with seq > `seq`, in order.
+    pub fn records_after(&self, seq: u64, max: usize) -> Result<Vec<Record>, AuditError> {
+        let durable = self.durable_seq();
+        let mut out = Vec::new();
+        for (key, value) in self.store.scan(
+            Table::Audit,
+            &[],
+            Some(&chain::record_key(seq)),
+            max.min(PAGE * 16),
+        )? {
+            let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(seq, "bad key"))?;
+            if seq > durable {
+                break;
+            }
+            out.push(Record::decode(seq, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Records as they become durable. Subscribing misses what came before and may lag
+    /// (`RecvError::Lagged`); to follow the log without gaps, subscribe *first*, then read
+    /// the backlog with [`Self::records_after`] from the last seq you have, then take live
+    /// records dropping any seq you already have, and on a lag or a jump in seq go back to
+    /// the backlog. [`Self::watch`] does exactly that.
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.live.subscribe()
+    }
+
+    /// Every durable record after `after_seq`, then new ones as they land, without gaps or
+    /// duplicates; ends when the receiver is dropped.
+    pub fn watch(self: &Arc<Self>, after_seq: u64) -> ReceiverStream<Result<Record, AuditError>> {
+        let (tx, rx) = mpsc::channel(PAGE);
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut live = log.subscribe();
+            let mut last = after_seq;
+            loop {
+                // Backlog from the store.
+                loop {
+                    let batch = match log.records_after(last, PAGE) {
+                        Ok(batch) => batch,
+                        Err(err) => {
+                            let _ = tx.send(Err(err)).await;
+                            return;
+                        }
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for record in batch {
+                        last = record.seq();
+                        if tx.send(Ok(record)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Live, until a gap or a lag sends us back to the store.
+                loop {
+                    let received = tokio::select! {
+                        received = live.recv() => received,
+                        () = tx.closed() => return,
+                    };
+                    match received {
+                        Ok(record) if record.seq() <= last => continue,
+                        Ok(record) if record.seq() == last + 1 => {
+                            last = record.seq();
+                            if tx.send(Ok(record)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Lets the flusher notice it is alone and stop.
+        self.wake.notify_one();
+    }
+}
+
+/// One page of [`AuditLog::list`], over any store (also used by export); records after
+/// `upto` are not returned.
+pub fn list_records(
+    store: &dyn Store,
+    filter: &EventFilter,
+    after_seq: u64,
+    max: usize,
+    upto: u64,
+) -> Result<(Vec<Record>, Option<u64>), AuditError> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    let mut cursor = after_seq;
+    let mut scanned = 0;
+    loop {
+        let page = store.scan(Table::Audit, &[], Some(&chain::record_key(cursor)), PAGE)?;
+        if page.is_empty() {
+            return Ok((out, None));
+        }
+        for (key, value) in page {
+            let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(cursor, "bad key"))?;
+            if seq > upto {
+                return Ok((out, None));
+            }
+            cursor = seq;
+            scanned += 1;
+            let record = Record::decode(seq, &value)?;
+            if filter.matches(&record.event) {
+                out.push(record);
+                if out.len() >= max {
+                    return Ok((out, Some(seq)));
+                }
+            }
+            if scanned >= LIST_SCAN_BUDGET {
+                return Ok((out, Some(seq)));
+            }
+        }
+    }
+}
+
+struct Flusher {
+    log: Weak<AuditLog>,
+    wake: Arc<Notify>,
+    /// Seq and time of the last checkpoint written (or of start-up).
+    last_checkpoint: (u64, Instant),
+}
+
+impl Flusher {
+    async fn run(mut self) {
+        loop {
+            let timer = match self.log.upgrade() {
+                Some(log) => self.next_timer(&log),
+                None => return,
+            };
+            match timer {
+                Some(after) => {
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(after) => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+            let Some(log) = self.log.upgrade() else {
+                return;
+            };
+            self.round(&log).await;
+        }
+    }
+
+    /// When to wake without being notified: to retry while unhealthy, or for a
+    /// time-based checkpoint.
+    fn next_timer(&self, log: &AuditLog) -> Option<Duration> {
+        let retry = (!log.healthy()).then_some(RETRY_INTERVAL);
+        let every = log.config.checkpoint.every_seconds;
+        let has_signer = log
+            .signer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        let checkpoint = (every > 0 && has_signer && lock(&log.head).seq > self.last_checkpoint.0)
+            .then(|| {
+                (self.last_checkpoint.1 + Duration::from_secs(every))
+                    .saturating_duration_since(Instant::now())
+            });
+        match (retry, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn checkpoint_due(&self, policy: &CheckpointPolicy, target: u64) -> bool {
+        let (seq, at) = self.last_checkpoint;
+        target > seq
+            && ((policy.every_events > 0 && target - seq >= policy.every_events)
+                || (policy.every_seconds > 0
+                    && at.elapsed() >= Duration::from_secs(policy.every_seconds)))
+    }
+
+    async fn round(&mut self, log: &Arc<AuditLog>) {
+        let (target, hash) = {
+            let head = lock(&log.head);
+            (head.seq, head.hash)
+        };
+        let durable = log.durable_seq();
+        let healthy = log.healthy();
+        let signer = log
+            .signer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|_| self.checkpoint_due(&log.config.checkpoint, target));
+        let needs_flush = target > durable || !healthy;
+        if !needs_flush && signer.is_none() {
+            return;
+        }
+        let store = log.store.clone();
+        let attempted_checkpoint = signer.is_some();
+        let result = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            if needs_flush {
+                store.flush()?;
+            }
+            let Some(signer) = signer else {
+                return Ok(false);
+            };
+            let hash = HEXLOWER.encode(&hash);
+            let Some(checkpoint) =
+                Checkpoint::sign(Seal::Checkpoint, &*signer, target, &hash, now_ms())
+            else {
+                return Ok(false);
+            };
+            match chain::write_checkpoint(&*store, &checkpoint) {
+                Ok(()) => Ok(true),
+                Err(err) => {
+                    tracing::warn!(seq = target, error = %err, "audit checkpoint not stored");
+                    Ok(false)
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|join| Err(StoreError::Io(format!("flush task failed: {join}"))));
+        if attempted_checkpoint {
+            // Retry a failed checkpoint at the next trigger, not in a loop.
+            self.last_checkpoint.1 = Instant::now();
+        }
+        match result {
+            Ok(checkpointed) => {
+                if checkpointed {
+                    self.last_checkpoint.0 = target;
+                }
+                if target > durable {
+                    let batch = target - durable;
+                    let mut counters = lock(&log.counters);
+                    counters.flushes += 1;
+                    counters.flushed_records += batch;
+                    counters.max_batch = counters.max_batch.max(batch);
+                }
+                log.set_healthy(true);
+                // Durable first, then broadcast: see `AuditLog::subscribe`.
+                log.flushed
+                    .send_modify(|f| f.durable = f.durable.max(target));
+                let ready: Vec<Record> = {
+                    let mut pending = lock(&log.pending);
+                    let n = pending.partition_point(|r| r.seq() <= target);
+                    pending.drain(..n).collect()
+                };
+                for record in ready {
+                    let _ = log.live.send(record);
+                }
+            }
+            Err(err) => {
+                tracing::error!(seq = target, error = %err, "audit flush failed");
+                log.set_healthy(false);
+                log.flushed.send_modify(|f| f.failed = f.failed.max(target));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::audit::chain::{PruneCutoff, prune_before, verify};
+    use crate::audit::event::Outcome;
+    use crate::audit::testing::{FaultyStore, TestSigner};
+    use crate::store::memory::MemoryStore;
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn config(every_events: u64) -> AuditConfig {
+        AuditConfig {
+            flush_timeout: Duration::from_secs(5),
+            checkpoint: CheckpointPolicy {
+                every_events,
+                every_seconds: 0,
+            },
+        }
+    }
+
+    fn event(i: u64) -> Event {
+        let outcome = if i % 3 == 0 {
+            Outcome::Deny
+        } else {
+            Outcome::Allow
+        };
+        let event = Event::new(i as i64, "sts:AssumeRole", outcome)
+            .with_principal(format!("user/{}", i % 2));
+        if i % 5 == 0 { event.rotation() } else { event }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_chain_and_checkpoint() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(10)).unwrap();
+        let signer = Arc::new(TestSigner::new("k1", 1));
+        log.set_signer(Some(signer.clone()));
+        for i in 1..=25 {
+            let record = log.append(event(i)).await.unwrap();
+            assert_eq!(record.seq(), i);
+        }
+        let report = verify(&*store, Some(&*signer)).unwrap();
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.events_checked, report.checkpoints_checked), (25, 2));
+        assert!(log.healthy());
+        assert_eq!(log.durable_seq(), 25);
+
+        // Re-opening continues the chain.
+        drop(log);
+        let log = AuditLog::open(store.clone(), config(10)).unwrap();
+        assert_eq!(log.append(event(26)).await.unwrap().seq(), 26);
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_flushes() {
+        let store = Arc::new(FaultyStore::default());
+        // Each flush costs a millisecond, like a real fsync, so appends pile up behind it.
+        *store.flush_delay.lock().unwrap() = Duration::from_millis(1);
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(event(i)).await.unwrap().seq() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 200, "{report:?}");
+        let stats = log.stats();
+        assert_eq!(stats.appended, 200);
+        assert!(stats.flushes < 200, "{stats:?}");
+        assert!(stats.max_batch > 1, "{stats:?}");
+        assert!((stats.mean_batch * stats.flushes as f64 - 200.0).abs() < 1e-6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_writes_make_it_unavailable_then_it_recovers() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        log.append(event(1)).await.unwrap();
+        store.refuse_writes(true);
+        let err = log.append(event(2)).await.unwrap_err();
+        assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+        assert!(!log.healthy());
+        store.refuse_writes(false);
+        // The failed append left no trace: the next one takes seq 2.
+        assert_eq!(log.append(event(3)).await.unwrap().seq(), 2);
+        assert!(log.healthy());
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_flush_times_out_and_health_follows() {
+        let store = Arc::new(FaultyStore::default());
+        let log = AuditLog::open(
+            store.clone(),
+            AuditConfig {
+                flush_timeout: Duration::from_millis(100),
+                ..config(0)
+            },
+        )
+        .unwrap();
+        let mut health = log.healthy_watch();
+        store.close_gate(true);
+        let started = Instant::now();
+        let result = tokio::time::timeout(LONG, log.append(event(1)))
+            .await
+            .expect("append must not hang");
+        assert!(matches!(result, Err(AuditError::Unavailable(_))));
+        assert!(started.elapsed() < LONG);
+        assert!(!log.healthy());
+        store.close_gate(false);
+        tokio::time::timeout(LONG, health.wait_for(|healthy| *healthy))
+            .await
+            .expect("health recovers once the flush completes")
+            .unwrap();
+        assert_eq!(log.append(event(2)).await.unwrap().seq(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_flush_fails_the_append_and_is_retried() {
+        let store = Arc::new(FaultyStore::default());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        store.fail_flush.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            log.append(event(1)).await,
+            Err(AuditError::Unavailable(_))
+        ));
+        assert!(!log.healthy());
+        assert_eq!(log.durable_seq(), 0);
+        store.fail_flush.store(false, Ordering::SeqCst);
+        // No traffic needed: the flusher retries on its own.
+        tokio::time::timeout(LONG, log.healthy_watch().wait_for(|healthy| *healthy))
+            .await
+            .expect("flusher retries")
+            .unwrap();
+        assert_eq!(log.durable_seq(), 1);
+        assert_eq!(log.append(event(2)).await.unwrap().seq(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_filters_and_pages() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        for i in 1..=30 {
+            log.append(event(i)).await.unwrap();
+        }
+        let all = EventFilter::default();
+        let (page, next) = log.list(&all, None, 10).unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(next, Some(10));
+        let (page, next) = log.list(&all, Some(25), 10).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [26, 27, 28, 29, 30]
+        );
+        assert_eq!(next, None);
+
+        let denied = EventFilter {
+            outcome: Some(Outcome::Deny),
+            principal_arn: Some("user/1".into()),
+            ..EventFilter::default()
+        };
+        let (page, _) = log.list(&denied, None, 100).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [3, 9, 15, 21, 27]
+        );
+        let rotations = EventFilter {
+            rotation_only: true,
+            start_ms: Some(10),
+            end_ms: Some(25),
+            ..EventFilter::default()
+        };
+        let (page, _) = log.list(&rotations, None, 100).unwrap();
+        assert_eq!(
+            page.iter().map(Record::seq).collect::<Vec<_>>(),
+            [10, 15, 20]
+        );
+        let seqs: Vec<u64> = log
+            .records_after(28, 10)
+            .unwrap()
+            .iter()
+            .map(Record::seq)
+            .collect();
+        assert_eq!(seqs, [29, 30]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_resumes_without_gaps_or_duplicates() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        for i in 1..=5 {
+            log.append(event(i)).await.unwrap();
+        }
+        let mut stream = log.watch(2);
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 6..=40 {
+                    log.append(event(i)).await.unwrap();
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 38 {
+            let record = tokio::time::timeout(LONG, stream.next())
+                .await
+                .expect("watch delivers")
+                .unwrap()
+                .unwrap();
+            seen.push(record.seq());
+        }
+        writer.await.unwrap();
+        assert_eq!(seen, (3..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn time_based_checkpoint_and_reopen_after_full_prune() {
+        let store = Arc::new(MemoryStore::new());
+        let signer = Arc::new(TestSigner::new("k1", 1));
+        let cfg = AuditConfig {
+            flush_timeout: Duration::from_secs(5),
+            checkpoint: CheckpointPolicy {
+                every_events: 0,
+                every_seconds: 1,
+            },
+        };
+        let log = AuditLog::open(store.clone(), cfg).unwrap();
+        log.set_signer(Some(signer.clone()));
+        for i in 1..=3 {
+            log.append(event(i)).await.unwrap();
+        }
+        let deadline = Instant::now() + LONG;
+        while chain::read_checkpoints(&*store, 0).unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no time-based checkpoint");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Normally 3; fewer if the appends straddled the one-second mark.
+        assert!((1..=3).contains(&chain::read_checkpoints(&*store, 0).unwrap()[0].seq));
+        drop(log);
+
+        prune_before(&*store, PruneCutoff::BeforeSeq(u64::MAX), &*signer, 5).unwrap();
+        assert!(store.last(Table::Audit).unwrap().is_none());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        assert_eq!(log.append(event(4)).await.unwrap().seq(), 4);
+        let report = verify(&*store, Some(&*signer)).unwrap();
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.anchor_seq, report.events_checked), (Some(3), 1));
+    }
+
+    #[test]
+    fn open_needs_a_runtime() {
+        assert!(matches!(
+            AuditLog::open(Arc::new(MemoryStore::new()), AuditConfig::default()),
+            Err(AuditError::Unavailable(_))
+        ));
+    }
+}
