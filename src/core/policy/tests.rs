@@ -1,0 +1,1 @@
+//! AWS IAM User Guide examples.
