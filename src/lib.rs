@@ -16,6 +16,7 @@
 //! - [`proto`]: generated protobuf types.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod core;
 
 /// Generated wire types for package `stint.v1`.

@@ -1,0 +1,3 @@
+//! The `stint` command line.
+
+pub mod policy;
