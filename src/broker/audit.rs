@@ -30,10 +30,16 @@ impl CheckpointSigner for KeyringSigner {
 
     fn public_key(&self, kid: &str) -> Option<[u8; 32]> {
         let record: Option<crate::core::model::SigningKey> =
-            store::read(self.store.as_ref(), Table::SigningKeys, kid).ok().flatten();
+            store::read(self.store.as_ref(), Table::SigningKeys, kid)
+                .ok()
+                .flatten();
         let bytes = match record {
             Some(key) => key.public_key,
-            None => store::read::<Vec<u8>>(self.store.as_ref(), Table::Meta, &retired_public_key(kid)).ok().flatten()?,
+            None => {
+                store::read::<Vec<u8>>(self.store.as_ref(), Table::Meta, &retired_public_key(kid))
+                    .ok()
+                    .flatten()?
+            }
         };
         bytes.as_slice().try_into().ok()
     }
@@ -63,7 +69,12 @@ impl Broker {
         }
     }
 
-    async fn audit_read(&self, caller: &Caller, meta: &RequestMeta, what: &str) -> Result<(), BrokerError> {
+    async fn audit_read(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        what: &str,
+    ) -> Result<(), BrokerError> {
         let now = self.now();
         let decision = self.require(caller, meta, READ_ACTION, "*");
         let mut event = self.event(meta, READ_ACTION, caller.arn(), Outcome::Allow, now);
@@ -94,12 +105,17 @@ impl Broker {
         caller: &Caller,
         meta: &RequestMeta,
         after_seq: u64,
-    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<Record, AuditError>>, BrokerError> {
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<Record, AuditError>>, BrokerError>
+    {
         self.audit_read(caller, meta, "WatchEvents").await?;
         Ok(self.audit.watch(after_seq))
     }
 
-    pub async fn verify_audit(&self, caller: &Caller, meta: &RequestMeta) -> Result<VerifyReport, BrokerError> {
+    pub async fn verify_audit(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+    ) -> Result<VerifyReport, BrokerError> {
         self.audit_read(caller, meta, "VerifyChain").await?;
         let store = self.store.clone();
         let keys = self.checkpoint_keys();

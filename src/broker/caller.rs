@@ -178,25 +178,39 @@ impl Broker {
         let doc = self
             .managed_document(arn)?
             .unwrap_or_else(|| r#"{"Version":"2012-10-17","Statement":[]}"#.to_string());
-        Ok(Some((arn.to_string(), self.compiled(PolicyKind::Managed, &doc)?)))
+        Ok(Some((
+            arn.to_string(),
+            self.compiled(PolicyKind::Managed, &doc)?,
+        )))
     }
 
     pub(crate) fn load_user(&self, name: &str) -> Result<Option<User>, BrokerError> {
-        Ok(store::read(self.store.as_ref(), Table::Users, &name_key(name))?)
+        Ok(store::read(
+            self.store.as_ref(),
+            Table::Users,
+            &name_key(name),
+        )?)
     }
 
     pub(crate) fn load_role(&self, name: &str) -> Result<Option<Role>, BrokerError> {
-        Ok(store::read(self.store.as_ref(), Table::Roles, &name_key(name))?)
+        Ok(store::read(
+            self.store.as_ref(),
+            Table::Roles,
+            &name_key(name),
+        )?)
     }
 
     /// The caller's effective policies: a user's, or the assumed role's ∩ session policy.
-    pub(crate) fn caller_policies(&self, caller: &Caller) -> Result<EffectivePolicies, BrokerError> {
+    pub(crate) fn caller_policies(
+        &self,
+        caller: &Caller,
+    ) -> Result<EffectivePolicies, BrokerError> {
         match caller.claims.stint.kind {
             TokenKind::Session => {
                 let name = caller.user_name().unwrap_or_default();
-                let user = self
-                    .load_user(name)?
-                    .ok_or_else(|| BrokerError::Unauthenticated("the session's user no longer exists".into()))?;
+                let user = self.load_user(name)?.ok_or_else(|| {
+                    BrokerError::Unauthenticated("the session's user no longer exists".into())
+                })?;
                 self.user_policies(&user)
             }
             TokenKind::AssumedRole => {
@@ -205,7 +219,9 @@ impl Broker {
                 let role = self
                     .load_role(role_name)?
                     .filter(|r| r.arn == role_arn)
-                    .ok_or_else(|| BrokerError::Unauthenticated("the session's role no longer exists".into()))?;
+                    .ok_or_else(|| {
+                        BrokerError::Unauthenticated("the session's role no longer exists".into())
+                    })?;
                 let session: Option<Session> =
                     store::read(self.store.as_ref(), Table::Sessions, caller.jti())?;
                 let session_policies = session.map(|s| s.session_policies).unwrap_or_default();
@@ -215,7 +231,12 @@ impl Broker {
     }
 
     /// The condition keys Stint fills for a caller at `now`.
-    pub(crate) fn caller_context(&self, caller: &Caller, meta: &RequestMeta, now: SystemTime) -> Context {
+    pub(crate) fn caller_context(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        now: SystemTime,
+    ) -> Context {
         let claims = &caller.claims;
         let mut ctx = base_context(&self.settings.account, meta, now);
         if let Some(user) = caller.user_name() {
@@ -233,7 +254,11 @@ impl Broker {
         if claims.stint.mfa_present || !by_key {
             ctx.insert(
                 "aws:MultiFactorAuthPresent",
-                if claims.stint.mfa_present { "true" } else { "false" },
+                if claims.stint.mfa_present {
+                    "true"
+                } else {
+                    "false"
+                },
             );
         }
         if let Some(mfa_time) = claims.stint.mfa_auth_time {
@@ -272,7 +297,10 @@ pub(crate) fn base_context(account: &Account, meta: &RequestMeta, now: SystemTim
 pub(crate) fn iso8601(unix_secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

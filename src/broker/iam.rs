@@ -5,7 +5,6 @@
 //! policy engine when written, so a stored policy always compiles.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -100,18 +99,14 @@ impl Holder {
 
 /// The policy-holding parts shared by users, groups and roles.
 trait HolderRecord: Serialize + DeserializeOwned {
-    fn arn(&self) -> &str;
     fn attached(&mut self) -> &mut Vec<String>;
     fn inline(&mut self) -> &mut BTreeMap<String, String>;
     fn boundary(&mut self) -> Option<&mut Option<String>>;
 }
 
 macro_rules! holder_record {
-    ($ty:ty, $boundary:expr) => {
+    ($ty:ty $(, $boundary:ident)?) => {
         impl HolderRecord for $ty {
-            fn arn(&self) -> &str {
-                &self.arn
-            }
             fn attached(&mut self) -> &mut Vec<String> {
                 &mut self.attached_policies
             }
@@ -119,15 +114,16 @@ macro_rules! holder_record {
                 &mut self.inline_policies
             }
             fn boundary(&mut self) -> Option<&mut Option<String>> {
-                #[allow(clippy::redundant_closure_call)]
-                ($boundary)(self)
+                $(return Some(&mut self.$boundary);)?
+                #[allow(unreachable_code)]
+                None
             }
         }
     };
 }
-holder_record!(User, |u: &mut User| Some(&mut u.permissions_boundary));
-holder_record!(Role, |r: &mut Role| Some(&mut r.permissions_boundary));
-holder_record!(Group, |_: &mut Group| None);
+holder_record!(User, permissions_boundary);
+holder_record!(Role, permissions_boundary);
+holder_record!(Group);
 
 fn non_whitespace_len(doc: &str) -> usize {
     doc.chars().filter(|c| !c.is_whitespace()).count()
@@ -192,7 +188,11 @@ fn out_marker<T>(out: &[(String, T)], _next: &str) -> Option<String> {
     out.last().map(|(k, _)| k.clone())
 }
 
-fn slice_page<T: Clone>(items: &[T], key: impl Fn(&T) -> String, page: &Page) -> Result<(Vec<T>, Option<String>), BrokerError> {
+fn slice_page<T: Clone>(
+    items: &[T],
+    key: impl Fn(&T) -> String,
+    page: &Page,
+) -> Result<(Vec<T>, Option<String>), BrokerError> {
     let limit = page.limit()?;
     let rest: Vec<&T> = items
         .iter()
@@ -248,11 +248,20 @@ impl Broker {
     fn holder_arn(&self, holder: Holder, name: &str) -> Result<String, BrokerError> {
         let key = name_key(name);
         let arn = match holder {
-            Holder::User => store::read::<User>(self.store.as_ref(), Table::Users, &key)?.map(|r| r.arn),
-            Holder::Group => store::read::<Group>(self.store.as_ref(), Table::Groups, &key)?.map(|r| r.arn),
-            Holder::Role => store::read::<Role>(self.store.as_ref(), Table::Roles, &key)?.map(|r| r.arn),
+            Holder::User => {
+                store::read::<User>(self.store.as_ref(), Table::Users, &key)?.map(|r| r.arn)
+            }
+            Holder::Group => {
+                store::read::<Group>(self.store.as_ref(), Table::Groups, &key)?.map(|r| r.arn)
+            }
+            Holder::Role => {
+                store::read::<Role>(self.store.as_ref(), Table::Roles, &key)?.map(|r| r.arn)
+            }
         };
-        Ok(arn.unwrap_or_else(|| self.account().iam_arn(&holder.noun().to_lowercase(), "/", name)))
+        Ok(arn.unwrap_or_else(|| {
+            self.account()
+                .iam_arn(&holder.noun().to_lowercase(), "/", name)
+        }))
     }
 
     /// Resolves an empty user name to the calling user.
@@ -261,10 +270,12 @@ impl Broker {
             check_name(NameKind::User, user_name)?;
             return Ok(user_name.to_string());
         }
-        caller
-            .user_name()
-            .map(str::to_owned)
-            .ok_or_else(|| BrokerError::invalid("user_name", "is required when the caller is not an IAM user"))
+        caller.user_name().map(str::to_owned).ok_or_else(|| {
+            BrokerError::invalid(
+                "user_name",
+                "is required when the caller is not an IAM user",
+            )
+        })
     }
 
     fn ids(&self, prefix: &str) -> Result<String, BrokerError> {
@@ -302,7 +313,8 @@ impl Broker {
                 groups: vec![],
                 attached_policies: vec![],
                 inline_policies: BTreeMap::new(),
-                permissions_boundary: (!permissions_boundary.is_empty()).then(|| permissions_boundary.to_string()),
+                permissions_boundary: (!permissions_boundary.is_empty())
+                    .then(|| permissions_boundary.to_string()),
             };
             self.insert_new(Table::Users, &name_key(user_name), &user, "user", user_name)?;
             Ok(user)
@@ -310,7 +322,14 @@ impl Broker {
         .await
     }
 
-    fn insert_new<T: Serialize>(&self, table: Table, key: &str, record: &T, what: &str, name: &str) -> Result<(), BrokerError> {
+    fn insert_new<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        record: &T,
+        what: &str,
+        name: &str,
+    ) -> Result<(), BrokerError> {
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
             if tx.get_raw(table, key.as_bytes())?.is_some() {
                 return Err(BrokerError::AlreadyExists(format!("{what} {name}")));
@@ -322,64 +341,151 @@ impl Broker {
 
     fn check_boundary(&self, arn: &str) -> Result<(), BrokerError> {
         if !arn.is_empty() && self.managed_document(arn)?.is_none() {
-            return Err(BrokerError::invalid("permissions_boundary", format!("policy {arn} does not exist")));
+            return Err(BrokerError::invalid(
+                "permissions_boundary",
+                format!("policy {arn} does not exist"),
+            ));
         }
         Ok(())
     }
 
-    pub async fn get_user(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<User, BrokerError> {
+    pub async fn get_user(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<User, BrokerError> {
         let name = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&name)?;
-        self.iam_call(caller, meta, "iam:GetUser", &arn, json!({"user_name": name}), false, || {
-            self.load_user(&name)?.ok_or_else(|| not_found("user", &name))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetUser",
+            &arn,
+            json!({"user_name": name}),
+            false,
+            || {
+                self.load_user(&name)?
+                    .ok_or_else(|| not_found("user", &name))
+            },
+        )
         .await
     }
 
-    pub async fn list_users(&self, caller: &Caller, meta: &RequestMeta, path_prefix: &str, page: &Page) -> Result<(Vec<User>, Option<String>), BrokerError> {
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        path_prefix: &str,
+        page: &Page,
+    ) -> Result<(Vec<User>, Option<String>), BrokerError> {
         let resource = self.account().user_arn("/", "*");
-        self.iam_call(caller, meta, "iam:ListUsers", &resource, json!({"path_prefix": path_prefix}), false, || {
-            page_of::<User>(self, Table::Users, page, |u| u.path.starts_with(path_or_root(path_prefix).as_str()))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListUsers",
+            &resource,
+            json!({"path_prefix": path_prefix}),
+            false,
+            || {
+                page_of::<User>(self, Table::Users, page, |u| {
+                    u.path.starts_with(path_or_root(path_prefix).as_str())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn delete_user(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_user(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
         let arn = self.user_arn_for(user_name)?;
-        self.iam_call(caller, meta, "iam:DeleteUser", &arn, json!({"user_name": user_name}), true, || {
-            let key = name_key(user_name);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let user: User = tx.get(Table::Users, &key)?.ok_or_else(|| not_found("user", user_name))?;
-                let mut blockers = Vec::new();
-                if user.login_profile.is_some() { blockers.push("a login profile"); }
-                if !user.groups.is_empty() { blockers.push("group memberships"); }
-                if !user.attached_policies.is_empty() { blockers.push("attached policies"); }
-                if !user.inline_policies.is_empty() { blockers.push("inline policies"); }
-                if !tx.scan::<MfaDevice>(Table::MfaDevices, &mfa_prefix(user_name))?.is_empty() { blockers.push("MFA devices"); }
-                let keys: Vec<AccessKey> = tx.scan(Table::AccessKeys, "")?;
-                if keys.iter().any(|k| name_key(&k.user_name) == key) { blockers.push("access keys"); }
-                if !blockers.is_empty() {
-                    return Err(BrokerError::DeleteConflict(format!("user {user_name}: it still has {}", blockers.join(", "))));
-                }
-                tx.delete(Table::Users, &key);
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeleteUser",
+            &arn,
+            json!({"user_name": user_name}),
+            true,
+            || {
+                let key = name_key(user_name);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let user: User = tx
+                        .get(Table::Users, &key)?
+                        .ok_or_else(|| not_found("user", user_name))?;
+                    let mut blockers = Vec::new();
+                    if user.login_profile.is_some() {
+                        blockers.push("a login profile");
+                    }
+                    if !user.groups.is_empty() {
+                        blockers.push("group memberships");
+                    }
+                    if !user.attached_policies.is_empty() {
+                        blockers.push("attached policies");
+                    }
+                    if !user.inline_policies.is_empty() {
+                        blockers.push("inline policies");
+                    }
+                    if !tx
+                        .scan::<MfaDevice>(Table::MfaDevices, &mfa_prefix(user_name))?
+                        .is_empty()
+                    {
+                        blockers.push("MFA devices");
+                    }
+                    let keys: Vec<AccessKey> = tx.scan(Table::AccessKeys, "")?;
+                    if keys.iter().any(|k| name_key(&k.user_name) == key) {
+                        blockers.push("access keys");
+                    }
+                    if !blockers.is_empty() {
+                        return Err(BrokerError::DeleteConflict(format!(
+                            "user {user_name}: it still has {}",
+                            blockers.join(", ")
+                        )));
+                    }
+                    tx.delete(Table::Users, &key);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn tag_user(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, tags: Vec<Tag>, remove: Vec<String>) -> Result<(), BrokerError> {
+    pub async fn tag_user(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        tags: Vec<Tag>,
+        remove: Vec<String>,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
         let arn = self.user_arn_for(user_name)?;
-        let action = if remove.is_empty() { "iam:TagUser" } else { "iam:UntagUser" };
-        self.iam_call(caller, meta, action, &arn, json!({"user_name": user_name, "tags": tags, "tag_keys": remove}), true, || {
-            self.update_record::<User>(Table::Users, user_name, "user", |user| {
-                user.tags.retain(|t| !remove.iter().any(|k| k == &t.key) && !tags.iter().any(|n| n.key == t.key));
-                user.tags.extend(tags.iter().cloned());
-                validate_tags(&user.tags).map_err(|m| BrokerError::invalid("tags", m))
-            })
-        })
+        let action = if remove.is_empty() {
+            "iam:TagUser"
+        } else {
+            "iam:UntagUser"
+        };
+        self.iam_call(
+            caller,
+            meta,
+            action,
+            &arn,
+            json!({"user_name": user_name, "tags": tags, "tag_keys": remove}),
+            true,
+            || {
+                self.update_record::<User>(Table::Users, user_name, "user", |user| {
+                    user.tags.retain(|t| {
+                        !remove.iter().any(|k| k == &t.key) && !tags.iter().any(|n| n.key == t.key)
+                    });
+                    user.tags.extend(tags.iter().cloned());
+                    validate_tags(&user.tags).map_err(|m| BrokerError::invalid("tags", m))
+                })
+            },
+        )
         .await
     }
 
@@ -412,7 +518,9 @@ impl Broker {
         let salt: [u8; 16] = self.random()?;
         let params = self.settings.argon2;
         let password = password.clone();
-        Ok(self.hash_job(move || password::hash_password(&password, &salt, &params)).await??)
+        Ok(self
+            .hash_job(move || password::hash_password(&password, &salt, &params))
+            .await??)
     }
 
     /// CreateLoginProfile (`create = true`) or UpdateLoginProfile: an admin sets a password.
@@ -427,10 +535,24 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
         let arn = self.user_arn_for(user_name)?;
-        let action = if create { "iam:CreateLoginProfile" } else { "iam:UpdateLoginProfile" };
+        let action = if create {
+            "iam:CreateLoginProfile"
+        } else {
+            "iam:UpdateLoginProfile"
+        };
         // Authorize before paying for a hash.
         if let Err(err) = self.require(caller, meta, action, &arn) {
-            return self.iam_call(caller, meta, action, &arn, json!({"user_name": user_name}), true, || Err::<(), _>(err)).await;
+            return self
+                .iam_call(
+                    caller,
+                    meta,
+                    action,
+                    &arn,
+                    json!({"user_name": user_name}),
+                    true,
+                    || Err::<(), _>(err),
+                )
+                .await;
         }
         let phc = if password.expose().is_empty() && !create {
             None
@@ -438,23 +560,34 @@ impl Broker {
             Some(self.hash_new_password(password).await?)
         };
         let now = unix_ms(self.now());
-        let params = json!({"user_name": user_name, "password_reset_required": password_reset_required});
+        let params =
+            json!({"user_name": user_name, "password_reset_required": password_reset_required});
         self.iam_call(caller, meta, action, &arn, params, true, || {
             self.update_record::<User>(Table::Users, user_name, "user", |user| {
                 match (&mut user.login_profile, create) {
-                    (Some(_), true) => Err(BrokerError::AlreadyExists(format!("login profile for user {user_name}"))),
+                    (Some(_), true) => Err(BrokerError::AlreadyExists(format!(
+                        "login profile for user {user_name}"
+                    ))),
                     (None, false) => Err(not_found("login profile for user", user_name)),
                     (profile, _) => {
-                        let mut history = profile.as_ref().map(|p| {
-                            let mut h = vec![p.phc.clone()];
-                            h.extend(p.history.iter().cloned());
-                            h.truncate(24);
-                            h
-                        }).unwrap_or_default();
+                        let mut history = profile
+                            .as_ref()
+                            .map(|p| {
+                                let mut h = vec![p.phc.clone()];
+                                h.extend(p.history.iter().cloned());
+                                h.truncate(24);
+                                h
+                            })
+                            .unwrap_or_default();
                         let (phc, last_changed) = match (&phc, profile.as_ref()) {
                             (Some(new), _) => (new.clone(), now),
-                            (None, Some(old)) => { history = old.history.clone(); (old.phc.clone(), old.last_changed) }
-                            (None, None) => return Err(BrokerError::invalid("password", "is required")),
+                            (None, Some(old)) => {
+                                history = old.history.clone();
+                                (old.phc.clone(), old.last_changed)
+                            }
+                            (None, None) => {
+                                return Err(BrokerError::invalid("password", "is required"));
+                            }
                         };
                         *profile = Some(model::LoginProfile {
                             phc,
@@ -472,161 +605,355 @@ impl Broker {
         .await
     }
 
-    pub async fn delete_login_profile(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_login_profile(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
         let arn = self.user_arn_for(user_name)?;
-        self.iam_call(caller, meta, "iam:DeleteLoginProfile", &arn, json!({"user_name": user_name}), true, || {
-            self.update_record::<User>(Table::Users, user_name, "user", |user| {
-                user.login_profile
-                    .take()
-                    .map(|_| ())
-                    .ok_or_else(|| not_found("login profile for user", user_name))
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeleteLoginProfile",
+            &arn,
+            json!({"user_name": user_name}),
+            true,
+            || {
+                self.update_record::<User>(Table::Users, user_name, "user", |user| {
+                    user.login_profile
+                        .take()
+                        .map(|_| ())
+                        .ok_or_else(|| not_found("login profile for user", user_name))
+                })
+            },
+        )
         .await
     }
 
-    pub async fn get_login_profile(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<(String, i64, bool), BrokerError> {
+    pub async fn get_login_profile(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<(String, i64, bool), BrokerError> {
         let name = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&name)?;
-        self.iam_call(caller, meta, "iam:GetLoginProfile", &arn, json!({"user_name": name}), false, || {
-            let user = self.load_user(&name)?.ok_or_else(|| not_found("user", &name))?;
-            let profile = user.login_profile.ok_or_else(|| not_found("login profile for user", &name))?;
-            Ok((user.name, profile.create_date, profile.password_reset_required))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetLoginProfile",
+            &arn,
+            json!({"user_name": name}),
+            false,
+            || {
+                let user = self
+                    .load_user(&name)?
+                    .ok_or_else(|| not_found("user", &name))?;
+                let profile = user
+                    .login_profile
+                    .ok_or_else(|| not_found("login profile for user", &name))?;
+                Ok((
+                    user.name,
+                    profile.create_date,
+                    profile.password_reset_required,
+                ))
+            },
+        )
         .await
     }
 
-    pub async fn update_password_policy(&self, caller: &Caller, meta: &RequestMeta, policy: PasswordPolicy) -> Result<(), BrokerError> {
+    pub async fn update_password_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        policy: PasswordPolicy,
+    ) -> Result<(), BrokerError> {
         policy.validate().map_err(|m| {
-            let field = m.split_whitespace().next().unwrap_or("password_policy").to_string();
+            let field = m
+                .split_whitespace()
+                .next()
+                .unwrap_or("password_policy")
+                .to_string();
             BrokerError::InvalidInput { field, message: m }
         })?;
         let resource = "*";
-        self.iam_call(caller, meta, "iam:UpdateAccountPasswordPolicy", resource, json!(policy), true, || {
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                tx.put(Table::Meta, PASSWORD_POLICY_KEY, &policy);
-                Ok::<_, BrokerError>(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:UpdateAccountPasswordPolicy",
+            resource,
+            json!(policy),
+            true,
+            || {
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    tx.put(Table::Meta, PASSWORD_POLICY_KEY, &policy);
+                    Ok::<_, BrokerError>(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn get_password_policy(&self, caller: &Caller, meta: &RequestMeta) -> Result<PasswordPolicy, BrokerError> {
-        self.iam_call(caller, meta, "iam:GetAccountPasswordPolicy", "*", json!({}), false, || self.password_policy())
-            .await
+    pub async fn get_password_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+    ) -> Result<PasswordPolicy, BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetAccountPasswordPolicy",
+            "*",
+            json!({}),
+            false,
+            || self.password_policy(),
+        )
+        .await
     }
 
     // ---- groups ------------------------------------------------------------------------
 
-    pub async fn create_group(&self, caller: &Caller, meta: &RequestMeta, group_name: &str, path: &str) -> Result<Group, BrokerError> {
+    pub async fn create_group(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        group_name: &str,
+        path: &str,
+    ) -> Result<Group, BrokerError> {
         check_name(NameKind::Group, group_name)?;
         let path = check_path(path)?;
         let arn = self.account().group_arn(&path, group_name);
         let now = unix_ms(self.now());
-        self.iam_call(caller, meta, "iam:CreateGroup", &arn, json!({"group_name": group_name, "path": path}), true, || {
-            let group = Group {
-                v: RECORD_VERSION,
-                name: group_name.into(),
-                id: self.ids("AGPA")?,
-                path: path.clone(),
-                arn: arn.clone(),
-                create_date: now,
-                attached_policies: vec![],
-                inline_policies: BTreeMap::new(),
-            };
-            self.insert_new(Table::Groups, &name_key(group_name), &group, "group", group_name)?;
-            Ok(group)
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:CreateGroup",
+            &arn,
+            json!({"group_name": group_name, "path": path}),
+            true,
+            || {
+                let group = Group {
+                    v: RECORD_VERSION,
+                    name: group_name.into(),
+                    id: self.ids("AGPA")?,
+                    path: path.clone(),
+                    arn: arn.clone(),
+                    create_date: now,
+                    attached_policies: vec![],
+                    inline_policies: BTreeMap::new(),
+                };
+                self.insert_new(
+                    Table::Groups,
+                    &name_key(group_name),
+                    &group,
+                    "group",
+                    group_name,
+                )?;
+                Ok(group)
+            },
+        )
         .await
     }
 
-    pub async fn get_group(&self, caller: &Caller, meta: &RequestMeta, group_name: &str, page: &Page) -> Result<(Group, Vec<User>, Option<String>), BrokerError> {
+    pub async fn get_group(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        group_name: &str,
+        page: &Page,
+    ) -> Result<(Group, Vec<User>, Option<String>), BrokerError> {
         check_name(NameKind::Group, group_name)?;
         let arn = self.holder_arn(Holder::Group, group_name)?;
-        self.iam_call(caller, meta, "iam:GetGroup", &arn, json!({"group_name": group_name}), false, || {
-            let group: Group = store::read(self.store.as_ref(), Table::Groups, &name_key(group_name))?
-                .ok_or_else(|| not_found("group", group_name))?;
-            let (users, marker) = page_of::<User>(self, Table::Users, page, |u| {
-                u.groups.iter().any(|g| g.eq_ignore_ascii_case(group_name))
-            })?;
-            Ok((group, users, marker))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetGroup",
+            &arn,
+            json!({"group_name": group_name}),
+            false,
+            || {
+                let group: Group =
+                    store::read(self.store.as_ref(), Table::Groups, &name_key(group_name))?
+                        .ok_or_else(|| not_found("group", group_name))?;
+                let (users, marker) = page_of::<User>(self, Table::Users, page, |u| {
+                    u.groups.iter().any(|g| g.eq_ignore_ascii_case(group_name))
+                })?;
+                Ok((group, users, marker))
+            },
+        )
         .await
     }
 
-    pub async fn list_groups(&self, caller: &Caller, meta: &RequestMeta, path_prefix: &str, page: &Page) -> Result<(Vec<Group>, Option<String>), BrokerError> {
+    pub async fn list_groups(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        path_prefix: &str,
+        page: &Page,
+    ) -> Result<(Vec<Group>, Option<String>), BrokerError> {
         let resource = self.account().group_arn("/", "*");
-        self.iam_call(caller, meta, "iam:ListGroups", &resource, json!({"path_prefix": path_prefix}), false, || {
-            page_of::<Group>(self, Table::Groups, page, |g| g.path.starts_with(path_or_root(path_prefix).as_str()))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListGroups",
+            &resource,
+            json!({"path_prefix": path_prefix}),
+            false,
+            || {
+                page_of::<Group>(self, Table::Groups, page, |g| {
+                    g.path.starts_with(path_or_root(path_prefix).as_str())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn delete_group(&self, caller: &Caller, meta: &RequestMeta, group_name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_group(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        group_name: &str,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Group, group_name)?;
         let arn = self.holder_arn(Holder::Group, group_name)?;
-        self.iam_call(caller, meta, "iam:DeleteGroup", &arn, json!({"group_name": group_name}), true, || {
-            let key = name_key(group_name);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let group: Group = tx.get(Table::Groups, &key)?.ok_or_else(|| not_found("group", group_name))?;
-                let users: Vec<User> = tx.scan(Table::Users, "")?;
-                let mut blockers = Vec::new();
-                if users.iter().any(|u| u.groups.iter().any(|g| name_key(g) == key)) { blockers.push("members"); }
-                if !group.attached_policies.is_empty() { blockers.push("attached policies"); }
-                if !group.inline_policies.is_empty() { blockers.push("inline policies"); }
-                if !blockers.is_empty() {
-                    return Err(BrokerError::DeleteConflict(format!("group {group_name}: it still has {}", blockers.join(", "))));
-                }
-                tx.delete(Table::Groups, &key);
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeleteGroup",
+            &arn,
+            json!({"group_name": group_name}),
+            true,
+            || {
+                let key = name_key(group_name);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let group: Group = tx
+                        .get(Table::Groups, &key)?
+                        .ok_or_else(|| not_found("group", group_name))?;
+                    let users: Vec<User> = tx.scan(Table::Users, "")?;
+                    let mut blockers = Vec::new();
+                    if users
+                        .iter()
+                        .any(|u| u.groups.iter().any(|g| name_key(g) == key))
+                    {
+                        blockers.push("members");
+                    }
+                    if !group.attached_policies.is_empty() {
+                        blockers.push("attached policies");
+                    }
+                    if !group.inline_policies.is_empty() {
+                        blockers.push("inline policies");
+                    }
+                    if !blockers.is_empty() {
+                        return Err(BrokerError::DeleteConflict(format!(
+                            "group {group_name}: it still has {}",
+                            blockers.join(", ")
+                        )));
+                    }
+                    tx.delete(Table::Groups, &key);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn set_group_membership(&self, caller: &Caller, meta: &RequestMeta, group_name: &str, user_name: &str, add: bool) -> Result<(), BrokerError> {
+    pub async fn set_group_membership(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        group_name: &str,
+        user_name: &str,
+        add: bool,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Group, group_name)?;
         check_name(NameKind::User, user_name)?;
         let arn = self.holder_arn(Holder::Group, group_name)?;
-        let action = if add { "iam:AddUserToGroup" } else { "iam:RemoveUserFromGroup" };
-        self.iam_call(caller, meta, action, &arn, json!({"group_name": group_name, "user_name": user_name}), true, || {
-            let user_key = name_key(user_name);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let group: Group = tx.get(Table::Groups, &name_key(group_name))?.ok_or_else(|| not_found("group", group_name))?;
-                let mut user: User = tx.get(Table::Users, &user_key)?.ok_or_else(|| not_found("user", user_name))?;
-                let member = user.groups.iter().position(|g| g.eq_ignore_ascii_case(&group.name));
-                match (add, member) {
-                    (true, Some(_)) => return Ok(()),
-                    (true, None) => {
-                        if user.groups.len() >= MAX_GROUPS_PER_USER {
-                            return Err(BrokerError::LimitExceeded(format!("user {user_name} is already in {MAX_GROUPS_PER_USER} groups")));
+        let action = if add {
+            "iam:AddUserToGroup"
+        } else {
+            "iam:RemoveUserFromGroup"
+        };
+        self.iam_call(
+            caller,
+            meta,
+            action,
+            &arn,
+            json!({"group_name": group_name, "user_name": user_name}),
+            true,
+            || {
+                let user_key = name_key(user_name);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let group: Group = tx
+                        .get(Table::Groups, &name_key(group_name))?
+                        .ok_or_else(|| not_found("group", group_name))?;
+                    let mut user: User = tx
+                        .get(Table::Users, &user_key)?
+                        .ok_or_else(|| not_found("user", user_name))?;
+                    let member = user
+                        .groups
+                        .iter()
+                        .position(|g| g.eq_ignore_ascii_case(&group.name));
+                    match (add, member) {
+                        (true, Some(_)) => return Ok(()),
+                        (true, None) => {
+                            if user.groups.len() >= MAX_GROUPS_PER_USER {
+                                return Err(BrokerError::LimitExceeded(format!(
+                                    "user {user_name} is already in {MAX_GROUPS_PER_USER} groups"
+                                )));
+                            }
+                            user.groups.push(group.name.clone());
                         }
-                        user.groups.push(group.name.clone());
+                        (false, Some(i)) => {
+                            user.groups.remove(i);
+                        }
+                        (false, None) => {
+                            return Err(not_found(
+                                &format!("membership of user {user_name} in group"),
+                                group_name,
+                            ));
+                        }
                     }
-                    (false, Some(i)) => { user.groups.remove(i); }
-                    (false, None) => return Err(not_found(&format!("membership of user {user_name} in group"), group_name)),
-                }
-                tx.put(Table::Users, &user_key, &user);
-                Ok(())
-            })
-        })
+                    tx.put(Table::Users, &user_key, &user);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn list_groups_for_user(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, page: &Page) -> Result<(Vec<Group>, Option<String>), BrokerError> {
+    pub async fn list_groups_for_user(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        page: &Page,
+    ) -> Result<(Vec<Group>, Option<String>), BrokerError> {
         let name = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&name)?;
-        self.iam_call(caller, meta, "iam:ListGroupsForUser", &arn, json!({"user_name": name}), false, || {
-            let user = self.load_user(&name)?.ok_or_else(|| not_found("user", &name))?;
-            let mut groups = Vec::new();
-            for g in &user.groups {
-                if let Some(group) = store::read::<Group>(self.store.as_ref(), Table::Groups, &name_key(g))? {
-                    groups.push(group);
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListGroupsForUser",
+            &arn,
+            json!({"user_name": name}),
+            false,
+            || {
+                let user = self
+                    .load_user(&name)?
+                    .ok_or_else(|| not_found("user", &name))?;
+                let mut groups = Vec::new();
+                for g in &user.groups {
+                    if let Some(group) =
+                        store::read::<Group>(self.store.as_ref(), Table::Groups, &name_key(g))?
+                    {
+                        groups.push(group);
+                    }
                 }
-            }
-            slice_page(&groups, |g| name_key(&g.name), page)
-        })
+                slice_page(&groups, |g| name_key(&g.name), page)
+            },
+        )
         .await
     }
 
@@ -650,7 +977,11 @@ impl Broker {
         validate_tags(&tags).map_err(|m| BrokerError::invalid("tags", m))?;
         let max = check_max_session(max_session_duration)?;
         check_description(description)?;
-        parse_policy("assume_role_policy_document", trust_policy, PolicyKind::Trust)?;
+        parse_policy(
+            "assume_role_policy_document",
+            trust_policy,
+            PolicyKind::Trust,
+        )?;
         let arn = self.account().role_arn(&path, role_name);
         let now = unix_ms(self.now());
         let params = json!({"role_name": role_name, "path": path, "assume_role_policy_document": trust_policy,
@@ -670,7 +1001,8 @@ impl Broker {
                 tags: tags.clone(),
                 attached_policies: vec![],
                 inline_policies: BTreeMap::new(),
-                permissions_boundary: (!permissions_boundary.is_empty()).then(|| permissions_boundary.to_string()),
+                permissions_boundary: (!permissions_boundary.is_empty())
+                    .then(|| permissions_boundary.to_string()),
             };
             self.insert_new(Table::Roles, &name_key(role_name), &role, "role", role_name)?;
             Ok(role)
@@ -678,47 +1010,110 @@ impl Broker {
         .await
     }
 
-    pub async fn get_role(&self, caller: &Caller, meta: &RequestMeta, role_name: &str) -> Result<Role, BrokerError> {
+    pub async fn get_role(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        role_name: &str,
+    ) -> Result<Role, BrokerError> {
         check_name(NameKind::Role, role_name)?;
         let arn = self.holder_arn(Holder::Role, role_name)?;
-        self.iam_call(caller, meta, "iam:GetRole", &arn, json!({"role_name": role_name}), false, || {
-            self.load_role(role_name)?.ok_or_else(|| not_found("role", role_name))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetRole",
+            &arn,
+            json!({"role_name": role_name}),
+            false,
+            || {
+                self.load_role(role_name)?
+                    .ok_or_else(|| not_found("role", role_name))
+            },
+        )
         .await
     }
 
-    pub async fn list_roles(&self, caller: &Caller, meta: &RequestMeta, path_prefix: &str, page: &Page) -> Result<(Vec<Role>, Option<String>), BrokerError> {
+    pub async fn list_roles(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        path_prefix: &str,
+        page: &Page,
+    ) -> Result<(Vec<Role>, Option<String>), BrokerError> {
         let resource = self.account().role_arn("/", "*");
-        self.iam_call(caller, meta, "iam:ListRoles", &resource, json!({"path_prefix": path_prefix}), false, || {
-            page_of::<Role>(self, Table::Roles, page, |r| r.path.starts_with(path_or_root(path_prefix).as_str()))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListRoles",
+            &resource,
+            json!({"path_prefix": path_prefix}),
+            false,
+            || {
+                page_of::<Role>(self, Table::Roles, page, |r| {
+                    r.path.starts_with(path_or_root(path_prefix).as_str())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn delete_role(&self, caller: &Caller, meta: &RequestMeta, role_name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_role(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        role_name: &str,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
         let arn = self.holder_arn(Holder::Role, role_name)?;
-        self.iam_call(caller, meta, "iam:DeleteRole", &arn, json!({"role_name": role_name}), true, || {
-            let key = name_key(role_name);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let role: Role = tx.get(Table::Roles, &key)?.ok_or_else(|| not_found("role", role_name))?;
-                let mut blockers = Vec::new();
-                if !role.attached_policies.is_empty() { blockers.push("attached policies"); }
-                if !role.inline_policies.is_empty() { blockers.push("inline policies"); }
-                if !blockers.is_empty() {
-                    return Err(BrokerError::DeleteConflict(format!("role {role_name}: it still has {}", blockers.join(", "))));
-                }
-                tx.delete(Table::Roles, &key);
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeleteRole",
+            &arn,
+            json!({"role_name": role_name}),
+            true,
+            || {
+                let key = name_key(role_name);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let role: Role = tx
+                        .get(Table::Roles, &key)?
+                        .ok_or_else(|| not_found("role", role_name))?;
+                    let mut blockers = Vec::new();
+                    if !role.attached_policies.is_empty() {
+                        blockers.push("attached policies");
+                    }
+                    if !role.inline_policies.is_empty() {
+                        blockers.push("inline policies");
+                    }
+                    if !blockers.is_empty() {
+                        return Err(BrokerError::DeleteConflict(format!(
+                            "role {role_name}: it still has {}",
+                            blockers.join(", ")
+                        )));
+                    }
+                    tx.delete(Table::Roles, &key);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn update_role(&self, caller: &Caller, meta: &RequestMeta, role_name: &str, description: Option<&str>, max_session_duration: i32) -> Result<(), BrokerError> {
+    pub async fn update_role(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        role_name: &str,
+        description: Option<&str>,
+        max_session_duration: i32,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
-        if let Some(d) = description { check_description(d)?; }
-        let max = (max_session_duration != 0).then(|| check_max_session(max_session_duration)).transpose()?;
+        if let Some(d) = description {
+            check_description(d)?;
+        }
+        let max = (max_session_duration != 0)
+            .then(|| check_max_session(max_session_duration))
+            .transpose()?;
         let arn = self.holder_arn(Holder::Role, role_name)?;
         self.iam_call(caller, meta, "iam:UpdateRole", &arn, json!({"role_name": role_name, "description": description, "max_session_duration": max}), true, || {
             self.update_record::<Role>(Table::Roles, role_name, "role", |role| {
@@ -730,36 +1125,79 @@ impl Broker {
         .await
     }
 
-    pub async fn update_assume_role_policy(&self, caller: &Caller, meta: &RequestMeta, role_name: &str, document: &str) -> Result<(), BrokerError> {
+    pub async fn update_assume_role_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        role_name: &str,
+        document: &str,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
         parse_policy("policy_document", document, PolicyKind::Trust)?;
         let arn = self.holder_arn(Holder::Role, role_name)?;
-        self.iam_call(caller, meta, "iam:UpdateAssumeRolePolicy", &arn, json!({"role_name": role_name, "policy_document": document}), true, || {
-            self.update_record::<Role>(Table::Roles, role_name, "role", |role| {
-                role.assume_role_policy_document = document.into();
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:UpdateAssumeRolePolicy",
+            &arn,
+            json!({"role_name": role_name, "policy_document": document}),
+            true,
+            || {
+                self.update_record::<Role>(Table::Roles, role_name, "role", |role| {
+                    role.assume_role_policy_document = document.into();
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn tag_role(&self, caller: &Caller, meta: &RequestMeta, role_name: &str, tags: Vec<Tag>, remove: Vec<String>) -> Result<(), BrokerError> {
+    pub async fn tag_role(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        role_name: &str,
+        tags: Vec<Tag>,
+        remove: Vec<String>,
+    ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
         let arn = self.holder_arn(Holder::Role, role_name)?;
-        let action = if remove.is_empty() { "iam:TagRole" } else { "iam:UntagRole" };
-        self.iam_call(caller, meta, action, &arn, json!({"role_name": role_name, "tags": tags, "tag_keys": remove}), true, || {
-            self.update_record::<Role>(Table::Roles, role_name, "role", |role| {
-                role.tags.retain(|t| !remove.iter().any(|k| k == &t.key) && !tags.iter().any(|n| n.key == t.key));
-                role.tags.extend(tags.iter().cloned());
-                validate_tags(&role.tags).map_err(|m| BrokerError::invalid("tags", m))
-            })
-        })
+        let action = if remove.is_empty() {
+            "iam:TagRole"
+        } else {
+            "iam:UntagRole"
+        };
+        self.iam_call(
+            caller,
+            meta,
+            action,
+            &arn,
+            json!({"role_name": role_name, "tags": tags, "tag_keys": remove}),
+            true,
+            || {
+                self.update_record::<Role>(Table::Roles, role_name, "role", |role| {
+                    role.tags.retain(|t| {
+                        !remove.iter().any(|k| k == &t.key) && !tags.iter().any(|n| n.key == t.key)
+                    });
+                    role.tags.extend(tags.iter().cloned());
+                    validate_tags(&role.tags).map_err(|m| BrokerError::invalid("tags", m))
+                })
+            },
+        )
         .await
     }
 
     // ---- managed policies --------------------------------------------------------------
 
-    pub async fn create_policy(&self, caller: &Caller, meta: &RequestMeta, policy_name: &str, path: &str, document: &str, description: &str) -> Result<ManagedPolicy, BrokerError> {
+    pub async fn create_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        policy_name: &str,
+        path: &str,
+        document: &str,
+        description: &str,
+    ) -> Result<ManagedPolicy, BrokerError> {
         check_name(NameKind::Policy, policy_name)?;
         let path = check_path(path)?;
         check_description(description)?;
@@ -798,18 +1236,32 @@ impl Broker {
             return Ok(ManagedPolicy {
                 v: RECORD_VERSION,
                 name: builtin.name.into(),
-                id: format!("ANPA{}", builtin.name.to_ascii_uppercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(17).collect::<String>()),
+                id: format!(
+                    "ANPA{}",
+                    builtin
+                        .name
+                        .to_ascii_uppercase()
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .take(17)
+                        .collect::<String>()
+                ),
                 path: "/".into(),
                 arn: self.account().builtin_policy_arn(builtin.name),
                 create_date: 0,
                 update_date: 0,
                 description: builtin.description.into(),
                 default_version_id: "v1".into(),
-                versions: vec![PolicyVersion { version_id: "v1".into(), document: builtin.document.into(), create_date: 0 }],
+                versions: vec![PolicyVersion {
+                    version_id: "v1".into(),
+                    document: builtin.document.into(),
+                    create_date: 0,
+                }],
                 next_version: 2,
             });
         }
-        store::read(self.store.as_ref(), Table::Policies, arn)?.ok_or_else(|| not_found("policy", arn))
+        store::read(self.store.as_ref(), Table::Policies, arn)?
+            .ok_or_else(|| not_found("policy", arn))
     }
 
     /// How many users, groups and roles have the policy attached.
@@ -830,67 +1282,145 @@ impl Broker {
         Ok(count)
     }
 
-    pub async fn get_policy(&self, caller: &Caller, meta: &RequestMeta, arn: &str) -> Result<(ManagedPolicy, usize), BrokerError> {
-        self.iam_call(caller, meta, "iam:GetPolicy", arn, json!({"policy_arn": arn}), false, || {
-            let policy = self.lookup_policy(arn)?;
-            Ok((policy, self.attachment_count(arn)?))
-        })
+    pub async fn get_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+    ) -> Result<(ManagedPolicy, usize), BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetPolicy",
+            arn,
+            json!({"policy_arn": arn}),
+            false,
+            || {
+                let policy = self.lookup_policy(arn)?;
+                Ok((policy, self.attachment_count(arn)?))
+            },
+        )
         .await
     }
 
-    pub async fn list_policies(&self, caller: &Caller, meta: &RequestMeta, scope: &str, only_attached: bool, path_prefix: &str, page: &Page) -> Result<(Vec<(ManagedPolicy, usize)>, Option<String>), BrokerError> {
+    pub async fn list_policies(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        scope: &str,
+        only_attached: bool,
+        path_prefix: &str,
+        page: &Page,
+    ) -> Result<(Vec<(ManagedPolicy, usize)>, Option<String>), BrokerError> {
         let scope = match scope {
             "" | "All" => "All",
             "AWS" | "Local" => scope,
-            other => return Err(BrokerError::invalid("scope", format!("must be All, AWS or Local, got {other:?}"))),
+            other => {
+                return Err(BrokerError::invalid(
+                    "scope",
+                    format!("must be All, AWS or Local, got {other:?}"),
+                ));
+            }
         };
         let resource = self.account().policy_arn("/", "*");
-        self.iam_call(caller, meta, "iam:ListPolicies", &resource, json!({"scope": scope, "only_attached": only_attached}), false, || {
-            let mut all = Vec::new();
-            if scope != "Local" {
-                for builtin in policy::builtin::all() {
-                    all.push(self.lookup_policy(&self.account().builtin_policy_arn(builtin.name))?);
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListPolicies",
+            &resource,
+            json!({"scope": scope, "only_attached": only_attached}),
+            false,
+            || {
+                let mut all = Vec::new();
+                if scope != "Local" {
+                    for builtin in policy::builtin::all() {
+                        all.push(
+                            self.lookup_policy(&self.account().builtin_policy_arn(builtin.name))?,
+                        );
+                    }
                 }
-            }
-            if scope != "AWS" {
-                all.extend(store::read_page::<ManagedPolicy>(self.store.as_ref(), Table::Policies, "", None, usize::MAX)?.into_iter().map(|(_, p)| p));
-            }
-            let prefix = path_or_root(path_prefix);
-            let mut rows = Vec::new();
-            for p in all.into_iter().filter(|p| p.path.starts_with(prefix.as_str())) {
-                let count = self.attachment_count(&p.arn)?;
-                if !only_attached || count > 0 {
-                    rows.push((p, count));
+                if scope != "AWS" {
+                    all.extend(
+                        store::read_page::<ManagedPolicy>(
+                            self.store.as_ref(),
+                            Table::Policies,
+                            "",
+                            None,
+                            usize::MAX,
+                        )?
+                        .into_iter()
+                        .map(|(_, p)| p),
+                    );
                 }
-            }
-            slice_page(&rows, |(p, _)| p.arn.clone(), page)
-        })
+                let prefix = path_or_root(path_prefix);
+                let mut rows = Vec::new();
+                for p in all
+                    .into_iter()
+                    .filter(|p| p.path.starts_with(prefix.as_str()))
+                {
+                    let count = self.attachment_count(&p.arn)?;
+                    if !only_attached || count > 0 {
+                        rows.push((p, count));
+                    }
+                }
+                slice_page(&rows, |(p, _)| p.arn.clone(), page)
+            },
+        )
         .await
     }
 
-    pub async fn delete_policy(&self, caller: &Caller, meta: &RequestMeta, arn: &str) -> Result<(), BrokerError> {
-        self.iam_call(caller, meta, "iam:DeletePolicy", arn, json!({"policy_arn": arn}), true, || {
-            if builtin_name(arn).is_some() {
-                return Err(BrokerError::invalid("policy_arn", "built-in policies cannot be deleted"));
-            }
-            let policy: ManagedPolicy = store::read(self.store.as_ref(), Table::Policies, arn)?.ok_or_else(|| not_found("policy", arn))?;
-            let attached = self.attachment_count(arn)?;
-            if attached > 0 {
-                return Err(BrokerError::DeleteConflict(format!("policy {arn}: it is attached to {attached} entities")));
-            }
-            if policy.versions.len() > 1 {
-                return Err(BrokerError::DeleteConflict(format!("policy {arn}: delete its non-default versions first")));
-            }
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                tx.get_raw(Table::Policies, arn.as_bytes())?.ok_or_else(|| not_found("policy", arn))?;
-                tx.delete(Table::Policies, arn);
-                Ok(())
-            })
-        })
+    pub async fn delete_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+    ) -> Result<(), BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeletePolicy",
+            arn,
+            json!({"policy_arn": arn}),
+            true,
+            || {
+                if builtin_name(arn).is_some() {
+                    return Err(BrokerError::invalid(
+                        "policy_arn",
+                        "built-in policies cannot be deleted",
+                    ));
+                }
+                let policy: ManagedPolicy = store::read(self.store.as_ref(), Table::Policies, arn)?
+                    .ok_or_else(|| not_found("policy", arn))?;
+                let attached = self.attachment_count(arn)?;
+                if attached > 0 {
+                    return Err(BrokerError::DeleteConflict(format!(
+                        "policy {arn}: it is attached to {attached} entities"
+                    )));
+                }
+                if policy.versions.len() > 1 {
+                    return Err(BrokerError::DeleteConflict(format!(
+                        "policy {arn}: delete its non-default versions first"
+                    )));
+                }
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    tx.get_raw(Table::Policies, arn.as_bytes())?
+                        .ok_or_else(|| not_found("policy", arn))?;
+                    tx.delete(Table::Policies, arn);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn create_policy_version(&self, caller: &Caller, meta: &RequestMeta, arn: &str, document: &str, set_as_default: bool) -> Result<PolicyVersion, BrokerError> {
+    pub async fn create_policy_version(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+        document: &str,
+        set_as_default: bool,
+    ) -> Result<PolicyVersion, BrokerError> {
         parse_policy("policy_document", document, PolicyKind::Managed)?;
         let now = unix_ms(self.now());
         self.iam_call(caller, meta, "iam:CreatePolicyVersion", arn, json!({"policy_arn": arn, "policy_document": document, "set_as_default": set_as_default}), true, || {
@@ -909,71 +1439,146 @@ impl Broker {
         .await
     }
 
-    fn update_policy<R>(&self, arn: &str, mut change: impl FnMut(&mut ManagedPolicy) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
+    fn update_policy<R>(
+        &self,
+        arn: &str,
+        mut change: impl FnMut(&mut ManagedPolicy) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
         if builtin_name(arn).is_some() {
-            return Err(BrokerError::invalid("policy_arn", "built-in policies cannot be changed"));
+            return Err(BrokerError::invalid(
+                "policy_arn",
+                "built-in policies cannot be changed",
+            ));
         }
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let mut policy: ManagedPolicy = tx.get(Table::Policies, arn)?.ok_or_else(|| not_found("policy", arn))?;
+            let mut policy: ManagedPolicy = tx
+                .get(Table::Policies, arn)?
+                .ok_or_else(|| not_found("policy", arn))?;
             let out = change(&mut policy)?;
             tx.put(Table::Policies, arn, &policy);
             Ok(out)
         })
     }
 
-    pub async fn get_policy_version(&self, caller: &Caller, meta: &RequestMeta, arn: &str, version_id: &str) -> Result<(PolicyVersion, bool), BrokerError> {
-        self.iam_call(caller, meta, "iam:GetPolicyVersion", arn, json!({"policy_arn": arn, "version_id": version_id}), false, || {
-            let policy = self.lookup_policy(arn)?;
-            let version = policy.versions.iter().find(|v| v.version_id == version_id).cloned()
-                .ok_or_else(|| not_found(&format!("version of policy {arn}:"), version_id))?;
-            Ok((version, policy.default_version_id == version_id))
-        })
+    pub async fn get_policy_version(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+        version_id: &str,
+    ) -> Result<(PolicyVersion, bool), BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetPolicyVersion",
+            arn,
+            json!({"policy_arn": arn, "version_id": version_id}),
+            false,
+            || {
+                let policy = self.lookup_policy(arn)?;
+                let version = policy
+                    .versions
+                    .iter()
+                    .find(|v| v.version_id == version_id)
+                    .cloned()
+                    .ok_or_else(|| not_found(&format!("version of policy {arn}:"), version_id))?;
+                Ok((version, policy.default_version_id == version_id))
+            },
+        )
         .await
     }
 
-    pub async fn list_policy_versions(&self, caller: &Caller, meta: &RequestMeta, arn: &str) -> Result<(Vec<PolicyVersion>, String), BrokerError> {
-        self.iam_call(caller, meta, "iam:ListPolicyVersions", arn, json!({"policy_arn": arn}), false, || {
-            let policy = self.lookup_policy(arn)?;
-            Ok((policy.versions, policy.default_version_id))
-        })
+    pub async fn list_policy_versions(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+    ) -> Result<(Vec<PolicyVersion>, String), BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListPolicyVersions",
+            arn,
+            json!({"policy_arn": arn}),
+            false,
+            || {
+                let policy = self.lookup_policy(arn)?;
+                Ok((policy.versions, policy.default_version_id))
+            },
+        )
         .await
     }
 
-    pub async fn delete_policy_version(&self, caller: &Caller, meta: &RequestMeta, arn: &str, version_id: &str) -> Result<(), BrokerError> {
-        self.iam_call(caller, meta, "iam:DeletePolicyVersion", arn, json!({"policy_arn": arn, "version_id": version_id}), true, || {
-            self.update_policy(arn, |policy| {
-                if policy.default_version_id == version_id {
-                    return Err(BrokerError::DeleteConflict(format!("version {version_id} is the default version of {arn}")));
-                }
-                let before = policy.versions.len();
-                policy.versions.retain(|v| v.version_id != version_id);
-                if policy.versions.len() == before {
-                    return Err(not_found(&format!("version of policy {arn}:"), version_id));
-                }
-                Ok(())
-            })
-        })
+    pub async fn delete_policy_version(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+        version_id: &str,
+    ) -> Result<(), BrokerError> {
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeletePolicyVersion",
+            arn,
+            json!({"policy_arn": arn, "version_id": version_id}),
+            true,
+            || {
+                self.update_policy(arn, |policy| {
+                    if policy.default_version_id == version_id {
+                        return Err(BrokerError::DeleteConflict(format!(
+                            "version {version_id} is the default version of {arn}"
+                        )));
+                    }
+                    let before = policy.versions.len();
+                    policy.versions.retain(|v| v.version_id != version_id);
+                    if policy.versions.len() == before {
+                        return Err(not_found(&format!("version of policy {arn}:"), version_id));
+                    }
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn set_default_policy_version(&self, caller: &Caller, meta: &RequestMeta, arn: &str, version_id: &str) -> Result<(), BrokerError> {
+    pub async fn set_default_policy_version(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        arn: &str,
+        version_id: &str,
+    ) -> Result<(), BrokerError> {
         let now = unix_ms(self.now());
-        self.iam_call(caller, meta, "iam:SetDefaultPolicyVersion", arn, json!({"policy_arn": arn, "version_id": version_id}), true, || {
-            self.update_policy(arn, |policy| {
-                if !policy.versions.iter().any(|v| v.version_id == version_id) {
-                    return Err(not_found(&format!("version of policy {arn}:"), version_id));
-                }
-                policy.default_version_id = version_id.into();
-                policy.update_date = now;
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:SetDefaultPolicyVersion",
+            arn,
+            json!({"policy_arn": arn, "version_id": version_id}),
+            true,
+            || {
+                self.update_policy(arn, |policy| {
+                    if !policy.versions.iter().any(|v| v.version_id == version_id) {
+                        return Err(not_found(&format!("version of policy {arn}:"), version_id));
+                    }
+                    policy.default_version_id = version_id.into();
+                    policy.update_date = now;
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
     // ---- attachments, inline policies, boundaries --------------------------------------
 
-    fn change_holder<R>(&self, holder: Holder, name: &str, change: impl FnMut(&mut dyn HolderAccess) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
+    fn change_holder<R>(
+        &self,
+        holder: Holder,
+        name: &str,
+        change: impl FnMut(&mut dyn HolderAccess) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
         match holder {
             Holder::User => self.change_holder_typed::<User, R>(holder, name, change),
             Holder::Group => self.change_holder_typed::<Group, R>(holder, name, change),
@@ -981,10 +1586,16 @@ impl Broker {
         }
     }
 
-    fn change_holder_typed<T: HolderRecord, R>(&self, holder: Holder, name: &str, mut change: impl FnMut(&mut dyn HolderAccess) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
+    fn change_holder_typed<T: HolderRecord, R>(
+        &self,
+        holder: Holder,
+        name: &str,
+        mut change: impl FnMut(&mut dyn HolderAccess) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
         let key = name_key(name);
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let mut record: T = tx.get(holder.table(), &key)?
+            let mut record: T = tx
+                .get(holder.table(), &key)?
                 .ok_or_else(|| not_found(&holder.noun().to_lowercase(), name))?;
             let out = change(&mut record)?;
             tx.put(holder.table(), &key, &record);
@@ -992,10 +1603,22 @@ impl Broker {
         })
     }
 
-    pub async fn attach_policy(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, policy_arn: &str, attach: bool) -> Result<(), BrokerError> {
+    pub async fn attach_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        policy_arn: &str,
+        attach: bool,
+    ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
         let arn = self.holder_arn(holder, name)?;
-        let action = format!("iam:{}{}Policy", if attach { "Attach" } else { "Detach" }, holder.noun());
+        let action = format!(
+            "iam:{}{}Policy",
+            if attach { "Attach" } else { "Detach" },
+            holder.noun()
+        );
         let params = json!({format!("{}_name", holder.noun().to_lowercase()): name, "policy_arn": policy_arn});
         self.iam_call(caller, meta, &action, &arn, params, true, || {
             if attach {
@@ -1017,30 +1640,67 @@ impl Broker {
         .await
     }
 
-    pub async fn list_attached_policies(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, page: &Page) -> Result<(Vec<(String, String)>, Option<String>), BrokerError> {
+    pub async fn list_attached_policies(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        page: &Page,
+    ) -> Result<(Vec<(String, String)>, Option<String>), BrokerError> {
         check_name(holder.name_kind(), name)?;
         let arn = self.holder_arn(holder, name)?;
         let action = format!("iam:ListAttached{}Policies", holder.noun());
-        self.iam_call(caller, meta, &action, &arn, json!({"name": name}), false, || {
-            let arns = self.read_holder(holder, name, |r| r.attached_list().clone())?;
-            let rows: Vec<(String, String)> = arns.into_iter().map(|a| (a.rsplit('/').next().unwrap_or_default().to_string(), a)).collect();
-            slice_page(&rows, |(_, a)| a.clone(), page)
-        })
+        self.iam_call(
+            caller,
+            meta,
+            &action,
+            &arn,
+            json!({"name": name}),
+            false,
+            || {
+                let arns = self.read_holder(holder, name, |r| r.attached_list().clone())?;
+                let rows: Vec<(String, String)> = arns
+                    .into_iter()
+                    .map(|a| (a.rsplit('/').next().unwrap_or_default().to_string(), a))
+                    .collect();
+                slice_page(&rows, |(_, a)| a.clone(), page)
+            },
+        )
         .await
     }
 
-    fn read_holder<R>(&self, holder: Holder, name: &str, read: impl FnOnce(&mut dyn HolderAccess) -> R) -> Result<R, BrokerError> {
+    fn read_holder<R>(
+        &self,
+        holder: Holder,
+        name: &str,
+        read: impl FnOnce(&mut dyn HolderAccess) -> R,
+    ) -> Result<R, BrokerError> {
         let key = name_key(name);
         let store = self.store.as_ref();
         let missing = || not_found(&holder.noun().to_lowercase(), name);
         Ok(match holder {
-            Holder::User => read(&mut store::read::<User>(store, Table::Users, &key)?.ok_or_else(missing)?),
-            Holder::Group => read(&mut store::read::<Group>(store, Table::Groups, &key)?.ok_or_else(missing)?),
-            Holder::Role => read(&mut store::read::<Role>(store, Table::Roles, &key)?.ok_or_else(missing)?),
+            Holder::User => {
+                read(&mut store::read::<User>(store, Table::Users, &key)?.ok_or_else(missing)?)
+            }
+            Holder::Group => {
+                read(&mut store::read::<Group>(store, Table::Groups, &key)?.ok_or_else(missing)?)
+            }
+            Holder::Role => {
+                read(&mut store::read::<Role>(store, Table::Roles, &key)?.ok_or_else(missing)?)
+            }
         })
     }
 
-    pub async fn put_inline_policy(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, policy_name: &str, document: &str) -> Result<(), BrokerError> {
+    pub async fn put_inline_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
         check_name(NameKind::InlinePolicy, policy_name)?;
         parse_policy("policy_document", document, holder.inline_kind())?;
@@ -1064,195 +1724,403 @@ impl Broker {
         .await
     }
 
-    pub async fn get_inline_policy(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, policy_name: &str) -> Result<String, BrokerError> {
+    pub async fn get_inline_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        policy_name: &str,
+    ) -> Result<String, BrokerError> {
         check_name(holder.name_kind(), name)?;
         let arn = self.holder_arn(holder, name)?;
         let action = format!("iam:Get{}Policy", holder.noun());
-        self.iam_call(caller, meta, &action, &arn, json!({"name": name, "policy_name": policy_name}), false, || {
-            self.read_holder(holder, name, |r| r.inline_map().get(policy_name).cloned())?
-                .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            &action,
+            &arn,
+            json!({"name": name, "policy_name": policy_name}),
+            false,
+            || {
+                self.read_holder(holder, name, |r| r.inline_map().get(policy_name).cloned())?
+                    .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
+            },
+        )
         .await
     }
 
-    pub async fn delete_inline_policy(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, policy_name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_inline_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        policy_name: &str,
+    ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
         let arn = self.holder_arn(holder, name)?;
         let action = format!("iam:Delete{}Policy", holder.noun());
-        self.iam_call(caller, meta, &action, &arn, json!({"name": name, "policy_name": policy_name}), true, || {
-            self.change_holder(holder, name, |record| {
-                record.inline_map().remove(policy_name).map(|_| ())
-                    .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            &action,
+            &arn,
+            json!({"name": name, "policy_name": policy_name}),
+            true,
+            || {
+                self.change_holder(holder, name, |record| {
+                    record
+                        .inline_map()
+                        .remove(policy_name)
+                        .map(|_| ())
+                        .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
+                })
+            },
+        )
         .await
     }
 
-    pub async fn list_inline_policies(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, page: &Page) -> Result<(Vec<String>, Option<String>), BrokerError> {
+    pub async fn list_inline_policies(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        page: &Page,
+    ) -> Result<(Vec<String>, Option<String>), BrokerError> {
         check_name(holder.name_kind(), name)?;
         let arn = self.holder_arn(holder, name)?;
         let action = format!("iam:List{}Policies", holder.noun());
-        self.iam_call(caller, meta, &action, &arn, json!({"name": name}), false, || {
-            let names: Vec<String> = self.read_holder(holder, name, |r| r.inline_map().keys().cloned().collect())?;
-            slice_page(&names, |n| n.clone(), page)
-        })
+        self.iam_call(
+            caller,
+            meta,
+            &action,
+            &arn,
+            json!({"name": name}),
+            false,
+            || {
+                let names: Vec<String> =
+                    self.read_holder(holder, name, |r| r.inline_map().keys().cloned().collect())?;
+                slice_page(&names, |n| n.clone(), page)
+            },
+        )
         .await
     }
 
-    pub async fn set_permissions_boundary(&self, caller: &Caller, meta: &RequestMeta, holder: Holder, name: &str, boundary_arn: Option<&str>) -> Result<(), BrokerError> {
+    pub async fn set_permissions_boundary(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        boundary_arn: Option<&str>,
+    ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
         if holder == Holder::Group {
-            return Err(BrokerError::invalid("holder", "groups have no permissions boundary"));
+            return Err(BrokerError::invalid(
+                "holder",
+                "groups have no permissions boundary",
+            ));
         }
         let arn = self.holder_arn(holder, name)?;
-        let action = format!("iam:{}{}PermissionsBoundary", if boundary_arn.is_some() { "Put" } else { "Delete" }, holder.noun());
-        self.iam_call(caller, meta, &action, &arn, json!({"name": name, "permissions_boundary": boundary_arn}), true, || {
-            if let Some(b) = boundary_arn {
-                if b.is_empty() {
-                    return Err(BrokerError::invalid("permissions_boundary", "is required"));
+        let action = format!(
+            "iam:{}{}PermissionsBoundary",
+            if boundary_arn.is_some() {
+                "Put"
+            } else {
+                "Delete"
+            },
+            holder.noun()
+        );
+        self.iam_call(
+            caller,
+            meta,
+            &action,
+            &arn,
+            json!({"name": name, "permissions_boundary": boundary_arn}),
+            true,
+            || {
+                if let Some(b) = boundary_arn {
+                    if b.is_empty() {
+                        return Err(BrokerError::invalid("permissions_boundary", "is required"));
+                    }
+                    self.check_boundary(b)?;
                 }
-                self.check_boundary(b)?;
-            }
-            self.change_holder(holder, name, |record| {
-                if let Some(slot) = record.boundary_slot() {
-                    *slot = boundary_arn.map(str::to_owned);
-                }
-                Ok(())
-            })
-        })
+                self.change_holder(holder, name, |record| {
+                    if let Some(slot) = record.boundary_slot() {
+                        *slot = boundary_arn.map(str::to_owned);
+                    }
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
     // ---- MFA ---------------------------------------------------------------------------
 
     /// Creates an unenabled virtual device; returns (serial, seed). The seed is shown once.
-    pub async fn create_virtual_mfa_device(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, device_name: &str) -> Result<(String, SecretBytes), BrokerError> {
+    pub async fn create_virtual_mfa_device(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        device_name: &str,
+    ) -> Result<(String, SecretBytes), BrokerError> {
         let user = self.target_user(caller, user_name)?;
-        let device_name = if device_name.is_empty() { user.clone() } else { device_name.to_string() };
+        let device_name = if device_name.is_empty() {
+            user.clone()
+        } else {
+            device_name.to_string()
+        };
         check_name(NameKind::MfaDevice, &device_name)?;
         let serial = self.account().mfa_arn(&device_name);
-        self.iam_call(caller, meta, "iam:CreateVirtualMfaDevice", &serial, json!({"user_name": user, "virtual_mfa_device_name": device_name}), true, || {
-            self.load_user(&user)?.ok_or_else(|| not_found("user", &user))?;
-            let seed = totp::new_seed(self.random::<20>()?);
-            let sealed_seed = self.master.seal(seed.expose(), &mfa_aad(&serial), &self.rng)?;
-            let device = MfaDevice { v: RECORD_VERSION, serial_number: serial.clone(), user_name: user.clone(), sealed_seed, enable_date: None, last_used_step: None };
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let all: Vec<MfaDevice> = tx.scan(Table::MfaDevices, "")?;
-                if all.iter().any(|d| d.serial_number == serial) {
-                    return Err(BrokerError::AlreadyExists(format!("MFA device {serial}")));
-                }
-                tx.put(Table::MfaDevices, &mfa_key(&user, &serial), &device);
-                Ok(())
-            })?;
-            Ok((serial.clone(), seed))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:CreateVirtualMfaDevice",
+            &serial,
+            json!({"user_name": user, "virtual_mfa_device_name": device_name}),
+            true,
+            || {
+                self.load_user(&user)?
+                    .ok_or_else(|| not_found("user", &user))?;
+                let seed = totp::new_seed(self.random::<20>()?);
+                let sealed_seed = self
+                    .master
+                    .seal(seed.expose(), &mfa_aad(&serial), &self.rng)?;
+                let device = MfaDevice {
+                    v: RECORD_VERSION,
+                    serial_number: serial.clone(),
+                    user_name: user.clone(),
+                    sealed_seed,
+                    enable_date: None,
+                    last_used_step: None,
+                };
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let all: Vec<MfaDevice> = tx.scan(Table::MfaDevices, "")?;
+                    if all.iter().any(|d| d.serial_number == serial) {
+                        return Err(BrokerError::AlreadyExists(format!("MFA device {serial}")));
+                    }
+                    tx.put(Table::MfaDevices, &mfa_key(&user, &serial), &device);
+                    Ok(())
+                })?;
+                Ok((serial.clone(), seed))
+            },
+        )
         .await
     }
 
     /// EnableMfaDevice (or ResyncMfaDevice): two consecutive codes prove the device works.
-    pub async fn enable_mfa_device(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, serial: &str, code1: &SecretString, code2: &SecretString, resync: bool) -> Result<(), BrokerError> {
+    pub async fn enable_mfa_device(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        serial: &str,
+        code1: &SecretString,
+        code2: &SecretString,
+        resync: bool,
+    ) -> Result<(), BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
-        let action = if resync { "iam:ResyncMfaDevice" } else { "iam:EnableMfaDevice" };
+        let action = if resync {
+            "iam:ResyncMfaDevice"
+        } else {
+            "iam:EnableMfaDevice"
+        };
         let now = self.now();
-        self.iam_call(caller, meta, action, &arn, json!({"user_name": user, "serial_number": serial}), true, || {
-            for (field, code) in [("authentication_code_1", code1), ("authentication_code_2", code2)] {
-                let c = code.expose();
-                if c.len() != 6 || !c.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(BrokerError::invalid(field, "must be 6 digits"));
+        self.iam_call(
+            caller,
+            meta,
+            action,
+            &arn,
+            json!({"user_name": user, "serial_number": serial}),
+            true,
+            || {
+                for (field, code) in [
+                    ("authentication_code_1", code1),
+                    ("authentication_code_2", code2),
+                ] {
+                    let c = code.expose();
+                    if c.len() != 6 || !c.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(BrokerError::invalid(field, "must be 6 digits"));
+                    }
                 }
-            }
-            let key = mfa_key(&user, serial);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let mut device: MfaDevice = tx.get(Table::MfaDevices, &key)?.ok_or_else(|| not_found("MFA device", serial))?;
-                match (resync, device.enable_date.is_some()) {
-                    (false, true) => return Err(BrokerError::AlreadyExists(format!("enabled MFA device {serial}"))),
-                    (true, false) => return Err(BrokerError::FailedPrecondition(format!("MFA device {serial} is not enabled"))),
-                    _ => {}
-                }
-                let seed = self.master.open(&device.sealed_seed, &mfa_aad(serial))?;
-                let window = if resync { 40 } else { 10 };
-                let step = totp::verify_consecutive(seed.expose(), code1.expose(), code2.expose(), now, window)
-                    .map_err(|_| BrokerError::invalid("authentication_code_2", "the two codes are not consecutive valid codes for this device"))?;
-                if device.last_used_step.is_some_and(|last| step <= last) {
-                    return Err(BrokerError::invalid("authentication_code_2", "codes were already used"));
-                }
-                device.last_used_step = Some(step);
-                if !resync {
-                    device.enable_date = Some(unix_ms(now));
-                }
-                tx.put(Table::MfaDevices, &key, &device);
-                Ok(())
-            })
-        })
+                let key = mfa_key(&user, serial);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let mut device: MfaDevice = tx
+                        .get(Table::MfaDevices, &key)?
+                        .ok_or_else(|| not_found("MFA device", serial))?;
+                    match (resync, device.enable_date.is_some()) {
+                        (false, true) => {
+                            return Err(BrokerError::AlreadyExists(format!(
+                                "enabled MFA device {serial}"
+                            )));
+                        }
+                        (true, false) => {
+                            return Err(BrokerError::FailedPrecondition(format!(
+                                "MFA device {serial} is not enabled"
+                            )));
+                        }
+                        _ => {}
+                    }
+                    let seed = self.master.open(&device.sealed_seed, &mfa_aad(serial))?;
+                    let window = if resync { 40 } else { 10 };
+                    let step = totp::verify_consecutive(
+                        seed.expose(),
+                        code1.expose(),
+                        code2.expose(),
+                        now,
+                        window,
+                    )
+                    .map_err(|_| {
+                        BrokerError::invalid(
+                            "authentication_code_2",
+                            "the two codes are not consecutive valid codes for this device",
+                        )
+                    })?;
+                    if device.last_used_step.is_some_and(|last| step <= last) {
+                        return Err(BrokerError::invalid(
+                            "authentication_code_2",
+                            "codes were already used",
+                        ));
+                    }
+                    device.last_used_step = Some(step);
+                    if !resync {
+                        device.enable_date = Some(unix_ms(now));
+                    }
+                    tx.put(Table::MfaDevices, &key, &device);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn deactivate_mfa_device(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, serial: &str) -> Result<(), BrokerError> {
+    pub async fn deactivate_mfa_device(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        serial: &str,
+    ) -> Result<(), BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
-        self.iam_call(caller, meta, "iam:DeactivateMfaDevice", &arn, json!({"user_name": user, "serial_number": serial}), true, || {
-            let key = mfa_key(&user, serial);
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                tx.get::<MfaDevice>(Table::MfaDevices, &key)?.ok_or_else(|| not_found("MFA device", serial))?;
-                // A deactivated virtual device is gone: re-enrolment makes a new seed.
-                tx.delete(Table::MfaDevices, &key);
-                Ok(())
-            })
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:DeactivateMfaDevice",
+            &arn,
+            json!({"user_name": user, "serial_number": serial}),
+            true,
+            || {
+                let key = mfa_key(&user, serial);
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    tx.get::<MfaDevice>(Table::MfaDevices, &key)?
+                        .ok_or_else(|| not_found("MFA device", serial))?;
+                    // A deactivated virtual device is gone: re-enrolment makes a new seed.
+                    tx.delete(Table::MfaDevices, &key);
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    pub async fn list_mfa_devices(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<Vec<MfaDevice>, BrokerError> {
+    pub async fn list_mfa_devices(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<Vec<MfaDevice>, BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
-        self.iam_call(caller, meta, "iam:ListMfaDevices", &arn, json!({"user_name": user}), false, || {
-            self.enabled_mfa_devices(&user)
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListMfaDevices",
+            &arn,
+            json!({"user_name": user}),
+            false,
+            || self.enabled_mfa_devices(&user),
+        )
         .await
     }
 
     // ---- access keys -------------------------------------------------------------------
 
-    pub async fn create_access_key(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<(AccessKey, SecretString), BrokerError> {
+    pub async fn create_access_key(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<(AccessKey, SecretString), BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
         let now = unix_ms(self.now());
-        self.iam_call(caller, meta, "iam:CreateAccessKey", &arn, json!({"user_name": user}), true, || {
-            let id = model::unique_id("AKIA", &self.random::<16>()?);
-            let secret = SecretString::new(data_encoding::BASE64.encode(&self.random::<30>()?));
-            let record = AccessKey {
-                v: RECORD_VERSION,
-                access_key_id: id.clone(),
-                user_name: user.clone(),
-                secret_hash: access_key_hash(&id, secret.expose()),
-                status: AccessKeyStatus::Active,
-                create_date: now,
-                last_used: None,
-            };
-            store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let owner: Option<User> = tx.get(Table::Users, &name_key(&user))?;
-                owner.ok_or_else(|| not_found("user", &user))?;
-                let keys: Vec<AccessKey> = tx.scan(Table::AccessKeys, "")?;
-                if keys.iter().filter(|k| k.user_name.eq_ignore_ascii_case(&user)).count() >= MAX_ACCESS_KEYS {
-                    return Err(BrokerError::LimitExceeded(format!("user {user} already has {MAX_ACCESS_KEYS} access keys")));
-                }
-                tx.put(Table::AccessKeys, &id, &record);
-                Ok(())
-            })?;
-            Ok((record.clone(), secret))
-        })
+        self.iam_call(
+            caller,
+            meta,
+            "iam:CreateAccessKey",
+            &arn,
+            json!({"user_name": user}),
+            true,
+            || {
+                let id = model::unique_id("AKIA", &self.random::<16>()?);
+                let secret = SecretString::new(data_encoding::BASE64.encode(&self.random::<30>()?));
+                let record = AccessKey {
+                    v: RECORD_VERSION,
+                    access_key_id: id.clone(),
+                    user_name: user.clone(),
+                    secret_hash: access_key_hash(&id, secret.expose()),
+                    status: AccessKeyStatus::Active,
+                    create_date: now,
+                    last_used: None,
+                };
+                store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let owner: Option<User> = tx.get(Table::Users, &name_key(&user))?;
+                    owner.ok_or_else(|| not_found("user", &user))?;
+                    let keys: Vec<AccessKey> = tx.scan(Table::AccessKeys, "")?;
+                    if keys
+                        .iter()
+                        .filter(|k| k.user_name.eq_ignore_ascii_case(&user))
+                        .count()
+                        >= MAX_ACCESS_KEYS
+                    {
+                        return Err(BrokerError::LimitExceeded(format!(
+                            "user {user} already has {MAX_ACCESS_KEYS} access keys"
+                        )));
+                    }
+                    tx.put(Table::AccessKeys, &id, &record);
+                    Ok(())
+                })?;
+                Ok((record.clone(), secret))
+            },
+        )
         .await
     }
 
-    pub async fn update_access_key(&self, caller: &Caller, meta: &RequestMeta, user_name: &str, access_key_id: &str, status: Option<AccessKeyStatus>) -> Result<(), BrokerError> {
+    pub async fn update_access_key(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        access_key_id: &str,
+        status: Option<AccessKeyStatus>,
+    ) -> Result<(), BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
-        let action = if status.is_some() { "iam:UpdateAccessKey" } else { "iam:DeleteAccessKey" };
+        let action = if status.is_some() {
+            "iam:UpdateAccessKey"
+        } else {
+            "iam:DeleteAccessKey"
+        };
         self.iam_call(caller, meta, action, &arn, json!({"user_name": user, "access_key_id": access_key_id, "status": status.map(|s| s.as_str())}), true, || {
             store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                let mut key: AccessKey = tx.get(Table::AccessKeys, access_key_id)?
-                    .filter(|k| k.user_name.eq_ignore_ascii_case(&user))
+                let mut key: AccessKey = tx.get::<AccessKey>(Table::AccessKeys, access_key_id)?
+                    .filter(|k: &AccessKey| k.user_name.eq_ignore_ascii_case(&user))
                     .ok_or_else(|| not_found("access key", access_key_id))?;
                 match status {
                     Some(status) => { key.status = status; tx.put(Table::AccessKeys, access_key_id, &key); }
@@ -1264,25 +2132,62 @@ impl Broker {
         .await
     }
 
-    pub async fn list_access_keys(&self, caller: &Caller, meta: &RequestMeta, user_name: &str) -> Result<Vec<AccessKey>, BrokerError> {
+    pub async fn list_access_keys(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+    ) -> Result<Vec<AccessKey>, BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
-        self.iam_call(caller, meta, "iam:ListAccessKeys", &arn, json!({"user_name": user}), false, || {
-            Ok(store::read_page::<AccessKey>(self.store.as_ref(), Table::AccessKeys, "", None, usize::MAX)?
+        self.iam_call(
+            caller,
+            meta,
+            "iam:ListAccessKeys",
+            &arn,
+            json!({"user_name": user}),
+            false,
+            || {
+                Ok(store::read_page::<AccessKey>(
+                    self.store.as_ref(),
+                    Table::AccessKeys,
+                    "",
+                    None,
+                    usize::MAX,
+                )?
                 .into_iter()
                 .map(|(_, k)| k)
-                .filter(|k| k.user_name.eq_ignore_ascii_case(&user))
+                .filter(|k: &AccessKey| k.user_name.eq_ignore_ascii_case(&user))
                 .collect())
-        })
+            },
+        )
         .await
     }
 
-    pub async fn get_access_key_last_used(&self, caller: &Caller, meta: &RequestMeta, access_key_id: &str) -> Result<AccessKey, BrokerError> {
-        let key: Option<AccessKey> = store::read(self.store.as_ref(), Table::AccessKeys, access_key_id)?;
-        let arn = match &key { Some(k) => self.user_arn_for(&k.user_name)?, None => self.account().user_arn("/", "*") };
-        self.iam_call(caller, meta, "iam:GetAccessKeyLastUsed", &arn, json!({"access_key_id": access_key_id}), false, || {
-            key.clone().ok_or_else(|| not_found("access key", access_key_id))
-        })
+    pub async fn get_access_key_last_used(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        access_key_id: &str,
+    ) -> Result<AccessKey, BrokerError> {
+        let key: Option<AccessKey> =
+            store::read(self.store.as_ref(), Table::AccessKeys, access_key_id)?;
+        let arn = match &key {
+            Some(k) => self.user_arn_for(&k.user_name)?,
+            None => self.account().user_arn("/", "*"),
+        };
+        self.iam_call(
+            caller,
+            meta,
+            "iam:GetAccessKeyLastUsed",
+            &arn,
+            json!({"access_key_id": access_key_id}),
+            false,
+            || {
+                key.clone()
+                    .ok_or_else(|| not_found("access key", access_key_id))
+            },
+        )
         .await
     }
 
@@ -1291,13 +2196,19 @@ impl Broker {
     /// Creates the first administrator (used by `stint init` and `serve --dev`): a user
     /// with AdministratorAccess, a password and an enabled virtual MFA device. Returns the
     /// user and the device seed, which is shown once.
-    pub async fn bootstrap_admin(&self, user_name: &str, password: &SecretString) -> Result<(User, String, SecretBytes), BrokerError> {
+    pub async fn bootstrap_admin(
+        &self,
+        user_name: &str,
+        password: &SecretString,
+    ) -> Result<(User, String, SecretBytes), BrokerError> {
         check_name(NameKind::User, user_name)?;
         let now = self.now();
         let phc = self.hash_new_password(password).await?;
         let serial = self.account().mfa_arn(user_name);
         let seed = totp::new_seed(self.random::<20>()?);
-        let sealed_seed = self.master.seal(seed.expose(), &mfa_aad(&serial), &self.rng)?;
+        let sealed_seed = self
+            .master
+            .seal(seed.expose(), &mfa_aad(&serial), &self.rng)?;
         let user = User {
             v: RECORD_VERSION,
             name: user_name.into(),
@@ -1328,14 +2239,23 @@ impl Broker {
             last_used_step: None,
         };
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            if tx.get_raw(Table::Users, name_key(user_name).as_bytes())?.is_some() {
+            if tx
+                .get_raw(Table::Users, name_key(user_name).as_bytes())?
+                .is_some()
+            {
                 return Err(BrokerError::AlreadyExists(format!("user {user_name}")));
             }
             tx.put(Table::Users, &name_key(user_name), &user);
             tx.put(Table::MfaDevices, &mfa_key(user_name, &serial), &device);
             Ok(())
         })?;
-        let mut event = self.event(&RequestMeta::default(), "stint:Init", &user.arn, Outcome::Allow, now);
+        let mut event = self.event(
+            &RequestMeta::default(),
+            "stint:Init",
+            &user.arn,
+            Outcome::Allow,
+            now,
+        );
         event.params = json!({"user_name": user_name, "serial_number": serial});
         self.audit.append(event).await?;
         Ok((user, serial, seed))
@@ -1349,9 +2269,16 @@ impl Broker {
 fn is_rotation(action: &str) -> bool {
     matches!(
         action,
-        "iam:CreateLoginProfile" | "iam:UpdateLoginProfile" | "iam:DeleteLoginProfile" | "iam:ChangePassword"
-            | "iam:EnableMfaDevice" | "iam:DeactivateMfaDevice" | "iam:ResyncMfaDevice"
-            | "iam:CreateAccessKey" | "iam:UpdateAccessKey" | "iam:DeleteAccessKey"
+        "iam:CreateLoginProfile"
+            | "iam:UpdateLoginProfile"
+            | "iam:DeleteLoginProfile"
+            | "iam:ChangePassword"
+            | "iam:EnableMfaDevice"
+            | "iam:DeactivateMfaDevice"
+            | "iam:ResyncMfaDevice"
+            | "iam:CreateAccessKey"
+            | "iam:UpdateAccessKey"
+            | "iam:DeleteAccessKey"
     )
 }
 
@@ -1359,13 +2286,19 @@ fn check_max_session(value: i32) -> Result<i32, BrokerError> {
     match value {
         0 => Ok(3600),
         3600..=43200 => Ok(value),
-        _ => Err(BrokerError::invalid("max_session_duration", format!("must be 3600 to 43200 seconds, got {value}"))),
+        _ => Err(BrokerError::invalid(
+            "max_session_duration",
+            format!("must be 3600 to 43200 seconds, got {value}"),
+        )),
     }
 }
 
 fn check_description(description: &str) -> Result<(), BrokerError> {
     if description.chars().count() > 1000 {
-        return Err(BrokerError::invalid("description", "must be at most 1000 characters"));
+        return Err(BrokerError::invalid(
+            "description",
+            "must be at most 1000 characters",
+        ));
     }
     Ok(())
 }
@@ -1388,6 +2321,3 @@ impl<T: HolderRecord> HolderAccess for T {
         self.boundary()
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: SystemTime) {}

@@ -11,7 +11,8 @@ use ring::rand::SecureRandom;
 
 use crate::core::model::{KeyState, RECORD_VERSION, SigningKey};
 use crate::core::secret::SecretBytes;
-use crate::core::token::{Ed25519Signer, Verifier, jwks_json};
+use crate::core::token::jwks::jwks_json;
+use crate::core::token::{Ed25519Signer, Verifier};
 use crate::store::seal::MasterKey;
 use crate::store::{self, Store, Table, Tx};
 
@@ -59,7 +60,13 @@ impl KeyRing {
             records.push(pending);
         }
         let ring = KeyRing {
-            active: RwLock::new(build(master, &records, settings.issuer.clone(), settings.audience.clone(), settings.clock_skew.as_secs())?),
+            active: RwLock::new(build(
+                master,
+                &records,
+                settings.issuer.clone(),
+                settings.audience.clone(),
+                settings.clock_skew.as_secs(),
+            )?),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway: settings.clock_skew.as_secs(),
@@ -68,31 +75,51 @@ impl KeyRing {
     }
 
     pub fn signer(&self) -> Arc<Ed25519Signer> {
-        self.active.read().unwrap_or_else(|p| p.into_inner()).signer.clone()
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .signer
+            .clone()
     }
 
     pub fn verifier(&self) -> Arc<Verifier> {
-        self.active.read().unwrap_or_else(|p| p.into_inner()).verifier.clone()
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .verifier
+            .clone()
     }
 
     pub fn jwks(&self) -> Arc<str> {
-        self.active.read().unwrap_or_else(|p| p.into_inner()).jwks.clone()
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .jwks
+            .clone()
     }
 
     /// Re-reads the keys from the store (after a rotation or purge).
     pub fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), BrokerError> {
         let records = all_keys(store)?;
-        let fresh = build(master, &records, self.issuer.clone(), self.audience.clone(), self.leeway)?;
+        let fresh = build(
+            master,
+            &records,
+            self.issuer.clone(),
+            self.audience.clone(),
+            self.leeway,
+        )?;
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 }
 
 pub(crate) fn all_keys(store: &dyn Store) -> Result<Vec<SigningKey>, BrokerError> {
-    Ok(store::read_page::<SigningKey>(store, Table::SigningKeys, "", None, usize::MAX)?
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect())
+    Ok(
+        store::read_page::<SigningKey>(store, Table::SigningKeys, "", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect(),
+    )
 }
 
 pub(crate) fn new_key_record(
@@ -148,11 +175,10 @@ fn build(
     let mut verifier = Verifier::new(issuer, audience, leeway);
     let mut published = Vec::new();
     for key in records {
-        let public: [u8; 32] = key
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| BrokerError::Internal(format!("signing key {} is corrupt", key.kid)))?;
+        let public: [u8; 32] =
+            key.public_key.as_slice().try_into().map_err(|_| {
+                BrokerError::Internal(format!("signing key {} is corrupt", key.kid))
+            })?;
         verifier.insert_key(key.kid.clone(), public);
         published.push((key.kid.clone(), public));
     }
@@ -184,7 +210,13 @@ impl super::Broker {
     ) -> Result<SigningKey, BrokerError> {
         let now = self.now();
         if let Err(err) = self.require(caller, meta, "stint:RotateSigningKey", "*") {
-            let mut event = self.event(meta, "stint:RotateSigningKey", caller.arn(), crate::audit::event::Outcome::Deny, now);
+            let mut event = self.event(
+                meta,
+                "stint:RotateSigningKey",
+                caller.arn(),
+                crate::audit::event::Outcome::Deny,
+                now,
+            );
             event.reason = err.to_string();
             self.audit.append(event).await?;
             return Err(err);
@@ -201,7 +233,8 @@ impl super::Broker {
     ) -> Result<SigningKey, BrokerError> {
         let now = self.now();
         let now_ms = unix_ms(now);
-        let purge_after = now_ms + (MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
+        let purge_after =
+            now_ms + (MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
         let fresh_pending = new_key_record(&self.master, &self.rng, now, KeyState::Pending)?;
         let (activated, retired) = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
             let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
@@ -242,7 +275,13 @@ impl super::Broker {
             Ok::<_, BrokerError>((activated, retired))
         })?;
         self.keys.reload(self.store.as_ref(), &self.master)?;
-        let mut event = self.event(meta, "stint:RotateSigningKey", principal, crate::audit::event::Outcome::Allow, now);
+        let mut event = self.event(
+            meta,
+            "stint:RotateSigningKey",
+            principal,
+            crate::audit::event::Outcome::Allow,
+            now,
+        );
         event.rotation = true;
         event.params = serde_json::json!({"activated": activated.kid, "retired": retired, "published": fresh_pending.kid});
         self.audit.append(event).await?;
@@ -267,7 +306,13 @@ impl super::Broker {
         })?;
         if !purged.is_empty() {
             self.keys.reload(self.store.as_ref(), &self.master)?;
-            let mut event = self.event(&super::RequestMeta::default(), "stint:PurgeSigningKey", "stint", crate::audit::event::Outcome::Allow, now);
+            let mut event = self.event(
+                &super::RequestMeta::default(),
+                "stint:PurgeSigningKey",
+                "stint",
+                crate::audit::event::Outcome::Allow,
+                now,
+            );
             event.rotation = true;
             event.params = serde_json::json!({"purged": purged});
             self.audit.append(event).await?;

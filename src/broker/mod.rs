@@ -139,7 +139,9 @@ impl Broker {
         )?);
         let dummy_phc = crate::core::authn::password::dummy_phc(&settings.argon2)?;
         let broker = Arc::new(Self {
-            hash_slots: Arc::new(tokio::sync::Semaphore::new(settings.hash_concurrency.max(1))),
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.hash_concurrency.max(1),
+            )),
             store,
             audit,
             master,
@@ -178,7 +180,11 @@ impl Broker {
     }
 
     /// Compiles a stored (already validated) document, caching the compiled form.
-    pub(crate) fn compiled(&self, kind: PolicyKind, document: &str) -> Result<Arc<Policy>, BrokerError> {
+    pub(crate) fn compiled(
+        &self,
+        kind: PolicyKind,
+        document: &str,
+    ) -> Result<Arc<Policy>, BrokerError> {
         let key = (kind, document.to_owned());
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(policy) = cache.get(&key) {

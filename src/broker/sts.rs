@@ -18,7 +18,7 @@ use crate::core::secret::SecretString;
 use crate::core::token::{Claims, StintClaims, TokenKind};
 use crate::store::{self, Table, Tx};
 
-use super::caller::{Caller, RequestMeta, base_context};
+use super::caller::{Caller, RequestMeta};
 use super::{Broker, BrokerError, unix_ms, unix_secs};
 
 pub const SESSION_DEFAULT: u32 = 43_200;
@@ -94,8 +94,18 @@ struct MintSpec {
     session_policies: Vec<String>,
 }
 
-fn duration_in(field: &str, value: i32, default: u32, min: u32, max: u32) -> Result<Duration, BrokerError> {
-    let secs = if value == 0 { default } else { u32::try_from(value).unwrap_or(0) };
+fn duration_in(
+    field: &str,
+    value: i32,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<Duration, BrokerError> {
+    let secs = if value == 0 {
+        default
+    } else {
+        u32::try_from(value).unwrap_or(0)
+    };
     if secs < min || secs > max {
         return Err(BrokerError::invalid(
             field,
@@ -157,8 +167,15 @@ impl Broker {
         let params = json!({ "user_name": user_name, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
         let keys = lockout_keys(user_name, meta);
         if let Err(retry_after) = self.lockout_check(&keys, now)? {
-            self.audit_login(meta, user_name, Outcome::Deny, "locked out", params.clone(), None)
-                .await?;
+            self.audit_login(
+                meta,
+                user_name,
+                Outcome::Deny,
+                "locked out",
+                params.clone(),
+                None,
+            )
+            .await?;
             return Err(BrokerError::LockedOut { retry_after });
         }
 
@@ -183,7 +200,11 @@ impl Broker {
         let user = match (user, mfa) {
             (Some(user), MfaCheck::Passed { .. } | MfaCheck::NotEnrolled) if password_ok => user,
             _ => {
-                let reason = if password_ok { "bad or replayed MFA code" } else { "bad user name or password" };
+                let reason = if password_ok {
+                    "bad or replayed MFA code"
+                } else {
+                    "bad user name or password"
+                };
                 self.lockout_fail(meta, &keys, user_name, now).await?;
                 self.audit_login(meta, user_name, Outcome::Deny, reason, params, None)
                     .await?;
@@ -193,7 +214,11 @@ impl Broker {
         self.lockout_reset(&keys)?;
         let mfa_auth_time = matches!(mfa, MfaCheck::Passed).then(|| unix_secs(now));
         self.touch_password_use(&user, now)?;
-        let amr = if mfa_auth_time.is_some() { vec!["pwd".into(), "otp".into()] } else { vec!["pwd".into()] };
+        let amr = if mfa_auth_time.is_some() {
+            vec!["pwd".into(), "otp".into()]
+        } else {
+            vec!["pwd".into()]
+        };
         let spec = MintSpec {
             kind: TokenKind::Session,
             sub: user.arn.clone(),
@@ -205,13 +230,18 @@ impl Broker {
             mfa_auth_time,
             auth_time: unix_secs(now),
             amr,
-            tags: user.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect(),
+            tags: user
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
             transitive_tag_keys: vec![],
             chained: false,
             duration,
             session_policies: vec![],
         };
-        self.mint(meta, "sts:GetSessionToken", params, spec, now).await
+        self.mint(meta, "sts:GetSessionToken", params, spec, now)
+            .await
     }
 
     async fn login_with_access_key(
@@ -222,11 +252,19 @@ impl Broker {
         duration: Duration,
     ) -> Result<Issued, BrokerError> {
         let now = self.now();
-        let params = json!({ "access_key_id": access_key_id, "duration_seconds": duration.as_secs() });
+        let params =
+            json!({ "access_key_id": access_key_id, "duration_seconds": duration.as_secs() });
         let keys = lockout_keys(access_key_id, meta);
         if let Err(retry_after) = self.lockout_check(&keys, now)? {
-            self.audit_login(meta, access_key_id, Outcome::Deny, "locked out", params, None)
-                .await?;
+            self.audit_login(
+                meta,
+                access_key_id,
+                Outcome::Deny,
+                "locked out",
+                params,
+                None,
+            )
+            .await?;
             return Err(BrokerError::LockedOut { retry_after });
         }
         let record: Option<AccessKey> =
@@ -241,13 +279,22 @@ impl Broker {
             presented.as_bytes(),
         ));
         let user = match record {
-            Some(key) if matches && key.status == AccessKeyStatus::Active => self.load_user(&key.user_name)?,
+            Some(key) if matches && key.status == AccessKeyStatus::Active => {
+                self.load_user(&key.user_name)?
+            }
             _ => None,
         };
         let Some(user) = user else {
             self.lockout_fail(meta, &keys, access_key_id, now).await?;
-            self.audit_login(meta, access_key_id, Outcome::Deny, "bad or inactive access key", params, None)
-                .await?;
+            self.audit_login(
+                meta,
+                access_key_id,
+                Outcome::Deny,
+                "bad or inactive access key",
+                params,
+                None,
+            )
+            .await?;
             return Err(BrokerError::InvalidCredentials);
         };
         self.lockout_reset(&keys)?;
@@ -269,13 +316,18 @@ impl Broker {
             mfa_auth_time: None,
             auth_time: unix_secs(now),
             amr: vec!["key".into()],
-            tags: user.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect(),
+            tags: user
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
             transitive_tag_keys: vec![],
             chained: false,
             duration,
             session_policies: vec![],
         };
-        self.mint(meta, "sts:GetSessionToken", params, spec, now).await
+        self.mint(meta, "sts:GetSessionToken", params, spec, now)
+            .await
     }
 
     fn check_login_mfa(
@@ -287,9 +339,15 @@ impl Broker {
         let devices = self.enabled_mfa_devices(&user.name)?;
         if devices.is_empty() {
             // A code for a user without a device is a mistake, not a second factor.
-            return Ok(if code.is_some() { MfaCheck::Failed } else { MfaCheck::NotEnrolled });
+            return Ok(if code.is_some() {
+                MfaCheck::Failed
+            } else {
+                MfaCheck::NotEnrolled
+            });
         }
-        let Some(code) = code else { return Ok(MfaCheck::Failed) };
+        let Some(code) = code else {
+            return Ok(MfaCheck::Failed);
+        };
         for device in devices {
             if self.consume_totp(&user.name, &device.serial_number, code, now)? {
                 return Ok(MfaCheck::Passed);
@@ -298,7 +356,10 @@ impl Broker {
         Ok(MfaCheck::Failed)
     }
 
-    pub(crate) fn enabled_mfa_devices(&self, user_name: &str) -> Result<Vec<MfaDevice>, BrokerError> {
+    pub(crate) fn enabled_mfa_devices(
+        &self,
+        user_name: &str,
+    ) -> Result<Vec<MfaDevice>, BrokerError> {
         Ok(store::read_page::<MfaDevice>(
             self.store.as_ref(),
             Table::MfaDevices,
@@ -350,10 +411,15 @@ impl Broker {
         })
     }
 
-    fn lockout_check(&self, keys: &[String], now: SystemTime) -> Result<Result<(), Duration>, BrokerError> {
+    fn lockout_check(
+        &self,
+        keys: &[String],
+        now: SystemTime,
+    ) -> Result<Result<(), Duration>, BrokerError> {
         let mut longest: Option<Duration> = None;
         for key in keys {
-            let state: Option<LockoutState> = store::read(self.store.as_ref(), Table::Lockouts, key)?;
+            let state: Option<LockoutState> =
+                store::read(self.store.as_ref(), Table::Lockouts, key)?;
             if let Some(Err(wait)) = state.map(|s| s.check(now, &self.settings.lockout)) {
                 longest = Some(longest.map_or(wait, |l| l.max(wait)));
             }
@@ -408,7 +474,13 @@ impl Broker {
         params: serde_json::Value,
         principal: Option<&str>,
     ) -> Result<(), BrokerError> {
-        let mut event = self.event(meta, "sts:GetSessionToken", principal.unwrap_or(who), outcome, self.now());
+        let mut event = self.event(
+            meta,
+            "sts:GetSessionToken",
+            principal.unwrap_or(who),
+            outcome,
+            self.now(),
+        );
         event.reason = reason.into();
         event.params = params;
         self.audit.append(event).await?;
@@ -495,7 +567,9 @@ impl Broker {
             .verify(token, self.now())
             .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
         if self.is_revoked(&claims)? {
-            return Err(BrokerError::Unauthenticated("session has been revoked".into()));
+            return Err(BrokerError::Unauthenticated(
+                "session has been revoked".into(),
+            ));
         }
         Ok(Caller { claims })
     }
@@ -527,11 +601,15 @@ impl Broker {
             "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
             "source_identity": input.source_identity,
         });
-        let result = self.assume_role_inner(meta, caller, &input, now, params.clone()).await;
+        let result = self
+            .assume_role_inner(meta, caller, &input, now, params.clone())
+            .await;
         if let Err(err) = &result {
             if !matches!(err, BrokerError::AuditUnavailable) {
                 let outcome = match err {
-                    BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => Outcome::Deny,
+                    BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => {
+                        Outcome::Deny
+                    }
                     _ => Outcome::Error,
                 };
                 let mut event = self.event(meta, "sts:AssumeRole", caller.arn(), outcome, now);
@@ -555,33 +633,73 @@ impl Broker {
             .map_err(|m| BrokerError::invalid("role_session_name", m))?;
         if !input.external_id.is_empty() {
             let len = input.external_id.chars().count();
-            if !(2..=1224).contains(&len) || !input.external_id.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c)) {
-                return Err(BrokerError::invalid("external_id", "must be 2 to 1224 characters of [\\w+=,.@:/-]"));
+            if !(2..=1224).contains(&len)
+                || !input
+                    .external_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c))
+            {
+                return Err(BrokerError::invalid(
+                    "external_id",
+                    "must be 2 to 1224 characters of [\\w+=,.@:/-]",
+                ));
             }
         }
         if !input.source_identity.is_empty() {
-            validate_name(NameKind::RoleSessionName, &input.source_identity)
-                .map_err(|m| BrokerError::invalid("source_identity", m.replace("role_session_name", "source_identity")))?;
+            validate_name(NameKind::RoleSessionName, &input.source_identity).map_err(|m| {
+                BrokerError::invalid(
+                    "source_identity",
+                    m.replace("role_session_name", "source_identity"),
+                )
+            })?;
         }
         validate_tags(&input.tags).map_err(|m| BrokerError::invalid("tags", m))?;
         if input.policy_arns.len() > 10 {
-            return Err(BrokerError::invalid("policy_arns", "at most 10 managed session policies"));
+            return Err(BrokerError::invalid(
+                "policy_arns",
+                "at most 10 managed session policies",
+            ));
         }
         if input.policy.chars().count() > 2048 {
-            return Err(BrokerError::invalid("policy", "session policy must be at most 2048 characters"));
+            return Err(BrokerError::invalid(
+                "policy",
+                "session policy must be at most 2048 characters",
+            ));
         }
         let role_name = crate::core::model::Arn::parse(&input.role_arn)
             .filter(|a| a.service == "iam" && a.account == self.settings.account.id)
-            .and_then(|a| a.kind_and_name().filter(|(k, _)| *k == "role").map(|(_, n)| n.to_string()))
-            .ok_or_else(|| BrokerError::invalid("role_arn", format!("{:?} is not a role ARN of account {}", input.role_arn, self.settings.account.id)))?;
+            .and_then(|a| {
+                a.kind_and_name()
+                    .filter(|(k, _)| *k == "role")
+                    .map(|(_, n)| n.to_string())
+            })
+            .ok_or_else(|| {
+                BrokerError::invalid(
+                    "role_arn",
+                    format!(
+                        "{:?} is not a role ARN of account {}",
+                        input.role_arn, self.settings.account.id
+                    ),
+                )
+            })?;
         let role: Role = self
             .load_role(&role_name)?
             .filter(|r| r.arn == input.role_arn)
             .ok_or_else(|| BrokerError::NotFound(format!("role {}", input.role_arn)))?;
 
         let chained = caller.claims.stint.kind == TokenKind::AssumedRole;
-        let max = if chained { ROLE_CHAIN_MAX } else { role.max_session_duration as u32 };
-        let duration = duration_in("duration_seconds", input.duration_seconds, ROLE_DEFAULT.min(max), 900, max)?;
+        let max = if chained {
+            ROLE_CHAIN_MAX
+        } else {
+            role.max_session_duration as u32
+        };
+        let duration = duration_in(
+            "duration_seconds",
+            input.duration_seconds,
+            ROLE_DEFAULT.min(max),
+            900,
+            max,
+        )?;
 
         // Source identity can never change once set, also through chaining.
         let inherited_source = caller.claims.stint.source_identity.clone();
@@ -592,17 +710,22 @@ impl Broker {
             return Err(BrokerError::AccessDenied {
                 action: "sts:SetSourceIdentity".into(),
                 resource: input.role_arn.clone(),
-                reason: "source identity is already set for this session chain and cannot change".into(),
+                reason: "source identity is already set for this session chain and cannot change"
+                    .into(),
             });
         }
-        let source_identity = inherited_source.or_else(|| (!input.source_identity.is_empty()).then(|| input.source_identity.clone()));
+        let source_identity = inherited_source
+            .or_else(|| (!input.source_identity.is_empty()).then(|| input.source_identity.clone()));
 
         // Fresh MFA on AssumeRole, for trust policies that ask for it.
         let mut mfa_auth_time = caller.claims.stint.mfa_auth_time;
         if let Some(code) = &input.token_code {
-            let user = caller
-                .user_name()
-                .ok_or_else(|| BrokerError::invalid("token_code", "only IAM user sessions can present an MFA code"))?;
+            let user = caller.user_name().ok_or_else(|| {
+                BrokerError::invalid(
+                    "token_code",
+                    "only IAM user sessions can present an MFA code",
+                )
+            })?;
             let mut ok = false;
             for device in self.enabled_mfa_devices(user)? {
                 if self.consume_totp(user, &device.serial_number, code, now)? {
@@ -629,13 +752,22 @@ impl Broker {
         }
         for tag in &input.tags {
             if transitive.iter().any(|k| k.eq_ignore_ascii_case(&tag.key)) {
-                return Err(BrokerError::invalid("tags", format!("tag {:?} is transitive from the calling session and cannot be overridden", tag.key)));
+                return Err(BrokerError::invalid(
+                    "tags",
+                    format!(
+                        "tag {:?} is transitive from the calling session and cannot be overridden",
+                        tag.key
+                    ),
+                ));
             }
             tags.insert(tag.key.clone(), tag.value.clone());
         }
         for key in &input.transitive_tag_keys {
             if !input.tags.iter().any(|t| &t.key == key) {
-                return Err(BrokerError::invalid("transitive_tag_keys", format!("{key:?} is not one of the session tags")));
+                return Err(BrokerError::invalid(
+                    "transitive_tag_keys",
+                    format!("{key:?} is not one of the session tags"),
+                ));
             }
             transitive.push(key.clone());
         }
@@ -643,14 +775,18 @@ impl Broker {
         // Session policies, validated now.
         let mut session_policies = Vec::new();
         if !input.policy.is_empty() {
-            policy::Policy::parse(&input.policy, PolicyKind::Session)
-                .map_err(|error| BrokerError::MalformedPolicy { field: "policy".into(), error })?;
+            policy::Policy::parse(&input.policy, PolicyKind::Session).map_err(|error| {
+                BrokerError::MalformedPolicy {
+                    field: "policy".into(),
+                    error,
+                }
+            })?;
             session_policies.push(input.policy.clone());
         }
         for arn in &input.policy_arns {
-            let doc = self
-                .managed_document(arn)?
-                .ok_or_else(|| BrokerError::invalid("policy_arns", format!("{arn} does not exist")))?;
+            let doc = self.managed_document(arn)?.ok_or_else(|| {
+                BrokerError::invalid("policy_arns", format!("{arn} does not exist"))
+            })?;
             session_policies.push(doc);
         }
 
@@ -658,7 +794,10 @@ impl Broker {
         let mut ctx = self.caller_context(caller, meta, now);
         if let Some(t) = mfa_auth_time {
             ctx.insert("aws:MultiFactorAuthPresent", "true");
-            ctx.insert("aws:MultiFactorAuthAge", (unix_secs(now) - t).max(0).to_string());
+            ctx.insert(
+                "aws:MultiFactorAuthAge",
+                (unix_secs(now) - t).max(0).to_string(),
+            );
         }
         if !input.external_id.is_empty() {
             ctx.insert("sts:ExternalId", input.external_id.clone());
@@ -671,7 +810,10 @@ impl Broker {
             ctx.insert(&format!("aws:RequestTag/{}", tag.key), tag.value.clone());
         }
         if !input.tags.is_empty() {
-            ctx.insert_multi("aws:TagKeys", input.tags.iter().map(|t| t.key.clone()).collect());
+            ctx.insert_multi(
+                "aws:TagKeys",
+                input.tags.iter().map(|t| t.key.clone()).collect(),
+            );
         }
         let trust = self.compiled(PolicyKind::Trust, &role.assume_role_policy_document)?;
         let caller_policies = self.caller_policies(caller)?;
@@ -684,7 +826,10 @@ impl Broker {
         let evaluation = caller_policies.with_set(|set| {
             policy::evaluate_assume_role(
                 &request,
-                NamedPolicy { name: "trust_policy", policy: &trust },
+                NamedPolicy {
+                    name: "trust_policy",
+                    policy: &trust,
+                },
                 set,
                 &self.settings.account.id,
             )
@@ -697,11 +842,17 @@ impl Broker {
             });
         }
 
-        let session_arn = self.settings.account.assumed_role_arn(&role.name, &input.role_session_name);
+        let session_arn = self
+            .settings
+            .account
+            .assumed_role_arn(&role.name, &input.role_session_name);
         let assumed_role_id = format!("{}:{}", role.id, input.role_session_name);
         // Role tags are the principal tags of the session; session tags override them.
-        let mut all_tags: BTreeMap<String, String> =
-            role.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+        let mut all_tags: BTreeMap<String, String> = role
+            .tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
         all_tags.extend(tags);
         let spec = MintSpec {
             kind: TokenKind::AssumedRole,
@@ -737,21 +888,12 @@ impl Broker {
         outcome: Outcome,
         now: SystemTime,
     ) -> Event {
-        Event {
-            time_ms: unix_ms(now),
-            request_id: meta.request_id.clone(),
-            event_name: name.to_string(),
-            principal_arn: principal.to_string(),
-            source_ip: meta.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            user_agent: meta.user_agent.clone(),
-            outcome,
-            ..Event::default()
-        }
-    }
-
-    /// Request context for an anonymous caller (login), e.g. for IP conditions.
-    pub(crate) fn anonymous_context(&self, meta: &RequestMeta) -> crate::core::policy::Context {
-        base_context(&self.settings.account, meta, self.now())
+        let mut event = Event::new(unix_ms(now), name, outcome);
+        event.request_id = meta.request_id.clone();
+        event.principal_arn = principal.to_string();
+        event.source_ip = meta.source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        event.user_agent = meta.user_agent.clone();
+        event
     }
 }
 

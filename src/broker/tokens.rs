@@ -45,7 +45,8 @@ impl Broker {
     pub(crate) fn is_revoked(&self, claims: &Claims) -> Result<bool, BrokerError> {
         let issued_ms = claims.iat * 1000;
         for key in revocation_keys(claims) {
-            let entry: Option<Revocation> = store::read(self.store.as_ref(), Table::Revocations, &key)?;
+            let entry: Option<Revocation> =
+                store::read(self.store.as_ref(), Table::Revocations, &key)?;
             if entry.is_some_and(|r| issued_ms < r.issued_before_ms || key.starts_with("jti:")) {
                 return Ok(true);
             }
@@ -91,7 +92,10 @@ impl Broker {
         context: &[(String, Vec<String>)],
     ) -> Result<AuthorizeOutcome, BrokerError> {
         if action.is_empty() || !action.contains(':') {
-            return Err(BrokerError::invalid("action", "must look like service:Action"));
+            return Err(BrokerError::invalid(
+                "action",
+                "must look like service:Action",
+            ));
         }
         if resource.is_empty() {
             return Err(BrokerError::invalid("resource", "must be an ARN or *"));
@@ -105,7 +109,10 @@ impl Broker {
         let mut ctx = self.caller_context(&subject, meta, now);
         for (key, values) in context {
             if key.is_empty() {
-                return Err(BrokerError::invalid("context", "a context entry has an empty key"));
+                return Err(BrokerError::invalid(
+                    "context",
+                    "a context entry has an empty key",
+                ));
             }
             ctx.insert_multi(key, values.clone());
         }
@@ -169,7 +176,13 @@ impl Broker {
                 .ok_or_else(|| BrokerError::NotFound(format!("session {session_id}")))?
         };
         let result = self.require(caller, meta, "stint:RevokeSession", &resource);
-        let mut event = self.event(meta, "stint:RevokeSession", caller.arn(), Outcome::Allow, now);
+        let mut event = self.event(
+            meta,
+            "stint:RevokeSession",
+            caller.arn(),
+            Outcome::Allow,
+            now,
+        );
         event.params = json!({"session_id": session_id, "principal_arn": principal_arn, "role_arn": role_arn, "issued_before_ms": issued_before_ms});
         if let Err(err) = result {
             event.outcome = Outcome::Deny;
@@ -212,20 +225,34 @@ impl Broker {
         let skew_ms = self.settings.clock_skew.as_millis() as i64;
         let store = self.store.as_ref();
         let mut report = SweepReport::default();
-        for (key, session) in store::read_page::<crate::core::model::Session>(store, Table::Sessions, "", None, usize::MAX)? {
+        for (key, session) in store::read_page::<crate::core::model::Session>(
+            store,
+            Table::Sessions,
+            "",
+            None,
+            usize::MAX,
+        )? {
             if session.expires_at + skew_ms < now_ms {
                 delete_if_unchanged(store, Table::Sessions, &key)?;
                 report.sessions += 1;
             }
         }
-        for (key, revocation) in store::read_page::<Revocation>(store, Table::Revocations, "", None, usize::MAX)? {
+        for (key, revocation) in
+            store::read_page::<Revocation>(store, Table::Revocations, "", None, usize::MAX)?
+        {
             if revocation.keep_until_ms < now_ms {
                 delete_if_unchanged(store, Table::Revocations, &key)?;
                 report.revocations += 1;
             }
         }
         let policy = self.settings.lockout;
-        for (key, state) in store::read_page::<crate::core::authn::lockout::LockoutState>(store, Table::Lockouts, "", None, usize::MAX)? {
+        for (key, state) in store::read_page::<crate::core::authn::lockout::LockoutState>(
+            store,
+            Table::Lockouts,
+            "",
+            None,
+            usize::MAX,
+        )? {
             if !state.is_locked(now) && state.failures_at(now, &policy) == 0 {
                 delete_if_unchanged(store, Table::Lockouts, &key)?;
                 report.lockouts += 1;
@@ -235,7 +262,11 @@ impl Broker {
     }
 }
 
-fn delete_if_unchanged(store: &dyn crate::store::Store, table: Table, key: &str) -> Result<(), BrokerError> {
+fn delete_if_unchanged(
+    store: &dyn crate::store::Store,
+    table: Table,
+    key: &str,
+) -> Result<(), BrokerError> {
     let mut tx = Tx::new(store);
     if tx.get_raw(table, key.as_bytes())?.is_some() {
         tx.delete(table, key);

@@ -62,7 +62,8 @@ pub async fn initialise(
                 .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
     let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
         .map_err(|e| CliError::new(format!("master key: {e}")))?;
     let daemon = Daemon::open_with_master(config.clone(), master, Arc::new(SystemClock))?;
@@ -85,7 +86,12 @@ pub async fn initialise(
 }
 
 /// Prints the enrollment for a person (QR in the terminal) or as JSON.
-pub fn print(out: &mut dyn Write, init: &InitOutput, json: bool, password: Option<&SecretString>) -> std::io::Result<()> {
+pub fn print(
+    out: &mut dyn Write,
+    init: &InitOutput,
+    json: bool,
+    password: Option<&SecretString>,
+) -> std::io::Result<()> {
     if json {
         let mut value = serde_json::json!({
             "user_name": init.user_name,
@@ -114,6 +120,8 @@ pub fn print(out: &mut dyn Write, init: &InitOutput, json: bool, password: Optio
 impl Daemon {
     pub fn store_flush(&self) -> Result<(), CliError> {
         use crate::store::Store;
-        self.store.flush().map_err(|e| CliError::new(format!("flush failed: {e}")))
+        self.store
+            .flush()
+            .map_err(|e| CliError::new(format!("flush failed: {e}")))
     }
 }

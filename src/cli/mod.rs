@@ -35,7 +35,11 @@ impl From<crate::config::ConfigError> for CliError {
 }
 
 #[derive(Parser)]
-#[command(name = "stint", version, about = "Temporary-credential broker: IAM policies, MFA, short-lived signed credentials")]
+#[command(
+    name = "stint",
+    version,
+    about = "Temporary-credential broker: IAM policies, MFA, short-lived signed credentials"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -159,13 +163,20 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.insecure = more.insecure;
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
-    Ok(Config::load(flags.config.as_deref(), &env_vars(), &overrides)?)
+    Ok(Config::load(
+        flags.config.as_deref(),
+        &env_vars(),
+        &overrides,
+    )?)
 }
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn,h2=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -240,7 +251,9 @@ fn generate_password() -> Result<SecretString, CliError> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| CliError::new("random generator failed"))?;
-    Ok(SecretString::new(data_encoding::BASE64URL_NOPAD.encode(&bytes)))
+    Ok(SecretString::new(
+        data_encoding::BASE64URL_NOPAD.encode(&bytes),
+    ))
 }
 
 fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
@@ -255,8 +268,13 @@ fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
     }
     runtime()?.block_on(async move {
         let out = init::initialise(&config, &args.admin_user, &password, args.force).await?;
-        init::print(&mut std::io::stdout(), &out, args.output == OutputFormat::Json, None)
-            .map_err(|e| CliError::new(e.to_string()))?;
+        init::print(
+            &mut std::io::stdout(),
+            &out,
+            args.output == OutputFormat::Json,
+            None,
+        )
+        .map_err(|e| CliError::new(e.to_string()))?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -265,15 +283,23 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let report = audit::verify_offline(&config.data_dir, config.store.cache_mb * 1024 * 1024)
-                .map_err(|e| CliError::new(e.to_string()))?;
+            let report =
+                audit::verify_offline(&config.data_dir, config.store.cache_mb * 1024 * 1024)
+                    .map_err(|e| CliError::new(e.to_string()))?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            Ok(if report.intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         AuditCommand::Export { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let store = crate::store::sled::SledStore::open(&config.data_dir, config.store.cache_mb * 1024 * 1024)
-                .map_err(|e| CliError::new(e.to_string()))?;
+            let store = crate::store::sled::SledStore::open(
+                &config.data_dir,
+                config.store.cache_mb * 1024 * 1024,
+            )
+            .map_err(|e| CliError::new(e.to_string()))?;
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             audit::export_jsonl(&store, &mut lock, &Default::default())

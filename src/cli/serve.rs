@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
 use crate::audit::chain::CheckpointPolicy;
+use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
 use crate::broker::{Broker, BrokerSettings, Clock, RequestMeta};
 use crate::config::Config;
 use crate::core::authn::lockout::LockoutPolicy;
@@ -49,7 +49,9 @@ pub fn broker_settings(config: &Config) -> BrokerSettings {
             lockout_seconds: config.lockout.lockout_seconds,
             reset_after_seconds: config.lockout.reset_after_seconds,
         },
-        hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        hash_concurrency: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     }
 }
 
@@ -69,7 +71,11 @@ impl Daemon {
         Self::open_with_master(config, master, clock)
     }
 
-    pub fn open_with_master(config: Config, master: MasterKey, clock: Arc<dyn Clock>) -> Result<Self, CliError> {
+    pub fn open_with_master(
+        config: Config,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CliError> {
         let store = Arc::new(
             SledStore::open(&config.data_dir, config.store.cache_mb * 1024 * 1024)
                 .map_err(|e| CliError::new(e.to_string()))?,
@@ -87,9 +93,17 @@ impl Daemon {
         )
         .map_err(|e| CliError::new(format!("audit log: {e}")))?;
         let broker = Broker::new(dyn_store, audit, master, broker_settings(&config), clock)
-            .map_err(|e| CliError::new(format!("{e} (is the master key the one this data dir was initialised with?)")))?;
+            .map_err(|e| {
+                CliError::new(format!(
+                    "{e} (is the master key the one this data dir was initialised with?)"
+                ))
+            })?;
         broker.install_checkpoint_signer();
-        Ok(Self { broker, store, config })
+        Ok(Self {
+            broker,
+            store,
+            config,
+        })
     }
 
     /// Serves until `shutdown` resolves, with the background sweeper running; then
@@ -107,7 +121,9 @@ impl Daemon {
         ));
         let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
         sweeper.abort();
-        self.store.flush().map_err(|e| CliError::new(format!("final flush failed: {e}")))?;
+        self.store
+            .flush()
+            .map_err(|e| CliError::new(format!("final flush failed: {e}")))?;
         result.map_err(|e| CliError::new(e.to_string()))
     }
 }
@@ -126,7 +142,10 @@ async fn sweep_loop(broker: Arc<Broker>, every: Duration, rotate_every: Duration
         if !rotate_every.is_zero() {
             match broker.rotation_due(rotate_every) {
                 Ok(true) => {
-                    if let Err(err) = broker.rotate_keys(&RequestMeta::default(), "stint:scheduler").await {
+                    if let Err(err) = broker
+                        .rotate_keys(&RequestMeta::default(), "stint:scheduler")
+                        .await
+                    {
                         tracing::warn!(error = %err, "scheduled key rotation failed");
                     }
                 }

@@ -1,10 +1,9 @@
 //! `stint.v1.Audit`: reading, following and verifying the audit and rotation logs.
 //! Reading is itself authorized (`stint:ReadAuditLog`) and audited.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::audit::chain::Record;
@@ -26,7 +25,11 @@ pub fn event_out(record: &Record) -> proto::AuditEvent {
         event_name: e.event_name.clone(),
         principal_arn: e.principal_arn.clone(),
         outcome: e.outcome.as_str().into(),
-        session_id: e.credential.as_ref().map(|c| c.session_id.clone()).unwrap_or_default(),
+        session_id: e
+            .credential
+            .as_ref()
+            .map(|c| c.session_id.clone())
+            .unwrap_or_default(),
         event_json: String::from_utf8_lossy(&e.canonical_bytes()).into_owned(),
         hash: record.hash.clone(),
         prev_hash: record.prev_hash.clone(),
@@ -40,10 +43,9 @@ fn token_in(token: &str) -> Result<Option<u64>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
-    token
-        .parse()
-        .map(Some)
-        .map_err(|_| BrokerError::invalid("next_token", "is not a token this service returned").into())
+    token.parse().map(Some).map_err(|_| {
+        BrokerError::invalid("next_token", "is not a token this service returned").into()
+    })
 }
 
 fn max_in(max: i32) -> Result<usize, Status> {
@@ -54,7 +56,7 @@ fn max_in(max: i32) -> Result<usize, Status> {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<proto::AuditEvent, Status>> + Send>>;
+type EventStream = tonic::codegen::BoxStream<proto::AuditEvent>;
 
 #[tonic::async_trait]
 impl audit_server::Audit for AuditService {
@@ -75,7 +77,10 @@ impl audit_server::Audit for AuditService {
         let outcome = match outcome.as_str() {
             "" => None,
             text => Some(Outcome::parse(text).ok_or_else(|| {
-                Status::from(BrokerError::invalid("outcome", "must be Allow, Deny or Error"))
+                Status::from(BrokerError::invalid(
+                    "outcome",
+                    "must be Allow, Deny or Error",
+                ))
             })?),
         };
         let filter = EventFilter {
@@ -88,7 +93,14 @@ impl audit_server::Audit for AuditService {
         };
         let (records, next) = self
             .broker
-            .read_audit(&caller, &meta, "ListEvents", &filter, token_in(&next_token)?, max_in(max_results)?)
+            .read_audit(
+                &caller,
+                &meta,
+                "ListEvents",
+                &filter,
+                token_in(&next_token)?,
+                max_in(max_results)?,
+            )
             .await?;
         Ok(Response::new(proto::ListEventsResponse {
             events: records.iter().map(event_out).collect(),
@@ -96,12 +108,10 @@ impl audit_server::Audit for AuditService {
         }))
     }
 
-    type WatchEventsStream = EventStream;
-
     async fn watch_events(
         &self,
         request: Request<proto::WatchEventsRequest>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         let (caller, meta) = auth::context(&self.broker, &request)?;
         let proto::WatchEventsRequest { after_seq } = request.into_inner();
         let stream = self.broker.watch_audit(&caller, &meta, after_seq).await?;
@@ -141,7 +151,14 @@ impl audit_server::Audit for AuditService {
         };
         let (records, next) = self
             .broker
-            .read_audit(&caller, &meta, "ListRotations", &filter, token_in(&next_token)?, max_in(max_results)?)
+            .read_audit(
+                &caller,
+                &meta,
+                "ListRotations",
+                &filter,
+                token_in(&next_token)?,
+                max_in(max_results)?,
+            )
             .await?;
         Ok(Response::new(proto::ListRotationsResponse {
             events: records.iter().map(event_out).collect(),

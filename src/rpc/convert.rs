@@ -84,7 +84,9 @@ pub fn user(u: &model::User) -> proto::User {
         path: u.path.clone(),
         create_date: Some(timestamp_ms(u.create_date)),
         tags: tags_out(&u.tags),
-        password_last_used: optional_timestamp_ms(u.login_profile.as_ref().and_then(|p| p.last_used)),
+        password_last_used: optional_timestamp_ms(
+            u.login_profile.as_ref().and_then(|p| p.last_used),
+        ),
         permissions_boundary: u.permissions_boundary.clone().unwrap_or_default(),
     }
 }
@@ -138,7 +140,9 @@ pub fn policy_version(v: &model::PolicyVersion, is_default: bool) -> proto::Poli
     }
 }
 
-pub fn password_policy_in(p: proto::PasswordPolicy) -> Result<model::PasswordPolicy, crate::broker::BrokerError> {
+pub fn password_policy_in(
+    p: proto::PasswordPolicy,
+) -> Result<model::PasswordPolicy, crate::broker::BrokerError> {
     let proto::PasswordPolicy {
         minimum_password_length,
         require_symbols,
@@ -152,17 +156,25 @@ pub fn password_policy_in(p: proto::PasswordPolicy) -> Result<model::PasswordPol
         expire_passwords: _,
     } = p;
     let non_negative = |field: &str, v: i32| {
-        u32::try_from(v).map_err(|_| crate::broker::BrokerError::invalid(field, "must not be negative"))
+        u32::try_from(v)
+            .map_err(|_| crate::broker::BrokerError::invalid(field, "must not be negative"))
     };
     Ok(model::PasswordPolicy {
-        minimum_password_length: if minimum_password_length == 0 { 6 } else { non_negative("minimum_password_length", minimum_password_length)? },
+        minimum_password_length: if minimum_password_length == 0 {
+            6
+        } else {
+            non_negative("minimum_password_length", minimum_password_length)?
+        },
         require_symbols,
         require_numbers,
         require_uppercase_characters,
         require_lowercase_characters,
         allow_users_to_change_password,
         max_password_age: non_negative("max_password_age", max_password_age)?,
-        password_reuse_prevention: non_negative("password_reuse_prevention", password_reuse_prevention)?,
+        password_reuse_prevention: non_negative(
+            "password_reuse_prevention",
+            password_reuse_prevention,
+        )?,
         hard_expiry,
     })
 }

@@ -15,7 +15,9 @@ pub fn routes(broker: Arc<Broker>, tls: bool) -> axum::Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",
-            get(move |state: State<Arc<Broker>>, headers: HeaderMap| openid_configuration(state, headers, tls)),
+            get(move |state: State<Arc<Broker>>, headers: HeaderMap| {
+                openid_configuration(state, headers, tls)
+            }),
         )
         .with_state(broker)
 }
@@ -39,7 +41,10 @@ async fn openid_configuration(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
         .unwrap_or("localhost");
     let scheme = if tls { "https" } else { "http" };
     let body = serde_json::json!({

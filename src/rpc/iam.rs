@@ -27,19 +27,70 @@ impl IamService {
         auth::context(&self.broker, request)
     }
 
-    async fn attach(&self, holder: Holder, caller: &Caller, meta: &RequestMeta, name: &str, arn: &str, attach: bool) -> Result<(), Status> {
-        Ok(self.broker.attach_policy(caller, meta, holder, name, arn, attach).await?)
+    async fn attach(
+        &self,
+        holder: Holder,
+        caller: &Caller,
+        meta: &RequestMeta,
+        name: &str,
+        arn: &str,
+        attach: bool,
+    ) -> Result<(), Status> {
+        Ok(self
+            .broker
+            .attach_policy(caller, meta, holder, name, arn, attach)
+            .await?)
     }
 
-    async fn list_attached(&self, holder: Holder, caller: &Caller, meta: &RequestMeta, name: &str, marker: String, max_items: i32) -> Result<(Vec<proto::AttachedPolicy>, bool, String), Status> {
-        let (rows, marker) = self.broker.list_attached_policies(caller, meta, holder, name, &convert::page(marker, max_items)).await?;
+    async fn list_attached(
+        &self,
+        holder: Holder,
+        caller: &Caller,
+        meta: &RequestMeta,
+        name: &str,
+        marker: String,
+        max_items: i32,
+    ) -> Result<(Vec<proto::AttachedPolicy>, bool, String), Status> {
+        let (rows, marker) = self
+            .broker
+            .list_attached_policies(
+                caller,
+                meta,
+                holder,
+                name,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        let rows = rows.into_iter().map(|(policy_name, policy_arn)| proto::AttachedPolicy { policy_name, policy_arn }).collect();
+        let rows = rows
+            .into_iter()
+            .map(|(policy_name, policy_arn)| proto::AttachedPolicy {
+                policy_name,
+                policy_arn,
+            })
+            .collect();
         Ok((rows, is_truncated, marker))
     }
 
-    async fn list_inline(&self, holder: Holder, caller: &Caller, meta: &RequestMeta, name: &str, marker: String, max_items: i32) -> Result<(Vec<String>, bool, String), Status> {
-        let (names, marker) = self.broker.list_inline_policies(caller, meta, holder, name, &convert::page(marker, max_items)).await?;
+    async fn list_inline(
+        &self,
+        holder: Holder,
+        caller: &Caller,
+        meta: &RequestMeta,
+        name: &str,
+        marker: String,
+        max_items: i32,
+    ) -> Result<(Vec<String>, bool, String), Status> {
+        let (names, marker) = self
+            .broker
+            .list_inline_policies(
+                caller,
+                meta,
+                holder,
+                name,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
         Ok((names, is_truncated, marker))
     }
@@ -49,7 +100,11 @@ fn status_in(status: &str) -> Result<AccessKeyStatus, Status> {
     match status {
         "Active" => Ok(AccessKeyStatus::Active),
         "Inactive" => Ok(AccessKeyStatus::Inactive),
-        other => Err(BrokerError::invalid("status", format!("must be Active or Inactive, got {other:?}")).into()),
+        other => Err(BrokerError::invalid(
+            "status",
+            format!("must be Active or Inactive, got {other:?}"),
+        )
+        .into()),
     }
 }
 
@@ -65,439 +120,1177 @@ fn access_key_meta(k: &crate::core::model::AccessKey) -> proto::AccessKeyMetadat
 #[tonic::async_trait]
 impl iam_server::Iam for IamService {
     // ---- users
-    async fn create_user(&self, request: Request<proto::CreateUserRequest>) -> Reply<proto::CreateUserResponse> {
+    async fn create_user(
+        &self,
+        request: Request<proto::CreateUserRequest>,
+    ) -> Reply<proto::CreateUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreateUserRequest { user_name, path, tags, permissions_boundary } = request.into_inner();
-        let user = self.broker.create_user(&caller, &meta, &user_name, &path, convert::tags_in(tags), &permissions_boundary).await?;
-        ok(proto::CreateUserResponse { user: Some(convert::user(&user)) })
+        let proto::CreateUserRequest {
+            user_name,
+            path,
+            tags,
+            permissions_boundary,
+        } = request.into_inner();
+        let user = self
+            .broker
+            .create_user(
+                &caller,
+                &meta,
+                &user_name,
+                &path,
+                convert::tags_in(tags),
+                &permissions_boundary,
+            )
+            .await?;
+        ok(proto::CreateUserResponse {
+            user: Some(convert::user(&user)),
+        })
     }
 
-    async fn get_user(&self, request: Request<proto::GetUserRequest>) -> Reply<proto::GetUserResponse> {
+    async fn get_user(
+        &self,
+        request: Request<proto::GetUserRequest>,
+    ) -> Reply<proto::GetUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let user = self.broker.get_user(&caller, &meta, &request.into_inner().user_name).await?;
-        ok(proto::GetUserResponse { user: Some(convert::user(&user)) })
+        let user = self
+            .broker
+            .get_user(&caller, &meta, &request.into_inner().user_name)
+            .await?;
+        ok(proto::GetUserResponse {
+            user: Some(convert::user(&user)),
+        })
     }
 
-    async fn list_users(&self, request: Request<proto::ListUsersRequest>) -> Reply<proto::ListUsersResponse> {
+    async fn list_users(
+        &self,
+        request: Request<proto::ListUsersRequest>,
+    ) -> Reply<proto::ListUsersResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListUsersRequest { path_prefix, marker, max_items } = request.into_inner();
-        let (users, marker) = self.broker.list_users(&caller, &meta, &path_prefix, &convert::page(marker, max_items)).await?;
+        let proto::ListUsersRequest {
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (users, marker) = self
+            .broker
+            .list_users(
+                &caller,
+                &meta,
+                &path_prefix,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::ListUsersResponse { users: users.iter().map(convert::user).collect(), is_truncated, marker })
+        ok(proto::ListUsersResponse {
+            users: users.iter().map(convert::user).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
-    async fn delete_user(&self, request: Request<proto::DeleteUserRequest>) -> Reply<proto::DeleteUserResponse> {
+    async fn delete_user(
+        &self,
+        request: Request<proto::DeleteUserRequest>,
+    ) -> Reply<proto::DeleteUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.delete_user(&caller, &meta, &request.into_inner().user_name).await?;
+        self.broker
+            .delete_user(&caller, &meta, &request.into_inner().user_name)
+            .await?;
         ok(proto::DeleteUserResponse {})
     }
 
-    async fn tag_user(&self, request: Request<proto::TagUserRequest>) -> Reply<proto::TagUserResponse> {
+    async fn tag_user(
+        &self,
+        request: Request<proto::TagUserRequest>,
+    ) -> Reply<proto::TagUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let proto::TagUserRequest { user_name, tags } = request.into_inner();
-        self.broker.tag_user(&caller, &meta, &user_name, convert::tags_in(tags), vec![]).await?;
+        self.broker
+            .tag_user(&caller, &meta, &user_name, convert::tags_in(tags), vec![])
+            .await?;
         ok(proto::TagUserResponse {})
     }
 
-    async fn untag_user(&self, request: Request<proto::UntagUserRequest>) -> Reply<proto::UntagUserResponse> {
+    async fn untag_user(
+        &self,
+        request: Request<proto::UntagUserRequest>,
+    ) -> Reply<proto::UntagUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UntagUserRequest { user_name, tag_keys } = request.into_inner();
+        let proto::UntagUserRequest {
+            user_name,
+            tag_keys,
+        } = request.into_inner();
         if tag_keys.is_empty() {
             return Err(BrokerError::invalid("tag_keys", "is required").into());
         }
-        self.broker.tag_user(&caller, &meta, &user_name, vec![], tag_keys).await?;
+        self.broker
+            .tag_user(&caller, &meta, &user_name, vec![], tag_keys)
+            .await?;
         ok(proto::UntagUserResponse {})
     }
 
     // ---- passwords
-    async fn create_login_profile(&self, request: Request<proto::CreateLoginProfileRequest>) -> Reply<proto::CreateLoginProfileResponse> {
+    async fn create_login_profile(
+        &self,
+        request: Request<proto::CreateLoginProfileRequest>,
+    ) -> Reply<proto::CreateLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreateLoginProfileRequest { user_name, password, password_reset_required } = request.into_inner();
+        let proto::CreateLoginProfileRequest {
+            user_name,
+            password,
+            password_reset_required,
+        } = request.into_inner();
         let password = SecretString::new(password);
-        self.broker.set_login_profile(&caller, &meta, &user_name, &password, password_reset_required, true).await?;
-        let (user_name, create_date, password_reset_required) = self.broker.get_login_profile(&caller, &meta, &user_name).await?;
+        self.broker
+            .set_login_profile(
+                &caller,
+                &meta,
+                &user_name,
+                &password,
+                password_reset_required,
+                true,
+            )
+            .await?;
+        let (user_name, create_date, password_reset_required) = self
+            .broker
+            .get_login_profile(&caller, &meta, &user_name)
+            .await?;
         ok(proto::CreateLoginProfileResponse {
-            login_profile: Some(proto::LoginProfile { user_name, create_date: Some(convert::timestamp_ms(create_date)), password_reset_required }),
+            login_profile: Some(proto::LoginProfile {
+                user_name,
+                create_date: Some(convert::timestamp_ms(create_date)),
+                password_reset_required,
+            }),
         })
     }
 
-    async fn update_login_profile(&self, request: Request<proto::UpdateLoginProfileRequest>) -> Reply<proto::UpdateLoginProfileResponse> {
+    async fn update_login_profile(
+        &self,
+        request: Request<proto::UpdateLoginProfileRequest>,
+    ) -> Reply<proto::UpdateLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UpdateLoginProfileRequest { user_name, password, password_reset_required } = request.into_inner();
+        let proto::UpdateLoginProfileRequest {
+            user_name,
+            password,
+            password_reset_required,
+        } = request.into_inner();
         let password = SecretString::new(password);
-        self.broker.set_login_profile(&caller, &meta, &user_name, &password, password_reset_required, false).await?;
+        self.broker
+            .set_login_profile(
+                &caller,
+                &meta,
+                &user_name,
+                &password,
+                password_reset_required,
+                false,
+            )
+            .await?;
         ok(proto::UpdateLoginProfileResponse {})
     }
 
-    async fn delete_login_profile(&self, request: Request<proto::DeleteLoginProfileRequest>) -> Reply<proto::DeleteLoginProfileResponse> {
+    async fn delete_login_profile(
+        &self,
+        request: Request<proto::DeleteLoginProfileRequest>,
+    ) -> Reply<proto::DeleteLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.delete_login_profile(&caller, &meta, &request.into_inner().user_name).await?;
+        self.broker
+            .delete_login_profile(&caller, &meta, &request.into_inner().user_name)
+            .await?;
         ok(proto::DeleteLoginProfileResponse {})
     }
 
-    async fn get_login_profile(&self, request: Request<proto::GetLoginProfileRequest>) -> Reply<proto::GetLoginProfileResponse> {
+    async fn get_login_profile(
+        &self,
+        request: Request<proto::GetLoginProfileRequest>,
+    ) -> Reply<proto::GetLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let (user_name, create_date, password_reset_required) = self.broker.get_login_profile(&caller, &meta, &request.into_inner().user_name).await?;
+        let (user_name, create_date, password_reset_required) = self
+            .broker
+            .get_login_profile(&caller, &meta, &request.into_inner().user_name)
+            .await?;
         ok(proto::GetLoginProfileResponse {
-            login_profile: Some(proto::LoginProfile { user_name, create_date: Some(convert::timestamp_ms(create_date)), password_reset_required }),
+            login_profile: Some(proto::LoginProfile {
+                user_name,
+                create_date: Some(convert::timestamp_ms(create_date)),
+                password_reset_required,
+            }),
         })
     }
 
-    async fn update_account_password_policy(&self, request: Request<proto::UpdateAccountPasswordPolicyRequest>) -> Reply<proto::UpdateAccountPasswordPolicyResponse> {
+    async fn update_account_password_policy(
+        &self,
+        request: Request<proto::UpdateAccountPasswordPolicyRequest>,
+    ) -> Reply<proto::UpdateAccountPasswordPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let policy = request.into_inner().password_policy.ok_or_else(|| BrokerError::invalid("password_policy", "is required"))?;
-        self.broker.update_password_policy(&caller, &meta, convert::password_policy_in(policy)?).await?;
+        let policy = request
+            .into_inner()
+            .password_policy
+            .ok_or_else(|| BrokerError::invalid("password_policy", "is required"))?;
+        self.broker
+            .update_password_policy(&caller, &meta, convert::password_policy_in(policy)?)
+            .await?;
         ok(proto::UpdateAccountPasswordPolicyResponse {})
     }
 
-    async fn get_account_password_policy(&self, request: Request<proto::GetAccountPasswordPolicyRequest>) -> Reply<proto::GetAccountPasswordPolicyResponse> {
+    async fn get_account_password_policy(
+        &self,
+        request: Request<proto::GetAccountPasswordPolicyRequest>,
+    ) -> Reply<proto::GetAccountPasswordPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let policy = self.broker.get_password_policy(&caller, &meta).await?;
-        ok(proto::GetAccountPasswordPolicyResponse { password_policy: Some(convert::password_policy_out(&policy)) })
+        ok(proto::GetAccountPasswordPolicyResponse {
+            password_policy: Some(convert::password_policy_out(&policy)),
+        })
     }
 
     // ---- groups
-    async fn create_group(&self, request: Request<proto::CreateGroupRequest>) -> Reply<proto::CreateGroupResponse> {
+    async fn create_group(
+        &self,
+        request: Request<proto::CreateGroupRequest>,
+    ) -> Reply<proto::CreateGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let proto::CreateGroupRequest { group_name, path } = request.into_inner();
-        let group = self.broker.create_group(&caller, &meta, &group_name, &path).await?;
-        ok(proto::CreateGroupResponse { group: Some(convert::group(&group)) })
+        let group = self
+            .broker
+            .create_group(&caller, &meta, &group_name, &path)
+            .await?;
+        ok(proto::CreateGroupResponse {
+            group: Some(convert::group(&group)),
+        })
     }
 
-    async fn get_group(&self, request: Request<proto::GetGroupRequest>) -> Reply<proto::GetGroupResponse> {
+    async fn get_group(
+        &self,
+        request: Request<proto::GetGroupRequest>,
+    ) -> Reply<proto::GetGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::GetGroupRequest { group_name, marker, max_items } = request.into_inner();
-        let (group, users, marker) = self.broker.get_group(&caller, &meta, &group_name, &convert::page(marker, max_items)).await?;
+        let proto::GetGroupRequest {
+            group_name,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (group, users, marker) = self
+            .broker
+            .get_group(
+                &caller,
+                &meta,
+                &group_name,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::GetGroupResponse { group: Some(convert::group(&group)), users: users.iter().map(convert::user).collect(), is_truncated, marker })
+        ok(proto::GetGroupResponse {
+            group: Some(convert::group(&group)),
+            users: users.iter().map(convert::user).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
-    async fn list_groups(&self, request: Request<proto::ListGroupsRequest>) -> Reply<proto::ListGroupsResponse> {
+    async fn list_groups(
+        &self,
+        request: Request<proto::ListGroupsRequest>,
+    ) -> Reply<proto::ListGroupsResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListGroupsRequest { path_prefix, marker, max_items } = request.into_inner();
-        let (groups, marker) = self.broker.list_groups(&caller, &meta, &path_prefix, &convert::page(marker, max_items)).await?;
+        let proto::ListGroupsRequest {
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (groups, marker) = self
+            .broker
+            .list_groups(
+                &caller,
+                &meta,
+                &path_prefix,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::ListGroupsResponse { groups: groups.iter().map(convert::group).collect(), is_truncated, marker })
+        ok(proto::ListGroupsResponse {
+            groups: groups.iter().map(convert::group).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
-    async fn delete_group(&self, request: Request<proto::DeleteGroupRequest>) -> Reply<proto::DeleteGroupResponse> {
+    async fn delete_group(
+        &self,
+        request: Request<proto::DeleteGroupRequest>,
+    ) -> Reply<proto::DeleteGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.delete_group(&caller, &meta, &request.into_inner().group_name).await?;
+        self.broker
+            .delete_group(&caller, &meta, &request.into_inner().group_name)
+            .await?;
         ok(proto::DeleteGroupResponse {})
     }
 
-    async fn add_user_to_group(&self, request: Request<proto::AddUserToGroupRequest>) -> Reply<proto::AddUserToGroupResponse> {
+    async fn add_user_to_group(
+        &self,
+        request: Request<proto::AddUserToGroupRequest>,
+    ) -> Reply<proto::AddUserToGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::AddUserToGroupRequest { group_name, user_name } = request.into_inner();
-        self.broker.set_group_membership(&caller, &meta, &group_name, &user_name, true).await?;
+        let proto::AddUserToGroupRequest {
+            group_name,
+            user_name,
+        } = request.into_inner();
+        self.broker
+            .set_group_membership(&caller, &meta, &group_name, &user_name, true)
+            .await?;
         ok(proto::AddUserToGroupResponse {})
     }
 
-    async fn remove_user_from_group(&self, request: Request<proto::RemoveUserFromGroupRequest>) -> Reply<proto::RemoveUserFromGroupResponse> {
+    async fn remove_user_from_group(
+        &self,
+        request: Request<proto::RemoveUserFromGroupRequest>,
+    ) -> Reply<proto::RemoveUserFromGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::RemoveUserFromGroupRequest { group_name, user_name } = request.into_inner();
-        self.broker.set_group_membership(&caller, &meta, &group_name, &user_name, false).await?;
+        let proto::RemoveUserFromGroupRequest {
+            group_name,
+            user_name,
+        } = request.into_inner();
+        self.broker
+            .set_group_membership(&caller, &meta, &group_name, &user_name, false)
+            .await?;
         ok(proto::RemoveUserFromGroupResponse {})
     }
 
-    async fn list_groups_for_user(&self, request: Request<proto::ListGroupsForUserRequest>) -> Reply<proto::ListGroupsForUserResponse> {
+    async fn list_groups_for_user(
+        &self,
+        request: Request<proto::ListGroupsForUserRequest>,
+    ) -> Reply<proto::ListGroupsForUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListGroupsForUserRequest { user_name, marker, max_items } = request.into_inner();
-        let (groups, marker) = self.broker.list_groups_for_user(&caller, &meta, &user_name, &convert::page(marker, max_items)).await?;
+        let proto::ListGroupsForUserRequest {
+            user_name,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (groups, marker) = self
+            .broker
+            .list_groups_for_user(
+                &caller,
+                &meta,
+                &user_name,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::ListGroupsForUserResponse { groups: groups.iter().map(convert::group).collect(), is_truncated, marker })
+        ok(proto::ListGroupsForUserResponse {
+            groups: groups.iter().map(convert::group).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
     // ---- roles
-    async fn create_role(&self, request: Request<proto::CreateRoleRequest>) -> Reply<proto::CreateRoleResponse> {
+    async fn create_role(
+        &self,
+        request: Request<proto::CreateRoleRequest>,
+    ) -> Reply<proto::CreateRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreateRoleRequest { role_name, assume_role_policy_document, max_session_duration, description, tags, path, permissions_boundary } = request.into_inner();
-        let role = self.broker.create_role(&caller, &meta, &role_name, &path, &assume_role_policy_document, &description, max_session_duration, convert::tags_in(tags), &permissions_boundary).await?;
-        ok(proto::CreateRoleResponse { role: Some(convert::role(&role)) })
+        let proto::CreateRoleRequest {
+            role_name,
+            assume_role_policy_document,
+            max_session_duration,
+            description,
+            tags,
+            path,
+            permissions_boundary,
+        } = request.into_inner();
+        let role = self
+            .broker
+            .create_role(
+                &caller,
+                &meta,
+                &role_name,
+                &path,
+                &assume_role_policy_document,
+                &description,
+                max_session_duration,
+                convert::tags_in(tags),
+                &permissions_boundary,
+            )
+            .await?;
+        ok(proto::CreateRoleResponse {
+            role: Some(convert::role(&role)),
+        })
     }
 
-    async fn get_role(&self, request: Request<proto::GetRoleRequest>) -> Reply<proto::GetRoleResponse> {
+    async fn get_role(
+        &self,
+        request: Request<proto::GetRoleRequest>,
+    ) -> Reply<proto::GetRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let role = self.broker.get_role(&caller, &meta, &request.into_inner().role_name).await?;
-        ok(proto::GetRoleResponse { role: Some(convert::role(&role)) })
+        let role = self
+            .broker
+            .get_role(&caller, &meta, &request.into_inner().role_name)
+            .await?;
+        ok(proto::GetRoleResponse {
+            role: Some(convert::role(&role)),
+        })
     }
 
-    async fn list_roles(&self, request: Request<proto::ListRolesRequest>) -> Reply<proto::ListRolesResponse> {
+    async fn list_roles(
+        &self,
+        request: Request<proto::ListRolesRequest>,
+    ) -> Reply<proto::ListRolesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListRolesRequest { path_prefix, marker, max_items } = request.into_inner();
-        let (roles, marker) = self.broker.list_roles(&caller, &meta, &path_prefix, &convert::page(marker, max_items)).await?;
+        let proto::ListRolesRequest {
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (roles, marker) = self
+            .broker
+            .list_roles(
+                &caller,
+                &meta,
+                &path_prefix,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::ListRolesResponse { roles: roles.iter().map(convert::role).collect(), is_truncated, marker })
+        ok(proto::ListRolesResponse {
+            roles: roles.iter().map(convert::role).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
-    async fn delete_role(&self, request: Request<proto::DeleteRoleRequest>) -> Reply<proto::DeleteRoleResponse> {
+    async fn delete_role(
+        &self,
+        request: Request<proto::DeleteRoleRequest>,
+    ) -> Reply<proto::DeleteRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.delete_role(&caller, &meta, &request.into_inner().role_name).await?;
+        self.broker
+            .delete_role(&caller, &meta, &request.into_inner().role_name)
+            .await?;
         ok(proto::DeleteRoleResponse {})
     }
 
-    async fn update_role(&self, request: Request<proto::UpdateRoleRequest>) -> Reply<proto::UpdateRoleResponse> {
+    async fn update_role(
+        &self,
+        request: Request<proto::UpdateRoleRequest>,
+    ) -> Reply<proto::UpdateRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UpdateRoleRequest { role_name, description, max_session_duration } = request.into_inner();
+        let proto::UpdateRoleRequest {
+            role_name,
+            description,
+            max_session_duration,
+        } = request.into_inner();
         let description = (!description.is_empty()).then_some(description.as_str());
-        self.broker.update_role(&caller, &meta, &role_name, description, max_session_duration).await?;
+        self.broker
+            .update_role(
+                &caller,
+                &meta,
+                &role_name,
+                description,
+                max_session_duration,
+            )
+            .await?;
         ok(proto::UpdateRoleResponse {})
     }
 
-    async fn update_assume_role_policy(&self, request: Request<proto::UpdateAssumeRolePolicyRequest>) -> Reply<proto::UpdateAssumeRolePolicyResponse> {
+    async fn update_assume_role_policy(
+        &self,
+        request: Request<proto::UpdateAssumeRolePolicyRequest>,
+    ) -> Reply<proto::UpdateAssumeRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UpdateAssumeRolePolicyRequest { role_name, policy_document } = request.into_inner();
-        self.broker.update_assume_role_policy(&caller, &meta, &role_name, &policy_document).await?;
+        let proto::UpdateAssumeRolePolicyRequest {
+            role_name,
+            policy_document,
+        } = request.into_inner();
+        self.broker
+            .update_assume_role_policy(&caller, &meta, &role_name, &policy_document)
+            .await?;
         ok(proto::UpdateAssumeRolePolicyResponse {})
     }
 
-    async fn tag_role(&self, request: Request<proto::TagRoleRequest>) -> Reply<proto::TagRoleResponse> {
+    async fn tag_role(
+        &self,
+        request: Request<proto::TagRoleRequest>,
+    ) -> Reply<proto::TagRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let proto::TagRoleRequest { role_name, tags } = request.into_inner();
-        self.broker.tag_role(&caller, &meta, &role_name, convert::tags_in(tags), vec![]).await?;
+        self.broker
+            .tag_role(&caller, &meta, &role_name, convert::tags_in(tags), vec![])
+            .await?;
         ok(proto::TagRoleResponse {})
     }
 
-    async fn untag_role(&self, request: Request<proto::UntagRoleRequest>) -> Reply<proto::UntagRoleResponse> {
+    async fn untag_role(
+        &self,
+        request: Request<proto::UntagRoleRequest>,
+    ) -> Reply<proto::UntagRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UntagRoleRequest { role_name, tag_keys } = request.into_inner();
+        let proto::UntagRoleRequest {
+            role_name,
+            tag_keys,
+        } = request.into_inner();
         if tag_keys.is_empty() {
             return Err(BrokerError::invalid("tag_keys", "is required").into());
         }
-        self.broker.tag_role(&caller, &meta, &role_name, vec![], tag_keys).await?;
+        self.broker
+            .tag_role(&caller, &meta, &role_name, vec![], tag_keys)
+            .await?;
         ok(proto::UntagRoleResponse {})
     }
 
     // ---- managed policies
-    async fn create_policy(&self, request: Request<proto::CreatePolicyRequest>) -> Reply<proto::CreatePolicyResponse> {
+    async fn create_policy(
+        &self,
+        request: Request<proto::CreatePolicyRequest>,
+    ) -> Reply<proto::CreatePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreatePolicyRequest { policy_name, policy_document, description, path, tags: _ } = request.into_inner();
-        let policy = self.broker.create_policy(&caller, &meta, &policy_name, &path, &policy_document, &description).await?;
-        ok(proto::CreatePolicyResponse { policy: Some(convert::policy(&policy, 0)) })
+        let proto::CreatePolicyRequest {
+            policy_name,
+            policy_document,
+            description,
+            path,
+            tags: _,
+        } = request.into_inner();
+        let policy = self
+            .broker
+            .create_policy(
+                &caller,
+                &meta,
+                &policy_name,
+                &path,
+                &policy_document,
+                &description,
+            )
+            .await?;
+        ok(proto::CreatePolicyResponse {
+            policy: Some(convert::policy(&policy, 0)),
+        })
     }
 
-    async fn get_policy(&self, request: Request<proto::GetPolicyRequest>) -> Reply<proto::GetPolicyResponse> {
+    async fn get_policy(
+        &self,
+        request: Request<proto::GetPolicyRequest>,
+    ) -> Reply<proto::GetPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let (policy, count) = self.broker.get_policy(&caller, &meta, &request.into_inner().policy_arn).await?;
-        ok(proto::GetPolicyResponse { policy: Some(convert::policy(&policy, count)) })
+        let (policy, count) = self
+            .broker
+            .get_policy(&caller, &meta, &request.into_inner().policy_arn)
+            .await?;
+        ok(proto::GetPolicyResponse {
+            policy: Some(convert::policy(&policy, count)),
+        })
     }
 
-    async fn list_policies(&self, request: Request<proto::ListPoliciesRequest>) -> Reply<proto::ListPoliciesResponse> {
+    async fn list_policies(
+        &self,
+        request: Request<proto::ListPoliciesRequest>,
+    ) -> Reply<proto::ListPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListPoliciesRequest { scope, only_attached, path_prefix, marker, max_items } = request.into_inner();
-        let (rows, marker) = self.broker.list_policies(&caller, &meta, &scope, only_attached, &path_prefix, &convert::page(marker, max_items)).await?;
+        let proto::ListPoliciesRequest {
+            scope,
+            only_attached,
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (rows, marker) = self
+            .broker
+            .list_policies(
+                &caller,
+                &meta,
+                &scope,
+                only_attached,
+                &path_prefix,
+                &convert::page(marker, max_items),
+            )
+            .await?;
         let (is_truncated, marker) = convert::next(marker);
-        ok(proto::ListPoliciesResponse { policies: rows.iter().map(|(p, n)| convert::policy(p, *n)).collect(), is_truncated, marker })
+        ok(proto::ListPoliciesResponse {
+            policies: rows.iter().map(|(p, n)| convert::policy(p, *n)).collect(),
+            is_truncated,
+            marker,
+        })
     }
 
-    async fn delete_policy(&self, request: Request<proto::DeletePolicyRequest>) -> Reply<proto::DeletePolicyResponse> {
+    async fn delete_policy(
+        &self,
+        request: Request<proto::DeletePolicyRequest>,
+    ) -> Reply<proto::DeletePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.delete_policy(&caller, &meta, &request.into_inner().policy_arn).await?;
+        self.broker
+            .delete_policy(&caller, &meta, &request.into_inner().policy_arn)
+            .await?;
         ok(proto::DeletePolicyResponse {})
     }
 
-    async fn create_policy_version(&self, request: Request<proto::CreatePolicyVersionRequest>) -> Reply<proto::CreatePolicyVersionResponse> {
+    async fn create_policy_version(
+        &self,
+        request: Request<proto::CreatePolicyVersionRequest>,
+    ) -> Reply<proto::CreatePolicyVersionResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreatePolicyVersionRequest { policy_arn, policy_document, set_as_default } = request.into_inner();
-        let version = self.broker.create_policy_version(&caller, &meta, &policy_arn, &policy_document, set_as_default).await?;
-        ok(proto::CreatePolicyVersionResponse { policy_version: Some(convert::policy_version(&version, set_as_default)) })
+        let proto::CreatePolicyVersionRequest {
+            policy_arn,
+            policy_document,
+            set_as_default,
+        } = request.into_inner();
+        let version = self
+            .broker
+            .create_policy_version(
+                &caller,
+                &meta,
+                &policy_arn,
+                &policy_document,
+                set_as_default,
+            )
+            .await?;
+        ok(proto::CreatePolicyVersionResponse {
+            policy_version: Some(convert::policy_version(&version, set_as_default)),
+        })
     }
 
-    async fn get_policy_version(&self, request: Request<proto::GetPolicyVersionRequest>) -> Reply<proto::GetPolicyVersionResponse> {
+    async fn get_policy_version(
+        &self,
+        request: Request<proto::GetPolicyVersionRequest>,
+    ) -> Reply<proto::GetPolicyVersionResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::GetPolicyVersionRequest { policy_arn, version_id } = request.into_inner();
-        let (version, is_default) = self.broker.get_policy_version(&caller, &meta, &policy_arn, &version_id).await?;
-        ok(proto::GetPolicyVersionResponse { policy_version: Some(convert::policy_version(&version, is_default)) })
+        let proto::GetPolicyVersionRequest {
+            policy_arn,
+            version_id,
+        } = request.into_inner();
+        let (version, is_default) = self
+            .broker
+            .get_policy_version(&caller, &meta, &policy_arn, &version_id)
+            .await?;
+        ok(proto::GetPolicyVersionResponse {
+            policy_version: Some(convert::policy_version(&version, is_default)),
+        })
     }
 
-    async fn list_policy_versions(&self, request: Request<proto::ListPolicyVersionsRequest>) -> Reply<proto::ListPolicyVersionsResponse> {
+    async fn list_policy_versions(
+        &self,
+        request: Request<proto::ListPolicyVersionsRequest>,
+    ) -> Reply<proto::ListPolicyVersionsResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListPolicyVersionsRequest { policy_arn, marker: _, max_items: _ } = request.into_inner();
-        let (versions, default) = self.broker.list_policy_versions(&caller, &meta, &policy_arn).await?;
+        let proto::ListPolicyVersionsRequest {
+            policy_arn,
+            marker: _,
+            max_items: _,
+        } = request.into_inner();
+        let (versions, default) = self
+            .broker
+            .list_policy_versions(&caller, &meta, &policy_arn)
+            .await?;
         ok(proto::ListPolicyVersionsResponse {
-            versions: versions.iter().map(|v| convert::policy_version(v, v.version_id == default)).collect(),
+            versions: versions
+                .iter()
+                .map(|v| convert::policy_version(v, v.version_id == default))
+                .collect(),
             is_truncated: false,
             marker: String::new(),
         })
     }
 
-    async fn delete_policy_version(&self, request: Request<proto::DeletePolicyVersionRequest>) -> Reply<proto::DeletePolicyVersionResponse> {
+    async fn delete_policy_version(
+        &self,
+        request: Request<proto::DeletePolicyVersionRequest>,
+    ) -> Reply<proto::DeletePolicyVersionResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::DeletePolicyVersionRequest { policy_arn, version_id } = request.into_inner();
-        self.broker.delete_policy_version(&caller, &meta, &policy_arn, &version_id).await?;
+        let proto::DeletePolicyVersionRequest {
+            policy_arn,
+            version_id,
+        } = request.into_inner();
+        self.broker
+            .delete_policy_version(&caller, &meta, &policy_arn, &version_id)
+            .await?;
         ok(proto::DeletePolicyVersionResponse {})
     }
 
-    async fn set_default_policy_version(&self, request: Request<proto::SetDefaultPolicyVersionRequest>) -> Reply<proto::SetDefaultPolicyVersionResponse> {
+    async fn set_default_policy_version(
+        &self,
+        request: Request<proto::SetDefaultPolicyVersionRequest>,
+    ) -> Reply<proto::SetDefaultPolicyVersionResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::SetDefaultPolicyVersionRequest { policy_arn, version_id } = request.into_inner();
-        self.broker.set_default_policy_version(&caller, &meta, &policy_arn, &version_id).await?;
+        let proto::SetDefaultPolicyVersionRequest {
+            policy_arn,
+            version_id,
+        } = request.into_inner();
+        self.broker
+            .set_default_policy_version(&caller, &meta, &policy_arn, &version_id)
+            .await?;
         ok(proto::SetDefaultPolicyVersionResponse {})
     }
 
     // ---- attachments
-    async fn attach_user_policy(&self, request: Request<proto::AttachUserPolicyRequest>) -> Reply<proto::AttachUserPolicyResponse> {
+    async fn attach_user_policy(
+        &self,
+        request: Request<proto::AttachUserPolicyRequest>,
+    ) -> Reply<proto::AttachUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::User, &caller, &meta, &r.user_name, &r.policy_arn, true).await?;
+        self.attach(
+            Holder::User,
+            &caller,
+            &meta,
+            &r.user_name,
+            &r.policy_arn,
+            true,
+        )
+        .await?;
         ok(proto::AttachUserPolicyResponse {})
     }
-    async fn detach_user_policy(&self, request: Request<proto::DetachUserPolicyRequest>) -> Reply<proto::DetachUserPolicyResponse> {
+    async fn detach_user_policy(
+        &self,
+        request: Request<proto::DetachUserPolicyRequest>,
+    ) -> Reply<proto::DetachUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::User, &caller, &meta, &r.user_name, &r.policy_arn, false).await?;
+        self.attach(
+            Holder::User,
+            &caller,
+            &meta,
+            &r.user_name,
+            &r.policy_arn,
+            false,
+        )
+        .await?;
         ok(proto::DetachUserPolicyResponse {})
     }
-    async fn list_attached_user_policies(&self, request: Request<proto::ListAttachedUserPoliciesRequest>) -> Reply<proto::ListAttachedUserPoliciesResponse> {
+    async fn list_attached_user_policies(
+        &self,
+        request: Request<proto::ListAttachedUserPoliciesRequest>,
+    ) -> Reply<proto::ListAttachedUserPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (attached_policies, is_truncated, marker) = self.list_attached(Holder::User, &caller, &meta, &r.user_name, r.marker, r.max_items).await?;
-        ok(proto::ListAttachedUserPoliciesResponse { attached_policies, is_truncated, marker })
+        let (attached_policies, is_truncated, marker) = self
+            .list_attached(
+                Holder::User,
+                &caller,
+                &meta,
+                &r.user_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListAttachedUserPoliciesResponse {
+            attached_policies,
+            is_truncated,
+            marker,
+        })
     }
-    async fn attach_group_policy(&self, request: Request<proto::AttachGroupPolicyRequest>) -> Reply<proto::AttachGroupPolicyResponse> {
+    async fn attach_group_policy(
+        &self,
+        request: Request<proto::AttachGroupPolicyRequest>,
+    ) -> Reply<proto::AttachGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::Group, &caller, &meta, &r.group_name, &r.policy_arn, true).await?;
+        self.attach(
+            Holder::Group,
+            &caller,
+            &meta,
+            &r.group_name,
+            &r.policy_arn,
+            true,
+        )
+        .await?;
         ok(proto::AttachGroupPolicyResponse {})
     }
-    async fn detach_group_policy(&self, request: Request<proto::DetachGroupPolicyRequest>) -> Reply<proto::DetachGroupPolicyResponse> {
+    async fn detach_group_policy(
+        &self,
+        request: Request<proto::DetachGroupPolicyRequest>,
+    ) -> Reply<proto::DetachGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::Group, &caller, &meta, &r.group_name, &r.policy_arn, false).await?;
+        self.attach(
+            Holder::Group,
+            &caller,
+            &meta,
+            &r.group_name,
+            &r.policy_arn,
+            false,
+        )
+        .await?;
         ok(proto::DetachGroupPolicyResponse {})
     }
-    async fn list_attached_group_policies(&self, request: Request<proto::ListAttachedGroupPoliciesRequest>) -> Reply<proto::ListAttachedGroupPoliciesResponse> {
+    async fn list_attached_group_policies(
+        &self,
+        request: Request<proto::ListAttachedGroupPoliciesRequest>,
+    ) -> Reply<proto::ListAttachedGroupPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (attached_policies, is_truncated, marker) = self.list_attached(Holder::Group, &caller, &meta, &r.group_name, r.marker, r.max_items).await?;
-        ok(proto::ListAttachedGroupPoliciesResponse { attached_policies, is_truncated, marker })
+        let (attached_policies, is_truncated, marker) = self
+            .list_attached(
+                Holder::Group,
+                &caller,
+                &meta,
+                &r.group_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListAttachedGroupPoliciesResponse {
+            attached_policies,
+            is_truncated,
+            marker,
+        })
     }
-    async fn attach_role_policy(&self, request: Request<proto::AttachRolePolicyRequest>) -> Reply<proto::AttachRolePolicyResponse> {
+    async fn attach_role_policy(
+        &self,
+        request: Request<proto::AttachRolePolicyRequest>,
+    ) -> Reply<proto::AttachRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::Role, &caller, &meta, &r.role_name, &r.policy_arn, true).await?;
+        self.attach(
+            Holder::Role,
+            &caller,
+            &meta,
+            &r.role_name,
+            &r.policy_arn,
+            true,
+        )
+        .await?;
         ok(proto::AttachRolePolicyResponse {})
     }
-    async fn detach_role_policy(&self, request: Request<proto::DetachRolePolicyRequest>) -> Reply<proto::DetachRolePolicyResponse> {
+    async fn detach_role_policy(
+        &self,
+        request: Request<proto::DetachRolePolicyRequest>,
+    ) -> Reply<proto::DetachRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.attach(Holder::Role, &caller, &meta, &r.role_name, &r.policy_arn, false).await?;
+        self.attach(
+            Holder::Role,
+            &caller,
+            &meta,
+            &r.role_name,
+            &r.policy_arn,
+            false,
+        )
+        .await?;
         ok(proto::DetachRolePolicyResponse {})
     }
-    async fn list_attached_role_policies(&self, request: Request<proto::ListAttachedRolePoliciesRequest>) -> Reply<proto::ListAttachedRolePoliciesResponse> {
+    async fn list_attached_role_policies(
+        &self,
+        request: Request<proto::ListAttachedRolePoliciesRequest>,
+    ) -> Reply<proto::ListAttachedRolePoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (attached_policies, is_truncated, marker) = self.list_attached(Holder::Role, &caller, &meta, &r.role_name, r.marker, r.max_items).await?;
-        ok(proto::ListAttachedRolePoliciesResponse { attached_policies, is_truncated, marker })
+        let (attached_policies, is_truncated, marker) = self
+            .list_attached(
+                Holder::Role,
+                &caller,
+                &meta,
+                &r.role_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListAttachedRolePoliciesResponse {
+            attached_policies,
+            is_truncated,
+            marker,
+        })
     }
 
     // ---- inline policies
-    async fn put_user_policy(&self, request: Request<proto::PutUserPolicyRequest>) -> Reply<proto::PutUserPolicyResponse> {
+    async fn put_user_policy(
+        &self,
+        request: Request<proto::PutUserPolicyRequest>,
+    ) -> Reply<proto::PutUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.put_inline_policy(&caller, &meta, Holder::User, &r.user_name, &r.policy_name, &r.policy_document).await?;
+        self.broker
+            .put_inline_policy(
+                &caller,
+                &meta,
+                Holder::User,
+                &r.user_name,
+                &r.policy_name,
+                &r.policy_document,
+            )
+            .await?;
         ok(proto::PutUserPolicyResponse {})
     }
-    async fn get_user_policy(&self, request: Request<proto::GetUserPolicyRequest>) -> Reply<proto::GetUserPolicyResponse> {
+    async fn get_user_policy(
+        &self,
+        request: Request<proto::GetUserPolicyRequest>,
+    ) -> Reply<proto::GetUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::GetUserPolicyRequest { user_name, policy_name } = request.into_inner();
-        let policy_document = self.broker.get_inline_policy(&caller, &meta, Holder::User, &user_name, &policy_name).await?;
-        ok(proto::GetUserPolicyResponse { user_name, policy_name, policy_document })
+        let proto::GetUserPolicyRequest {
+            user_name,
+            policy_name,
+        } = request.into_inner();
+        let policy_document = self
+            .broker
+            .get_inline_policy(&caller, &meta, Holder::User, &user_name, &policy_name)
+            .await?;
+        ok(proto::GetUserPolicyResponse {
+            user_name,
+            policy_name,
+            policy_document,
+        })
     }
-    async fn delete_user_policy(&self, request: Request<proto::DeleteUserPolicyRequest>) -> Reply<proto::DeleteUserPolicyResponse> {
+    async fn delete_user_policy(
+        &self,
+        request: Request<proto::DeleteUserPolicyRequest>,
+    ) -> Reply<proto::DeleteUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.delete_inline_policy(&caller, &meta, Holder::User, &r.user_name, &r.policy_name).await?;
+        self.broker
+            .delete_inline_policy(&caller, &meta, Holder::User, &r.user_name, &r.policy_name)
+            .await?;
         ok(proto::DeleteUserPolicyResponse {})
     }
-    async fn list_user_policies(&self, request: Request<proto::ListUserPoliciesRequest>) -> Reply<proto::ListUserPoliciesResponse> {
+    async fn list_user_policies(
+        &self,
+        request: Request<proto::ListUserPoliciesRequest>,
+    ) -> Reply<proto::ListUserPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (policy_names, is_truncated, marker) = self.list_inline(Holder::User, &caller, &meta, &r.user_name, r.marker, r.max_items).await?;
-        ok(proto::ListUserPoliciesResponse { policy_names, is_truncated, marker })
+        let (policy_names, is_truncated, marker) = self
+            .list_inline(
+                Holder::User,
+                &caller,
+                &meta,
+                &r.user_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListUserPoliciesResponse {
+            policy_names,
+            is_truncated,
+            marker,
+        })
     }
-    async fn put_group_policy(&self, request: Request<proto::PutGroupPolicyRequest>) -> Reply<proto::PutGroupPolicyResponse> {
+    async fn put_group_policy(
+        &self,
+        request: Request<proto::PutGroupPolicyRequest>,
+    ) -> Reply<proto::PutGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.put_inline_policy(&caller, &meta, Holder::Group, &r.group_name, &r.policy_name, &r.policy_document).await?;
+        self.broker
+            .put_inline_policy(
+                &caller,
+                &meta,
+                Holder::Group,
+                &r.group_name,
+                &r.policy_name,
+                &r.policy_document,
+            )
+            .await?;
         ok(proto::PutGroupPolicyResponse {})
     }
-    async fn get_group_policy(&self, request: Request<proto::GetGroupPolicyRequest>) -> Reply<proto::GetGroupPolicyResponse> {
+    async fn get_group_policy(
+        &self,
+        request: Request<proto::GetGroupPolicyRequest>,
+    ) -> Reply<proto::GetGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::GetGroupPolicyRequest { group_name, policy_name } = request.into_inner();
-        let policy_document = self.broker.get_inline_policy(&caller, &meta, Holder::Group, &group_name, &policy_name).await?;
-        ok(proto::GetGroupPolicyResponse { group_name, policy_name, policy_document })
+        let proto::GetGroupPolicyRequest {
+            group_name,
+            policy_name,
+        } = request.into_inner();
+        let policy_document = self
+            .broker
+            .get_inline_policy(&caller, &meta, Holder::Group, &group_name, &policy_name)
+            .await?;
+        ok(proto::GetGroupPolicyResponse {
+            group_name,
+            policy_name,
+            policy_document,
+        })
     }
-    async fn delete_group_policy(&self, request: Request<proto::DeleteGroupPolicyRequest>) -> Reply<proto::DeleteGroupPolicyResponse> {
+    async fn delete_group_policy(
+        &self,
+        request: Request<proto::DeleteGroupPolicyRequest>,
+    ) -> Reply<proto::DeleteGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.delete_inline_policy(&caller, &meta, Holder::Group, &r.group_name, &r.policy_name).await?;
+        self.broker
+            .delete_inline_policy(&caller, &meta, Holder::Group, &r.group_name, &r.policy_name)
+            .await?;
         ok(proto::DeleteGroupPolicyResponse {})
     }
-    async fn list_group_policies(&self, request: Request<proto::ListGroupPoliciesRequest>) -> Reply<proto::ListGroupPoliciesResponse> {
+    async fn list_group_policies(
+        &self,
+        request: Request<proto::ListGroupPoliciesRequest>,
+    ) -> Reply<proto::ListGroupPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (policy_names, is_truncated, marker) = self.list_inline(Holder::Group, &caller, &meta, &r.group_name, r.marker, r.max_items).await?;
-        ok(proto::ListGroupPoliciesResponse { policy_names, is_truncated, marker })
+        let (policy_names, is_truncated, marker) = self
+            .list_inline(
+                Holder::Group,
+                &caller,
+                &meta,
+                &r.group_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListGroupPoliciesResponse {
+            policy_names,
+            is_truncated,
+            marker,
+        })
     }
-    async fn put_role_policy(&self, request: Request<proto::PutRolePolicyRequest>) -> Reply<proto::PutRolePolicyResponse> {
+    async fn put_role_policy(
+        &self,
+        request: Request<proto::PutRolePolicyRequest>,
+    ) -> Reply<proto::PutRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.put_inline_policy(&caller, &meta, Holder::Role, &r.role_name, &r.policy_name, &r.policy_document).await?;
+        self.broker
+            .put_inline_policy(
+                &caller,
+                &meta,
+                Holder::Role,
+                &r.role_name,
+                &r.policy_name,
+                &r.policy_document,
+            )
+            .await?;
         ok(proto::PutRolePolicyResponse {})
     }
-    async fn get_role_policy(&self, request: Request<proto::GetRolePolicyRequest>) -> Reply<proto::GetRolePolicyResponse> {
+    async fn get_role_policy(
+        &self,
+        request: Request<proto::GetRolePolicyRequest>,
+    ) -> Reply<proto::GetRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::GetRolePolicyRequest { role_name, policy_name } = request.into_inner();
-        let policy_document = self.broker.get_inline_policy(&caller, &meta, Holder::Role, &role_name, &policy_name).await?;
-        ok(proto::GetRolePolicyResponse { role_name, policy_name, policy_document })
+        let proto::GetRolePolicyRequest {
+            role_name,
+            policy_name,
+        } = request.into_inner();
+        let policy_document = self
+            .broker
+            .get_inline_policy(&caller, &meta, Holder::Role, &role_name, &policy_name)
+            .await?;
+        ok(proto::GetRolePolicyResponse {
+            role_name,
+            policy_name,
+            policy_document,
+        })
     }
-    async fn delete_role_policy(&self, request: Request<proto::DeleteRolePolicyRequest>) -> Reply<proto::DeleteRolePolicyResponse> {
+    async fn delete_role_policy(
+        &self,
+        request: Request<proto::DeleteRolePolicyRequest>,
+    ) -> Reply<proto::DeleteRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.delete_inline_policy(&caller, &meta, Holder::Role, &r.role_name, &r.policy_name).await?;
+        self.broker
+            .delete_inline_policy(&caller, &meta, Holder::Role, &r.role_name, &r.policy_name)
+            .await?;
         ok(proto::DeleteRolePolicyResponse {})
     }
-    async fn list_role_policies(&self, request: Request<proto::ListRolePoliciesRequest>) -> Reply<proto::ListRolePoliciesResponse> {
+    async fn list_role_policies(
+        &self,
+        request: Request<proto::ListRolePoliciesRequest>,
+    ) -> Reply<proto::ListRolePoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        let (policy_names, is_truncated, marker) = self.list_inline(Holder::Role, &caller, &meta, &r.role_name, r.marker, r.max_items).await?;
-        ok(proto::ListRolePoliciesResponse { policy_names, is_truncated, marker })
+        let (policy_names, is_truncated, marker) = self
+            .list_inline(
+                Holder::Role,
+                &caller,
+                &meta,
+                &r.role_name,
+                r.marker,
+                r.max_items,
+            )
+            .await?;
+        ok(proto::ListRolePoliciesResponse {
+            policy_names,
+            is_truncated,
+            marker,
+        })
     }
 
     // ---- boundaries
-    async fn put_user_permissions_boundary(&self, request: Request<proto::PutUserPermissionsBoundaryRequest>) -> Reply<proto::PutUserPermissionsBoundaryResponse> {
+    async fn put_user_permissions_boundary(
+        &self,
+        request: Request<proto::PutUserPermissionsBoundaryRequest>,
+    ) -> Reply<proto::PutUserPermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.set_permissions_boundary(&caller, &meta, Holder::User, &r.user_name, Some(&r.permissions_boundary)).await?;
+        self.broker
+            .set_permissions_boundary(
+                &caller,
+                &meta,
+                Holder::User,
+                &r.user_name,
+                Some(&r.permissions_boundary),
+            )
+            .await?;
         ok(proto::PutUserPermissionsBoundaryResponse {})
     }
-    async fn delete_user_permissions_boundary(&self, request: Request<proto::DeleteUserPermissionsBoundaryRequest>) -> Reply<proto::DeleteUserPermissionsBoundaryResponse> {
+    async fn delete_user_permissions_boundary(
+        &self,
+        request: Request<proto::DeleteUserPermissionsBoundaryRequest>,
+    ) -> Reply<proto::DeleteUserPermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.set_permissions_boundary(&caller, &meta, Holder::User, &request.into_inner().user_name, None).await?;
+        self.broker
+            .set_permissions_boundary(
+                &caller,
+                &meta,
+                Holder::User,
+                &request.into_inner().user_name,
+                None,
+            )
+            .await?;
         ok(proto::DeleteUserPermissionsBoundaryResponse {})
     }
-    async fn put_role_permissions_boundary(&self, request: Request<proto::PutRolePermissionsBoundaryRequest>) -> Reply<proto::PutRolePermissionsBoundaryResponse> {
+    async fn put_role_permissions_boundary(
+        &self,
+        request: Request<proto::PutRolePermissionsBoundaryRequest>,
+    ) -> Reply<proto::PutRolePermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
         let r = request.into_inner();
-        self.broker.set_permissions_boundary(&caller, &meta, Holder::Role, &r.role_name, Some(&r.permissions_boundary)).await?;
+        self.broker
+            .set_permissions_boundary(
+                &caller,
+                &meta,
+                Holder::Role,
+                &r.role_name,
+                Some(&r.permissions_boundary),
+            )
+            .await?;
         ok(proto::PutRolePermissionsBoundaryResponse {})
     }
-    async fn delete_role_permissions_boundary(&self, request: Request<proto::DeleteRolePermissionsBoundaryRequest>) -> Reply<proto::DeleteRolePermissionsBoundaryResponse> {
+    async fn delete_role_permissions_boundary(
+        &self,
+        request: Request<proto::DeleteRolePermissionsBoundaryRequest>,
+    ) -> Reply<proto::DeleteRolePermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker.set_permissions_boundary(&caller, &meta, Holder::Role, &request.into_inner().role_name, None).await?;
+        self.broker
+            .set_permissions_boundary(
+                &caller,
+                &meta,
+                Holder::Role,
+                &request.into_inner().role_name,
+                None,
+            )
+            .await?;
         ok(proto::DeleteRolePermissionsBoundaryResponse {})
     }
 
     // ---- MFA
-    async fn create_virtual_mfa_device(&self, request: Request<proto::CreateVirtualMfaDeviceRequest>) -> Reply<proto::CreateVirtualMfaDeviceResponse> {
+    async fn create_virtual_mfa_device(
+        &self,
+        request: Request<proto::CreateVirtualMfaDeviceRequest>,
+    ) -> Reply<proto::CreateVirtualMfaDeviceResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::CreateVirtualMfaDeviceRequest { user_name, virtual_mfa_device_name } = request.into_inner();
-        let (serial_number, seed) = self.broker.create_virtual_mfa_device(&caller, &meta, &user_name, &virtual_mfa_device_name).await?;
+        let proto::CreateVirtualMfaDeviceRequest {
+            user_name,
+            virtual_mfa_device_name,
+        } = request.into_inner();
+        let (serial_number, seed) = self
+            .broker
+            .create_virtual_mfa_device(&caller, &meta, &user_name, &virtual_mfa_device_name)
+            .await?;
         let account = caller.user_name().map(str::to_owned).unwrap_or(user_name);
-        let account = if account.is_empty() { serial_number.clone() } else { account };
+        let account = if account.is_empty() {
+            serial_number.clone()
+        } else {
+            account
+        };
         let base32 = crate::core::authn::totp::seed_base32(seed.expose());
-        let uri = crate::core::authn::totp::otpauth_uri("Stint", &account, seed.expose());
+        let uri = crate::core::authn::totp::otpauth_uri("Stint", &account, seed.expose())
+            .map_err(BrokerError::from)?;
         ok(proto::CreateVirtualMfaDeviceResponse {
             serial_number,
             base32_string_seed: base32.expose().to_string(),
@@ -506,33 +1299,77 @@ impl iam_server::Iam for IamService {
         })
     }
 
-    async fn enable_mfa_device(&self, request: Request<proto::EnableMfaDeviceRequest>) -> Reply<proto::EnableMfaDeviceResponse> {
+    async fn enable_mfa_device(
+        &self,
+        request: Request<proto::EnableMfaDeviceRequest>,
+    ) -> Reply<proto::EnableMfaDeviceResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::EnableMfaDeviceRequest { user_name, serial_number, authentication_code_1, authentication_code_2 } = request.into_inner();
-        let (c1, c2) = (SecretString::new(authentication_code_1), SecretString::new(authentication_code_2));
-        self.broker.enable_mfa_device(&caller, &meta, &user_name, &serial_number, &c1, &c2, false).await?;
+        let proto::EnableMfaDeviceRequest {
+            user_name,
+            serial_number,
+            authentication_code_1,
+            authentication_code_2,
+        } = request.into_inner();
+        let (c1, c2) = (
+            SecretString::new(authentication_code_1),
+            SecretString::new(authentication_code_2),
+        );
+        self.broker
+            .enable_mfa_device(&caller, &meta, &user_name, &serial_number, &c1, &c2, false)
+            .await?;
         ok(proto::EnableMfaDeviceResponse {})
     }
 
-    async fn resync_mfa_device(&self, request: Request<proto::ResyncMfaDeviceRequest>) -> Reply<proto::ResyncMfaDeviceResponse> {
+    async fn resync_mfa_device(
+        &self,
+        request: Request<proto::ResyncMfaDeviceRequest>,
+    ) -> Reply<proto::ResyncMfaDeviceResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ResyncMfaDeviceRequest { user_name, serial_number, authentication_code_1, authentication_code_2 } = request.into_inner();
-        let (c1, c2) = (SecretString::new(authentication_code_1), SecretString::new(authentication_code_2));
-        self.broker.enable_mfa_device(&caller, &meta, &user_name, &serial_number, &c1, &c2, true).await?;
+        let proto::ResyncMfaDeviceRequest {
+            user_name,
+            serial_number,
+            authentication_code_1,
+            authentication_code_2,
+        } = request.into_inner();
+        let (c1, c2) = (
+            SecretString::new(authentication_code_1),
+            SecretString::new(authentication_code_2),
+        );
+        self.broker
+            .enable_mfa_device(&caller, &meta, &user_name, &serial_number, &c1, &c2, true)
+            .await?;
         ok(proto::ResyncMfaDeviceResponse {})
     }
 
-    async fn deactivate_mfa_device(&self, request: Request<proto::DeactivateMfaDeviceRequest>) -> Reply<proto::DeactivateMfaDeviceResponse> {
+    async fn deactivate_mfa_device(
+        &self,
+        request: Request<proto::DeactivateMfaDeviceRequest>,
+    ) -> Reply<proto::DeactivateMfaDeviceResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::DeactivateMfaDeviceRequest { user_name, serial_number } = request.into_inner();
-        self.broker.deactivate_mfa_device(&caller, &meta, &user_name, &serial_number).await?;
+        let proto::DeactivateMfaDeviceRequest {
+            user_name,
+            serial_number,
+        } = request.into_inner();
+        self.broker
+            .deactivate_mfa_device(&caller, &meta, &user_name, &serial_number)
+            .await?;
         ok(proto::DeactivateMfaDeviceResponse {})
     }
 
-    async fn list_mfa_devices(&self, request: Request<proto::ListMfaDevicesRequest>) -> Reply<proto::ListMfaDevicesResponse> {
+    async fn list_mfa_devices(
+        &self,
+        request: Request<proto::ListMfaDevicesRequest>,
+    ) -> Reply<proto::ListMfaDevicesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::ListMfaDevicesRequest { user_name, marker: _, max_items: _ } = request.into_inner();
-        let devices = self.broker.list_mfa_devices(&caller, &meta, &user_name).await?;
+        let proto::ListMfaDevicesRequest {
+            user_name,
+            marker: _,
+            max_items: _,
+        } = request.into_inner();
+        let devices = self
+            .broker
+            .list_mfa_devices(&caller, &meta, &user_name)
+            .await?;
         ok(proto::ListMfaDevicesResponse {
             mfa_devices: devices
                 .iter()
@@ -548,9 +1385,15 @@ impl iam_server::Iam for IamService {
     }
 
     // ---- access keys
-    async fn create_access_key(&self, request: Request<proto::CreateAccessKeyRequest>) -> Reply<proto::CreateAccessKeyResponse> {
+    async fn create_access_key(
+        &self,
+        request: Request<proto::CreateAccessKeyRequest>,
+    ) -> Reply<proto::CreateAccessKeyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let (key, secret) = self.broker.create_access_key(&caller, &meta, &request.into_inner().user_name).await?;
+        let (key, secret) = self
+            .broker
+            .create_access_key(&caller, &meta, &request.into_inner().user_name)
+            .await?;
         ok(proto::CreateAccessKeyResponse {
             access_key: Some(proto::AccessKey {
                 user_name: key.user_name,
@@ -562,34 +1405,77 @@ impl iam_server::Iam for IamService {
         })
     }
 
-    async fn update_access_key(&self, request: Request<proto::UpdateAccessKeyRequest>) -> Reply<proto::UpdateAccessKeyResponse> {
+    async fn update_access_key(
+        &self,
+        request: Request<proto::UpdateAccessKeyRequest>,
+    ) -> Reply<proto::UpdateAccessKeyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::UpdateAccessKeyRequest { user_name, access_key_id, status } = request.into_inner();
-        self.broker.update_access_key(&caller, &meta, &user_name, &access_key_id, Some(status_in(&status)?)).await?;
+        let proto::UpdateAccessKeyRequest {
+            user_name,
+            access_key_id,
+            status,
+        } = request.into_inner();
+        self.broker
+            .update_access_key(
+                &caller,
+                &meta,
+                &user_name,
+                &access_key_id,
+                Some(status_in(&status)?),
+            )
+            .await?;
         ok(proto::UpdateAccessKeyResponse {})
     }
 
-    async fn delete_access_key(&self, request: Request<proto::DeleteAccessKeyRequest>) -> Reply<proto::DeleteAccessKeyResponse> {
+    async fn delete_access_key(
+        &self,
+        request: Request<proto::DeleteAccessKeyRequest>,
+    ) -> Reply<proto::DeleteAccessKeyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let proto::DeleteAccessKeyRequest { user_name, access_key_id } = request.into_inner();
-        self.broker.update_access_key(&caller, &meta, &user_name, &access_key_id, None).await?;
+        let proto::DeleteAccessKeyRequest {
+            user_name,
+            access_key_id,
+        } = request.into_inner();
+        self.broker
+            .update_access_key(&caller, &meta, &user_name, &access_key_id, None)
+            .await?;
         ok(proto::DeleteAccessKeyResponse {})
     }
 
-    async fn list_access_keys(&self, request: Request<proto::ListAccessKeysRequest>) -> Reply<proto::ListAccessKeysResponse> {
+    async fn list_access_keys(
+        &self,
+        request: Request<proto::ListAccessKeysRequest>,
+    ) -> Reply<proto::ListAccessKeysResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let keys = self.broker.list_access_keys(&caller, &meta, &request.into_inner().user_name).await?;
-        ok(proto::ListAccessKeysResponse { access_key_metadata: keys.iter().map(access_key_meta).collect(), is_truncated: false, marker: String::new() })
+        let keys = self
+            .broker
+            .list_access_keys(&caller, &meta, &request.into_inner().user_name)
+            .await?;
+        ok(proto::ListAccessKeysResponse {
+            access_key_metadata: keys.iter().map(access_key_meta).collect(),
+            is_truncated: false,
+            marker: String::new(),
+        })
     }
 
-    async fn get_access_key_last_used(&self, request: Request<proto::GetAccessKeyLastUsedRequest>) -> Reply<proto::GetAccessKeyLastUsedResponse> {
+    async fn get_access_key_last_used(
+        &self,
+        request: Request<proto::GetAccessKeyLastUsedRequest>,
+    ) -> Reply<proto::GetAccessKeyLastUsedResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let key = self.broker.get_access_key_last_used(&caller, &meta, &request.into_inner().access_key_id).await?;
+        let key = self
+            .broker
+            .get_access_key_last_used(&caller, &meta, &request.into_inner().access_key_id)
+            .await?;
         ok(proto::GetAccessKeyLastUsedResponse {
             user_name: key.user_name,
             access_key_last_used: Some(proto::AccessKeyLastUsed {
                 last_used_date: convert::optional_timestamp_ms(key.last_used),
-                service_name: if key.last_used.is_some() { "sts".into() } else { "N/A".into() },
+                service_name: if key.last_used.is_some() {
+                    "sts".into()
+                } else {
+                    "N/A".into()
+                },
             }),
         })
     }

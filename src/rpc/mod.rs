@@ -76,13 +76,25 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let routes = Routes::new(proto::sts_server::StsServer::new(sts::StsService { broker: broker.clone() }))
-        .add_service(proto::tokens_server::TokensServer::new(tokens::TokensService { broker: broker.clone() }))
-        .add_service(proto::iam_server::IamServer::new(iam::IamService { broker: broker.clone() }))
-        .add_service(proto::audit_server::AuditServer::new(audit::AuditService { broker: broker.clone() }))
-        .add_service(proto::keys_server::KeysServer::new(keys::KeysService { broker: broker.clone() }))
-        .add_service(health_service)
-        .add_service(reflection);
+    let routes = Routes::new(proto::sts_server::StsServer::new(sts::StsService {
+        broker: broker.clone(),
+    }))
+    .add_service(proto::tokens_server::TokensServer::new(
+        tokens::TokensService {
+            broker: broker.clone(),
+        },
+    ))
+    .add_service(proto::iam_server::IamServer::new(iam::IamService {
+        broker: broker.clone(),
+    }))
+    .add_service(proto::audit_server::AuditServer::new(audit::AuditService {
+        broker: broker.clone(),
+    }))
+    .add_service(proto::keys_server::KeysServer::new(keys::KeysService {
+        broker: broker.clone(),
+    }))
+    .add_service(health_service)
+    .add_service(reflection);
     let router = routes
         .into_axum_router()
         .merge(http::routes(broker.clone(), tls.is_some()));

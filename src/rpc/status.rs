@@ -51,22 +51,51 @@ mod tests {
     fn codes_follow_the_table() {
         let cases: Vec<(BrokerError, Code)> = vec![
             (BrokerError::InvalidCredentials, Code::Unauthenticated),
-            (BrokerError::LockedOut { retry_after: Duration::from_secs(9) }, Code::Unauthenticated),
-            (BrokerError::AccessDenied { action: "a".into(), resource: "r".into(), reason: "x".into() }, Code::PermissionDenied),
-            (BrokerError::invalid("user_name", "bad"), Code::InvalidArgument),
+            (
+                BrokerError::LockedOut {
+                    retry_after: Duration::from_secs(9),
+                },
+                Code::Unauthenticated,
+            ),
+            (
+                BrokerError::AccessDenied {
+                    action: "a".into(),
+                    resource: "r".into(),
+                    reason: "x".into(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                BrokerError::invalid("user_name", "bad"),
+                Code::InvalidArgument,
+            ),
             (BrokerError::NotFound("user x".into()), Code::NotFound),
-            (BrokerError::AlreadyExists("user x".into()), Code::AlreadyExists),
-            (BrokerError::DeleteConflict("user x".into()), Code::FailedPrecondition),
-            (BrokerError::LimitExceeded("x".into()), Code::ResourceExhausted),
+            (
+                BrokerError::AlreadyExists("user x".into()),
+                Code::AlreadyExists,
+            ),
+            (
+                BrokerError::DeleteConflict("user x".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                BrokerError::LimitExceeded("x".into()),
+                Code::ResourceExhausted,
+            ),
             (BrokerError::AuditUnavailable, Code::Unavailable),
-            (BrokerError::Internal("disk on fire at /secret/path".into()), Code::Internal),
+            (
+                BrokerError::Internal("disk on fire at /secret/path".into()),
+                Code::Internal,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);
         }
         let internal = Status::from(BrokerError::Internal("disk on fire".into()));
         assert_eq!(internal.message(), "internal error");
-        let locked = Status::from(BrokerError::LockedOut { retry_after: Duration::from_secs(9) });
+        let locked = Status::from(BrokerError::LockedOut {
+            retry_after: Duration::from_secs(9),
+        });
         assert_eq!(locked.metadata().get("retry-after").unwrap(), "9");
         let invalid = Status::from(BrokerError::invalid("user_name", "too long"));
         assert!(invalid.message().starts_with("user_name"));

@@ -32,7 +32,10 @@ impl sts_server::Sts for StsService {
             serial_number: _,
         } = request.into_inner();
         let credential = match credential {
-            Some(Credential::Password(proto::PasswordCredential { user_name, password })) => {
+            Some(Credential::Password(proto::PasswordCredential {
+                user_name,
+                password,
+            })) => {
                 tracing::Span::current().record("principal", user_name.as_str());
                 LoginCredential::Password {
                     user_name,

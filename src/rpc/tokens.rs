@@ -21,7 +21,12 @@ pub fn jwks_response(broker: &Broker) -> proto::GetJwksResponse {
         .unwrap_or_default()
         .iter()
         .map(|k| {
-            let field = |name: &str| k.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let field = |name: &str| {
+                k.get(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             proto::Jwk {
                 kty: field("kty"),
                 crv: field("crv"),

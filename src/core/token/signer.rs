@@ -66,6 +66,11 @@ impl Ed25519Signer {
         Ok(token)
     }
 
+    /// Signs arbitrary bytes (audit checkpoints); callers domain-separate their messages.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.key_pair.sign(message).as_ref().to_vec()
+    }
+
     /// The raw 32-byte public key (JWKS `x`).
     pub fn public_key(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
