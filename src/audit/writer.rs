@@ -134,7 +134,7 @@ impl AuditLog {
     pub fn open(store: Arc<dyn Store>, config: AuditConfig) -> Result<Arc<Self>, AuditError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| AuditError::Unavailable("AuditLog::open needs a tokio runtime".into()))?;
-        let head = match store.last(Table::Audit)? {
+        let last = match store.last(Table::Audit)? {
             Some((key, value)) => {
                 let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(0, "bad key"))?;
                 let record = Record::decode(seq, &value)?;
@@ -144,18 +144,26 @@ impl AuditLog {
                 let hash = record
                     .hash_bytes()
                     .ok_or_else(|| corrupt(seq, "bad hash"))?;
-                Head { seq, hash }
+                Some(Head { seq, hash })
             }
-            None => match chain::read_anchor(&*store)? {
-                Some(anchor) => Head {
-                    seq: anchor.seq,
-                    hash: chain::decode_hash(&anchor.hash)
-                        .ok_or_else(|| corrupt(anchor.seq, "bad anchor hash"))?,
-                },
-                None => Head {
-                    seq: 0,
-                    hash: GENESIS,
-                },
+            None => None,
+        };
+        let anchor = match chain::read_anchor(&*store)? {
+            Some(anchor) => Some(Head {
+                seq: anchor.seq,
+                hash: chain::decode_hash(&anchor.hash)
+                    .ok_or_else(|| corrupt(anchor.seq, "bad anchor hash"))?,
+            }),
+            None => None,
+        };
+        // The anchor wins over records it covers (leftovers of an interrupted prune).
+        let head = match (last, anchor) {
+            (Some(last), Some(anchor)) if anchor.seq >= last.seq => anchor,
+            (Some(last), _) => last,
+            (None, Some(anchor)) => anchor,
+            (None, None) => Head {
+                seq: 0,
+                hash: GENESIS,
             },
         };
         let last_checkpoint = chain::read_checkpoints(&*store, 0)?
@@ -825,8 +833,16 @@ mod tests {
         assert!((1..=3).contains(&chain::read_checkpoints(&*store, 0).unwrap()[0].seq));
         drop(log);
 
+        let leftover = store.get(Table::Audit, &chain::record_key(2)).unwrap();
         prune_before(&*store, PruneCutoff::BeforeSeq(u64::MAX), &*signer, 5).unwrap();
         assert!(store.last(Table::Audit).unwrap().is_none());
+        // As if the prune had been interrupted: a record under the anchor is left behind.
+        store
+            .commit(&Batch {
+                expects: vec![],
+                writes: vec![(Table::Audit, chain::record_key(2).to_vec(), leftover)],
+            })
+            .unwrap();
         let log = AuditLog::open(store.clone(), config(0)).unwrap();
         assert_eq!(log.append(event(4)).await.unwrap().seq(), 4);
         let report = verify(&*store, Some(&*signer)).unwrap();
