@@ -206,6 +206,7 @@ fn slice_page<T: Clone>(
 
 impl Broker {
     /// Authorizes, runs `body`, and audits the outcome — the frame of every IAM call.
+    #[allow(clippy::too_many_arguments)] // the frame every IAM call shares
     async fn iam_call<R>(
         &self,
         caller: &Caller,
@@ -1913,6 +1914,7 @@ impl Broker {
     }
 
     /// EnableMfaDevice (or ResyncMfaDevice): two consecutive codes prove the device works.
+    #[allow(clippy::too_many_arguments)]
     pub async fn enable_mfa_device(
         &self,
         caller: &Caller,

@@ -198,7 +198,7 @@ impl Broker {
             _ => MfaCheck::Failed,
         };
         let user = match (user, mfa) {
-            (Some(user), MfaCheck::Passed { .. } | MfaCheck::NotEnrolled) if password_ok => user,
+            (Some(user), MfaCheck::Passed | MfaCheck::NotEnrolled) if password_ok => user,
             _ => {
                 let reason = if password_ok {
                     "bad or replayed MFA code"
@@ -604,8 +604,10 @@ impl Broker {
         let result = self
             .assume_role_inner(meta, caller, &input, now, params.clone())
             .await;
-        if let Err(err) = &result {
-            if !matches!(err, BrokerError::AuditUnavailable) {
+        if let Err(err) = &result
+            && !matches!(err, BrokerError::AuditUnavailable)
+        {
+            {
                 let outcome = match err {
                     BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => {
                         Outcome::Deny

@@ -480,7 +480,8 @@ impl PasswordPolicy {
         if len > 128 {
             return Err("password must be at most 128 characters".into());
         }
-        let rules: [(bool, fn(char) -> bool, &str); 4] = [
+        type Rule = (bool, fn(char) -> bool, &'static str);
+        let rules: [Rule; 4] = [
             (
                 self.require_symbols,
                 |c| c.is_ascii_punctuation(),

@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Batch, Entries, Store, StoreError, Table};
 
+type Data = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
 #[derive(Default)]
 pub struct MemoryStore {
-    data: Mutex<BTreeMap<(Table, Vec<u8>), Vec<u8>>>,
+    data: Mutex<Data>,
     refuse_writes: AtomicBool,
 }
 
@@ -31,7 +33,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Table, Vec<u8>), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
         self.data
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -60,7 +62,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, table: Table) -> Result<Option<super::Entry>, StoreError> {
         let data = self.lock();
         Ok(data
             .range((table, Vec::new())..)

@@ -82,8 +82,11 @@ pub enum StoreError {
     Seal(#[from] seal::SealError),
 }
 
+/// One raw key/value pair.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Raw key/value pairs, in key order.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Entries = Vec<Entry>;
 
 /// One atomic change: every `expect` must still hold, then every `write` is applied.
 #[derive(Debug, Default, Clone)]
@@ -111,7 +114,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Entries, StoreError>;
     /// The entry with the greatest key.
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError>;
     /// Applies the batch atomically, or fails with [`StoreError::Conflict`].
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// Makes every committed change durable (survives power loss) before returning.

@@ -104,7 +104,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, table: Table) -> Result<Option<super::Entry>, StoreError> {
         Ok(self
             .tree(table)
             .last()
