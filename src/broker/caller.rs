@@ -55,10 +55,14 @@ impl Caller {
 pub(crate) struct EffectivePolicies {
     identity: Vec<(String, Arc<Policy>)>,
     boundary: Option<(String, Arc<Policy>)>,
-    session: Option<Vec<(String, Arc<Policy>)>>,
+    pub(crate) session: Option<Vec<(String, Arc<Policy>)>>,
 }
 
 impl EffectivePolicies {
+    pub fn push_identity(&mut self, name: String, policy: Arc<Policy>) {
+        self.identity.push((name, policy));
+    }
+
     /// Borrows the compiled policies as the engine's view; `f` runs the evaluation.
     pub fn with_set<R>(&self, f: impl FnOnce(&PolicySet<'_>) -> R) -> R {
         let identity: Vec<NamedPolicy<'_>> = self
@@ -211,7 +215,24 @@ impl Broker {
                 let user = self.load_user(name)?.ok_or_else(|| {
                     BrokerError::Unauthenticated("the session's user no longer exists".into())
                 })?;
-                self.user_policies(&user)
+                let mut policies = self.user_policies(&user)?;
+                let session: Option<Session> =
+                    store::read(self.store.as_ref(), Table::Sessions, caller.jti())?;
+                let restricted = session.map(|s| s.session_policies).unwrap_or_default();
+                if !restricted.is_empty() {
+                    policies.session = Some(
+                        restricted
+                            .iter()
+                            .map(|doc| {
+                                Ok((
+                                    "session_policy".to_string(),
+                                    self.compiled(PolicyKind::Session, doc)?,
+                                ))
+                            })
+                            .collect::<Result<Vec<_>, BrokerError>>()?,
+                    );
+                }
+                Ok(policies)
             }
             TokenKind::AssumedRole => {
                 let role_arn = caller.role_arn().unwrap_or_default();

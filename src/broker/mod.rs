@@ -11,6 +11,7 @@ mod caller;
 mod error;
 mod iam;
 mod keys;
+mod review;
 mod sts;
 mod tokens;
 
@@ -18,6 +19,7 @@ pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
 pub use iam::{Holder, Page};
 pub use keys::KeyRing;
+pub use review::{Grant, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use tokens::AuthorizeOutcome;
 

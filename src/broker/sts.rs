@@ -166,7 +166,7 @@ impl Broker {
         let now = self.now();
         let params = json!({ "user_name": user_name, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
         let keys = lockout_keys(user_name, meta);
-        if let Err(retry_after) = self.lockout_check(&keys, now)? {
+        if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
             self.audit_login(
                 meta,
                 user_name,
@@ -186,6 +186,7 @@ impl Broker {
             .map(|p| p.phc.clone())
             .unwrap_or_else(|| self.dummy_phc.clone());
         let has_profile = user.as_ref().is_some_and(|u| u.login_profile.is_some());
+        let password_for_rehash = password.clone();
         let verified = self
             .hash_job(move || password::verify_password(&password, &phc))
             .await??;
@@ -213,7 +214,22 @@ impl Broker {
         };
         self.lockout_reset(&keys)?;
         let mfa_auth_time = matches!(mfa, MfaCheck::Passed).then(|| unix_secs(now));
+        let must_change = self.password_must_change(&user, now)?;
+        if must_change == PasswordState::HardExpired {
+            self.audit_login(
+                meta,
+                user_name,
+                Outcome::Deny,
+                "password expired; an administrator must reset it",
+                params,
+                None,
+            )
+            .await?;
+            return Err(BrokerError::InvalidCredentials);
+        }
         self.touch_password_use(&user, now)?;
+        self.upgrade_hash_if_needed(&user, &password_for_rehash)
+            .await?;
         let amr = if mfa_auth_time.is_some() {
             vec!["pwd".into(), "otp".into()]
         } else {
@@ -238,10 +254,68 @@ impl Broker {
             transitive_tag_keys: vec![],
             chained: false,
             duration,
-            session_policies: vec![],
+            // An expired or reset password buys a session that can only change it.
+            session_policies: if must_change == PasswordState::MustChange {
+                vec![CHANGE_PASSWORD_ONLY.to_string()]
+            } else {
+                vec![]
+            },
         };
         self.mint(meta, "sts:GetSessionToken", params, spec, now)
             .await
+    }
+
+    fn password_must_change(
+        &self,
+        user: &User,
+        now: SystemTime,
+    ) -> Result<PasswordState, BrokerError> {
+        let Some(profile) = &user.login_profile else {
+            return Ok(PasswordState::Fine);
+        };
+        let policy = self.password_policy()?;
+        let age_ms = unix_ms(now) - profile.last_changed;
+        let expired =
+            policy.max_password_age > 0 && age_ms > i64::from(policy.max_password_age) * 86_400_000;
+        Ok(
+            match (expired, policy.hard_expiry, profile.password_reset_required) {
+                (true, true, _) => PasswordState::HardExpired,
+                (true, false, _) | (false, _, true) => PasswordState::MustChange,
+                _ => PasswordState::Fine,
+            },
+        )
+    }
+
+    /// Re-hashes a password made with older argon2 parameters, now that we have it.
+    async fn upgrade_hash_if_needed(
+        &self,
+        user: &User,
+        password: &SecretString,
+    ) -> Result<(), BrokerError> {
+        let Some(profile) = &user.login_profile else {
+            return Ok(());
+        };
+        let params = self.settings.argon2;
+        if !password::needs_rehash(&profile.phc, &params) {
+            return Ok(());
+        }
+        let salt: [u8; 16] = self.random()?;
+        let password = password.clone();
+        let phc = self
+            .hash_job(move || password::hash_password(&password, &salt, &params))
+            .await??;
+        let old = profile.phc.clone();
+        let key = name_key(&user.name);
+        store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+            if let Some(mut user) = tx.get::<User>(Table::Users, &key)?
+                && let Some(profile) = user.login_profile.as_mut()
+                && profile.phc == old
+            {
+                profile.phc = phc.clone();
+                tx.put(Table::Users, &key, &user);
+            }
+            Ok::<_, BrokerError>(())
+        })
     }
 
     async fn login_with_access_key(
@@ -255,7 +329,7 @@ impl Broker {
         let params =
             json!({ "access_key_id": access_key_id, "duration_seconds": duration.as_secs() });
         let keys = lockout_keys(access_key_id, meta);
-        if let Err(retry_after) = self.lockout_check(&keys, now)? {
+        if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
             self.audit_login(
                 meta,
                 access_key_id,
@@ -411,8 +485,11 @@ impl Broker {
         })
     }
 
-    fn lockout_check(
+    /// `Err(wait)` while any of `keys` is locked or backing off. A lockout that has been
+    /// served is cleared here and its end audited.
+    async fn lockout_check(
         &self,
+        meta: &RequestMeta,
         keys: &[String],
         now: SystemTime,
     ) -> Result<Result<(), Duration>, BrokerError> {
@@ -420,7 +497,26 @@ impl Broker {
         for key in keys {
             let state: Option<LockoutState> =
                 store::read(self.store.as_ref(), Table::Lockouts, key)?;
-            if let Some(Err(wait)) = state.map(|s| s.check(now, &self.settings.lockout)) {
+            let Some(state) = state else { continue };
+            if let Some(ended) = state.served_lock(now) {
+                let cleared = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+                    let current: Option<LockoutState> = tx.get(Table::Lockouts, key)?;
+                    let still_served =
+                        current.as_ref().and_then(|c| c.served_lock(now)) == Some(ended);
+                    if still_served {
+                        tx.delete(Table::Lockouts, key);
+                    }
+                    Ok::<_, BrokerError>(still_served)
+                })?;
+                if cleared {
+                    let mut event =
+                        self.event(meta, "stint:LockoutEnded", key, Outcome::Allow, now);
+                    event.reason = format!("{key} lockout ended at {}", unix_ms(ended));
+                    self.audit.append(event).await?;
+                }
+                continue;
+            }
+            if let Err(wait) = state.check(now, &self.settings.lockout) {
                 longest = Some(longest.map_or(wait, |l| l.max(wait)));
             }
         }
@@ -897,6 +993,16 @@ impl Broker {
         event.user_agent = meta.user_agent.clone();
         event
     }
+}
+
+/// The only rights of a session whose password must be changed first.
+const CHANGE_PASSWORD_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ChangePasswordOnly","Effect":"Allow","Action":["iam:ChangePassword","iam:GetAccountPasswordPolicy","sts:GetCallerIdentity"],"Resource":"*"}]}"#;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PasswordState {
+    Fine,
+    MustChange,
+    HardExpired,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1479,4 +1479,83 @@ impl iam_server::Iam for IamService {
             }),
         })
     }
+
+    // ---- self-service and review
+    async fn change_password(
+        &self,
+        request: Request<proto::ChangePasswordRequest>,
+    ) -> Reply<proto::ChangePasswordResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::ChangePasswordRequest {
+            old_password,
+            new_password,
+        } = request.into_inner();
+        let (old, new) = (
+            SecretString::new(old_password),
+            SecretString::new(new_password),
+        );
+        self.broker
+            .change_password(&caller, &meta, &old, &new)
+            .await?;
+        ok(proto::ChangePasswordResponse {})
+    }
+
+    async fn get_credential_report(
+        &self,
+        request: Request<proto::GetCredentialReportRequest>,
+    ) -> Reply<proto::GetCredentialReportResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let format = request.into_inner().format;
+        let (content, report_format) = self
+            .broker
+            .credential_report(&caller, &meta, &format)
+            .await?;
+        ok(proto::GetCredentialReportResponse {
+            content,
+            report_format,
+            generated_time: Some(convert::timestamp(self.broker.now())),
+        })
+    }
+
+    async fn simulate_principal_policy(
+        &self,
+        request: Request<proto::SimulatePrincipalPolicyRequest>,
+    ) -> Reply<proto::SimulatePrincipalPolicyResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::SimulatePrincipalPolicyRequest {
+            policy_source_arn,
+            action_names,
+            resource_arns,
+            context_entries,
+            policy_input_list,
+        } = request.into_inner();
+        let context: Vec<(String, Vec<String>)> = context_entries
+            .into_iter()
+            .map(|proto::ContextEntry { key, values }| (key, values))
+            .collect();
+        let results = self
+            .broker
+            .simulate_principal_policy(
+                &caller,
+                &meta,
+                &policy_source_arn,
+                &action_names,
+                &resource_arns,
+                &context,
+                &policy_input_list,
+            )
+            .await?;
+        ok(proto::SimulatePrincipalPolicyResponse {
+            evaluation_results: results
+                .into_iter()
+                .map(|r| proto::EvaluationResult {
+                    eval_action_name: r.action,
+                    eval_resource_name: r.resource,
+                    eval_decision: convert::decision(r.decision) as i32,
+                    matched_statements: r.matched,
+                    reason: r.reason,
+                })
+                .collect(),
+        })
+    }
 }

@@ -150,6 +150,13 @@ impl LockoutState {
         *self = Self::default();
     }
 
+    /// When a lockout that has been fully served ended (so its end can be audited once).
+    pub fn served_lock(&self, now: SystemTime) -> Option<SystemTime> {
+        self.locked_until_unix_ms
+            .filter(|&until| unix_ms(now) >= until)
+            .map(|until| UNIX_EPOCH + Duration::from_millis(until))
+    }
+
     /// Whether a lockout is in force at `now`.
     pub fn is_locked(&self, now: SystemTime) -> bool {
         self.locked_until_unix_ms

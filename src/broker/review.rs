@@ -1,0 +1,472 @@
+//! Self-service password changes and the access-review use cases: the credential report,
+//! policy simulation for a principal, and "who can do this?".
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use crate::audit::event::Outcome;
+use crate::core::authn::password;
+use crate::core::model::{AccessKey, AccessKeyStatus, Role, User, name_key};
+use crate::core::policy::{self, Decision, NamedPolicy, PolicyKind, Request};
+use crate::core::secret::SecretString;
+use crate::store::{self, Table, Tx};
+
+use super::caller::{Caller, RequestMeta, base_context, iso8601};
+use super::{Broker, BrokerError, unix_ms};
+
+/// One decision of [`Broker::simulate_principal_policy`].
+#[derive(Debug, Clone)]
+pub struct SimulationResult {
+    pub action: String,
+    pub resource: String,
+    pub decision: Decision,
+    pub matched: Vec<String>,
+    pub reason: String,
+}
+
+/// One principal that [`Broker::who_can`] found allowed, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Grant {
+    pub principal_arn: String,
+    pub kind: &'static str,
+    pub matched: Vec<String>,
+    pub via: String,
+}
+
+fn iso_ms(ms: Option<i64>) -> String {
+    ms.map(|m| iso8601(m / 1000))
+        .unwrap_or_else(|| "N/A".into())
+}
+
+impl Broker {
+    /// The caller changes their own password, proving the old one.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        old_password: &SecretString,
+        new_password: &SecretString,
+    ) -> Result<(), BrokerError> {
+        let now = self.now();
+        let user_name = caller
+            .user_name()
+            .ok_or_else(|| BrokerError::invalid("caller", "only IAM users have a password"))?
+            .to_string();
+        let mut event = self.event(
+            meta,
+            "iam:ChangePassword",
+            caller.arn(),
+            Outcome::Allow,
+            now,
+        );
+        event.rotation = true;
+        event.params = json!({ "user_name": user_name });
+        let result = self
+            .change_password_inner(caller, meta, &user_name, old_password, new_password, now)
+            .await;
+        if let Err(err) = &result {
+            event.outcome = if matches!(
+                err,
+                BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials
+            ) {
+                Outcome::Deny
+            } else {
+                Outcome::Error
+            };
+            event.reason = err.to_string();
+        }
+        self.audit.append(event).await?;
+        result
+    }
+
+    async fn change_password_inner(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        user_name: &str,
+        old_password: &SecretString,
+        new_password: &SecretString,
+        now: SystemTime,
+    ) -> Result<(), BrokerError> {
+        let policy = self.password_policy()?;
+        // As in AWS: the account setting lets every user change their own password;
+        // otherwise an identity policy must allow iam:ChangePassword.
+        if !policy.allow_users_to_change_password {
+            let user = self
+                .load_user(user_name)?
+                .ok_or_else(|| BrokerError::NotFound(format!("user {user_name}")))?;
+            self.require(caller, meta, "iam:ChangePassword", &user.arn)?;
+        }
+        policy
+            .check(new_password.expose())
+            .map_err(|m| BrokerError::invalid("new_password", m))?;
+        let user = self
+            .load_user(user_name)?
+            .ok_or_else(|| BrokerError::NotFound(format!("user {user_name}")))?;
+        let profile = user
+            .login_profile
+            .clone()
+            .ok_or_else(|| BrokerError::NotFound(format!("login profile for user {user_name}")))?;
+        let (old, phc) = (old_password.clone(), profile.phc.clone());
+        if !self
+            .hash_job(move || password::verify_password(&old, &phc))
+            .await??
+        {
+            return Err(BrokerError::InvalidCredentials);
+        }
+        // Reuse prevention: the current password counts as the most recent one.
+        let remembered: Vec<String> = std::iter::once(profile.phc.clone())
+            .chain(profile.history.iter().cloned())
+            .take(policy.password_reuse_prevention as usize)
+            .collect();
+        for previous in remembered {
+            let candidate = new_password.clone();
+            if self
+                .hash_job(move || password::verify_password(&candidate, &previous))
+                .await??
+            {
+                return Err(BrokerError::invalid(
+                    "new_password",
+                    format!(
+                        "must differ from the last {} passwords",
+                        policy.password_reuse_prevention
+                    ),
+                ));
+            }
+        }
+        let salt: [u8; 16] = self.random()?;
+        let params = self.settings.argon2;
+        let new = new_password.clone();
+        let new_phc = self
+            .hash_job(move || password::hash_password(&new, &salt, &params))
+            .await??;
+        let key = name_key(user_name);
+        let now_ms = unix_ms(now);
+        store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
+            let mut user: User = tx
+                .get(Table::Users, &key)?
+                .ok_or_else(|| BrokerError::NotFound(format!("user {user_name}")))?;
+            let profile = user.login_profile.as_mut().ok_or_else(|| {
+                BrokerError::NotFound(format!("login profile for user {user_name}"))
+            })?;
+            let mut history = vec![profile.phc.clone()];
+            history.extend(profile.history.drain(..));
+            history.truncate(24);
+            profile.history = history;
+            profile.phc = new_phc.clone();
+            profile.last_changed = now_ms;
+            profile.password_reset_required = false;
+            tx.put(Table::Users, &key, &user);
+            Ok(())
+        })
+    }
+
+    /// AWS's credential report, as CSV or JSON.
+    pub async fn credential_report(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        format: &str,
+    ) -> Result<(Vec<u8>, String), BrokerError> {
+        let format = match format {
+            "" | "csv" | "text/csv" => "text/csv",
+            "json" | "application/json" => "application/json",
+            other => {
+                return Err(BrokerError::invalid(
+                    "format",
+                    format!("must be csv or json, got {other:?}"),
+                ));
+            }
+        };
+        self.require(caller, meta, "iam:GetCredentialReport", "*")?;
+        let now = self.now();
+        let store = self.store.as_ref();
+        let users: Vec<User> = store::read_page(store, Table::Users, "", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect();
+        let keys: Vec<AccessKey> =
+            store::read_page(store, Table::AccessKeys, "", None, usize::MAX)?
+                .into_iter()
+                .map(|(_, k)| k)
+                .collect();
+        let mut rows = Vec::new();
+        for user in &users {
+            let mfa_active = !self.enabled_mfa_devices(&user.name)?.is_empty();
+            let mut user_keys: Vec<&AccessKey> = keys
+                .iter()
+                .filter(|k| k.user_name.eq_ignore_ascii_case(&user.name))
+                .collect();
+            user_keys.sort_by_key(|k| k.create_date);
+            let key_fields = |i: usize| -> serde_json::Value {
+                match user_keys.get(i) {
+                    Some(k) => json!({
+                        "active": k.status == AccessKeyStatus::Active,
+                        "last_rotated": iso_ms(Some(k.create_date)),
+                        "last_used_date": iso_ms(k.last_used),
+                        "age_days": (unix_ms(now) - k.create_date) / 86_400_000,
+                    }),
+                    None => {
+                        json!({"active": false, "last_rotated": "N/A", "last_used_date": "N/A", "age_days": serde_json::Value::Null})
+                    }
+                }
+            };
+            let profile = user.login_profile.as_ref();
+            rows.push(json!({
+                "user": user.name,
+                "arn": user.arn,
+                "user_creation_time": iso_ms(Some(user.create_date)),
+                "password_enabled": profile.is_some(),
+                "password_last_used": iso_ms(profile.and_then(|p| p.last_used)),
+                "password_last_changed": iso_ms(profile.map(|p| p.last_changed)),
+                "mfa_active": mfa_active,
+                "access_key_1": key_fields(0),
+                "access_key_2": key_fields(1),
+            }));
+        }
+        let mut event = self.event(
+            meta,
+            "iam:GetCredentialReport",
+            caller.arn(),
+            Outcome::Allow,
+            now,
+        );
+        event.params = json!({"format": format, "users": rows.len()});
+        self.audit.append(event).await?;
+        if format == "application/json" {
+            return Ok((
+                serde_json::to_vec_pretty(&rows).unwrap_or_default(),
+                format.into(),
+            ));
+        }
+        let mut csv = String::from(
+            "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date\n",
+        );
+        for row in &rows {
+            let field = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let cells = [
+                field(&row["user"]),
+                field(&row["arn"]),
+                field(&row["user_creation_time"]),
+                field(&row["password_enabled"]),
+                field(&row["password_last_used"]),
+                field(&row["password_last_changed"]),
+                field(&row["mfa_active"]),
+                field(&row["access_key_1"]["active"]),
+                field(&row["access_key_1"]["last_rotated"]),
+                field(&row["access_key_1"]["last_used_date"]),
+                field(&row["access_key_2"]["active"]),
+                field(&row["access_key_2"]["last_rotated"]),
+                field(&row["access_key_2"]["last_used_date"]),
+            ];
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        Ok((csv.into_bytes(), format.into()))
+    }
+
+    /// SimulatePrincipalPolicy: decisions for a user or role over actions × resources,
+    /// with the context keys given (nothing derived from a live session).
+    pub async fn simulate_principal_policy(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        policy_source_arn: &str,
+        actions: &[String],
+        resources: &[String],
+        context: &[(String, Vec<String>)],
+        extra_policies: &[String],
+    ) -> Result<Vec<SimulationResult>, BrokerError> {
+        if actions.is_empty() {
+            return Err(BrokerError::invalid(
+                "action_names",
+                "give at least one action",
+            ));
+        }
+        self.require(
+            caller,
+            meta,
+            "iam:SimulatePrincipalPolicy",
+            policy_source_arn,
+        )?;
+        let parsed = crate::core::model::Arn::parse(policy_source_arn)
+            .and_then(|a| {
+                a.kind_and_name()
+                    .map(|(k, n)| (k.to_string(), n.to_string()))
+            })
+            .ok_or_else(|| {
+                BrokerError::invalid("policy_source_arn", "must be a user or role ARN")
+            })?;
+        let mut effective = match parsed.0.as_str() {
+            "user" => {
+                let user = self
+                    .load_user(&parsed.1)?
+                    .filter(|u| u.arn == policy_source_arn)
+                    .ok_or_else(|| BrokerError::NotFound(format!("user {policy_source_arn}")))?;
+                self.user_policies(&user)?
+            }
+            "role" => {
+                let role = self
+                    .load_role(&parsed.1)?
+                    .filter(|r| r.arn == policy_source_arn)
+                    .ok_or_else(|| BrokerError::NotFound(format!("role {policy_source_arn}")))?;
+                self.role_policies(&role, &[])?
+            }
+            _ => {
+                return Err(BrokerError::invalid(
+                    "policy_source_arn",
+                    "must be a user or role ARN",
+                ));
+            }
+        };
+        for (i, doc) in extra_policies.iter().enumerate() {
+            let compiled = policy::Policy::parse(doc, PolicyKind::Managed).map_err(|error| {
+                BrokerError::MalformedPolicy {
+                    field: format!("policy_input_list[{i}]"),
+                    error,
+                }
+            })?;
+            effective.push_identity(
+                format!("policy_input_list[{i}]"),
+                std::sync::Arc::new(compiled),
+            );
+        }
+        let mut ctx = base_context(self.account(), meta, self.now());
+        if parsed.0 == "user" {
+            ctx.insert("aws:username", parsed.1.clone());
+        }
+        ctx.insert("aws:PrincipalArn", policy_source_arn);
+        for (key, values) in context {
+            ctx.insert_multi(key, values.clone());
+        }
+        let resources: Vec<String> = if resources.is_empty() {
+            vec!["*".into()]
+        } else {
+            resources.to_vec()
+        };
+        let mut out = Vec::new();
+        for action in actions {
+            for resource in &resources {
+                let request = Request {
+                    principal: Some(policy_source_arn),
+                    action,
+                    resource,
+                    context: &ctx,
+                };
+                let evaluation = effective.with_set(|set| policy::evaluate(&request, set));
+                out.push(SimulationResult {
+                    action: action.clone(),
+                    resource: resource.clone(),
+                    decision: evaluation.decision,
+                    matched: evaluation.matched.iter().map(|m| m.to_string()).collect(),
+                    reason: evaluation.reason,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user and role allowed `action` on `resource` (roles also list who may assume
+    /// them), with the statements that allow it.
+    pub fn who_can(&self, action: &str, resource: &str) -> Result<Vec<Grant>, BrokerError> {
+        let store = self.store.as_ref();
+        let now = self.now();
+        let mut grants = Vec::new();
+        let users: Vec<User> = store::read_page(store, Table::Users, "", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect();
+        let roles: Vec<Role> = store::read_page(store, Table::Roles, "", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        for user in &users {
+            let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
+            ctx.insert("aws:username", user.name.clone());
+            ctx.insert("aws:MultiFactorAuthPresent", "true");
+            let request = Request {
+                principal: Some(&user.arn),
+                action,
+                resource,
+                context: &ctx,
+            };
+            let evaluation = self
+                .user_policies(user)?
+                .with_set(|set| policy::evaluate(&request, set));
+            if evaluation.decision == Decision::Allow {
+                let groups = if user.groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (groups: {})", user.groups.join(", "))
+                };
+                grants.push(Grant {
+                    principal_arn: user.arn.clone(),
+                    kind: "user",
+                    matched: evaluation.matched.iter().map(|m| m.to_string()).collect(),
+                    via: format!("identity policies{groups}"),
+                });
+            }
+        }
+        for role in &roles {
+            let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
+            ctx.insert("aws:MultiFactorAuthPresent", "true");
+            let request = Request {
+                principal: Some(&role.arn),
+                action,
+                resource,
+                context: &ctx,
+            };
+            let evaluation = self
+                .role_policies(role, &[])?
+                .with_set(|set| policy::evaluate(&request, set));
+            if evaluation.decision != Decision::Allow {
+                continue;
+            }
+            // Who may assume it (ignoring conditions that need a live request, e.g. MFA age).
+            let trust = self.compiled(PolicyKind::Trust, &role.assume_role_policy_document)?;
+            let mut assumers = Vec::new();
+            for user in &users {
+                let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
+                ctx.insert("aws:username", user.name.clone());
+                ctx.insert("aws:MultiFactorAuthPresent", "true");
+                ctx.insert("aws:MultiFactorAuthAge", "0");
+                let request = Request {
+                    principal: Some(&user.arn),
+                    action: "sts:AssumeRole",
+                    resource: &role.arn,
+                    context: &ctx,
+                };
+                let decision = self.user_policies(user)?.with_set(|set| {
+                    policy::evaluate_assume_role(
+                        &request,
+                        NamedPolicy {
+                            name: "trust_policy",
+                            policy: &trust,
+                        },
+                        set,
+                        &self.account().id,
+                    )
+                });
+                if decision.decision == Decision::Allow {
+                    assumers.push(user.name.clone());
+                }
+            }
+            let via = if assumers.is_empty() {
+                "role policies; no user can assume it".to_string()
+            } else {
+                format!("role policies; assumable by {}", assumers.join(", "))
+            };
+            grants.push(Grant {
+                principal_arn: role.arn.clone(),
+                kind: "role",
+                matched: evaluation.matched.iter().map(|m| m.to_string()).collect(),
+                via,
+            });
+        }
+        Ok(grants)
+    }
+}
