@@ -322,3 +322,86 @@ mod tests {
         }
     }
 }
+
+/// Rough timings next to the bare ring primitive (`cargo test --release --lib -- --ignored
+/// timing --nocapture`). Prints only: benchmarks belong in `benches/`, never assertions.
+#[cfg(test)]
+mod timing {
+    use std::hint::black_box;
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use ring::rand::SystemRandom;
+    use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+
+    use crate::core::token::claims::tests::sample;
+    use crate::core::token::{Claims, Ed25519Signer, Verifier, b64url_encode, provider};
+
+    /// Best batch average over `n` calls in batches of 100: the minimum filters out the
+    /// noise of a shared machine.
+    fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
+        const BATCH: u32 = 100;
+        for _ in 0..BATCH {
+            f();
+        }
+        (0..n / BATCH)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..BATCH {
+                    f();
+                }
+                start.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH)
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    #[ignore = "timing report, run explicitly in release"]
+    fn timing_sign_verify_vs_bare_ring() {
+        const N: u32 = 5_000;
+        provider::install().unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let signer = Ed25519Signer::from_pkcs8("k1".into(), &pkcs8).unwrap();
+        let bare = Ed25519KeyPair::from_pkcs8(pkcs8.expose()).unwrap();
+        let claims = sample();
+        let token = signer.sign(&claims).unwrap();
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let sig = crate::core::token::b64url_decode(sig.as_bytes()).unwrap();
+        let public = UnparsedPublicKey::new(&ED25519, signer.public_key());
+        let mut verifier = Verifier::new("https://stint.example".into(), "stint".into(), 0);
+        verifier.insert_key("k1".into(), signer.public_key());
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let dec = DecodingKey::from_ed_components(&b64url_encode(&signer.public_key())).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.set_audience(&["stint"]);
+
+        let ring_sign = per_op(N, || {
+            black_box(bare.sign(black_box(signed.as_bytes())));
+        });
+        let our_sign = per_op(N, || {
+            black_box(signer.sign(black_box(&claims)).unwrap());
+        });
+        let ring_verify = per_op(N, || {
+            public.verify(black_box(signed.as_bytes()), &sig).unwrap();
+        });
+        let our_verify = per_op(N, || {
+            black_box(verifier.verify(black_box(&token), now).unwrap());
+        });
+        let jwt_verify = per_op(N, || {
+            black_box(
+                jsonwebtoken::decode::<Claims>(black_box(&token), &dec, &validation).unwrap(),
+            );
+        });
+        println!("token: {} bytes", token.len());
+        println!(
+            "sign:   ring {ring_sign:.1} µs, Ed25519Signer {our_sign:.1} µs ({:.2}x)",
+            our_sign / ring_sign
+        );
+        println!(
+            "verify: ring {ring_verify:.1} µs, Verifier {our_verify:.1} µs ({:.2}x), jsonwebtoken::decode {jwt_verify:.1} µs ({:.2}x)",
+            our_verify / ring_verify,
+            jwt_verify / ring_verify
+        );
+    }
+}
