@@ -224,4 +224,14 @@ impl Broker {
     pub fn issuer(&self) -> &str {
         &self.settings.issuer
     }
+
+    /// The verifier for every published key (offline-style verification, benchmarks).
+    pub fn token_verifier(&self) -> Arc<crate::core::token::Verifier> {
+        self.keys.verifier()
+    }
+
+    /// The public half of the key signing new credentials.
+    pub fn signing_public_key(&self) -> [u8; 32] {
+        self.keys.signer().public_key()
+    }
 }
