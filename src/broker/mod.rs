@@ -19,7 +19,7 @@ pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
 pub use iam::{Holder, Page};
 pub use keys::KeyRing;
-pub use review::{Grant, SimulationResult};
+pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use tokens::AuthorizeOutcome;
 

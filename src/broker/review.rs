@@ -25,6 +25,17 @@ pub struct SimulationResult {
     pub reason: String,
 }
 
+/// What [`Broker::simulate_principal_policy`] evaluates.
+#[derive(Debug, Clone, Default)]
+pub struct SimulationInput {
+    pub policy_source_arn: String,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    pub context: Vec<(String, Vec<String>)>,
+    /// Extra identity policies to add for this simulation only.
+    pub extra_policies: Vec<String>,
+}
+
 /// One principal that [`Broker::who_can`] found allowed, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Grant {
@@ -151,7 +162,7 @@ impl Broker {
                 BrokerError::NotFound(format!("login profile for user {user_name}"))
             })?;
             let mut history = vec![profile.phc.clone()];
-            history.extend(profile.history.drain(..));
+            history.append(&mut profile.history);
             history.truncate(24);
             profile.history = history;
             profile.phc = new_phc.clone();
@@ -275,11 +286,7 @@ impl Broker {
         &self,
         caller: &Caller,
         meta: &RequestMeta,
-        policy_source_arn: &str,
-        actions: &[String],
-        resources: &[String],
-        context: &[(String, Vec<String>)],
-        extra_policies: &[String],
+        input: &SimulationInput,
     ) -> Result<Vec<SimulationResult>, BrokerError> {
         if actions.is_empty() {
             return Err(BrokerError::invalid(

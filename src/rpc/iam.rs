@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, BrokerError, Caller, Holder, RequestMeta};
+use crate::broker::{Broker, BrokerError, Caller, Holder, RequestMeta, SimulationInput};
 use crate::core::model::AccessKeyStatus;
 use crate::core::secret::SecretString;
 use crate::proto::{self, iam_server};
@@ -1538,11 +1538,13 @@ impl iam_server::Iam for IamService {
             .simulate_principal_policy(
                 &caller,
                 &meta,
-                &policy_source_arn,
-                &action_names,
-                &resource_arns,
-                &context,
-                &policy_input_list,
+                &SimulationInput {
+                    policy_source_arn,
+                    actions: action_names,
+                    resources: resource_arns,
+                    context,
+                    extra_policies: policy_input_list,
+                },
             )
             .await?;
         ok(proto::SimulatePrincipalPolicyResponse {
