@@ -288,6 +288,14 @@ impl Broker {
         meta: &RequestMeta,
         input: &SimulationInput,
     ) -> Result<Vec<SimulationResult>, BrokerError> {
+        let SimulationInput {
+            policy_source_arn,
+            actions,
+            resources,
+            context,
+            extra_policies,
+        } = input;
+        let policy_source_arn = policy_source_arn.as_str();
         if actions.is_empty() {
             return Err(BrokerError::invalid(
                 "action_names",
