@@ -125,3 +125,36 @@ impl Broker {
             .map_err(BrokerError::from)
     }
 }
+
+impl Broker {
+    /// Retention: deletes audit events older than `keep`, behind a signed anchor so the
+    /// rest of the chain still verifies. Runs on the blocking pool (it verifies first).
+    pub async fn prune_audit(
+        &self,
+        keep: std::time::Duration,
+    ) -> Result<chain::PruneReport, BrokerError> {
+        let now_ms = super::unix_ms(self.now());
+        let cutoff = chain::PruneCutoff::BeforeTimeMs(now_ms - keep.as_millis() as i64);
+        let store = self.store.clone();
+        let keys = self.checkpoint_keys();
+        let report = tokio::task::spawn_blocking(move || {
+            chain::prune_before(store.as_ref(), cutoff, &keys, now_ms)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(format!("prune task failed: {e}")))?
+        .map_err(|e| BrokerError::Internal(format!("audit prune: {e}")))?;
+        if report.deleted_events > 0 {
+            let mut event = self.event(
+                &RequestMeta::default(),
+                "stint:PruneAuditLog",
+                "stint",
+                Outcome::Allow,
+                self.now(),
+            );
+            event.params =
+                json!({"deleted_events": report.deleted_events, "anchor_seq": report.anchor_seq});
+            self.audit.append(event).await?;
+        }
+        Ok(report)
+    }
+}

@@ -92,6 +92,11 @@ pub struct BrokerSettings {
     pub hash_concurrency: usize,
 }
 
+/// Half the cores hash passwords at most, so a login flood leaves the rest to other RPCs.
+pub fn default_hash_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 impl BrokerSettings {
     pub fn dev(account: Account) -> Self {
         Self {
@@ -101,9 +106,7 @@ impl BrokerSettings {
             clock_skew: Duration::from_secs(60),
             argon2: Argon2Params::default(),
             lockout: LockoutPolicy::default(),
-            hash_concurrency: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            hash_concurrency: default_hash_concurrency(),
         }
     }
 }

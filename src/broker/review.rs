@@ -385,6 +385,41 @@ impl Broker {
         Ok(out)
     }
 
+    /// [`Self::who_can`], authorized (`iam:SimulatePrincipalPolicy` on `*`) and audited.
+    pub async fn review_who_can(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        action: &str,
+        resource: &str,
+    ) -> Result<Vec<Grant>, BrokerError> {
+        if !action.contains(':') {
+            return Err(BrokerError::invalid(
+                "action_name",
+                "must look like service:Action",
+            ));
+        }
+        if resource.is_empty() {
+            return Err(BrokerError::invalid("resource_arn", "is required"));
+        }
+        let decision = self.require(caller, meta, "iam:SimulatePrincipalPolicy", "*");
+        let mut event = self.event(
+            meta,
+            "stint:WhoCan",
+            caller.arn(),
+            Outcome::Allow,
+            self.now(),
+        );
+        event.params = json!({"action_name": action, "resource_arn": resource});
+        if let Err(err) = &decision {
+            event.outcome = Outcome::Deny;
+            event.reason = err.to_string();
+        }
+        self.audit.append(event).await?;
+        decision?;
+        self.who_can(action, resource)
+    }
+
     /// Every user and role allowed `action` on `resource` (roles also list who may assume
     /// them), with the statements that allow it.
     pub fn who_can(&self, action: &str, resource: &str) -> Result<Vec<Grant>, BrokerError> {

@@ -2,6 +2,7 @@
 //! dispatches.
 
 pub mod audit;
+pub mod bench;
 pub mod init;
 pub mod policy;
 pub mod serve;
@@ -57,6 +58,8 @@ pub enum Command {
     /// Audit log tools that work on a stopped daemon's data dir.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load-test a throwaway in-process broker over loopback gRPC.
+    Bench(bench::BenchArgs),
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -197,6 +200,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Init(args) => run_init(args),
         Command::Audit(command) => run_audit(command),
+        Command::Bench(args) => {
+            runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
+        }
     };
     match result {
         Ok(code) => code,

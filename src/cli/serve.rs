@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::chain::CheckpointPolicy;
 use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
-use crate::broker::{Broker, BrokerSettings, Clock, RequestMeta};
+use crate::broker::{Broker, BrokerSettings, Clock, RequestMeta, default_hash_concurrency};
 use crate::config::Config;
 use crate::core::authn::lockout::LockoutPolicy;
 use crate::core::authn::password::Argon2Params;
@@ -118,6 +118,7 @@ impl Daemon {
             self.broker.clone(),
             Duration::from_secs(self.config.sweeper.interval_seconds.max(1)),
             Duration::from_secs(self.config.tokens.rotation_interval_hours * 3600),
+            Duration::from_secs(self.config.audit.retention_days * 86_400),
         ));
         let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
         sweeper.abort();
@@ -128,9 +129,15 @@ impl Daemon {
     }
 }
 
-async fn sweep_loop(broker: Arc<Broker>, every: Duration, rotate_every: Duration) {
+async fn sweep_loop(
+    broker: Arc<Broker>,
+    every: Duration,
+    rotate_every: Duration,
+    retention: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = None;
     loop {
         tick.tick().await;
         if let Err(err) = broker.sweep() {
@@ -138,6 +145,15 @@ async fn sweep_loop(broker: Arc<Broker>, every: Duration, rotate_every: Duration
         }
         if let Err(err) = broker.purge_expired_keys().await {
             tracing::warn!(error = %err, "signing-key purge failed");
+        }
+        // Pruning verifies the chain first, so it runs hourly rather than every sweep.
+        let prune_due = last_prune
+            .is_none_or(|at: tokio::time::Instant| at.elapsed() >= Duration::from_secs(3600));
+        if !retention.is_zero() && prune_due {
+            last_prune = Some(tokio::time::Instant::now());
+            if let Err(err) = broker.prune_audit(retention).await {
+                tracing::warn!(error = %err, "audit retention prune failed");
+            }
         }
         if !rotate_every.is_zero() {
             match broker.rotation_due(rotate_every) {

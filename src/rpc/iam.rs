@@ -1560,4 +1560,30 @@ impl iam_server::Iam for IamService {
                 .collect(),
         })
     }
+
+    async fn who_can(
+        &self,
+        request: Request<proto::WhoCanRequest>,
+    ) -> Reply<proto::WhoCanResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::WhoCanRequest {
+            action_name,
+            resource_arn,
+        } = request.into_inner();
+        let grants = self
+            .broker
+            .review_who_can(&caller, &meta, &action_name, &resource_arn)
+            .await?;
+        ok(proto::WhoCanResponse {
+            grants: grants
+                .into_iter()
+                .map(|g| proto::AccessGrant {
+                    principal_arn: g.principal_arn,
+                    principal_type: g.kind.into(),
+                    matched_statements: g.matched,
+                    via: g.via,
+                })
+                .collect(),
+        })
+    }
 }
