@@ -49,9 +49,7 @@ pub fn broker_settings(config: &Config) -> BrokerSettings {
             lockout_seconds: config.lockout.lockout_seconds,
             reset_after_seconds: config.lockout.reset_after_seconds,
         },
-        hash_concurrency: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        hash_concurrency: default_hash_concurrency(),
     }
 }
 
