@@ -70,10 +70,10 @@ pub struct AuditListArgs {
     /// Only events of this principal ARN.
     #[arg(long)]
     pub principal: Option<String>,
-    /// Only events with this name (e.g. AssumeRole).
+    /// Only events with this name (e.g. sts:AssumeRole).
     #[arg(long)]
     pub event_name: Option<String>,
-    /// Only this outcome (e.g. allow, deny, error).
+    /// Only this outcome: Allow, Deny or Error.
     #[arg(long)]
     pub outcome: Option<String>,
     /// Events at or after this RFC 3339 time.
@@ -206,7 +206,7 @@ pub fn iam(args: IamArgs, env: &Env) -> Result<ExitCode, CliError> {
     let iam = call::service("Iam")?;
     if args.list {
         for m in iam.methods() {
-            println!("{}", m.name());
+            super::say(format_args!("{}", m.name()))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -305,10 +305,10 @@ pub fn audit_chain_verify(auth: AuthFlags, env: &Env) -> Result<ExitCode, CliErr
             .map_err(super::status_error)
     })?;
     let json = call::to_json(&answer)?;
-    println!(
+    super::say(format_args!(
         "{}",
         serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
+    ))?;
     Ok(if json["intact"] == Value::Bool(true) {
         ExitCode::SUCCESS
     } else {

@@ -273,7 +273,13 @@ pub async fn call_and_print(
     request: Request<DynamicMessage>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    // A closed pipe (`| head`) ends the output quietly.
     let io = |e: std::io::Error| CliError::new(format!("cannot write output: {e}"));
+    let quiet = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(io(e)),
+        Ok(()) => Ok(true),
+    };
     if method.is_client_streaming() {
         return Err(CliError::new(format!(
             "{} is client-streaming; the CLI does not send streams",
@@ -285,8 +291,10 @@ pub async fn call_and_print(
             .await
             .map_err(super::status_error)?;
         while let Some(msg) = stream.message().await.map_err(super::status_error)? {
-            writeln!(out, "{}", to_json(&msg)?).map_err(io)?;
-            out.flush().map_err(io)?;
+            let line = to_json(&msg)?;
+            if !quiet(writeln!(out, "{line}").and_then(|()| out.flush()))? {
+                return Ok(());
+            }
         }
         return Ok(());
     }
@@ -295,7 +303,7 @@ pub async fn call_and_print(
         .map_err(super::status_error)?;
     let text = serde_json::to_string_pretty(&to_json(&response)?)
         .map_err(|e| CliError::new(e.to_string()))?;
-    writeln!(out, "{text}").map_err(io)
+    quiet(writeln!(out, "{text}")).map(|_| ())
 }
 
 #[cfg(test)]

@@ -226,12 +226,12 @@ pub fn login(args: LoginArgs, env: &Env) -> Result<ExitCode, CliError> {
     } else {
         ""
     };
-    println!(
+    super::say(format_args!(
         "Logged in to {} as {who}{mfa} (profile '{}'); session expires {}",
         cached.endpoint,
         ctx.profile,
         expiry(cached.expiration, super::now())
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -324,22 +324,22 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
                 "session_token": cached.session_token.expose(),
                 "expiration": rfc3339(cached.expiration),
             });
-            println!(
+            super::say(format_args!(
                 "{}",
                 serde_json::to_string_pretty(&json).unwrap_or_default()
-            );
+            ))?;
         }
         CredentialsOutput::Env => {
-            println!(
+            super::say(format_args!(
                 "export STINT_TOKEN={}",
                 shell_quote(cached.session_token.expose())
-            );
-            println!(
+            ))?;
+            super::say(format_args!(
                 "export STINT_TOKEN_EXPIRATION={}",
                 rfc3339(cached.expiration)
-            );
+            ))?;
             if !arn.is_empty() {
-                println!("# {arn}");
+                super::say(format_args!("# {arn}"))?;
             }
         }
     }
@@ -394,22 +394,22 @@ pub fn whoami(args: WhoamiArgs, env: &Env) -> Result<ExitCode, CliError> {
                 "expiration": expiration.map(rfc3339),
                 "expires_in_seconds": expiration.map(|t| (t - now).whole_seconds()),
             });
-            println!(
+            super::say(format_args!(
                 "{}",
                 serde_json::to_string_pretty(&json).unwrap_or_default()
-            );
+            ))?;
         }
         OutputFormat::Text => {
-            println!("arn:      {}", identity.arn);
-            println!("account:  {}", identity.account);
-            println!("user id:  {}", identity.user_id);
-            println!("from:     {source}");
-            println!(
+            super::say(format_args!("arn:      {}", identity.arn))?;
+            super::say(format_args!("account:  {}", identity.account))?;
+            super::say(format_args!("user id:  {}", identity.user_id))?;
+            super::say(format_args!("from:     {source}"))?;
+            super::say(format_args!(
                 "mfa:      {}",
                 if peek.stint.mfa_present { "yes" } else { "no" }
-            );
+            ))?;
             if let Some(t) = expiration {
-                println!("expires:  {}", expiry(t, now));
+                super::say(format_args!("expires:  {}", expiry(t, now)))?;
             }
         }
     }

@@ -58,12 +58,14 @@ pub fn run(command: MfaCommand, env: &Env) -> Result<ExitCode, CliError> {
             .into_inner();
         // The user asked to see the seed: this is its one showing.
         match qr_terminal(&device.otpauth_uri) {
-            Ok(qr) => println!("{}", qr.expose()),
+            Ok(qr) => super::say(qr.expose())?,
             Err(e) => eprintln!("(cannot draw the QR code: {e})"),
         }
-        println!("Scan the code above with an authenticator app, or enter the secret by hand:");
-        println!("  secret: {}", device.base32_string_seed);
-        println!("  serial: {}", device.serial_number);
+        super::say(format_args!(
+            "Scan the code above with an authenticator app, or enter the secret by hand:"
+        ))?;
+        super::say(format_args!("  secret: {}", device.base32_string_seed))?;
+        super::say(format_args!("  serial: {}", device.serial_number))?;
         let not_enabled = |e: CliError| {
             CliError::new(format!(
                 "{e}; device {} was created but is not enabled: run `stint mfa enroll` again",
@@ -93,10 +95,10 @@ pub fn run(command: MfaCommand, env: &Env) -> Result<ExitCode, CliError> {
         } else {
             user_name.clone()
         };
-        println!(
+        super::say(format_args!(
             "MFA device {} is enabled for {who}. Log in again with a code to get an MFA session.",
             device.serial_number
-        );
+        ))?;
         Ok(ExitCode::SUCCESS)
     })
 }

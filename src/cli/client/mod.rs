@@ -260,6 +260,19 @@ pub async fn connect(endpoint: &str, ca_cert: Option<&Path>) -> Result<Channel, 
     })
 }
 
+/// Writes `text` and a newline to standard output. A closed pipe (`stint … | head`) is
+/// not an error and does not panic as `println!` would.
+pub fn say(text: impl std::fmt::Display) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::new(format!("cannot write output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads a secret line from the terminal without echo.
 pub fn prompt_secret(prompt: &str) -> Result<SecretString, CliError> {
     rpassword::prompt_password(prompt)
