@@ -43,11 +43,29 @@ fn revocation_keys(claims: &Claims) -> Vec<String> {
 
 impl Broker {
     pub(crate) fn is_revoked(&self, claims: &Claims) -> Result<bool, BrokerError> {
-        let issued_ms = claims.iat * 1000;
+        // `iat` has whole seconds; the session record knows the millisecond, so a session
+        // minted just after a revocation in the same second stays valid.
+        let mut issued_ms: Option<i64> = None;
         for key in revocation_keys(claims) {
-            let entry: Option<Revocation> =
-                store::read(self.store.as_ref(), Table::Revocations, &key)?;
-            if entry.is_some_and(|r| issued_ms < r.issued_before_ms || key.starts_with("jti:")) {
+            let Some(entry) =
+                store::read::<Revocation>(self.store.as_ref(), Table::Revocations, &key)?
+            else {
+                continue;
+            };
+            if key.starts_with("jti:") {
+                return Ok(true);
+            }
+            let issued = match issued_ms {
+                Some(ms) => ms,
+                None => {
+                    let session: Option<crate::core::model::Session> =
+                        store::read(self.store.as_ref(), Table::Sessions, &claims.jti)?;
+                    let ms = session.map_or(claims.iat * 1000, |s| s.issued_at);
+                    issued_ms = Some(ms);
+                    ms
+                }
+            };
+            if issued < entry.issued_before_ms {
                 return Ok(true);
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod client;
 pub mod init;
 pub mod policy;
 pub mod serve;
@@ -55,11 +56,34 @@ pub enum Command {
     /// Validate and simulate policies offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
-    /// Audit log tools that work on a stopped daemon's data dir.
+    /// Audit log: offline tools on a stopped daemon's data dir (verify, export) and
+    /// calls to a running server (list, watch, chain-verify).
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Load-test a throwaway in-process broker over loopback gRPC.
     Bench(bench::BenchArgs),
+    /// Log in (password + MFA code, or an access key) and cache the session.
+    Login(client::login::LoginArgs),
+    /// Assume a role with the cached session; print and cache its credentials.
+    AssumeRole(client::login::AssumeRoleArgs),
+    /// Show who the current credentials belong to and when they expire.
+    Whoami(client::login::WhoamiArgs),
+    /// Revoke the cached session on the server (when allowed) and forget it.
+    Logout(client::login::LogoutArgs),
+    /// Call any stint.v1.Iam action: `stint iam CreateUser '{"user_name":"bob"}'`.
+    Iam(client::admin::IamArgs),
+    /// Signing keys on a running server.
+    #[command(subcommand)]
+    Keys(client::admin::KeysCommand),
+    /// Revoke one session, or everything a principal or role got before a time.
+    Revoke(client::admin::RevokeArgs),
+    /// Ask the server whether the current credentials may do an action on a resource.
+    Authorize(client::admin::AuthorizeArgs),
+    /// Call any stint.v1 method with JSON: `stint call Tokens/Introspect '{"token":"…"}'`.
+    Call(client::admin::CallArgs),
+    /// MFA devices.
+    #[command(subcommand)]
+    Mfa(client::mfa::MfaCommand),
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -149,6 +173,12 @@ pub enum AuditCommand {
         #[command(flatten)]
         server: ServerFlags,
     },
+    /// List events from a running server.
+    List(client::admin::AuditListArgs),
+    /// Follow a running server's events as JSON lines.
+    Watch(client::admin::AuditWatchArgs),
+    /// Ask a running server to verify its hash chain; exit 0 only if intact.
+    ChainVerify(client::AuthFlags),
 }
 
 fn env_vars() -> Vec<(String, String)> {
@@ -203,6 +233,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
         }
+        Command::Login(args) => client::login::login(args, &client::Env::from_process()),
+        Command::AssumeRole(args) => client::login::assume_role(args, &client::Env::from_process()),
+        Command::Whoami(args) => client::login::whoami(args, &client::Env::from_process()),
+        Command::Logout(args) => client::login::logout(args, &client::Env::from_process()),
+        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process()),
+        Command::Keys(command) => client::admin::keys(command, &client::Env::from_process()),
+        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process()),
+        Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
+        Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
+        Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
     };
     match result {
         Ok(code) => code,
@@ -311,6 +351,11 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
             audit::export_jsonl(&store, &mut lock, &Default::default())
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::List(args) => client::admin::audit_list(args, &client::Env::from_process()),
+        AuditCommand::Watch(args) => client::admin::audit_watch(args, &client::Env::from_process()),
+        AuditCommand::ChainVerify(auth) => {
+            client::admin::audit_chain_verify(auth, &client::Env::from_process())
         }
     }
 }
