@@ -84,6 +84,9 @@ pub enum Command {
     /// MFA devices.
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
+    /// Access review: who can do what, policy simulation, the credential report.
+    #[command(subcommand)]
+    Review(client::admin::ReviewCommand),
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -243,6 +246,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
         Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
+        Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
     };
     match result {
         Ok(code) => code,

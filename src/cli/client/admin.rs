@@ -464,3 +464,99 @@ mod tests {
         assert!(read_json_arg(Some("@/nonexistent/file.json")).is_err());
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum ReviewCommand {
+    /// Every user and role allowed an action on a resource (through groups and trust), and why.
+    WhoCan(WhoCanArgs),
+    /// Decisions for one user or role over actions and resources, with the matched statements.
+    Simulate(SimulateArgs),
+    /// The credential report: password and access-key age and use, MFA, per user.
+    CredentialReport(CredentialReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WhoCanArgs {
+    #[command(flatten)]
+    pub auth: AuthFlags,
+    /// The action, e.g. s3:GetObject.
+    #[arg(long)]
+    pub action: String,
+    /// The resource ARN.
+    #[arg(long)]
+    pub resource: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub auth: AuthFlags,
+    /// The user or role ARN whose policies are simulated.
+    #[arg(long)]
+    pub principal_arn: String,
+    /// Actions (repeatable).
+    #[arg(long = "action", required = true)]
+    pub actions: Vec<String>,
+    /// Resources (repeatable; default *).
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// Context key=value (repeatable).
+    #[arg(long = "context", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+pub struct CredentialReportArgs {
+    #[command(flatten)]
+    pub auth: AuthFlags,
+    /// csv or json.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+}
+
+pub fn review(command: ReviewCommand, env: &Env) -> Result<ExitCode, CliError> {
+    match command {
+        ReviewCommand::WhoCan(args) => invoke(
+            &args.auth,
+            env,
+            &method("Iam", "WhoCan")?,
+            Body::Value(json!({"action_name": args.action, "resource_arn": args.resource})),
+        ),
+        ReviewCommand::Simulate(args) => invoke(
+            &args.auth,
+            env,
+            &method("Iam", "SimulatePrincipalPolicy")?,
+            Body::Value(json!({
+                "policy_source_arn": args.principal_arn,
+                "action_names": args.actions,
+                "resource_arns": args.resources,
+                "context_entries": context_entries(&args.context),
+            })),
+        ),
+        ReviewCommand::CredentialReport(args) => credential_report(args, env),
+    }
+}
+
+/// Prints the report itself (CSV or JSON), not its protobuf envelope.
+fn credential_report(args: CredentialReportArgs, env: &Env) -> Result<ExitCode, CliError> {
+    let method = method("Iam", "GetCredentialReport")?;
+    let ctx = Context::open(&args.auth.conn, env)?;
+    let token = ctx.token(args.auth.token.as_deref())?;
+    let message = from_value(&method.input(), &json!({"format": args.format}))?;
+    let request = bearer(message, &token)?;
+    runtime()?.block_on(async {
+        let channel = ctx.channel().await?;
+        let response = super::call::unary(channel, &method, request)
+            .await
+            .map_err(super::status_error)?;
+        let content = response
+            .get_field_by_name("content")
+            .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default();
+        use std::io::Write as _;
+        std::io::stdout()
+            .write_all(&content)
+            .map_err(|e| CliError::new(format!("cannot write output: {e}")))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
