@@ -7,6 +7,7 @@
 
 use std::slice;
 
+use super::condition::ArnParts;
 use super::parse::{Effect, Patterns, PrincipalEntry, Statement};
 use super::{Decision, Evaluation, NamedPolicy, PolicySet, Request, StatementRef};
 
@@ -30,33 +31,59 @@ fn refs(hits: &[Hit]) -> Vec<StatementRef> {
 }
 
 fn names(hits: &[Hit]) -> String {
-    let list: Vec<String> = hits
-        .iter()
-        .map(|h| format!("{}#{}", h.policy, h.statement))
-        .collect();
-    list.join(", ")
+    let mut out = String::with_capacity(hits.len() * 24);
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(h.policy);
+        out.push('#');
+        out.push_str(h.statement);
+    }
+    out
 }
 
 fn patterns_match<T>(p: &Patterns<T>, mut one: impl FnMut(&T) -> bool) -> bool {
     p.items.iter().any(&mut one) != p.negated
 }
 
-/// Action, resource and conditions (not the principal) match the request.
-fn applies(s: &Statement, req: &Request) -> bool {
-    patterns_match(&s.actions, |a| a.matches(req.action))
-        && s.resources
-            .as_ref()
-            .is_none_or(|r| patterns_match(r, |p| p.matches(req.resource, req.context)))
-        && s.conditions.iter().all(|c| c.holds(req.context))
+/// A request with its action and resource split once, before scanning statements.
+struct Prepared<'r> {
+    action: Option<(&'r str, &'r str)>,
+    resource: ArnParts<'r>,
+    req: &'r Request<'r>,
 }
 
-/// Scans `policies`; pushes deny hits to `denies` and returns the allow hits.
+impl<'r> Prepared<'r> {
+    fn new(req: &'r Request<'r>) -> Self {
+        Prepared {
+            action: req.action.split_once(':'),
+            resource: ArnParts::split(req.resource),
+            req,
+        }
+    }
+}
+
+/// Action, resource and conditions (not the principal) match the request.
+fn applies(s: &Statement, p: &Prepared) -> bool {
+    patterns_match(&s.actions, |a| a.matches(p.action))
+        && s.resources.as_ref().is_none_or(|r| {
+            patterns_match(r, |pattern| {
+                pattern.matches_split(&p.resource, p.req.context)
+            })
+        })
+        && s.conditions.iter().all(|c| c.holds(p.req.context))
+}
+
+/// Scans `policies`: allow hits go to `allows`, deny hits to `denies`. Returns whether any
+/// statement allowed.
 fn scan<'a>(
     policies: &[NamedPolicy<'a>],
-    req: &Request,
+    req: &Prepared,
+    allows: &mut Vec<Hit<'a>>,
     denies: &mut Vec<Hit<'a>>,
-) -> Vec<Hit<'a>> {
-    let mut allows = Vec::new();
+) -> bool {
+    let before = allows.len();
     for np in policies {
         for s in &np.policy.statements {
             if applies(s, req) {
@@ -71,18 +98,23 @@ fn scan<'a>(
             }
         }
     }
-    allows
+    allows.len() > before
 }
 
 /// Evaluates one request against a principal's policies in its own account.
 pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
+    let prepared = Prepared::new(req);
+    let mut allows = Vec::with_capacity(8);
     let mut denies = Vec::new();
-    let identity = scan(set.identity, req, &mut denies);
-    let boundary = set
-        .boundary
-        .as_ref()
-        .map(|b| (b.name, scan(slice::from_ref(b), req, &mut denies)));
-    let session = set.session.map(|s| scan(s, req, &mut denies));
+    let identity = scan(set.identity, &prepared, &mut allows, &mut denies);
+    let identity_end = allows.len();
+    let boundary = set.boundary.as_ref().map(|b| {
+        let allowed = scan(slice::from_ref(b), &prepared, &mut allows, &mut denies);
+        (b.name, allowed)
+    });
+    let session = set
+        .session
+        .map(|s| scan(s, &prepared, &mut allows, &mut denies));
     let what = || format!("{} on {}", req.action, req.resource);
     if !denies.is_empty() {
         return Evaluation {
@@ -96,34 +128,36 @@ pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
         matched: Vec::new(),
         reason,
     };
-    if identity.is_empty() {
+    if !identity {
         return implicit(format!("no identity-based policy allows {}", what()));
     }
-    if let Some((name, allows)) = &boundary
-        && allows.is_empty()
-    {
+    if let Some((name, false)) = boundary {
         return implicit(format!(
             "allowed by {} but the permissions boundary {name} does not allow {}",
-            names(&identity),
+            names(&allows[..identity_end]),
             what()
         ));
     }
-    if let Some(allows) = &session
-        && allows.is_empty()
-    {
+    if session == Some(false) {
         return implicit(format!(
             "allowed by {} but no session policy allows {}",
-            names(&identity),
+            names(&allows[..identity_end]),
             what()
         ));
     }
-    let mut all = identity;
-    all.extend(boundary.into_iter().flat_map(|(_, a)| a));
-    all.extend(session.into_iter().flatten());
+    // The matched statements already name who allowed; keep the allow reason cheap.
+    let reason = match (boundary.is_some(), session.is_some()) {
+        (false, false) => "allowed by an identity-based policy",
+        (true, false) => "allowed by an identity-based policy and the permissions boundary",
+        (false, true) => "allowed by an identity-based policy and the session policy",
+        (true, true) => {
+            "allowed by an identity-based policy, the permissions boundary and the session policy"
+        }
+    };
     Evaluation {
         decision: Decision::Allow,
-        reason: format!("{} allowed by {}", what(), names(&all)),
-        matched: refs(&all),
+        matched: refs(&allows),
+        reason: reason.to_string(),
     }
 }
 
@@ -212,8 +246,9 @@ pub fn evaluate_assume_role(
     let mut denies = Vec::new();
     let mut direct = Vec::new();
     let mut via_account = Vec::new();
+    let prepared = Prepared::new(req);
     for s in &trust.policy.statements {
-        if !applies(s, req) {
+        if !applies(s, &prepared) {
             continue;
         }
         let how = match &s.principals {
