@@ -50,6 +50,7 @@ pub(crate) struct Template {
     tokens: Box<[Token]>,
     shape: Shape,
     ignore_case: bool,
+    has_variables: bool,
 }
 
 impl Template {
@@ -107,6 +108,7 @@ impl Template {
             tokens: tokens.into_boxed_slice(),
             shape,
             ignore_case: syntax.ignore_case,
+            has_variables: variables > 0,
         })
     }
 
@@ -137,7 +139,12 @@ impl Template {
         }
         let mut values: [&str; MAX_VARIABLES] = [""; MAX_VARIABLES];
         let mut n = 0;
-        for token in self.tokens.iter() {
+        let tokens = if self.has_variables {
+            &*self.tokens
+        } else {
+            &[]
+        };
+        for token in tokens {
             if let Token::Var { key, default } = token {
                 match ctx.variable(key).or(default.as_deref()) {
                     Some(v) => values[n] = v,
