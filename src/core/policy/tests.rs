@@ -352,8 +352,16 @@ fn trust_policy_examples() {
     let session = "arn:aws:sts::123456789012:assumed-role/Builder/ci-42";
     let c = Context::new();
     let ext = ctx(&[("sts:ExternalId", "Unique1")]);
+    type Row<'a> = (
+        &'a str,
+        &'a Policy,
+        &'a [NamedPolicy<'a>],
+        &'a str,
+        &'a Context,
+        Decision,
+    );
     #[rustfmt::skip]
-    let rows: &[(&str, &Policy, &[NamedPolicy], &str, &Context, Decision)] = &[
+    let rows: &[Row] = &[
         ("Trust: principal names the user ARN (alone suffices)", &by_user, &none, ALICE, &c, Allow),
         ("Trust: other user not named", &by_user, &allow, "arn:aws:iam::123456789012:user/bob", &c, ImplicitDeny),
         ("Trust: account root needs identity allow", &by_root, &none, ALICE, &c, ImplicitDeny),
