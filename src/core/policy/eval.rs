@@ -164,8 +164,11 @@ pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
 /// How a trust statement's principal matched the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trusted {
-    /// By ARN (or `*`): the trust policy alone suffices.
+    /// By the caller's own ARN (or `*`): no identity policy needed.
     Directly,
+    /// By the role ARN of the caller's assumed-role session: as `Directly`, but the
+    /// caller's session policy, if any, must also allow.
+    ViaRole,
     /// By account: the caller's identity policies must also allow.
     ViaAccount,
 }
@@ -182,7 +185,11 @@ fn entry_matches(
         }
         PrincipalEntry::Arn(arn) => {
             let caller = caller?;
-            (**arn == *caller || is_session_of_role(caller, arn)).then_some(Trusted::Directly)
+            if **arn == *caller {
+                Some(Trusted::Directly)
+            } else {
+                is_session_of_role(caller, arn).then_some(Trusted::ViaRole)
+            }
         }
         PrincipalEntry::Named(name) => (caller? == &**name).then_some(Trusted::Directly),
     }
@@ -224,7 +231,7 @@ fn principal_matches(
         .items
         .iter()
         .filter_map(|e| entry_matches(e, caller, caller_account))
-        .min_by_key(|t| *t == Trusted::ViaAccount);
+        .min_by_key(|t| *t as u8);
     match (p.negated, best) {
         (false, found) => found,
         (true, None) => Some(Trusted::Directly),
@@ -234,9 +241,13 @@ fn principal_matches(
 
 /// Decides `sts:AssumeRole` (and friends): `req.resource` is the role ARN, `req.principal`
 /// the caller. A trust statement naming the caller's ARN (or `*`, or for an assumed-role
-/// session its role's ARN) allows on its own; one naming the caller's account also needs the
-/// caller's own policies (identity ∩ boundary ∩ session) to allow the action on the role.
-/// An explicit deny in the trust policy or the caller's policies wins.
+/// session its role's ARN) allows without an identity policy; one naming the caller's
+/// account also needs the caller's own policies (identity ∩ boundary ∩ session) to allow the
+/// action on the role. An explicit deny in the trust policy or the caller's policies wins.
+///
+/// As AWS documents ("Update a role trust policy", "Session policies"), a caller's
+/// permissions boundary must still allow the action when the trust policy names the caller,
+/// and a caller's session policy must when it names the session's role (not the session).
 pub fn evaluate_assume_role(
     req: &Request,
     trust: NamedPolicy,
@@ -245,6 +256,7 @@ pub fn evaluate_assume_role(
 ) -> Evaluation {
     let mut denies = Vec::new();
     let mut direct = Vec::new();
+    let mut via_role = Vec::new();
     let mut via_account = Vec::new();
     let prepared = Prepared::new(req);
     for s in &trust.policy.statements {
@@ -263,6 +275,7 @@ pub fn evaluate_assume_role(
         match (s.effect, how) {
             (Effect::Deny, _) => denies.push(hit),
             (Effect::Allow, Trusted::Directly) => direct.push(hit),
+            (Effect::Allow, Trusted::ViaRole) => via_role.push(hit),
             (Effect::Allow, Trusted::ViaAccount) => via_account.push(hit),
         }
     }
@@ -284,11 +297,44 @@ pub fn evaluate_assume_role(
             reason,
         };
     }
-    if !direct.is_empty() {
+    if !direct.is_empty() || !via_role.is_empty() {
+        // AWS: a permissions boundary on the caller must allow the action even when the
+        // trust policy names the caller; a session policy must when the trust policy names
+        // the session's role rather than the session.
+        let by_role_only = direct.is_empty();
+        let mut matched = refs(if by_role_only { &via_role } else { &direct });
+        let limits = [
+            (
+                "permissions boundary",
+                caller.boundary.as_ref().map(slice::from_ref),
+            ),
+            ("session policy", caller.session.filter(|_| by_role_only)),
+        ];
+        for (what, policies) in limits {
+            let Some(policies) = policies else { continue };
+            let alone = evaluate(
+                req,
+                &PolicySet {
+                    identity: policies,
+                    ..PolicySet::default()
+                },
+            );
+            if alone.decision != Decision::Allow {
+                return Evaluation {
+                    decision: Decision::ImplicitDeny,
+                    matched: Vec::new(),
+                    reason: format!(
+                        "trust policy names {caller_name}, but the caller's {what} does not allow {} on {}",
+                        req.action, req.resource
+                    ),
+                };
+            }
+            matched.extend(alone.matched);
+        }
         return Evaluation {
             decision: Decision::Allow,
-            matched: refs(&direct),
-            reason: format!("trust policy {} names {caller_name}", names(&direct)),
+            matched,
+            reason: format!("trust policy names {caller_name}"),
         };
     }
     if !via_account.is_empty() {
