@@ -401,7 +401,7 @@ fn mask(prefix: u8, width: u8) -> u128 {
         } else {
             u128::MAX
         };
-        all & !(all >> prefix)
+        all & !all.checked_shr(u32::from(prefix)).unwrap_or(0)
     }
 }
 
@@ -542,6 +542,13 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
+        // Bare addresses are /32 and /128 hosts.
+        let host6 = Cidr::parse("2001:db8::1").unwrap();
+        assert!(host6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!host6.contains("2001:db8::2".parse().unwrap()));
+        let host4 = Cidr::parse("192.0.2.1").unwrap();
+        assert!(host4.contains("192.0.2.1".parse().unwrap()));
+        assert!(!host4.contains("192.0.2.2".parse().unwrap()));
         for bad in [
             "10.0.0.0/33",
             "10.0.0/8",
@@ -606,6 +613,26 @@ mod tests {
                 *want,
                 "{op} {key} {values:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any operator, any policy value, any request value: never a panic.
+        #[test]
+        fn never_panics(
+            op in proptest::sample::select(vec![
+                "StringLike", "StringEqualsIgnoreCase", "NumericLessThan", "DateGreaterThan",
+                "Bool", "BinaryEquals", "IpAddress", "NotIpAddress", "ArnLike",
+                "ForAllValues:StringNotLike", "ForAnyValue:DateEqualsIfExists", "Null",
+            ]),
+            value in "[0-9a-f:./*?T+Z-]{0,40}|\\PC{0,20}",
+            request in "[0-9a-f:./*?T+Z-]{0,40}|\\PC{0,20}",
+        ) {
+            if let Ok(c) = Condition::compile(op, "k", &[value], true) {
+                let mut ctx = Context::new();
+                ctx.insert("k", request);
+                let _ = c.holds(&ctx);
+            }
         }
     }
 
