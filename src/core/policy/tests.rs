@@ -726,3 +726,43 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+#[test]
+fn compiled_policies_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    shareable::<Policy>();
+    shareable::<Context>();
+    let p = std::sync::Arc::new(parse(
+        &doc(json!([stmt("Allow", "s3:*", "*")])),
+        PolicyKind::Managed,
+    ));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let c = Context::new();
+                let identity = [NamedPolicy {
+                    name: "p",
+                    policy: &p,
+                }];
+                let req = Request {
+                    principal: None,
+                    action: "s3:GetObject",
+                    resource: "arn:aws:s3:::b/k",
+                    context: &c,
+                };
+                evaluate(
+                    &req,
+                    &PolicySet {
+                        identity: &identity,
+                        ..PolicySet::default()
+                    },
+                )
+                .decision
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Allow);
+    }
+}
