@@ -1,1 +1,203 @@
-fn main() {}
+//! Policy evaluation cost next to the cost of parsing the same documents.
+//!
+//! A realistic set: three identity policies, a permissions boundary and a session policy,
+//! 20 statements in all, with IpAddress, StringLike, Bool and Date conditions and a
+//! `${aws:username}` variable. Criterion reports the means; a manual loop then prints
+//! p50/p99 for one evaluation and the parse/evaluate ratio.
+//!
+//! `CARGO_TARGET_DIR=/work/main/target cargo bench --bench policy`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::Criterion;
+use stint::core::policy::{
+    Context, Decision, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate,
+};
+
+const DEVELOPER: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "ReadBuckets", "Effect": "Allow", "Action": ["s3:Get*", "s3:List*"],
+     "Resource": ["arn:aws:s3:::app-*", "arn:aws:s3:::app-*/*"]},
+    {"Sid": "OwnHome", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+     "Resource": "arn:aws:s3:::app-data/home/${aws:username}/*"},
+    {"Sid": "OfficeOnly", "Effect": "Deny", "Action": "*", "Resource": "*",
+     "Condition": {"NotIpAddress": {"aws:SourceIp": ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]}}},
+    {"Sid": "Ec2Describe", "Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"},
+    {"Sid": "Ec2Tagged", "Effect": "Allow", "Action": ["ec2:StartInstances", "ec2:StopInstances"],
+     "Resource": "arn:aws:ec2:*:123456789012:instance/*",
+     "Condition": {"StringLike": {"aws:ResourceTag/team": ["dev-*", "platform"]}}},
+    {"Sid": "NoProdDelete", "Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "arn:aws:s3:::prod-*"}
+  ]
+}"#;
+
+const MFA_GUARD: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "AssumeDeploy", "Effect": "Allow", "Action": "sts:AssumeRole",
+     "Resource": "arn:aws:iam::123456789012:role/deploy-*",
+     "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}}},
+    {"Sid": "DenyWithoutMfa", "Effect": "Deny", "NotAction": ["iam:ChangePassword", "sts:GetSessionToken"],
+     "Resource": "*", "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}}},
+    {"Sid": "OwnUser", "Effect": "Allow", "Action": ["iam:GetUser", "iam:ChangePassword"],
+     "Resource": "arn:aws:iam::*:user/${aws:username}"},
+    {"Sid": "ContractWindow", "Effect": "Deny", "Action": "*", "Resource": "*",
+     "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2030-12-31T23:59:59Z"}}}
+  ]
+}"#;
+
+const LOGS: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+     "Resource": "arn:aws:logs:*:123456789012:log-group:/app/*"},
+    {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+     "Condition": {"StringEquals": {"cloudwatch:namespace": "App"}}},
+    {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+     "Resource": "arn:aws:secretsmanager:*:123456789012:secret:app/*",
+     "Condition": {"DateLessThan": {"aws:CurrentTime": "2031-01-01T00:00:00Z"}}}
+  ]
+}"#;
+
+const BOUNDARY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "Services", "Effect": "Allow", "Action": ["s3:*", "ec2:*", "logs:*", "cloudwatch:*", "sts:*", "secretsmanager:*"], "Resource": "*"},
+    {"Sid": "SelfIam", "Effect": "Allow", "Action": "iam:*", "Resource": "arn:aws:iam::*:user/${aws:username}"},
+    {"Sid": "NoOrg", "Effect": "Deny", "Action": ["organizations:*", "account:*"], "Resource": "*"}
+  ]
+}"#;
+
+const SESSION: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "S3App", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::app-*"},
+    {"Sid": "S3AppObjects", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::app-*/*"},
+    {"Sid": "Rest", "Effect": "Allow", "NotAction": "s3:*", "Resource": "*"},
+    {"Sid": "TlsOnly", "Effect": "Deny", "Action": "*", "Resource": "*",
+     "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+  ]
+}"#;
+
+const DOCS: [(&str, PolicyKind); 5] = [
+    (DEVELOPER, PolicyKind::Managed),
+    (MFA_GUARD, PolicyKind::Managed),
+    (LOGS, PolicyKind::Managed),
+    (BOUNDARY, PolicyKind::Managed),
+    (SESSION, PolicyKind::Session),
+];
+
+fn parse_all() -> Vec<Policy> {
+    DOCS.iter()
+        .map(|(text, kind)| Policy::parse(text, *kind).expect("benchmark policy"))
+        .collect()
+}
+
+fn context() -> Context {
+    let mut c = Context::new();
+    c.insert("aws:username", "alice");
+    c.insert("aws:SourceIp", "10.20.30.40");
+    c.insert("aws:MultiFactorAuthPresent", "true");
+    c.insert("aws:SecureTransport", "true");
+    c.insert("aws:CurrentTime", "2026-11-29T10:00:00Z");
+    c.insert("aws:ResourceTag/team", "dev-payments");
+    c.insert("aws:PrincipalArn", "arn:aws:iam::123456789012:user/alice");
+    c
+}
+
+const ACTION: &str = "s3:PutObject";
+const RESOURCE: &str = "arn:aws:s3:::app-data/home/alice/report.csv";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let policies = parse_all();
+    let ctx = context();
+    let identity = [
+        NamedPolicy {
+            name: "developer",
+            policy: &policies[0],
+        },
+        NamedPolicy {
+            name: "mfa-guard",
+            policy: &policies[1],
+        },
+        NamedPolicy {
+            name: "logs",
+            policy: &policies[2],
+        },
+    ];
+    let session = [NamedPolicy {
+        name: "session",
+        policy: &policies[4],
+    }];
+    let set = PolicySet {
+        identity: &identity,
+        boundary: Some(NamedPolicy {
+            name: "boundary",
+            policy: &policies[3],
+        }),
+        session: Some(&session),
+    };
+    let req = Request {
+        principal: None,
+        action: ACTION,
+        resource: RESOURCE,
+        context: &ctx,
+    };
+    let statements: usize = policies.iter().map(|p| p.statement_names().count()).sum();
+    assert_eq!(statements, 20);
+    assert_eq!(evaluate(&req, &set).decision, Decision::Allow);
+
+    // `STINT_BENCH_EVALS=N`: just run N evaluations (for `perf stat`/callgrind) and exit.
+    if let Some(n) = std::env::var("STINT_BENCH_EVALS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        for _ in 0..n {
+            black_box(evaluate(black_box(&req), black_box(&set)));
+        }
+        return;
+    }
+
+    let mut c = Criterion::default().configure_from_args();
+    c.bench_function("evaluate 20 statements (allow)", |b| {
+        b.iter(|| evaluate(black_box(&req), black_box(&set)))
+    });
+    c.bench_function("parse the same 5 documents", |b| b.iter(parse_all));
+    c.final_summary();
+
+    // `cargo test --benches` runs this binary without `--bench`: skip the manual loop there.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    const BATCH: usize = 8;
+    let mut eval_ns = Vec::with_capacity(50_000);
+    for _ in 0..50_000 {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            black_box(evaluate(black_box(&req), black_box(&set)));
+        }
+        eval_ns.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
+    }
+    let mut parse_ns = Vec::with_capacity(5_000);
+    for _ in 0..5_000 {
+        let start = Instant::now();
+        black_box(parse_all());
+        parse_ns.push(start.elapsed().as_nanos() as f64);
+    }
+    eval_ns.sort_by(f64::total_cmp);
+    parse_ns.sort_by(f64::total_cmp);
+    let (e50, e99) = (percentile(&eval_ns, 0.5), percentile(&eval_ns, 0.99));
+    let p50 = percentile(&parse_ns, 0.5);
+    println!(
+        "evaluate (20 statements, batches of {BATCH}): p50 {:.2} µs, p99 {:.2} µs",
+        e50 / 1e3,
+        e99 / 1e3
+    );
+    println!("parse (same documents): p50 {:.2} µs", p50 / 1e3);
+    println!("parse / evaluate (p50): {:.1}x", p50 / e50);
+}

@@ -286,10 +286,12 @@ pub(crate) fn parse_date(v: &str) -> Option<i128> {
 fn parse_iso8601(v: &str) -> Option<i128> {
     let b = v.as_bytes();
     let digits = |s: &[u8]| -> Option<u32> {
-        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        if s.is_empty() || s.len() > 9 {
             return None;
         }
-        std::str::from_utf8(s).ok()?.parse().ok()
+        s.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
     };
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -399,7 +401,7 @@ fn mask(prefix: u8, width: u8) -> u128 {
         } else {
             u128::MAX
         };
-        all & !(all >> prefix)
+        all & !all.checked_shr(u32::from(prefix)).unwrap_or(0)
     }
 }
 
@@ -450,16 +452,47 @@ impl ArnPattern {
     }
 
     pub fn matches(&self, arn: &str, ctx: &Context) -> bool {
+        self.matches_split(&ArnParts::split(arn), ctx)
+    }
+
+    /// Matching against an ARN split once per request.
+    pub fn matches_split(&self, arn: &ArnParts, ctx: &Context) -> bool {
         match self {
             ArnPattern::Any => true,
-            ArnPattern::Segments(segments) => {
-                let mut parts = arn.splitn(6, ':');
-                segments.iter().all(|segment| match parts.next() {
-                    Some(part) => segment.matches(part, ctx),
-                    None => false,
-                })
+            ArnPattern::Segments(segments) => match &arn.0 {
+                Some(parts) => segments
+                    .iter()
+                    .zip(parts)
+                    .all(|(segment, part)| segment.matches(part, ctx)),
+                None => false,
+            },
+        }
+    }
+}
+
+/// An ARN's six segments (the last runs to the end), or `None` for a non-ARN string.
+pub(crate) struct ArnParts<'a>(Option<[&'a str; 6]>);
+
+impl<'a> ArnParts<'a> {
+    pub fn split(arn: &'a str) -> Self {
+        let mut parts = [""; 6];
+        let mut start = 0;
+        let mut n = 0;
+        for (i, b) in arn.bytes().enumerate() {
+            if b == b':' {
+                parts[n] = &arn[start..i];
+                start = i + 1;
+                n += 1;
+                if n == 5 {
+                    break;
+                }
             }
         }
+        if n < 5 {
+            return ArnParts(None);
+        }
+        parts[5] = &arn[start..];
+        ArnParts(Some(parts))
     }
 }
 
@@ -509,6 +542,13 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
+        // Bare addresses are /32 and /128 hosts.
+        let host6 = Cidr::parse("2001:db8::1").unwrap();
+        assert!(host6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!host6.contains("2001:db8::2".parse().unwrap()));
+        let host4 = Cidr::parse("192.0.2.1").unwrap();
+        assert!(host4.contains("192.0.2.1".parse().unwrap()));
+        assert!(!host4.contains("192.0.2.2".parse().unwrap()));
         for bad in [
             "10.0.0.0/33",
             "10.0.0/8",
@@ -573,6 +613,26 @@ mod tests {
                 *want,
                 "{op} {key} {values:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any operator, any policy value, any request value: never a panic.
+        #[test]
+        fn never_panics(
+            op in proptest::sample::select(vec![
+                "StringLike", "StringEqualsIgnoreCase", "NumericLessThan", "DateGreaterThan",
+                "Bool", "BinaryEquals", "IpAddress", "NotIpAddress", "ArnLike",
+                "ForAllValues:StringNotLike", "ForAnyValue:DateEqualsIfExists", "Null",
+            ]),
+            value in "[0-9a-f:./*?T+Z-]{0,40}|\\PC{0,20}",
+            request in "[0-9a-f:./*?T+Z-]{0,40}|\\PC{0,20}",
+        ) {
+            if let Ok(c) = Condition::compile(op, "k", &[value], true) {
+                let mut ctx = Context::new();
+                ctx.insert("k", request);
+                let _ = c.holds(&ctx);
+            }
         }
     }
 

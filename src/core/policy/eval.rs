@@ -7,6 +7,7 @@
 
 use std::slice;
 
+use super::condition::ArnParts;
 use super::parse::{Effect, Patterns, PrincipalEntry, Statement};
 use super::{Decision, Evaluation, NamedPolicy, PolicySet, Request, StatementRef};
 
@@ -30,33 +31,59 @@ fn refs(hits: &[Hit]) -> Vec<StatementRef> {
 }
 
 fn names(hits: &[Hit]) -> String {
-    let list: Vec<String> = hits
-        .iter()
-        .map(|h| format!("{}#{}", h.policy, h.statement))
-        .collect();
-    list.join(", ")
+    let mut out = String::with_capacity(hits.len() * 24);
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(h.policy);
+        out.push('#');
+        out.push_str(h.statement);
+    }
+    out
 }
 
 fn patterns_match<T>(p: &Patterns<T>, mut one: impl FnMut(&T) -> bool) -> bool {
     p.items.iter().any(&mut one) != p.negated
 }
 
-/// Action, resource and conditions (not the principal) match the request.
-fn applies(s: &Statement, req: &Request) -> bool {
-    patterns_match(&s.actions, |a| a.matches(req.action))
-        && s.resources
-            .as_ref()
-            .is_none_or(|r| patterns_match(r, |p| p.matches(req.resource, req.context)))
-        && s.conditions.iter().all(|c| c.holds(req.context))
+/// A request with its action and resource split once, before scanning statements.
+struct Prepared<'r> {
+    action: Option<(&'r str, &'r str)>,
+    resource: ArnParts<'r>,
+    req: &'r Request<'r>,
 }
 
-/// Scans `policies`; pushes deny hits to `denies` and returns the allow hits.
+impl<'r> Prepared<'r> {
+    fn new(req: &'r Request<'r>) -> Self {
+        Prepared {
+            action: req.action.split_once(':'),
+            resource: ArnParts::split(req.resource),
+            req,
+        }
+    }
+}
+
+/// Action, resource and conditions (not the principal) match the request.
+fn applies(s: &Statement, p: &Prepared) -> bool {
+    patterns_match(&s.actions, |a| a.matches(p.action))
+        && s.resources.as_ref().is_none_or(|r| {
+            patterns_match(r, |pattern| {
+                pattern.matches_split(&p.resource, p.req.context)
+            })
+        })
+        && s.conditions.iter().all(|c| c.holds(p.req.context))
+}
+
+/// Scans `policies`: allow hits go to `allows`, deny hits to `denies`. Returns whether any
+/// statement allowed.
 fn scan<'a>(
     policies: &[NamedPolicy<'a>],
-    req: &Request,
+    req: &Prepared,
+    allows: &mut Vec<Hit<'a>>,
     denies: &mut Vec<Hit<'a>>,
-) -> Vec<Hit<'a>> {
-    let mut allows = Vec::new();
+) -> bool {
+    let before = allows.len();
     for np in policies {
         for s in &np.policy.statements {
             if applies(s, req) {
@@ -71,18 +98,23 @@ fn scan<'a>(
             }
         }
     }
-    allows
+    allows.len() > before
 }
 
 /// Evaluates one request against a principal's policies in its own account.
 pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
+    let prepared = Prepared::new(req);
+    let mut allows = Vec::with_capacity(8);
     let mut denies = Vec::new();
-    let identity = scan(set.identity, req, &mut denies);
-    let boundary = set
-        .boundary
-        .as_ref()
-        .map(|b| (b.name, scan(slice::from_ref(b), req, &mut denies)));
-    let session = set.session.map(|s| scan(s, req, &mut denies));
+    let identity = scan(set.identity, &prepared, &mut allows, &mut denies);
+    let identity_end = allows.len();
+    let boundary = set.boundary.as_ref().map(|b| {
+        let allowed = scan(slice::from_ref(b), &prepared, &mut allows, &mut denies);
+        (b.name, allowed)
+    });
+    let session = set
+        .session
+        .map(|s| scan(s, &prepared, &mut allows, &mut denies));
     let what = || format!("{} on {}", req.action, req.resource);
     if !denies.is_empty() {
         return Evaluation {
@@ -96,42 +128,47 @@ pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
         matched: Vec::new(),
         reason,
     };
-    if identity.is_empty() {
+    if !identity {
         return implicit(format!("no identity-based policy allows {}", what()));
     }
-    if let Some((name, allows)) = &boundary
-        && allows.is_empty()
-    {
+    if let Some((name, false)) = boundary {
         return implicit(format!(
             "allowed by {} but the permissions boundary {name} does not allow {}",
-            names(&identity),
+            names(&allows[..identity_end]),
             what()
         ));
     }
-    if let Some(allows) = &session
-        && allows.is_empty()
-    {
+    if session == Some(false) {
         return implicit(format!(
             "allowed by {} but no session policy allows {}",
-            names(&identity),
+            names(&allows[..identity_end]),
             what()
         ));
     }
-    let mut all = identity;
-    all.extend(boundary.into_iter().flat_map(|(_, a)| a));
-    all.extend(session.into_iter().flatten());
+    // The matched statements already name who allowed; keep the allow reason cheap.
+    let reason = match (boundary.is_some(), session.is_some()) {
+        (false, false) => "allowed by an identity-based policy",
+        (true, false) => "allowed by an identity-based policy and the permissions boundary",
+        (false, true) => "allowed by an identity-based policy and the session policy",
+        (true, true) => {
+            "allowed by an identity-based policy, the permissions boundary and the session policy"
+        }
+    };
     Evaluation {
         decision: Decision::Allow,
-        reason: format!("{} allowed by {}", what(), names(&all)),
-        matched: refs(&all),
+        matched: refs(&allows),
+        reason: reason.to_string(),
     }
 }
 
 /// How a trust statement's principal matched the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trusted {
-    /// By ARN (or `*`): the trust policy alone suffices.
+    /// By the caller's own ARN (or `*`): no identity policy needed.
     Directly,
+    /// By the role ARN of the caller's assumed-role session: as `Directly`, but the
+    /// caller's session policy, if any, must also allow.
+    ViaRole,
     /// By account: the caller's identity policies must also allow.
     ViaAccount,
 }
@@ -148,7 +185,11 @@ fn entry_matches(
         }
         PrincipalEntry::Arn(arn) => {
             let caller = caller?;
-            (**arn == *caller || is_session_of_role(caller, arn)).then_some(Trusted::Directly)
+            if **arn == *caller {
+                Some(Trusted::Directly)
+            } else {
+                is_session_of_role(caller, arn).then_some(Trusted::ViaRole)
+            }
         }
         PrincipalEntry::Named(name) => (caller? == &**name).then_some(Trusted::Directly),
     }
@@ -190,7 +231,7 @@ fn principal_matches(
         .items
         .iter()
         .filter_map(|e| entry_matches(e, caller, caller_account))
-        .min_by_key(|t| *t == Trusted::ViaAccount);
+        .min_by_key(|t| *t as u8);
     match (p.negated, best) {
         (false, found) => found,
         (true, None) => Some(Trusted::Directly),
@@ -200,9 +241,13 @@ fn principal_matches(
 
 /// Decides `sts:AssumeRole` (and friends): `req.resource` is the role ARN, `req.principal`
 /// the caller. A trust statement naming the caller's ARN (or `*`, or for an assumed-role
-/// session its role's ARN) allows on its own; one naming the caller's account also needs the
-/// caller's own policies (identity ∩ boundary ∩ session) to allow the action on the role.
-/// An explicit deny in the trust policy or the caller's policies wins.
+/// session its role's ARN) allows without an identity policy; one naming the caller's
+/// account also needs the caller's own policies (identity ∩ boundary ∩ session) to allow the
+/// action on the role. An explicit deny in the trust policy or the caller's policies wins.
+///
+/// As AWS documents ("Update a role trust policy", "Session policies"), a caller's
+/// permissions boundary must still allow the action when the trust policy names the caller,
+/// and a caller's session policy must when it names the session's role (not the session).
 pub fn evaluate_assume_role(
     req: &Request,
     trust: NamedPolicy,
@@ -211,9 +256,11 @@ pub fn evaluate_assume_role(
 ) -> Evaluation {
     let mut denies = Vec::new();
     let mut direct = Vec::new();
+    let mut via_role = Vec::new();
     let mut via_account = Vec::new();
+    let prepared = Prepared::new(req);
     for s in &trust.policy.statements {
-        if !applies(s, req) {
+        if !applies(s, &prepared) {
             continue;
         }
         let how = match &s.principals {
@@ -228,6 +275,7 @@ pub fn evaluate_assume_role(
         match (s.effect, how) {
             (Effect::Deny, _) => denies.push(hit),
             (Effect::Allow, Trusted::Directly) => direct.push(hit),
+            (Effect::Allow, Trusted::ViaRole) => via_role.push(hit),
             (Effect::Allow, Trusted::ViaAccount) => via_account.push(hit),
         }
     }
@@ -249,11 +297,44 @@ pub fn evaluate_assume_role(
             reason,
         };
     }
-    if !direct.is_empty() {
+    if !direct.is_empty() || !via_role.is_empty() {
+        // AWS: a permissions boundary on the caller must allow the action even when the
+        // trust policy names the caller; a session policy must when the trust policy names
+        // the session's role rather than the session.
+        let by_role_only = direct.is_empty();
+        let mut matched = refs(if by_role_only { &via_role } else { &direct });
+        let limits = [
+            (
+                "permissions boundary",
+                caller.boundary.as_ref().map(slice::from_ref),
+            ),
+            ("session policy", caller.session.filter(|_| by_role_only)),
+        ];
+        for (what, policies) in limits {
+            let Some(policies) = policies else { continue };
+            let alone = evaluate(
+                req,
+                &PolicySet {
+                    identity: policies,
+                    ..PolicySet::default()
+                },
+            );
+            if alone.decision != Decision::Allow {
+                return Evaluation {
+                    decision: Decision::ImplicitDeny,
+                    matched: Vec::new(),
+                    reason: format!(
+                        "trust policy names {caller_name}, but the caller's {what} does not allow {} on {}",
+                        req.action, req.resource
+                    ),
+                };
+            }
+            matched.extend(alone.matched);
+        }
         return Evaluation {
             decision: Decision::Allow,
-            matched: refs(&direct),
-            reason: format!("trust policy {} names {caller_name}", names(&direct)),
+            matched,
+            reason: format!("trust policy names {caller_name}"),
         };
     }
     if !via_account.is_empty() {

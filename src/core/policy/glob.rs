@@ -35,11 +35,22 @@ pub(crate) struct Syntax {
     pub ignore_case: bool,
 }
 
+/// Which matcher a template needs; the first two never backtrack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// No wildcards: text must equal the concatenation.
+    Literal,
+    /// One `*`, at the end: text must start with the concatenation.
+    TrailingStar,
+    General,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
     tokens: Box<[Token]>,
-    has_wildcards: bool,
+    shape: Shape,
     ignore_case: bool,
+    has_variables: bool,
 }
 
 impl Template {
@@ -84,24 +95,56 @@ impl Template {
             }
         }
         flush(&mut lit, &mut tokens, syntax.ignore_case);
-        let has_wildcards = tokens.iter().any(|t| matches!(t, Token::Star | Token::One));
+        let wildcards = tokens
+            .iter()
+            .filter(|t| matches!(t, Token::Star | Token::One))
+            .count();
+        let shape = match (wildcards, tokens.last()) {
+            (0, _) => Shape::Literal,
+            (1, Some(Token::Star)) => Shape::TrailingStar,
+            _ => Shape::General,
+        };
         Ok(Template {
             tokens: tokens.into_boxed_slice(),
-            has_wildcards,
+            shape,
             ignore_case: syntax.ignore_case,
+            has_variables: variables > 0,
         })
-    }
-
-    /// True when the template is a single `*` (matches anything).
-    pub fn is_any(&self) -> bool {
-        matches!(&*self.tokens, [Token::Star])
     }
 
     /// Does `text` match, with variables taken from `ctx`?
     pub fn matches(&self, text: &str, ctx: &Context) -> bool {
+        // Fast paths for the common shapes: `x`, `x*`, `*`.
+        let ascii = |s: &str| !self.ignore_case || (s.is_ascii() && text.is_ascii());
+        match &*self.tokens {
+            [] => return text.is_empty(),
+            [Token::Star] => return true,
+            [Token::Lit(s)] if ascii(s) => {
+                return if self.ignore_case {
+                    text.eq_ignore_ascii_case(s)
+                } else {
+                    text == &**s
+                };
+            }
+            [Token::Lit(s), Token::Star] if ascii(s) => {
+                return text.get(..s.len()).is_some_and(|head| {
+                    if self.ignore_case {
+                        head.eq_ignore_ascii_case(s)
+                    } else {
+                        head == &**s
+                    }
+                });
+            }
+            _ => {}
+        }
         let mut values: [&str; MAX_VARIABLES] = [""; MAX_VARIABLES];
         let mut n = 0;
-        for token in self.tokens.iter() {
+        let tokens = if self.has_variables {
+            &*self.tokens
+        } else {
+            &[]
+        };
+        for token in tokens {
             if let Token::Var { key, default } = token {
                 match ctx.variable(key).or(default.as_deref()) {
                     Some(v) => values[n] = v,
@@ -110,14 +153,17 @@ impl Template {
                 n += 1;
             }
         }
-        let pieces = Pieces {
-            tokens: &self.tokens,
+        let pieces = |tokens| Pieces {
+            tokens,
             values: &values,
         };
-        if self.has_wildcards {
-            wildcard_match(&pieces, text, self.ignore_case)
-        } else {
-            literal_match(&pieces, text, self.ignore_case)
+        match self.shape {
+            Shape::Literal => literal_match(&pieces(&self.tokens), text, self.ignore_case, false),
+            Shape::TrailingStar => {
+                let head = &self.tokens[..self.tokens.len() - 1];
+                literal_match(&pieces(head), text, self.ignore_case, true)
+            }
+            Shape::General => wildcard_match(&pieces(&self.tokens), text, self.ignore_case),
         }
     }
 }
@@ -219,7 +265,8 @@ fn chars_eq(a: char, b: char, ignore_case: bool) -> bool {
             })
 }
 
-fn literal_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
+/// `text` equals the tokens' concatenation (or, with `prefix`, starts with it).
+fn literal_match(pieces: &Pieces, text: &str, ignore_case: bool, prefix: bool) -> bool {
     let mut rest = text;
     let mut variable = 0;
     for token in pieces.tokens {
@@ -248,7 +295,7 @@ fn literal_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
             }
         }
     }
-    rest.is_empty()
+    prefix || rest.is_empty()
 }
 
 /// Classic wildcard matching with one backtrack point (the last `*`): O(n·m) worst case.

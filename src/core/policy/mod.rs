@@ -21,6 +21,9 @@
 //! - `NotPrincipal` is accepted only with `Deny` (AWS refuses it with `Allow`); unlike AWS,
 //!   Stint also accepts it in trust policies, where it denies everyone not listed.
 //! - `Version` `2008-10-17` is accepted; as in AWS, `${…}` is then literal text.
+//! - Trust naming the caller needs no identity policy, but (as AWS documents) the caller's
+//!   permissions boundary must still allow `sts:AssumeRole`, and so must its session policy
+//!   when the trust names the session's role rather than the session.
 //!
 //! Module map: [`parse`] (JSON → compiled statements, all validation), [`condition`]
 //! (operators), [`glob`] (wildcards and variables), [`eval`] (decisions and explanations),

@@ -49,14 +49,12 @@ pub(crate) enum ActionPattern {
 }
 
 impl ActionPattern {
-    pub fn matches(&self, action: &str) -> bool {
+    /// `action` split once per request into service and name (`None` without a colon).
+    pub fn matches(&self, action: Option<(&str, &str)>) -> bool {
         match self {
             ActionPattern::Any => true,
-            ActionPattern::Service { service, name } => match action.split_once(':') {
-                Some((s, n)) => {
-                    s.eq_ignore_ascii_case(service)
-                        && (name.is_any() || name.matches(n, &EMPTY_CONTEXT))
-                }
+            ActionPattern::Service { service, name } => match action {
+                Some((s, n)) => s.eq_ignore_ascii_case(service) && name.matches(n, &EMPTY_CONTEXT),
                 None => false,
             },
         }

@@ -352,8 +352,16 @@ fn trust_policy_examples() {
     let session = "arn:aws:sts::123456789012:assumed-role/Builder/ci-42";
     let c = Context::new();
     let ext = ctx(&[("sts:ExternalId", "Unique1")]);
+    type Row<'a> = (
+        &'a str,
+        &'a Policy,
+        &'a [NamedPolicy<'a>],
+        &'a str,
+        &'a Context,
+        Decision,
+    );
     #[rustfmt::skip]
-    let rows: &[(&str, &Policy, &[NamedPolicy], &str, &Context, Decision)] = &[
+    let rows: &[Row] = &[
         ("Trust: principal names the user ARN (alone suffices)", &by_user, &none, ALICE, &c, Allow),
         ("Trust: other user not named", &by_user, &allow, "arn:aws:iam::123456789012:user/bob", &c, ImplicitDeny),
         ("Trust: account root needs identity allow", &by_root, &none, ALICE, &c, ImplicitDeny),
@@ -414,6 +422,70 @@ fn trust_policy_examples() {
     );
     let shown: Vec<String> = e.matched.iter().map(|m| m.to_string()).collect();
     assert_eq!(shown, ["trust_policy#Trust", "caller#Assume"]);
+}
+
+/// "Update a role trust policy" (a boundary must allow sts:AssumeRole even when the trust
+/// policy names the user) and "Session policies" (a session policy limits what a resource
+/// policy grants to the role ARN, not to the session ARN).
+#[test]
+fn trust_with_boundary_and_session_limits() {
+    let assume_any = parse(
+        &doc(json!([{"Sid": "B", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}])),
+        PolicyKind::Managed,
+    );
+    let s3_only = parse(
+        &doc(json!([stmt("Allow", "s3:*", "*")])),
+        PolicyKind::Managed,
+    );
+    let session_arn = "arn:aws:sts::123456789012:assumed-role/Builder/ci-42";
+    let by_user = trust(json!({"AWS": ALICE}), json!([]));
+    let by_role = trust(
+        json!({"AWS": "arn:aws:iam::123456789012:role/Builder"}),
+        json!([]),
+    );
+    let by_session = trust(json!({"AWS": session_arn}), json!([]));
+    let c = Context::new();
+    let none: [NamedPolicy; 0] = [];
+    let session_s3 = [NamedPolicy {
+        name: "session",
+        policy: &s3_only,
+    }];
+    let session_assume = [NamedPolicy {
+        name: "session",
+        policy: &assume_any,
+    }];
+    let boundary = |p| {
+        Some(NamedPolicy {
+            name: "boundary",
+            policy: p,
+        })
+    };
+    #[rustfmt::skip]
+    let rows: Vec<(&str, &Policy, &str, PolicySet, Decision)> = vec![
+        ("boundary without sts:AssumeRole", &by_user, ALICE, PolicySet { identity: &none, boundary: boundary(&s3_only), session: None }, ImplicitDeny),
+        ("boundary allowing sts:AssumeRole", &by_user, ALICE, PolicySet { identity: &none, boundary: boundary(&assume_any), session: None }, Allow),
+        ("role ARN named, session policy lacks allow", &by_role, session_arn, PolicySet { identity: &none, boundary: None, session: Some(&session_s3) }, ImplicitDeny),
+        ("role ARN named, session policy allows", &by_role, session_arn, PolicySet { identity: &none, boundary: None, session: Some(&session_assume) }, Allow),
+        ("session ARN named, session policy not needed", &by_session, session_arn, PolicySet { identity: &none, boundary: None, session: Some(&session_s3) }, Allow),
+    ];
+    for (section, trust_policy, principal, set, want) in rows {
+        let req = Request {
+            principal: Some(principal),
+            action: "sts:AssumeRole",
+            resource: ROLE,
+            context: &c,
+        };
+        let e = evaluate_assume_role(
+            &req,
+            NamedPolicy {
+                name: "trust_policy",
+                policy: trust_policy,
+            },
+            &set,
+            ACCOUNT,
+        );
+        assert_eq!(e.decision, want, "{section}: {}", e.reason);
+    }
 }
 
 fn first_error(value: &serde_json::Value, kind: PolicyKind) -> PolicyError {
@@ -653,4 +725,44 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
             }),
         ]
     })
+}
+
+#[test]
+fn compiled_policies_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    shareable::<Policy>();
+    shareable::<Context>();
+    let p = std::sync::Arc::new(parse(
+        &doc(json!([stmt("Allow", "s3:*", "*")])),
+        PolicyKind::Managed,
+    ));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let c = Context::new();
+                let identity = [NamedPolicy {
+                    name: "p",
+                    policy: &p,
+                }];
+                let req = Request {
+                    principal: None,
+                    action: "s3:GetObject",
+                    resource: "arn:aws:s3:::b/k",
+                    context: &c,
+                };
+                evaluate(
+                    &req,
+                    &PolicySet {
+                        identity: &identity,
+                        ..PolicySet::default()
+                    },
+                )
+                .decision
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Allow);
+    }
 }
