@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests: each test starts the real daemon on `127.0.0.1:0` with a temp data
+//! dir and a manual clock (see `common.rs`) and talks to it over gRPC and HTTP.
+
+mod common;
+
+mod iam;
+mod login;
