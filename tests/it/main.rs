@@ -3,5 +3,6 @@
 
 mod common;
 
+mod assume_role;
 mod iam;
 mod login;
