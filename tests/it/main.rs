@@ -6,3 +6,4 @@ mod common;
 mod assume_role;
 mod iam;
 mod login;
+mod tokens;
