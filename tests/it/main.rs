@@ -4,6 +4,8 @@
 mod common;
 
 mod assume_role;
+mod audit;
 mod iam;
 mod login;
+mod server;
 mod tokens;
