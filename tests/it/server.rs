@@ -83,13 +83,24 @@ async fn jwks_over_http_matches_the_token_kid_and_grpc() {
 }
 
 #[tokio::test]
-#[ignore = "bug: unknown HTTP paths get tonic's gRPC fallback (HTTP 200, grpc-status 12, empty body) instead of 404 (src/rpc/mod.rs: routes.into_axum_router().merge(http::routes(..)))"]
+
 async fn unknown_http_paths_are_not_found() {
     let server = TestServer::start().await;
     for path in ["/.well-known/nope", "/", "/jwks.json"] {
         let (status, body) = http_get(server.addr, path).await;
         assert_eq!(status, 404, "{path}: {body:?}");
     }
+    // gRPC callers of an unknown service still get UNIMPLEMENTED.
+    let mut grpc = tonic::client::Grpc::new(server.channel());
+    grpc.ready().await.expect("ready");
+    let answer: Result<tonic::Response<proto::GetJwksResponse>, tonic::Status> = grpc
+        .unary(
+            tonic::Request::new(proto::GetJwksRequest {}),
+            http::uri::PathAndQuery::from_static("/stint.v1.Nope/Call"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_status(answer, Code::Unimplemented, &[]);
 }
 
 #[tokio::test]
