@@ -59,7 +59,11 @@ async fn reports_setup(server: &TestServer) -> proto::AccessKey {
         .into_inner()
         .access_key
         .unwrap();
-    assert!(key.access_key_id.starts_with("AKIA"), "{}", key.access_key_id);
+    assert!(
+        key.access_key_id.starts_with("AKIA"),
+        "{}",
+        key.access_key_id
+    );
     assert_eq!(key.status, "Active");
     assert!(!key.secret_access_key.is_empty());
 
@@ -137,7 +141,11 @@ async fn service_role_reads_one_bucket() {
     let role_session = sts_arn("reports-reader", "nightly");
     let user = assumed.assumed_role_user.unwrap();
     assert_eq!(user.arn, role_session);
-    assert!(user.assumed_role_id.starts_with("AROA"), "{}", user.assumed_role_id);
+    assert!(
+        user.assumed_role_id.starts_with("AROA"),
+        "{}",
+        user.assumed_role_id
+    );
     assert!(user.assumed_role_id.ends_with(":nightly"));
     let creds = assumed.credentials.unwrap();
     assert!(creds.access_key_id.starts_with("ASIA"));
@@ -162,11 +170,27 @@ async fn service_role_reads_one_bucket() {
 
     let cases = [
         ("s3:GetObject", "arn:aws:s3:::reports/x", Decision::Allow),
-        ("s3:GetObject", "arn:aws:s3:::reports/2024/q1.csv", Decision::Allow),
+        (
+            "s3:GetObject",
+            "arn:aws:s3:::reports/2024/q1.csv",
+            Decision::Allow,
+        ),
         ("s3:ListBucket", "arn:aws:s3:::reports", Decision::Allow),
-        ("s3:GetObject", "arn:aws:s3:::payroll/x", Decision::ImplicitDeny),
-        ("s3:GetObject", "arn:aws:s3:::reports-archive/x", Decision::ImplicitDeny),
-        ("s3:PutObject", "arn:aws:s3:::reports/x", Decision::ImplicitDeny),
+        (
+            "s3:GetObject",
+            "arn:aws:s3:::payroll/x",
+            Decision::ImplicitDeny,
+        ),
+        (
+            "s3:GetObject",
+            "arn:aws:s3:::reports-archive/x",
+            Decision::ImplicitDeny,
+        ),
+        (
+            "s3:PutObject",
+            "arn:aws:s3:::reports/x",
+            Decision::ImplicitDeny,
+        ),
         ("iam:CreateUser", &arn("user", "x"), Decision::ImplicitDeny),
     ];
     for (action, resource, expected) in cases {
@@ -249,7 +273,10 @@ async fn access_key_and_trust_refusals() {
     );
     // No bearer token at all.
     assert_status(
-        server.sts_as("").assume_role(assume("reports-reader", "s1", 0)).await,
+        server
+            .sts_as("")
+            .assume_role(assume("reports-reader", "s1", 0))
+            .await,
         Code::Unauthenticated,
         &[],
     );
@@ -307,7 +334,8 @@ async fn durations_outside_the_role_limits_name_the_field() {
     }
     // Bad session names are refused before anything else.
     assert_status(
-        sts.assume_role(assume("reports-reader", "no spaces", 0)).await,
+        sts.assume_role(assume("reports-reader", "no spaces", 0))
+            .await,
         Code::InvalidArgument,
         &["role_session_name"],
     );
@@ -346,7 +374,10 @@ async fn durations_outside_the_role_limits_name_the_field() {
         .await
         .expect("chained AssumeRole within 1 h")
         .into_inner();
-    assert_eq!(chained.assumed_role_user.unwrap().arn, sts_arn("long", "second"));
+    assert_eq!(
+        chained.assumed_role_user.unwrap().arn,
+        sts_arn("long", "second")
+    );
 }
 
 /// The contractor's role requires MFA; a 900 s credential expires on the manual clock.
@@ -503,5 +534,8 @@ async fn a_code_on_assume_role_supplies_fresh_mfa() {
         .into_inner()
         .credentials
         .unwrap();
-    assert_eq!(jwt_claims(&creds.session_token)["stint"]["mfa_present"], true);
+    assert_eq!(
+        jwt_claims(&creds.session_token)["stint"]["mfa_present"],
+        true
+    );
 }

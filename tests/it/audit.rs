@@ -8,7 +8,11 @@ use stint::proto::{self, AuditEvent};
 
 use crate::common::*;
 
-async fn all_events(server: &TestServer, token: &str, filter: proto::ListEventsRequest) -> Vec<AuditEvent> {
+async fn all_events(
+    server: &TestServer,
+    token: &str,
+    filter: proto::ListEventsRequest,
+) -> Vec<AuditEvent> {
     let mut audit = server.audit_as(token);
     let mut out = Vec::new();
     let mut next_token = String::new();
@@ -29,7 +33,12 @@ async fn all_events(server: &TestServer, token: &str, filter: proto::ListEventsR
     }
 }
 
-fn find<'a>(events: &'a [AuditEvent], name: &str, principal: &str, outcome: &str) -> Option<&'a AuditEvent> {
+fn find<'a>(
+    events: &'a [AuditEvent],
+    name: &str,
+    principal: &str,
+    outcome: &str,
+) -> Option<&'a AuditEvent> {
     events
         .iter()
         .find(|e| e.event_name == name && e.principal_arn == principal && e.outcome == outcome)
@@ -47,8 +56,14 @@ async fn logins_and_iam_changes_are_recorded_with_their_outcome() {
     server.after_failure();
     let admin = server.admin_login().await;
     let admin_jti = jwt_claims(&admin)["jti"].as_str().unwrap().to_string();
-    server.create_user_with_password(&admin, "dev", "dev-password-1").await;
-    let dev = server.login("dev", "dev-password-1", None).await.unwrap().session_token;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    let dev = server
+        .login("dev", "dev-password-1", None)
+        .await
+        .unwrap()
+        .session_token;
     assert_status(
         server
             .iam_as(&dev)
@@ -80,10 +95,22 @@ async fn logins_and_iam_changes_are_recorded_with_their_outcome() {
     assert!(!login.event_json.contains(ADMIN_PASSWORD));
 
     let created = find(&events, "iam:CreateUser", &admin_arn, "Allow").expect("CreateUser allowed");
-    assert!(created.event_json.contains("\"dev\""), "{}", created.event_json);
+    assert!(
+        created.event_json.contains("\"dev\""),
+        "{}",
+        created.event_json
+    );
     let denied = find(&events, "iam:CreateUser", &dev_arn, "Deny").expect("CreateUser denied");
-    assert!(denied.reason.contains("iam:CreateUser"), "{}", denied.reason);
-    assert!(denied.reason.contains(&arn("user", "eve")), "{}", denied.reason);
+    assert!(
+        denied.reason.contains("iam:CreateUser"),
+        "{}",
+        denied.reason
+    );
+    assert!(
+        denied.reason.contains(&arn("user", "eve")),
+        "{}",
+        denied.reason
+    );
     assert!(!denied.request_id.is_empty());
 
     // The log is a chain: ascending sequence numbers, each linked to its predecessor.
@@ -200,7 +227,11 @@ async fn filters_and_paging() {
         },
     )
     .await;
-    assert!(by_admin.iter().all(|e| e.principal_arn == arn("user", ADMIN)));
+    assert!(
+        by_admin
+            .iter()
+            .all(|e| e.principal_arn == arn("user", ADMIN))
+    );
     assert!(by_admin.len() >= 4);
 
     // Bad filter values name the field.
@@ -227,7 +258,11 @@ async fn filters_and_paging() {
             "next_token",
         ),
     ] {
-        assert_status(audit.list_events(request).await, Code::InvalidArgument, &[field]);
+        assert_status(
+            audit.list_events(request).await,
+            Code::InvalidArgument,
+            &[field],
+        );
     }
 }
 
@@ -235,8 +270,14 @@ async fn filters_and_paging() {
 async fn reading_the_log_needs_the_right_and_is_itself_audited() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    server.create_user_with_password(&admin, "dev", "dev-password-1").await;
-    let dev = server.login("dev", "dev-password-1", None).await.unwrap().session_token;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    let dev = server
+        .login("dev", "dev-password-1", None)
+        .await
+        .unwrap()
+        .session_token;
     assert_status(
         server
             .audit_as(&dev)
@@ -273,7 +314,9 @@ async fn reading_the_log_needs_the_right_and_is_itself_audited() {
 async fn credential_changes_and_key_rotations_are_in_the_rotation_log() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    server.create_user_with_password(&admin, "svc", "svc-password-1").await;
+    server
+        .create_user_with_password(&admin, "svc", "svc-password-1")
+        .await;
     let secret = server
         .iam_as(&admin)
         .create_access_key(proto::CreateAccessKeyRequest {
@@ -298,8 +341,15 @@ async fn credential_changes_and_key_rotations_are_in_the_rotation_log() {
         .into_inner()
         .events;
     let names: Vec<&str> = rotations.iter().map(|e| e.event_name.as_str()).collect();
-    for expected in ["iam:CreateLoginProfile", "iam:CreateAccessKey", "stint:RotateSigningKey"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    for expected in [
+        "iam:CreateLoginProfile",
+        "iam:CreateAccessKey",
+        "stint:RotateSigningKey",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     assert!(!names.contains(&"iam:CreateUser"), "{names:?}");
     // The new access key's secret is not in the log.
@@ -307,6 +357,14 @@ async fn credential_changes_and_key_rotations_are_in_the_rotation_log() {
         .iter()
         .find(|e| e.event_name == "iam:CreateAccessKey")
         .unwrap();
-    assert!(!key_event.event_json.contains(&secret), "{}", key_event.event_json);
-    assert!(!rotations.iter().any(|e| e.event_json.contains("svc-password-1")));
+    assert!(
+        !key_event.event_json.contains(&secret),
+        "{}",
+        key_event.event_json
+    );
+    assert!(
+        !rotations
+            .iter()
+            .any(|e| e.event_json.contains("svc-password-1"))
+    );
 }

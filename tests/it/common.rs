@@ -133,8 +133,8 @@ impl TestServer {
 
         let clock = Arc::new(ManualClock::new(start_time()));
         let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
-        let daemon = Daemon::open_with_master(config.clone(), master, clock.clone())
-            .expect("daemon opens");
+        let daemon =
+            Daemon::open_with_master(config.clone(), master, clock.clone()).expect("daemon opens");
         let broker = daemon.broker.clone();
         let (_, admin_serial, seed) = broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))

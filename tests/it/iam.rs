@@ -80,13 +80,21 @@ async fn developers_group_gets_ec2_but_no_iam() {
     assert_eq!(describe.decision(), Decision::Allow, "{}", describe.reason);
     assert_eq!(describe.principal_arn, arn("user", "dana"));
     assert!(
-        describe.matched_statements.iter().any(|s| s.contains("Describe")),
+        describe
+            .matched_statements
+            .iter()
+            .any(|s| s.contains("Describe")),
         "{:?}",
         describe.matched_statements
     );
     for action in ["ec2:StartInstances", "ec2:StopInstances"] {
         let start = authorize(&server, &dev, action, instance).await;
-        assert_eq!(start.decision(), Decision::Allow, "{action}: {}", start.reason);
+        assert_eq!(
+            start.decision(),
+            Decision::Allow,
+            "{action}: {}",
+            start.reason
+        );
     }
     // Not covered by the group policy.
     let terminate = authorize(&server, &dev, "ec2:TerminateInstances", instance).await;

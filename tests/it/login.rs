@@ -159,7 +159,9 @@ async fn bad_code_bad_password_unknown_user_are_indistinguishable() {
 async fn lockout_after_max_failures_until_lockout_seconds_pass() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    server.create_user_with_password(&admin, "dev", "right-pw-1").await;
+    server
+        .create_user_with_password(&admin, "dev", "right-pw-1")
+        .await;
     let lockout = server.config.lockout.clone();
 
     for _ in 0..lockout.max_failures {

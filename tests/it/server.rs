@@ -4,9 +4,9 @@
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use stint::proto;
 
@@ -16,7 +16,14 @@ use crate::common::*;
 async fn health_is_serving_for_the_server_and_each_service() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel());
-    for service in ["", "stint.v1.Sts", "stint.v1.Iam", "stint.v1.Tokens", "stint.v1.Audit", "stint.v1.Keys"] {
+    for service in [
+        "",
+        "stint.v1.Sts",
+        "stint.v1.Iam",
+        "stint.v1.Tokens",
+        "stint.v1.Audit",
+        "stint.v1.Keys",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -54,7 +61,10 @@ async fn jwks_over_http_matches_the_token_kid_and_grpc() {
         assert_eq!(key["crv"], "Ed25519");
         assert_eq!(key["alg"], "EdDSA");
         assert_eq!(key["use"], "sig");
-        assert!(key.get("d").is_none(), "private key material published: {key}");
+        assert!(
+            key.get("d").is_none(),
+            "private key material published: {key}"
+        );
     }
     assert!(
         keys.iter().any(|k| k["kid"] == kid.as_str()),
@@ -79,7 +89,10 @@ async fn jwks_over_http_matches_the_token_kid_and_grpc() {
         oidc["jwks_uri"],
         format!("http://{}/.well-known/jwks.json", server.addr)
     );
-    assert_eq!(oidc["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA"]));
+    assert_eq!(
+        oidc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA"])
+    );
 }
 
 #[tokio::test]

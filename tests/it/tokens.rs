@@ -29,7 +29,12 @@ async fn dev_with_policy(server: &TestServer, admin: &str, policy: String) -> St
         .session_token
 }
 
-fn request(token: &str, action: &str, resource: &str, ctx: &[(&str, &str)]) -> proto::AuthorizeRequest {
+fn request(
+    token: &str,
+    action: &str,
+    resource: &str,
+    ctx: &[(&str, &str)],
+) -> proto::AuthorizeRequest {
     proto::AuthorizeRequest {
         session_token: token.into(),
         action: action.into(),
@@ -75,14 +80,20 @@ async fn authorize_explains_allow_explicit_and_implicit_deny() {
     assert_eq!(allowed.decision(), Decision::Allow);
     assert_eq!(allowed.principal_arn, arn("user", "dev"));
     assert!(
-        allowed.matched_statements.iter().any(|m| m.contains("AllS3")),
+        allowed
+            .matched_statements
+            .iter()
+            .any(|m| m.contains("AllS3")),
         "{:?}",
         allowed.matched_statements
     );
     let denied = ask("s3:GetObject", "arn:aws:s3:::payroll/x", &[]).await;
     assert_eq!(denied.decision(), Decision::ExplicitDeny);
     assert!(
-        denied.matched_statements.iter().any(|m| m.contains("NoPayroll")),
+        denied
+            .matched_statements
+            .iter()
+            .any(|m| m.contains("NoPayroll")),
         "{:?}",
         denied.matched_statements
     );
@@ -222,7 +233,11 @@ async fn introspect_reports_active_and_inactive_tokens() {
             .await
             .expect("Introspect")
             .into_inner();
-        assert_eq!(inactive, proto::IntrospectResponse::default(), "{garbage:?}");
+        assert_eq!(
+            inactive,
+            proto::IntrospectResponse::default(),
+            "{garbage:?}"
+        );
     }
     server.advance(Duration::from_secs(900));
     let expired = tokens
@@ -376,7 +391,10 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         .into_inner()
         .key
         .unwrap();
-    assert_eq!(rotated.kid, published_kid, "the published key becomes active");
+    assert_eq!(
+        rotated.kid, published_kid,
+        "the published key becomes active"
+    );
     assert_eq!(rotated.state, "active");
     assert_ne!(rotated.kid, old_kid);
 
