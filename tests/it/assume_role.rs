@@ -539,3 +539,56 @@ async fn a_code_on_assume_role_supplies_fresh_mfa() {
         true
     );
 }
+
+#[tokio::test]
+async fn trusting_the_account_root_also_needs_an_identity_allow() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let root = format!("arn:stint:iam::{ACCOUNT}:root");
+    server
+        .iam_as(&admin)
+        .create_role(proto::CreateRoleRequest {
+            role_name: "account-wide".into(),
+            assume_role_policy_document: trust(&root, None),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateRole");
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    let dev = server
+        .login("dev", "dev-password-1", None)
+        .await
+        .unwrap()
+        .session_token;
+    // The trust policy names only the account: without an identity policy, no.
+    assert_status(
+        server
+            .sts_as(&dev)
+            .assume_role(assume("account-wide", "s1", 0))
+            .await,
+        Code::PermissionDenied,
+        &["sts:AssumeRole", &arn("role", "account-wide")],
+    );
+    // With one allowing sts:AssumeRole on the role, yes.
+    server
+        .iam_as(&admin)
+        .put_user_policy(proto::PutUserPolicyRequest {
+            user_name: "dev".into(),
+            policy_name: "assume".into(),
+            policy_document: allow(&["sts:AssumeRole"], &[&arn("role", "account-wide")]),
+        })
+        .await
+        .expect("PutUserPolicy");
+    let assumed = server
+        .sts_as(&dev)
+        .assume_role(assume("account-wide", "s2", 0))
+        .await
+        .expect("AssumeRole with trust + identity allow")
+        .into_inner();
+    assert_eq!(
+        assumed.assumed_role_user.unwrap().arn,
+        sts_arn("account-wide", "s2")
+    );
+}

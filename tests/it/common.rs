@@ -19,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use stint::broker::{Broker, ManualClock};
+use stint::broker::ManualClock;
 use stint::cli::serve::Daemon;
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
@@ -87,7 +87,6 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub clock: Arc<ManualClock>,
-    pub broker: Arc<Broker>,
     pub config: Config,
     /// The bootstrapped admin's TOTP seed.
     pub admin_seed: Vec<u8>,
@@ -135,8 +134,8 @@ impl TestServer {
         let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
         let daemon =
             Daemon::open_with_master(config.clone(), master, clock.clone()).expect("daemon opens");
-        let broker = daemon.broker.clone();
-        let (_, admin_serial, seed) = broker
+        let (_, admin_serial, seed) = daemon
+            .broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
             .await
             .expect("bootstrap admin");
@@ -160,7 +159,6 @@ impl TestServer {
         Self {
             addr,
             clock,
-            broker,
             config,
             admin_seed: seed.expose().to_vec(),
             admin_serial,

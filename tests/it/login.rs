@@ -47,6 +47,17 @@ async fn admin_login_with_mfa_carries_pwd_and_otp() {
     assert_eq!(me.arn, arn("user", ADMIN));
     assert_eq!(me.account, ACCOUNT);
     assert!(me.user_id.starts_with("AIDA"), "{}", me.user_id);
+
+    let devices = server
+        .iam_as(&creds.session_token)
+        .list_mfa_devices(stint::proto::ListMfaDevicesRequest::default())
+        .await
+        .expect("ListMfaDevices for the caller")
+        .into_inner()
+        .mfa_devices;
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0].serial_number, server.admin_serial);
+    assert_eq!(devices[0].user_name, ADMIN);
 }
 
 #[tokio::test]
