@@ -29,6 +29,25 @@ struct Revocation {
     keep_until_ms: i64,
 }
 
+/// Condition keys that describe the session itself. They come from the token only: a
+/// request context that could set them would let a caller forge MFA or identity.
+const SESSION_KEYS: &[&str] = &[
+    "aws:username",
+    "aws:userid",
+    "aws:principalarn",
+    "aws:principaltype",
+    "aws:principalaccount",
+    "aws:tokenissuetime",
+    "aws:multifactorauthpresent",
+    "aws:multifactorauthage",
+    "aws:sourceidentity",
+];
+
+fn is_session_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SESSION_KEYS.contains(&key.as_str()) || key.starts_with("aws:principaltag/")
+}
+
 fn revocation_keys(claims: &Claims) -> Vec<String> {
     let mut keys = vec![
         format!("jti:{}", claims.jti),
@@ -130,6 +149,12 @@ impl Broker {
                 return Err(BrokerError::invalid(
                     "context",
                     "a context entry has an empty key",
+                ));
+            }
+            if is_session_key(key) {
+                return Err(BrokerError::invalid(
+                    "context",
+                    format!("{key} describes the session; Stint sets it from the token"),
                 ));
             }
             ctx.insert_multi(key, values.clone());

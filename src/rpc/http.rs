@@ -22,6 +22,22 @@ pub fn routes(broker: Arc<Broker>, tls: bool) -> axum::Router {
         .with_state(broker)
 }
 
+/// Unknown paths: gRPC callers get `UNIMPLEMENTED` (what tonic answers), plain HTTP
+/// callers a 404 rather than an empty 200.
+pub async fn not_found(headers: HeaderMap) -> axum::response::Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented("")
+            .into_http::<()>()
+            .into_parts();
+        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
 async fn jwks(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         StatusCode::OK,

@@ -97,7 +97,8 @@ pub async fn serve(
     .add_service(reflection);
     let router = routes
         .into_axum_router()
-        .merge(http::routes(broker.clone(), tls.is_some()));
+        .merge(http::routes(broker.clone(), tls.is_some()))
+        .fallback(http::not_found);
 
     let mut builder = Server::builder().accept_http1(true);
     if let Some(tls) = tls {

@@ -1,3 +1,12 @@
-//! Integration tests.
+//! Integration tests: each test starts the real daemon on `127.0.0.1:0` with a temp data
+//! dir and a manual clock (see `common.rs`) and talks to it over gRPC and HTTP.
 
+mod common;
+
+mod assume_role;
+mod audit;
+mod iam;
+mod login;
 mod process;
+mod server;
+mod tokens;

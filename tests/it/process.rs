@@ -38,7 +38,14 @@ struct Init {
 
 fn init(data_dir: &Path) -> Init {
     let mut child = command(data_dir)
-        .args(["init", "--admin-user", "admin", "--password-stdin", "--output", "json"])
+        .args([
+            "init",
+            "--admin-user",
+            "admin",
+            "--password-stdin",
+            "--output",
+            "json",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -51,7 +58,11 @@ fn init(data_dir: &Path) -> Init {
         .write_all(format!("{PASSWORD}\n").as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("init --output json prints JSON");
     assert_eq!(json["user_name"], "admin");
     Init {
@@ -113,11 +124,17 @@ impl Daemon {
     }
 
     fn terminate(mut self) -> (bool, Vec<String>) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().unwrap();
         // Let the reader thread drain the pipe.
         std::thread::sleep(Duration::from_millis(100));
-        (status.success(), std::mem::take(&mut *self.log.lock().unwrap()))
+        (
+            status.success(),
+            std::mem::take(&mut *self.log.lock().unwrap()),
+        )
     }
 }
 
@@ -130,7 +147,9 @@ fn bearer<T>(message: T, token: &str) -> Request<T> {
 }
 
 fn seed_of(secret: &str) -> Vec<u8> {
-    data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap()
+    data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap()
 }
 
 async fn admin_token(channel: Channel, init: &Init) -> String {
@@ -194,8 +213,15 @@ fn key_login(id: &str, secret: &str) -> proto::GetSessionTokenRequest {
 }
 
 fn export(data_dir: &Path) -> Vec<Value> {
-    let out = command(data_dir).args(["audit", "export"]).output().unwrap();
-    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = command(data_dir)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -204,9 +230,15 @@ fn export(data_dir: &Path) -> Vec<Value> {
 }
 
 fn verify(data_dir: &Path) -> Value {
-    let out = command(data_dir).args(["audit", "verify"]).output().unwrap();
+    let out = command(data_dir)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).expect("verify prints a JSON report");
-    assert!(out.status.success(), "verify exit status with report {report}");
+    assert!(
+        out.status.success(),
+        "verify exit status with report {report}"
+    );
     report
 }
 
@@ -245,17 +277,33 @@ async fn sigkill_while_minting_loses_no_event_of_a_received_credential() {
         let _ = client.await;
     }
     let received = received.lock().unwrap().clone();
-    assert!(received.len() >= 50, "clients minted only {} credentials", received.len());
+    assert!(
+        received.len() >= 50,
+        "clients minted only {} credentials",
+        received.len()
+    );
 
     let report = verify(dir.path());
     assert_eq!(report["intact"], true, "{report}");
     let events = export(dir.path());
     let recorded: std::collections::HashSet<String> = events
         .iter()
-        .filter_map(|r| r["event"]["credential"]["session_id"].as_str().map(str::to_owned))
+        .filter_map(|r| {
+            r["event"]["credential"]["session_id"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
-    let missing: Vec<&String> = received.iter().filter(|jti| !recorded.contains(*jti)).collect();
-    assert!(missing.is_empty(), "{} of {} received credentials have no audit event", missing.len(), received.len());
+    let missing: Vec<&String> = received
+        .iter()
+        .filter(|jti| !recorded.contains(*jti))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} received credentials have no audit event",
+        missing.len(),
+        received.len()
+    );
 
     // After the crash the daemon starts again on the same dir and the chain still verifies.
     let daemon = Daemon::start(dir.path());
@@ -289,7 +337,13 @@ async fn no_secret_reaches_logs_errors_or_the_audit_log() {
     // Failures too: a wrong secret, a wrong password with a code, a wrong code.
     let mut errors = Vec::new();
     let wrong_secret = format!("{secret}x");
-    errors.push(sts.get_session_token(key_login(&id, &wrong_secret)).await.unwrap_err().message().to_string());
+    errors.push(
+        sts.get_session_token(key_login(&id, &wrong_secret))
+            .await
+            .unwrap_err()
+            .message()
+            .to_string(),
+    );
     let wrong_password = proto::GetSessionTokenRequest {
         credential: Some(Credential::Password(proto::PasswordCredential {
             user_name: "admin".into(),
@@ -299,10 +353,22 @@ async fn no_secret_reaches_logs_errors_or_the_audit_log() {
         duration_seconds: 0,
         serial_number: String::new(),
     };
-    errors.push(sts.get_session_token(wrong_password).await.unwrap_err().message().to_string());
+    errors.push(
+        sts.get_session_token(wrong_password)
+            .await
+            .unwrap_err()
+            .message()
+            .to_string(),
+    );
     let mut iam = IamClient::new(channel.clone());
     let device = iam
-        .create_virtual_mfa_device(bearer(proto::CreateVirtualMfaDeviceRequest { user_name: "svc".into(), virtual_mfa_device_name: String::new() }, &token))
+        .create_virtual_mfa_device(bearer(
+            proto::CreateVirtualMfaDeviceRequest {
+                user_name: "svc".into(),
+                virtual_mfa_device_name: String::new(),
+            },
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -322,7 +388,11 @@ async fn no_secret_reaches_logs_errors_or_the_audit_log() {
         .to_string(),
     );
     iam.create_login_profile(bearer(
-        proto::CreateLoginProfileRequest { user_name: "svc".into(), password: "svc login password 77".into(), password_reset_required: false },
+        proto::CreateLoginProfileRequest {
+            user_name: "svc".into(),
+            password: "svc login password 77".into(),
+            password_reset_required: false,
+        },
         &token,
     ))
     .await
@@ -343,17 +413,27 @@ async fn no_secret_reaches_logs_errors_or_the_audit_log() {
         ("wrong password", "not the password at all".to_string()),
         ("session token", token.clone()),
         ("key session token", session.clone()),
-        ("session token signature", token.rsplit('.').next().unwrap().to_string()),
+        (
+            "session token signature",
+            token.rsplit('.').next().unwrap().to_string(),
+        ),
     ];
     assert!(log.len() > 10, "the daemon logged {} lines", log.len());
     assert!(audit.len() > 5, "the audit log has {} events", audit.len());
     for (what, secret) in &secrets {
-        for (place, lines) in [("log", &log), ("audit export", &audit), ("error messages", &errors)] {
+        for (place, lines) in [
+            ("log", &log),
+            ("audit export", &audit),
+            ("error messages", &errors),
+        ] {
             if let Some(line) = lines.iter().find(|l| l.contains(secret.as_str())) {
                 panic!("{what} appears in the {place}: {line}");
             }
         }
     }
     // The log does carry what an operator needs: one line per request with its method.
-    assert!(log.iter().any(|l| l.contains("/stint.v1.Sts/GetSessionToken") && l.contains("latency_us")));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/stint.v1.Sts/GetSessionToken") && l.contains("latency_us"))
+    );
 }

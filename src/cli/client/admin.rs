@@ -214,7 +214,13 @@ pub fn iam(args: IamArgs, env: &Env) -> Result<ExitCode, CliError> {
     // `stint iam credential-report [csv|json]` prints the report itself.
     if action == "credential-report" {
         let format = args.json.unwrap_or_else(|| "csv".into());
-        return credential_report(CredentialReportArgs { auth: args.auth, format }, env);
+        return credential_report(
+            CredentialReportArgs {
+                auth: args.auth,
+                format,
+            },
+            env,
+        );
     }
     let method = call::method(&iam, action)?;
     let body = read_json_arg(args.json.as_deref())?;

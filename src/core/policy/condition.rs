@@ -460,10 +460,13 @@ impl ArnPattern {
         match self {
             ArnPattern::Any => true,
             ArnPattern::Segments(segments) => match &arn.0 {
+                // The partition (segment 1) is ignored: Stint's engine is partition-agnostic,
+                // so AWS documentation policies (`arn:aws:…`) govern `arn:stint:…` resources.
                 Some(parts) => segments
                     .iter()
                     .zip(parts)
-                    .all(|(segment, part)| segment.matches(part, ctx)),
+                    .enumerate()
+                    .all(|(i, (segment, part))| i == 1 || segment.matches(part, ctx)),
                 None => false,
             },
         }

@@ -596,6 +596,28 @@ fn statement_names_and_legacy_version() {
 }
 
 #[test]
+fn partition_is_ignored_so_aws_documentation_policies_govern_stint_arns() {
+    // DESIGN.md: the engine is partition-agnostic. The IAMUserChangePassword example from
+    // the AWS User Guide, as written, must govern Stint's own `arn:stint:` users.
+    let policy = doc(json!([stmt(
+        "Allow",
+        "iam:ChangePassword",
+        "arn:aws:iam::*:user/${aws:username}"
+    )]));
+    let alice = ctx(&[("aws:username", "alice")]);
+    let rows = [
+        ("arn:stint:iam::000000000000:user/alice", Allow),
+        ("arn:aws:iam::000000000000:user/alice", Allow),
+        ("arn:stint:iam::000000000000:user/bob", ImplicitDeny),
+        ("arn:stint:sts::000000000000:user/alice", ImplicitDeny),
+    ];
+    for (resource, expected) in rows {
+        let got = identity_decision(&policy, "iam:ChangePassword", resource, &alice).decision;
+        assert_eq!(got, expected, "{resource}");
+    }
+}
+
+#[test]
 fn context_keys_are_case_insensitive() {
     let mut c = Context::new();
     c.insert("AWS:SourceIP", "10.0.0.1");

@@ -1,0 +1,474 @@
+//! The harness: a real Stint daemon on `127.0.0.1:0` with a temp data dir, a manual clock
+//! and a bootstrapped admin, plus typed clients and helpers to log in and read tokens.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use ring::rand::SystemRandom;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use stint::broker::ManualClock;
+use stint::cli::serve::Daemon;
+use stint::config::{Argon2Config, Config, LockoutConfig};
+use stint::core::authn::totp;
+use stint::core::secret::SecretString;
+use stint::proto;
+use stint::proto::audit_client::AuditClient;
+use stint::proto::get_session_token_request::Credential;
+use stint::proto::iam_client::IamClient;
+use stint::proto::keys_client::KeysClient;
+use stint::proto::sts_client::StsClient;
+use stint::proto::tokens_client::TokensClient;
+use stint::store::seal::MasterKey;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const ACCOUNT: &str = "000000000000";
+
+/// `arn:stint:iam::000000000000:<kind>/<name>`.
+pub fn arn(kind: &str, name: &str) -> String {
+    format!("arn:stint:iam::{ACCOUNT}:{kind}/{name}")
+}
+
+/// A built-in managed policy's ARN.
+pub fn builtin(name: &str) -> String {
+    format!("arn:stint:iam::aws:policy/{name}")
+}
+
+/// Lockout tuning used by every test server: short back-off so a test can step past it
+/// with [`TestServer::after_failure`].
+pub fn test_lockout() -> LockoutConfig {
+    LockoutConfig {
+        max_failures: 5,
+        base_delay_ms: 100,
+        max_delay_ms: 1_000,
+        lockout_seconds: 300,
+        reset_after_seconds: 900,
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Self(
+            format!("Bearer {token}")
+                .parse()
+                .expect("token is ASCII metadata"),
+        )
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
+    /// The bootstrapped admin's TOTP seed.
+    pub admin_seed: Vec<u8>,
+    pub admin_serial: String,
+    channel: Channel,
+    /// Last TOTP step handed out per seed, so helpers never replay a code.
+    used_steps: Mutex<HashMap<Vec<u8>, u64>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+    _dir: TempDir,
+}
+
+/// A fixed, realistic start: the current time rounded down to a whole minute, so the
+/// clock starts on a TOTP step boundary (and tokens are not expired for offline checks).
+fn start_time() -> SystemTime {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the test config, adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            argon2: Argon2Config {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            },
+            lockout: test_lockout(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
+        let daemon =
+            Daemon::open_with_master(config.clone(), master, clock.clone()).expect("daemon opens");
+        let (_, admin_serial, seed) = daemon
+            .broker
+            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+            .await
+            .expect("bootstrap admin");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            daemon
+                .serve(listener, None, async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            addr,
+            clock,
+            config,
+            admin_seed: seed.expose().to_vec(),
+            admin_serial,
+            channel,
+            used_steps: Mutex::new(HashMap::new()),
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and waits for it to finish (final flush included).
+    pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| e.to_string())?,
+            None => Ok(()),
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        use stint::broker::Clock as _;
+        self.clock.now()
+    }
+
+    pub fn now_secs(&self) -> i64 {
+        self.now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Steps past the login back-off that follows a failed attempt.
+    pub fn after_failure(&self) {
+        self.advance(Duration::from_millis(self.config.lockout.max_delay_ms + 1));
+    }
+
+    /// The TOTP code for `seed` at the manual clock's current step (no bookkeeping).
+    pub fn code_for(&self, seed: &[u8]) -> String {
+        totp::code_at(seed, totp::step_at(self.now()))
+    }
+
+    /// A code for `seed` that has not been used yet: the current step's, or, when that
+    /// step was already handed out, the next step's after moving the clock there.
+    pub fn fresh_code(&self, seed: &[u8]) -> String {
+        let mut used = self.used_steps.lock().unwrap();
+        let mut step = totp::step_at(self.now());
+        if used.get(seed).is_some_and(|&last| last >= step) {
+            let into_step = self.now_secs() as u64 % totp::STEP_SECONDS;
+            self.advance(Duration::from_secs(totp::STEP_SECONDS - into_step));
+            step = totp::step_at(self.now());
+        }
+        used.insert(seed.to_vec(), step);
+        totp::code_at(seed, step)
+    }
+
+    /// Marks the current step of `seed` as used (after a code was consumed elsewhere,
+    /// e.g. by `EnableMfaDevice`).
+    pub fn mark_used(&self, seed: &[u8], step: u64) {
+        self.used_steps.lock().unwrap().insert(seed.to_vec(), step);
+    }
+
+    // ---- clients ------------------------------------------------------------------------
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn sts(&self) -> StsClient<Channel> {
+        StsClient::new(self.channel())
+    }
+
+    pub fn sts_as(&self, token: &str) -> StsClient<Authed> {
+        StsClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn iam_as(&self, token: &str) -> IamClient<Authed> {
+        IamClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn tokens_as(&self, token: &str) -> TokensClient<Authed> {
+        TokensClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn keys_as(&self, token: &str) -> KeysClient<Authed> {
+        KeysClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn audit_as(&self, token: &str) -> AuditClient<Authed> {
+        AuditClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    // ---- logins -------------------------------------------------------------------------
+
+    /// `GetSessionToken` with a password and an optional code.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<proto::Credentials, Status> {
+        self.get_session_token(
+            Credential::Password(proto::PasswordCredential {
+                user_name: user.into(),
+                password: password.into(),
+            }),
+            code,
+            0,
+        )
+        .await
+    }
+
+    pub async fn get_session_token(
+        &self,
+        credential: Credential,
+        code: Option<&str>,
+        duration_seconds: i32,
+    ) -> Result<proto::Credentials, Status> {
+        let response = self
+            .sts()
+            .get_session_token(proto::GetSessionTokenRequest {
+                credential: Some(credential),
+                token_code: code.unwrap_or_default().into(),
+                duration_seconds,
+                serial_number: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.credentials.expect("credentials in response"))
+    }
+
+    /// The admin's session token (password + a fresh TOTP code).
+    pub async fn admin_login(&self) -> String {
+        let code = self.fresh_code(&self.admin_seed.clone());
+        self.login(ADMIN, ADMIN_PASSWORD, Some(&code))
+            .await
+            .expect("admin login")
+            .session_token
+    }
+
+    // ---- admin setup shortcuts (each asserts success) -----------------------------------
+
+    /// Creates a user with a password (no MFA).
+    pub async fn create_user_with_password(&self, admin: &str, user: &str, password: &str) {
+        let mut iam = self.iam_as(admin);
+        iam.create_user(proto::CreateUserRequest {
+            user_name: user.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateUser");
+        iam.create_login_profile(proto::CreateLoginProfileRequest {
+            user_name: user.into(),
+            password: password.into(),
+            password_reset_required: false,
+        })
+        .await
+        .expect("CreateLoginProfile");
+    }
+
+    /// Creates and enables a virtual MFA device for `user`; returns the seed.
+    pub async fn enroll_mfa(&self, admin: &str, user: &str) -> Vec<u8> {
+        let mut iam = self.iam_as(admin);
+        let device = iam
+            .create_virtual_mfa_device(proto::CreateVirtualMfaDeviceRequest {
+                user_name: user.into(),
+                virtual_mfa_device_name: String::new(),
+            })
+            .await
+            .expect("CreateVirtualMfaDevice")
+            .into_inner();
+        let seed = data_encoding::BASE32_NOPAD
+            .decode(device.base32_string_seed.as_bytes())
+            .expect("base32 seed");
+        let step = totp::step_at(self.now());
+        iam.enable_mfa_device(proto::EnableMfaDeviceRequest {
+            user_name: user.into(),
+            serial_number: device.serial_number.clone(),
+            authentication_code_1: totp::code_at(&seed, step - 1),
+            authentication_code_2: totp::code_at(&seed, step),
+        })
+        .await
+        .expect("EnableMfaDevice");
+        self.mark_used(&seed, step);
+        seed
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+// ---- assertions and token reading -------------------------------------------------------
+
+/// Asserts `result` failed with `code` and a message containing every one of `needles`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    needles: &[&str],
+) -> Status {
+    let status = match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => status,
+    };
+    assert_eq!(
+        status.code(),
+        code,
+        "wrong code; message: {}",
+        status.message()
+    );
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "{:?} does not mention {needle:?}",
+            status.message()
+        );
+    }
+    status
+}
+
+fn b64_part(token: &str, index: usize) -> Value {
+    let part = token
+        .split('.')
+        .nth(index)
+        .unwrap_or_else(|| panic!("JWT has no part {index}: {token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url JWT part");
+    serde_json::from_slice(&bytes).expect("JSON JWT part")
+}
+
+/// The (unverified) JWT header.
+pub fn jwt_header(token: &str) -> Value {
+    b64_part(token, 0)
+}
+
+/// The (unverified) JWT payload.
+pub fn jwt_claims(token: &str) -> Value {
+    b64_part(token, 1)
+}
+
+pub fn timestamp_secs(ts: &Option<prost_types::Timestamp>) -> i64 {
+    ts.as_ref().expect("timestamp present").seconds
+}
+
+/// A plain HTTP/1.1 GET on the server's port; returns (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header/body split");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// A JSON policy document with one Allow statement.
+pub fn allow(actions: &[&str], resources: &[&str]) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}]
+    })
+    .to_string()
+}
+
+/// A trust policy letting `principal` (an ARN) assume the role, with optional condition.
+pub fn trust(principal: &str, condition: Option<Value>) -> String {
+    let mut statement = serde_json::json!({
+        "Effect": "Allow",
+        "Principal": {"AWS": principal},
+        "Action": "sts:AssumeRole"
+    });
+    if let Some(condition) = condition {
+        statement["Condition"] = condition;
+    }
+    serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string()
+}
