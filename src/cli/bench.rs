@@ -94,8 +94,10 @@ where
 
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let dir = tempfile_dir()?;
-    let mut config = Config::default();
-    config.data_dir = dir.clone();
+    let config = Config {
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
     let master = MasterKey::generate(&SystemRandom::new()).map_err(err)?;
     let daemon = Daemon::open_with_master(config, master, Arc::new(SystemClock))?;
     let broker: Arc<Broker> = daemon.broker.clone();
