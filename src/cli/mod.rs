@@ -84,6 +84,8 @@ pub enum Command {
     /// MFA devices.
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
+    /// Make users, groups, roles and policies match a JSON declaration (idempotent).
+    Apply(client::apply::ApplyArgs),
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
     Review(client::admin::ReviewCommand),
@@ -246,6 +248,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
         Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
+        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process()),
         Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
     };
     match result {

@@ -14,6 +14,7 @@
 //! `http://127.0.0.1:7420`.
 
 pub mod admin;
+pub mod apply;
 pub mod call;
 pub mod duration;
 pub mod login;
