@@ -200,7 +200,17 @@ impl AuditLog {
     }
 
     /// Appends `event` (its `seq` is assigned here) and returns once it is durable.
-    pub async fn append(&self, mut event: Event) -> Result<Record, AuditError> {
+    pub async fn append(&self, event: Event) -> Result<Record, AuditError> {
+        self.append_with(event, Vec::new()).await
+    }
+
+    /// Appends `event` and commits `writes` (unconditional puts/deletes) in the same
+    /// atomic batch: the state change and its record land together or not at all.
+    pub async fn append_with(
+        &self,
+        mut event: Event,
+        writes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Record, AuditError> {
         let record = {
             let mut head = lock(&self.head);
             let seq = head.seq + 1;
@@ -212,11 +222,12 @@ impl AuditLog {
                 hash: HEXLOWER.encode(&hash),
             };
             let key = chain::record_key(seq).to_vec();
-            let batch = Batch {
+            let mut batch = Batch {
                 // Absent: a second writer on the same store fails here instead of forking.
                 expects: vec![(Table::Audit, key.clone(), None)],
                 writes: vec![(Table::Audit, key, Some(store::encode(&record)))],
             };
+            batch.writes.extend(writes);
             if let Err(err) = self.store.commit(&batch) {
                 drop(head);
                 tracing::error!(seq, error = %err, "audit commit failed");

@@ -633,10 +633,6 @@ impl Broker {
             expires_at: exp * 1000,
             session_policies: spec.session_policies,
         };
-        store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            tx.put(Table::Sessions, &jti, &session);
-            Ok::<_, BrokerError>(())
-        })?;
         let mut event = self.event(meta, event_name, &spec.principal_arn, Outcome::Allow, now);
         event.params = params;
         event.credential = Some(CredentialInfo {
@@ -647,7 +643,13 @@ impl Broker {
             expires_ms: exp * 1000,
             kid: signer.kid().to_string(),
         });
-        self.audit.append(event).await?;
+        // The session record and its audit event are one atomic write.
+        let session_write = (
+            Table::Sessions,
+            jti.as_bytes().to_vec(),
+            Some(store::encode(&session)),
+        );
+        self.audit.append_with(event, vec![session_write]).await?;
         Ok(Issued {
             access_key_id: jti,
             session_token,
