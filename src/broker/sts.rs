@@ -45,12 +45,22 @@ pub struct SessionTokenInput {
     pub duration_seconds: i32,
 }
 
-/// Credentials handed to a caller.
-#[derive(Debug, Clone)]
+/// Credentials handed to a caller. The token is a bearer secret: `Debug` redacts it.
+#[derive(Clone)]
 pub struct Issued {
     pub access_key_id: String,
     pub session_token: String,
     pub expiration: SystemTime,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("access_key_id", &self.access_key_id)
+            .field("session_token", &"***")
+            .field("expiration", &self.expiration)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -293,7 +293,12 @@ impl Applier {
             && let Some(oldest) = versions
                 .iter()
                 .filter(|v| !v.is_default_version)
-                .min_by_key(|v| v.version_id[1..].parse::<u32>().unwrap_or(0))
+                .min_by_key(|v| {
+                    v.version_id
+                        .get(1..)
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .unwrap_or(0)
+                })
         {
             let request = proto::DeletePolicyVersionRequest {
                 policy_arn: arn.into(),
