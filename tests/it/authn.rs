@@ -276,7 +276,8 @@ async fn self_service_cannot_bind_a_device_to_another_user_by_naming_it_after_he
                 user_name: "bob".into(),
                 virtual_mfa_device_name: "alice".into(),
             })
-            .await,
+            .await
+            .map(|r| r.into_inner().serial_number),
         Code::PermissionDenied,
         &[],
     );
@@ -338,10 +339,9 @@ impl Restartable {
     }
 
     fn open(&self) -> Daemon {
-        let master = stint::store::seal::MasterKey::from_bytes(SecretBytes::from_slice(
-            &self.master,
-        ))
-        .expect("master key");
+        let master =
+            stint::store::seal::MasterKey::from_bytes(SecretBytes::from_slice(&self.master))
+                .expect("master key");
         Daemon::open_with_master(self.config(), master, self.clock.clone()).expect("daemon opens")
     }
 
@@ -470,7 +470,8 @@ async fn resync_deactivate_and_list_mfa_devices() {
     assert_eq!(serial, arn("mfa", "carol"));
     assert!(devices[0].enable_date.is_some());
 
-    // Resync with two consecutive codes (the next two steps).
+    // Resync with two consecutive codes read off the device two steps later.
+    server.advance(Duration::from_secs(2 * totp::STEP_SECONDS));
     let step = totp::step_at(server.now());
     let resync = |c1: String, c2: String| proto::ResyncMfaDeviceRequest {
         user_name: String::new(),
@@ -480,38 +481,47 @@ async fn resync_deactivate_and_list_mfa_devices() {
     };
     assert_status(
         iam.resync_mfa_device(resync(
-            totp::code_at(&seed, step + 1),
-            totp::code_at(&seed, step + 3),
+            totp::code_at(&seed, step - 2),
+            totp::code_at(&seed, step),
         ))
         .await,
         Code::InvalidArgument,
         &["authentication_code_2"],
     );
     assert_status(
-        iam.resync_mfa_device(resync("12345".into(), totp::code_at(&seed, step + 2)))
+        iam.resync_mfa_device(resync("12345".into(), totp::code_at(&seed, step)))
             .await,
         Code::InvalidArgument,
         &["authentication_code_1"],
     );
     iam.resync_mfa_device(resync(
-        totp::code_at(&seed, step + 1),
-        totp::code_at(&seed, step + 2),
+        totp::code_at(&seed, step - 1),
+        totp::code_at(&seed, step),
     ))
     .await
     .expect("ResyncMfaDevice with two consecutive codes");
-    // The same pair cannot be replayed.
+    server.mark_used(&seed, step);
+    // The same pair cannot be replayed, nor can its newest code log in.
     assert_status(
         iam.resync_mfa_device(resync(
-            totp::code_at(&seed, step + 1),
-            totp::code_at(&seed, step + 2),
+            totp::code_at(&seed, step - 1),
+            totp::code_at(&seed, step),
         ))
         .await,
         Code::InvalidArgument,
         &["authentication_code_2"],
     );
-    // Logins go on after the resynced steps.
-    server.advance(Duration::from_secs(3 * totp::STEP_SECONDS));
-    server.mark_used(&seed, step + 2);
+    assert_invalid_credentials(
+        server
+            .login(
+                "carol",
+                "carol-password-1",
+                Some(&totp::code_at(&seed, step)),
+            )
+            .await,
+    );
+    server.after_failure();
+    // The next step's code does.
     let code = server.fresh_code(&seed);
     let carol = server
         .login("carol", "carol-password-1", Some(&code))
@@ -565,18 +575,18 @@ async fn resync_deactivate_and_list_mfa_devices() {
 }
 
 #[tokio::test]
-#[ignore = "bug: ResyncMfaDevice only records the last used step; no drift offset is kept, \
-            so a drifted device still fails at login and, if ahead, its resync burns the \
-            future steps (src/broker/iam.rs enable_mfa_device with resync = true)"]
+#[ignore = "bug: ResyncMfaDevice only records the last used step and keeps no drift offset, \
+            so a drifted device still fails at login after a successful resync \
+            (src/broker/iam.rs enable_mfa_device, resync = true; totp::verify has no offset)"]
 async fn resync_lets_a_drifted_device_log_in() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     let seed = mfa_user(&server, &admin, "drift", "drift-password-1").await;
-    // The device's clock runs 5 steps (2.5 minutes) ahead: its code is refused.
-    let device_code = |server: &TestServer, ahead: u64| {
-        totp::code_at(&seed, totp::step_at(server.now()) + 5 + ahead)
+    // The device's clock runs 5 steps (2.5 minutes) behind: its code is refused.
+    server.advance(Duration::from_secs(10 * totp::STEP_SECONDS));
+    let device_code = |server: &TestServer, next: u64| {
+        totp::code_at(&seed, totp::step_at(server.now()) - 5 + next)
     };
-    server.advance(Duration::from_secs(totp::STEP_SECONDS));
     assert_invalid_credentials(
         server
             .login("drift", "drift-password-1", Some(&device_code(&server, 0)))
@@ -754,14 +764,18 @@ async fn reset_required_allows_only_a_password_change() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     set_policy(&server, &admin, strict_policy()).await.unwrap();
-    server.create_user_with_password(&admin, "dave", FIRST).await;
+    server
+        .create_user_with_password(&admin, "dave", FIRST)
+        .await;
     attach(&server, &admin, "dave", &["ReadOnlyAccess"]).await;
     let full = server
         .login("dave", FIRST, None)
         .await
         .unwrap()
         .session_token;
-    get_self(&server, &full).await.expect("GetUser before reset");
+    get_self(&server, &full)
+        .await
+        .expect("GetUser before reset");
 
     server
         .iam_as(&admin)
@@ -782,7 +796,9 @@ async fn reset_required_allows_only_a_password_change() {
         .session_token;
     assert_eq!(caller_arn(&server, &restricted).await, arn("user", "dave"));
     assert_eq!(
-        get_policy(&server, &restricted).await.minimum_password_length,
+        get_policy(&server, &restricted)
+            .await
+            .minimum_password_length,
         12
     );
     assert_status(
@@ -837,10 +853,7 @@ async fn reset_required_allows_only_a_password_change() {
         .await
         .expect("login with the new password")
         .session_token;
-    assert_eq!(
-        get_self(&server, &renewed).await.unwrap().user_name,
-        "dave"
-    );
+    assert_eq!(get_self(&server, &renewed).await.unwrap().user_name, "dave");
     list_users(&server, &renewed)
         .await
         .expect("full rights again");
@@ -854,7 +867,7 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
         max_password_age: 30,
         ..strict_policy()
     };
-    set_policy(&server, &admin, policy.clone()).await.unwrap();
+    set_policy(&server, &admin, policy).await.unwrap();
     server
         .create_user_with_password(&admin, "erin", "erin-passw0rd-1!")
         .await;
@@ -873,7 +886,9 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
         .await
         .unwrap()
         .session_token;
-    list_users(&server, &young).await.expect("29-day-old password");
+    list_users(&server, &young)
+        .await
+        .expect("29-day-old password");
     server.advance(Duration::from_secs(2 * 86_400));
     let expired = server
         .login("erin", "erin-passw0rd-1!", None)
@@ -903,7 +918,9 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
         .await
         .unwrap()
         .session_token;
-    list_users(&server, &renewed).await.expect("changed password");
+    list_users(&server, &renewed)
+        .await
+        .expect("changed password");
 
     // The admin's own password is as old: change it first, then turn on hard expiry.
     let admin = server.admin_login().await;
@@ -1041,7 +1058,10 @@ async fn access_key_lifecycle() {
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids.contains(&id1.as_str()) && ids.contains(&id2.as_str()));
         let dump = format!("{listed:?}");
-        assert!(!dump.contains(&secret1) && !dump.contains(&secret2), "{dump}");
+        assert!(
+            !dump.contains(&secret1) && !dump.contains(&secret2),
+            "{dump}"
+        );
     }
 
     // Inactive: refused exactly like a wrong secret.
@@ -1145,7 +1165,11 @@ async fn a_lockout_and_its_end_are_audited() {
     server
         .create_user_with_password(&admin, "dev", "right-password-1")
         .await;
-    assert!(events_named(&server, &admin, "stint:Lockout").await.is_empty());
+    assert!(
+        events_named(&server, &admin, "stint:Lockout")
+            .await
+            .is_empty()
+    );
 
     let lockout = server.config.lockout.clone();
     for _ in 0..lockout.max_failures {
@@ -1229,9 +1253,7 @@ async fn unknown_key_wrong_secret_and_inactive_key_answer_alike() {
     ];
     let mut answers = Vec::new();
     for (id, secret) in attempts {
-        let status = key_login(&server, id, secret)
-            .await
-            .expect_err("refused");
+        let status = key_login(&server, id, secret).await.expect_err("refused");
         answers.push((id.to_string(), status.code(), status.message().to_string()));
         server.after_failure();
     }
@@ -1290,7 +1312,11 @@ fn csv_rows(content: &[u8]) -> Vec<std::collections::HashMap<String, String>> {
     lines
         .map(|line| {
             let cells = csv_fields(line);
-            assert_eq!(cells.len(), header.len(), "row {line:?} vs header {header:?}");
+            assert_eq!(
+                cells.len(),
+                header.len(),
+                "row {line:?} vs header {header:?}"
+            );
             header.iter().cloned().zip(cells).collect()
         })
         .collect()
@@ -1377,8 +1403,8 @@ async fn credential_report_lists_every_user_in_csv_and_json() {
         assert_eq!(r["mfa_active"].to_string(), mfa, "{user}");
         assert_eq!(r["access_key_1"]["active"].to_string(), key1, "{user}");
     }
-    let dump = String::from_utf8_lossy(&csv.content).to_string()
-        + &String::from_utf8_lossy(&json.content);
+    let dump =
+        String::from_utf8_lossy(&csv.content).to_string() + &String::from_utf8_lossy(&json.content);
     assert!(!dump.contains(&key.secret_access_key));
 }
 
