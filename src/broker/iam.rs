@@ -2062,15 +2062,16 @@ impl Broker {
         let user = self.target_user(caller, user_name)?;
         let arn = self.user_arn_for(&user)?;
         let now = unix_ms(self.now());
+        // Drawn up front so the audit event names the key it created.
+        let id = model::unique_id("AKIA", &self.random::<16>()?);
         self.iam_call(
             caller,
             meta,
             "iam:CreateAccessKey",
             &arn,
-            json!({"user_name": user}),
+            json!({"user_name": user, "access_key_id": id}),
             true,
             || {
-                let id = model::unique_id("AKIA", &self.random::<16>()?);
                 let secret = SecretString::new(data_encoding::BASE64.encode(&self.random::<30>()?));
                 let record = AccessKey {
                     v: RECORD_VERSION,

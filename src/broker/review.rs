@@ -255,7 +255,11 @@ impl Broker {
             "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date\n",
         );
         for row in &rows {
+            // RFC 4180: user names (and so ARNs) may contain commas.
             let field = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) if s.contains([',', '"', '\n', '\r']) => {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                }
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };

@@ -5,6 +5,7 @@ mod common;
 
 mod assume_role;
 mod audit;
+mod authn;
 mod iam;
 mod login;
 mod process;
