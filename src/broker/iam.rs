@@ -28,6 +28,8 @@ const MAX_GROUPS_PER_USER: usize = 10;
 const MAX_ATTACHED_POLICIES: usize = 10;
 const MAX_POLICY_VERSIONS: usize = 5;
 const MAX_ACCESS_KEYS: usize = 2;
+/// How far (in 30 s steps, each way) ResyncMfaDevice searches for the device's codes.
+const RESYNC_WINDOW_STEPS: u64 = 40;
 const PASSWORD_POLICY_KEY: &str = "account/password_policy";
 
 /// AWS-style pagination: `marker` is where the previous page stopped.
@@ -1885,8 +1887,17 @@ impl Broker {
             json!({"user_name": user, "virtual_mfa_device_name": device_name}),
             true,
             || {
-                self.load_user(&user)?
+                let target = self
+                    .load_user(&user)?
                     .ok_or_else(|| not_found("user", &user))?;
+                // A device bound to someone else needs the right to bind devices to them
+                // (AWS ties a device to a user with EnableMFADevice on that user).
+                let own = caller
+                    .user_name()
+                    .is_some_and(|me| me.eq_ignore_ascii_case(&user));
+                if !own {
+                    self.require(caller, meta, "iam:EnableMfaDevice", &target.arn)?;
+                }
                 let seed = totp::new_seed(self.random::<20>()?);
                 let sealed_seed = self
                     .master
@@ -1898,6 +1909,7 @@ impl Broker {
                     sealed_seed,
                     enable_date: None,
                     last_used_step: None,
+                    drift_steps: 0,
                 };
                 store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
                     let all: Vec<MfaDevice> = tx.scan(Table::MfaDevices, "")?;
@@ -1969,12 +1981,20 @@ impl Broker {
                         _ => {}
                     }
                     let seed = self.master.open(&device.sealed_seed, &mfa_aad(serial))?;
-                    let window = if resync { 40 } else { 10 };
+                    // Enable looks back 10 steps; resync looks 40 steps either way.
+                    let (centre, window) = if resync {
+                        (
+                            totp::shifted(now, RESYNC_WINDOW_STEPS as i64),
+                            2 * RESYNC_WINDOW_STEPS,
+                        )
+                    } else {
+                        (now, 10)
+                    };
                     let step = totp::verify_consecutive(
                         seed.expose(),
                         code1.expose(),
                         code2.expose(),
-                        now,
+                        centre,
                         window,
                     )
                     .map_err(|_| {
@@ -1989,6 +2009,9 @@ impl Broker {
                             "codes were already used",
                         ));
                     }
+                    // Remember how far the device's clock is off, beyond the ±1 step skew.
+                    let offset = step as i64 - totp::step_at(now) as i64;
+                    device.drift_steps = if offset.abs() > 1 { offset } else { 0 };
                     device.last_used_step = Some(step);
                     if !resync {
                         device.enable_date = Some(unix_ms(now));
@@ -2240,6 +2263,7 @@ impl Broker {
             sealed_seed,
             enable_date: Some(unix_ms(now)),
             last_used_step: None,
+            drift_steps: 0,
         };
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
             if tx

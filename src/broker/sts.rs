@@ -471,7 +471,13 @@ impl Broker {
                 return Ok(false);
             };
             let seed = self.master.open(&device.sealed_seed, &mfa_aad(serial))?;
-            match totp::verify(seed.expose(), code.expose(), now, device.last_used_step) {
+            let device_now = totp::shifted(now, device.drift_steps);
+            match totp::verify(
+                seed.expose(),
+                code.expose(),
+                device_now,
+                device.last_used_step,
+            ) {
                 Ok(step) => {
                     device.last_used_step = Some(step);
                     tx.put(Table::MfaDevices, &key, &device);

@@ -353,6 +353,10 @@ pub struct MfaDevice {
     /// The last accepted TOTP time step: codes at or before it are replays.
     #[serde(default)]
     pub last_used_step: Option<u64>,
+    /// How many 30 s steps the device's clock runs ahead (+) or behind (−), learned at
+    /// enable/resync; codes are checked around the server's step shifted by it.
+    #[serde(default)]
+    pub drift_steps: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

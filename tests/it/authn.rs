@@ -253,9 +253,6 @@ async fn force_mfa_user_can_only_enroll_until_logging_in_with_a_code() {
 }
 
 #[tokio::test]
-#[ignore = "bug: CreateVirtualMfaDevice authorizes only on the device serial \
-            (mfa/<virtual_mfa_device_name>), so a SelfServiceMFA user names the device after \
-            herself and binds it to another user (src/broker/iam.rs create_virtual_mfa_device)"]
 async fn self_service_cannot_bind_a_device_to_another_user_by_naming_it_after_herself() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
@@ -575,9 +572,6 @@ async fn resync_deactivate_and_list_mfa_devices() {
 }
 
 #[tokio::test]
-#[ignore = "bug: ResyncMfaDevice only records the last used step and keeps no drift offset, \
-            so a drifted device still fails at login after a successful resync \
-            (src/broker/iam.rs enable_mfa_device, resync = true; totp::verify has no offset)"]
 async fn resync_lets_a_drifted_device_log_in() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;

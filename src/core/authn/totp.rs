@@ -131,6 +131,16 @@ pub fn verify_consecutive(
         .ok_or(Error::TotpMismatch)
 }
 
+/// `now` moved by `steps` time steps (a device's clock drift).
+pub fn shifted(now: SystemTime, steps: i64) -> SystemTime {
+    let by = std::time::Duration::from_secs(steps.unsigned_abs() * STEP_SECONDS);
+    if steps >= 0 {
+        now + by
+    } else {
+        now.checked_sub(by).unwrap_or(now)
+    }
+}
+
 /// Wraps 20 caller-supplied random bytes as a TOTP seed.
 pub fn new_seed(random: [u8; SEED_LEN]) -> SecretBytes {
     let random = zeroize::Zeroizing::new(random);
