@@ -2086,7 +2086,7 @@ impl Broker {
         let arn = self.user_arn_for(&user)?;
         let now = unix_ms(self.now());
         // Drawn up front so the audit event names the key it created.
-        let id = model::unique_id("AKIA", &self.random::<16>()?);
+        let id = model::access_key_id("AKIA", &self.random::<16>()?);
         self.iam_call(
             caller,
             meta,

@@ -119,11 +119,17 @@ impl Broker {
             .login_profile
             .clone()
             .ok_or_else(|| BrokerError::NotFound(format!("login profile for user {user_name}")))?;
+        // Guessing the old password through a stolen session meets the login lockout.
+        let keys = super::sts::lockout_keys(user_name, meta);
+        if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
+            return Err(BrokerError::LockedOut { retry_after });
+        }
         let (old, phc) = (old_password.clone(), profile.phc.clone());
         if !self
             .hash_job(move || password::verify_password(&old, &phc))
             .await??
         {
+            self.lockout_fail(meta, &keys, user_name, now).await?;
             return Err(BrokerError::InvalidCredentials);
         }
         // Reuse prevention: the current password counts as the most recent one.
@@ -190,7 +196,18 @@ impl Broker {
                 ));
             }
         };
-        self.require(caller, meta, "iam:GetCredentialReport", "*")?;
+        if let Err(err) = self.require(caller, meta, "iam:GetCredentialReport", "*") {
+            let mut event = self.event(
+                meta,
+                "iam:GetCredentialReport",
+                caller.arn(),
+                Outcome::Deny,
+                self.now(),
+            );
+            event.reason = err.to_string();
+            self.audit.append(event).await?;
+            return Err(err);
+        }
         let now = self.now();
         let store = self.store.as_ref();
         let users: Vec<User> = store::read_page(store, Table::Users, "", None, usize::MAX)?

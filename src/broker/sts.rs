@@ -125,7 +125,7 @@ fn duration_in(
     Ok(Duration::from_secs(secs.into()))
 }
 
-fn lockout_keys(user_name: &str, meta: &RequestMeta) -> Vec<String> {
+pub(crate) fn lockout_keys(user_name: &str, meta: &RequestMeta) -> Vec<String> {
     let mut keys = vec![format!("user:{}", name_key(user_name))];
     if let Some(ip) = meta.source_ip {
         keys.push(format!("ip:{ip}"));
@@ -503,7 +503,7 @@ impl Broker {
 
     /// `Err(wait)` while any of `keys` is locked or backing off. A lockout that has been
     /// served is cleared here and its end audited.
-    async fn lockout_check(
+    pub(crate) async fn lockout_check(
         &self,
         meta: &RequestMeta,
         keys: &[String],
@@ -525,8 +525,9 @@ impl Broker {
                     Ok::<_, BrokerError>(still_served)
                 })?;
                 if cleared {
+                    let principal = self.lockout_principal(key, key)?;
                     let mut event =
-                        self.event(meta, "stint:LockoutEnded", key, Outcome::Allow, now);
+                        self.event(meta, "stint:LockoutEnded", &principal, Outcome::Allow, now);
                     event.reason = format!("{key} lockout ended at {}", unix_ms(ended));
                     self.audit.append(event).await?;
                 }
@@ -539,7 +540,7 @@ impl Broker {
         Ok(longest.map_or(Ok(()), Err))
     }
 
-    async fn lockout_fail(
+    pub(crate) async fn lockout_fail(
         &self,
         meta: &RequestMeta,
         keys: &[String],
@@ -559,14 +560,35 @@ impl Broker {
             Ok::<_, BrokerError>(locked)
         })?;
         for key in locked {
-            let mut event = self.event(meta, "stint:Lockout", who, Outcome::Deny, now);
+            let principal = self.lockout_principal(&key, who)?;
+            let mut event = self.event(meta, "stint:Lockout", &principal, Outcome::Deny, now);
             event.reason = format!("{key} locked for {} s", policy.lockout_seconds);
             self.audit.append(event).await?;
         }
         Ok(())
     }
 
-    fn lockout_reset(&self, keys: &[String]) -> Result<(), BrokerError> {
+    /// The ARN a lockout key is about: the user's, or the access key owner's; otherwise
+    /// (a source address, an unknown name) the key itself.
+    fn lockout_principal(&self, key: &str, fallback: &str) -> Result<String, BrokerError> {
+        let Some(name) = key.strip_prefix("user:") else {
+            return Ok(fallback.to_string());
+        };
+        if let Some(user) = self.load_user(name)? {
+            return Ok(user.arn);
+        }
+        let access_key: Option<AccessKey> = store::read(
+            self.store.as_ref(),
+            Table::AccessKeys,
+            &name.to_ascii_uppercase(),
+        )?;
+        Ok(match access_key.map(|k| self.load_user(&k.user_name)) {
+            Some(Ok(Some(user))) => user.arn,
+            _ => fallback.to_string(),
+        })
+    }
+
+    pub(crate) fn lockout_reset(&self, keys: &[String]) -> Result<(), BrokerError> {
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
             for key in keys {
                 if tx.get_raw(Table::Lockouts, key.as_bytes())?.is_some() {
@@ -610,7 +632,7 @@ impl Broker {
         now: SystemTime,
     ) -> Result<Issued, BrokerError> {
         let random: [u8; 16] = self.random()?;
-        let jti = crate::core::model::unique_id("ASIA", &random);
+        let jti = crate::core::model::access_key_id("ASIA", &random);
         let iat = unix_secs(now);
         let exp = iat + spec.duration.as_secs() as i64;
         let claims = Claims {

@@ -225,6 +225,13 @@ pub fn unique_id(prefix: &str, random: &[u8; 16]) -> String {
     id
 }
 
+/// Access key ids as AWS shapes them: `AKIA`/`ASIA` and 16 base32 characters (20 in all).
+pub fn access_key_id(prefix: &str, random: &[u8; 16]) -> String {
+    let mut id = unique_id(prefix, random);
+    id.truncate(prefix.len() + 16);
+    id
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {
     pub key: String,
@@ -603,6 +610,7 @@ mod tests {
 
     #[test]
     fn unique_ids_have_aws_shape() {
+        assert_eq!(access_key_id("AKIA", &[3u8; 16]).len(), 20);
         let id = unique_id("AIDA", &[7u8; 16]);
         assert_eq!(id.len(), 21);
         assert!(id.starts_with("AIDA"));

@@ -812,6 +812,13 @@ async fn reset_required_allows_only_a_password_change() {
         new_password: new.into(),
     };
     assert_invalid_credentials(iam.change_password(change("not-the-passw0rd!", NEW)).await);
+    // A wrong old password counts like a failed login: the next try waits out the back-off.
+    assert_status(
+        iam.change_password(change(RESET, NEW)).await,
+        Code::Unauthenticated,
+        &["retry after"],
+    );
+    server.after_failure();
     // The current password and the one before it are remembered (reuse prevention 2).
     for reused in [RESET, FIRST] {
         assert_status(
