@@ -186,6 +186,24 @@ fn missing(status: &Status) -> bool {
     status.code() == Code::NotFound
 }
 
+/// Which kind of identity a policy sync is for.
+#[derive(Clone, Copy)]
+enum Kind {
+    User,
+    Group,
+    Role,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Group => "group",
+            Kind::Role => "role",
+        }
+    }
+}
+
 struct Applier {
     iam: IamClient<Channel>,
     token: crate::core::secret::SecretString,
@@ -312,6 +330,210 @@ impl Applier {
         Ok(())
     }
 
+    /// Managed policies attached to `name` now (none when it does not exist yet).
+    async fn attached(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        exists: bool,
+    ) -> Result<Vec<String>, CliError> {
+        if !exists {
+            return Ok(vec![]);
+        }
+        let name = name.to_string();
+        let rows = match kind {
+            Kind::User => {
+                let r = self.req(proto::ListAttachedUserPoliciesRequest {
+                    user_name: name,
+                    max_items: 1000,
+                    ..Default::default()
+                })?;
+                self.iam
+                    .list_attached_user_policies(r)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .attached_policies
+            }
+            Kind::Group => {
+                let r = self.req(proto::ListAttachedGroupPoliciesRequest {
+                    group_name: name,
+                    max_items: 1000,
+                    ..Default::default()
+                })?;
+                self.iam
+                    .list_attached_group_policies(r)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .attached_policies
+            }
+            Kind::Role => {
+                let r = self.req(proto::ListAttachedRolePoliciesRequest {
+                    role_name: name,
+                    max_items: 1000,
+                    ..Default::default()
+                })?;
+                self.iam
+                    .list_attached_role_policies(r)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .attached_policies
+            }
+        };
+        Ok(rows.into_iter().map(|p| p.policy_arn).collect())
+    }
+
+    async fn attach(&mut self, kind: Kind, name: &str, policy_arn: String) -> Result<(), CliError> {
+        let name = name.to_string();
+        match kind {
+            Kind::User => self
+                .iam
+                .attach_user_policy(self.req(proto::AttachUserPolicyRequest {
+                    user_name: name,
+                    policy_arn,
+                })?)
+                .await
+                .map(drop),
+            Kind::Group => self
+                .iam
+                .attach_group_policy(self.req(proto::AttachGroupPolicyRequest {
+                    group_name: name,
+                    policy_arn,
+                })?)
+                .await
+                .map(drop),
+            Kind::Role => self
+                .iam
+                .attach_role_policy(self.req(proto::AttachRolePolicyRequest {
+                    role_name: name,
+                    policy_arn,
+                })?)
+                .await
+                .map(drop),
+        }
+        .map_err(status_error)
+    }
+
+    /// The inline policy's document, if it exists.
+    async fn inline(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        policy_name: &str,
+    ) -> Result<Option<String>, CliError> {
+        let (name, policy_name) = (name.to_string(), policy_name.to_string());
+        let found = match kind {
+            Kind::User => self
+                .iam
+                .get_user_policy(self.req(proto::GetUserPolicyRequest {
+                    user_name: name,
+                    policy_name,
+                })?)
+                .await
+                .map(|r| r.into_inner().policy_document),
+            Kind::Group => self
+                .iam
+                .get_group_policy(self.req(proto::GetGroupPolicyRequest {
+                    group_name: name,
+                    policy_name,
+                })?)
+                .await
+                .map(|r| r.into_inner().policy_document),
+            Kind::Role => self
+                .iam
+                .get_role_policy(self.req(proto::GetRolePolicyRequest {
+                    role_name: name,
+                    policy_name,
+                })?)
+                .await
+                .map(|r| r.into_inner().policy_document),
+        };
+        match found {
+            Ok(document) => Ok(Some(document)),
+            Err(status) if missing(&status) => Ok(None),
+            Err(status) => Err(status_error(status)),
+        }
+    }
+
+    async fn put_inline(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        policy_name: &str,
+        policy_document: String,
+    ) -> Result<(), CliError> {
+        let (name, policy_name) = (name.to_string(), policy_name.to_string());
+        match kind {
+            Kind::User => self
+                .iam
+                .put_user_policy(self.req(proto::PutUserPolicyRequest {
+                    user_name: name,
+                    policy_name,
+                    policy_document,
+                })?)
+                .await
+                .map(drop),
+            Kind::Group => self
+                .iam
+                .put_group_policy(self.req(proto::PutGroupPolicyRequest {
+                    group_name: name,
+                    policy_name,
+                    policy_document,
+                })?)
+                .await
+                .map(drop),
+            Kind::Role => self
+                .iam
+                .put_role_policy(self.req(proto::PutRolePolicyRequest {
+                    role_name: name,
+                    policy_name,
+                    policy_document,
+                })?)
+                .await
+                .map(drop),
+        }
+        .map_err(status_error)
+    }
+
+    /// Attaches missing managed policies and puts inline policies that differ.
+    async fn sync_policies(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        exists: bool,
+        attached_policies: &[String],
+        inline_policies: &BTreeMap<String, Document>,
+    ) -> Result<(), CliError> {
+        let attached = self.attached(kind, name, exists).await?;
+        for reference in attached_policies {
+            let arn = self.arn(reference);
+            if !attached.contains(&arn)
+                && self.change(format!("attach {arn} to {} {name}", kind.noun()))
+            {
+                self.attach(kind, name, arn).await?;
+            }
+        }
+        for (policy_name, document) in inline_policies {
+            let current = if exists {
+                self.inline(kind, name, policy_name).await?
+            } else {
+                None
+            };
+            let text = document.text();
+            if current.is_none_or(|c| !same_document(&c, &text))
+                && self.change(format!(
+                    "put inline policy {policy_name} on {} {name}",
+                    kind.noun()
+                ))
+            {
+                self.put_inline(kind, name, policy_name, text).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn group(&mut self, decl: &GroupDecl) -> Result<(), CliError> {
         let name = decl.group_name.clone();
         let exists = match self
@@ -335,68 +557,14 @@ impl Applier {
                 .await
                 .map_err(status_error)?;
         }
-        let attached = if exists {
-            let r = self.req(proto::ListAttachedGroupPoliciesRequest {
-                group_name: name.clone(),
-                max_items: 1000,
-                ..Default::default()
-            })?;
-            self.iam
-                .list_attached_group_policies(r)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .attached_policies
-                .into_iter()
-                .map(|p| p.policy_arn)
-                .collect()
-        } else {
-            vec![]
-        };
-        for reference in &decl.attached_policies {
-            let arn = self.arn(reference);
-            if !attached.contains(&arn) && self.change(format!("attach {arn} to group {name}")) {
-                self.iam
-                    .attach_group_policy(self.req(proto::AttachGroupPolicyRequest {
-                        group_name: name.clone(),
-                        policy_arn: arn,
-                    })?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
-        for (policy_name, document) in &decl.inline_policies {
-            let current = if exists {
-                match self
-                    .iam
-                    .get_group_policy(self.req(proto::GetGroupPolicyRequest {
-                        group_name: name.clone(),
-                        policy_name: policy_name.clone(),
-                    })?)
-                    .await
-                {
-                    Ok(r) => Some(r.into_inner().policy_document),
-                    Err(status) if missing(&status) => None,
-                    Err(status) => return Err(status_error(status)),
-                }
-            } else {
-                None
-            };
-            let text = document.text();
-            if current.is_none_or(|c| !same_document(&c, &text))
-                && self.change(format!("put inline policy {policy_name} on group {name}"))
-            {
-                let request = proto::PutGroupPolicyRequest {
-                    group_name: name.clone(),
-                    policy_name: policy_name.clone(),
-                    policy_document: text,
-                };
-                self.iam
-                    .put_group_policy(self.req(request)?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
+        self.sync_policies(
+            Kind::Group,
+            &name,
+            exists,
+            &decl.attached_policies,
+            &decl.inline_policies,
+        )
+        .await?;
         Ok(())
     }
 
@@ -461,68 +629,14 @@ impl Applier {
                     .map_err(status_error)?;
             }
         }
-        let attached: Vec<String> = if exists {
-            let r = self.req(proto::ListAttachedUserPoliciesRequest {
-                user_name: name.clone(),
-                max_items: 1000,
-                ..Default::default()
-            })?;
-            self.iam
-                .list_attached_user_policies(r)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .attached_policies
-                .into_iter()
-                .map(|p| p.policy_arn)
-                .collect()
-        } else {
-            vec![]
-        };
-        for reference in &decl.attached_policies {
-            let arn = self.arn(reference);
-            if !attached.contains(&arn) && self.change(format!("attach {arn} to user {name}")) {
-                self.iam
-                    .attach_user_policy(self.req(proto::AttachUserPolicyRequest {
-                        user_name: name.clone(),
-                        policy_arn: arn,
-                    })?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
-        for (policy_name, document) in &decl.inline_policies {
-            let current = if exists {
-                match self
-                    .iam
-                    .get_user_policy(self.req(proto::GetUserPolicyRequest {
-                        user_name: name.clone(),
-                        policy_name: policy_name.clone(),
-                    })?)
-                    .await
-                {
-                    Ok(r) => Some(r.into_inner().policy_document),
-                    Err(status) if missing(&status) => None,
-                    Err(status) => return Err(status_error(status)),
-                }
-            } else {
-                None
-            };
-            let text = document.text();
-            if current.is_none_or(|c| !same_document(&c, &text))
-                && self.change(format!("put inline policy {policy_name} on user {name}"))
-            {
-                let request = proto::PutUserPolicyRequest {
-                    user_name: name.clone(),
-                    policy_name: policy_name.clone(),
-                    policy_document: text,
-                };
-                self.iam
-                    .put_user_policy(self.req(request)?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
+        self.sync_policies(
+            Kind::User,
+            &name,
+            exists,
+            &decl.attached_policies,
+            &decl.inline_policies,
+        )
+        .await?;
         Ok(())
     }
 
@@ -594,68 +708,14 @@ impl Applier {
             }
         }
         let exists = existing.is_some();
-        let attached: Vec<String> = if exists {
-            let r = self.req(proto::ListAttachedRolePoliciesRequest {
-                role_name: name.clone(),
-                max_items: 1000,
-                ..Default::default()
-            })?;
-            self.iam
-                .list_attached_role_policies(r)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .attached_policies
-                .into_iter()
-                .map(|p| p.policy_arn)
-                .collect()
-        } else {
-            vec![]
-        };
-        for reference in &decl.attached_policies {
-            let arn = self.arn(reference);
-            if !attached.contains(&arn) && self.change(format!("attach {arn} to role {name}")) {
-                self.iam
-                    .attach_role_policy(self.req(proto::AttachRolePolicyRequest {
-                        role_name: name.clone(),
-                        policy_arn: arn,
-                    })?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
-        for (policy_name, document) in &decl.inline_policies {
-            let current = if exists {
-                match self
-                    .iam
-                    .get_role_policy(self.req(proto::GetRolePolicyRequest {
-                        role_name: name.clone(),
-                        policy_name: policy_name.clone(),
-                    })?)
-                    .await
-                {
-                    Ok(r) => Some(r.into_inner().policy_document),
-                    Err(status) if missing(&status) => None,
-                    Err(status) => return Err(status_error(status)),
-                }
-            } else {
-                None
-            };
-            let text = document.text();
-            if current.is_none_or(|c| !same_document(&c, &text))
-                && self.change(format!("put inline policy {policy_name} on role {name}"))
-            {
-                let request = proto::PutRolePolicyRequest {
-                    role_name: name.clone(),
-                    policy_name: policy_name.clone(),
-                    policy_document: text,
-                };
-                self.iam
-                    .put_role_policy(self.req(request)?)
-                    .await
-                    .map_err(status_error)?;
-            }
-        }
+        self.sync_policies(
+            Kind::Role,
+            &name,
+            exists,
+            &decl.attached_policies,
+            &decl.inline_policies,
+        )
+        .await?;
         Ok(())
     }
 }
