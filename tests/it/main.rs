@@ -6,6 +6,7 @@ mod common;
 mod assume_role;
 mod audit;
 mod iam;
+mod lifecycle;
 mod login;
 mod process;
 mod server;
