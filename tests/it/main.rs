@@ -5,6 +5,7 @@ mod common;
 
 mod assume_role;
 mod audit;
+mod durability;
 mod iam;
 mod lifecycle;
 mod login;
