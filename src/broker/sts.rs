@@ -147,22 +147,48 @@ impl Broker {
             SESSION_MIN,
             SESSION_MAX,
         )?;
-        match input.credential {
+        let (who, result) = match input.credential {
             LoginCredential::Password {
                 user_name,
                 password,
             } => {
-                self.login_with_password(meta, &user_name, password, input.token_code, duration)
-                    .await
+                let result = self
+                    .login_with_password(meta, &user_name, password, input.token_code, duration)
+                    .await;
+                (user_name, result)
             }
             LoginCredential::AccessKey {
                 access_key_id,
                 secret_access_key,
             } => {
-                self.login_with_access_key(meta, &access_key_id, secret_access_key, duration)
-                    .await
+                let result = self
+                    .login_with_access_key(meta, &access_key_id, secret_access_key, duration)
+                    .await;
+                (access_key_id, result)
             }
+        };
+        // Refusals are audited where they are decided; any other failure (e.g. the store
+        // refusing a write) is audited here, so it too lands in the log or, when the log
+        // cannot take it either, answers "audit unavailable" and flips health.
+        if let Err(err) = &result
+            && !matches!(
+                err,
+                BrokerError::InvalidCredentials
+                    | BrokerError::LockedOut { .. }
+                    | BrokerError::AuditUnavailable
+            )
+        {
+            self.audit_login(
+                meta,
+                &who,
+                Outcome::Error,
+                &err.to_string(),
+                json!({ "duration_seconds": duration.as_secs() }),
+                None,
+            )
+            .await?;
         }
+        result
     }
 
     async fn login_with_password(

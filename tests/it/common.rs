@@ -19,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use stint::broker::ManualClock;
+use stint::broker::{Broker, ManualClock};
 use stint::cli::serve::Daemon;
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
@@ -94,9 +94,12 @@ pub struct TestServer {
     channel: Channel,
     /// Last TOTP step handed out per seed, so helpers never replay a code.
     used_steps: Mutex<HashMap<Vec<u8>, u64>>,
+    /// The broker the daemon serves (for use cases with no RPC: sweep, key purge).
+    /// `None` once [`TestServer::stop_keeping_data`] released it.
+    broker: Option<Arc<Broker>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
-    _dir: TempDir,
+    dir: Option<TempDir>,
 }
 
 /// A fixed, realistic start: the current time rounded down to a whole minute, so the
@@ -140,6 +143,7 @@ impl TestServer {
             .await
             .expect("bootstrap admin");
 
+        let broker = daemon.broker.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -164,14 +168,25 @@ impl TestServer {
             admin_serial,
             channel,
             used_steps: Mutex::new(HashMap::new()),
+            broker: Some(broker),
             shutdown: Some(tx),
             task: Some(task),
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// The daemon's broker, to call use cases that have no RPC (sweep, key purge).
+    pub fn broker(&self) -> &Arc<Broker> {
+        self.broker.as_ref().expect("the server is running")
     }
 
     /// Stops the server and waits for it to finish (final flush included).
     pub async fn stop(mut self) -> Result<(), String> {
+        self.shut_down().await
+    }
+
+    async fn shut_down(&mut self) -> Result<(), String> {
+        self.broker = None;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -179,6 +194,13 @@ impl TestServer {
             Some(task) => task.await.map_err(|e| e.to_string())?,
             None => Ok(()),
         }
+    }
+
+    /// Stops the server and hands back its temp dir, so a test can open the data dir
+    /// (`config.data_dir`) itself once the daemon let go of it.
+    pub async fn stop_keeping_data(mut self) -> TempDir {
+        self.shut_down().await.expect("clean shutdown");
+        self.dir.take().expect("temp dir")
     }
 
     pub fn now(&self) -> SystemTime {

@@ -1,0 +1,728 @@
+//! Issue 6, the audit and rotation logs: one event per state change or mint, with the
+//! right fields; no credential without its durable record when the store fails; watching
+//! the log live; tampering found offline.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::rand::SystemRandom;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use stint::audit::chain::{self, Breach, CheckpointPolicy};
+use stint::audit::writer::{AuditConfig, AuditLog};
+use stint::broker::{Broker, BrokerSettings, Clock as _, ManualClock};
+use stint::core::authn::password::Argon2Params;
+use stint::core::authn::totp;
+use stint::core::model::Account;
+use stint::core::secret::SecretString;
+use stint::proto::get_session_token_request::Credential;
+use stint::proto::{self, AuditEvent};
+use stint::store::memory::MemoryStore;
+use stint::store::seal::MasterKey;
+use stint::store::sled::SledStore;
+use stint::store::{Batch, Store, Table};
+
+use crate::common::*;
+
+/// Events after `after_seq` (all pages). The listing's own `stint:ReadAuditLog` event is
+/// the last one returned.
+async fn events_after(audit_token: &str, server: &TestServer, after_seq: u64) -> Vec<AuditEvent> {
+    let mut audit = server.audit_as(audit_token);
+    let mut out = Vec::new();
+    let mut next_token = after_seq.to_string();
+    loop {
+        let page = audit
+            .list_events(proto::ListEventsRequest {
+                next_token: next_token.clone(),
+                max_results: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("ListEvents")
+            .into_inner();
+        out.extend(page.events);
+        if page.next_token.is_empty() {
+            return out;
+        }
+        next_token = page.next_token;
+    }
+}
+
+/// The events a step caused: everything after `*mark` except the trailing read of the
+/// log itself; moves `*mark` past that read.
+async fn caused(server: &TestServer, admin: &str, mark: &mut u64) -> Vec<AuditEvent> {
+    let mut events = events_after(admin, server, *mark).await;
+    let read = events.pop().expect("the listing's own event");
+    assert_eq!(read.event_name, "stint:ReadAuditLog", "{read:?}");
+    *mark = read.seq;
+    events
+}
+
+fn password(user: &str, password: &str) -> Credential {
+    Credential::Password(proto::PasswordCredential {
+        user_name: user.into(),
+        password: password.into(),
+    })
+}
+
+/// What one step should have logged.
+struct Expect<'a> {
+    event_name: &'a str,
+    principal: &'a str,
+    outcome: &'a str,
+    /// For mints: the credential's `access_key_id`.
+    session_id: Option<String>,
+}
+
+#[track_caller]
+fn check_one(step: &str, events: &[AuditEvent], expect: &Expect<'_>, secrets: &[&str]) {
+    assert_eq!(
+        events.len(),
+        1,
+        "{step}: expected exactly one event: {events:#?}"
+    );
+    let event = &events[0];
+    assert_eq!(event.event_name, expect.event_name, "{step}: {event:?}");
+    assert_eq!(event.principal_arn, expect.principal, "{step}: {event:?}");
+    assert_eq!(event.outcome, expect.outcome, "{step}: {event:?}");
+    assert!(
+        !event.request_id.is_empty(),
+        "{step}: no request id: {event:?}"
+    );
+    assert_eq!(event.source_ip, "127.0.0.1", "{step}: {event:?}");
+    if let Some(session_id) = &expect.session_id {
+        assert_eq!(&event.session_id, session_id, "{step}: {event:?}");
+    }
+    for secret in secrets {
+        assert!(
+            !event.event_json.contains(secret),
+            "{step}: a secret reached the audit log: {}",
+            event.event_json
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_change_and_mint_is_one_event_with_its_fields() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let admin_arn = arn("user", ADMIN);
+    let dev_arn = arn("user", "dev");
+    let dev_password = "dev-password-1";
+    let mut iam = server.iam_as(&admin);
+    let mut mark = events_after(&admin, &server, 0).await.last().unwrap().seq;
+    let mut secrets: Vec<String> = vec![ADMIN_PASSWORD.into(), dev_password.into(), admin.clone()];
+
+    iam.create_user(proto::CreateUserRequest {
+        user_name: "dev".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateUser");
+    let expect = |event_name, principal, outcome| Expect {
+        event_name,
+        principal,
+        outcome,
+        session_id: None,
+    };
+    let events = caused(&server, &admin, &mut mark).await;
+    check_one(
+        "CreateUser",
+        &events,
+        &expect("iam:CreateUser", &admin_arn, "Allow"),
+        &[],
+    );
+    assert!(events[0].event_json.contains("\"dev\""), "{events:?}");
+
+    // (The login profile is set up outside the table.)
+    iam.create_login_profile(proto::CreateLoginProfileRequest {
+        user_name: "dev".into(),
+        password: dev_password.into(),
+        password_reset_required: false,
+    })
+    .await
+    .expect("CreateLoginProfile");
+    caused(&server, &admin, &mut mark).await;
+
+    iam.attach_user_policy(proto::AttachUserPolicyRequest {
+        user_name: "dev".into(),
+        policy_arn: builtin("ReadOnlyAccess"),
+    })
+    .await
+    .expect("AttachUserPolicy");
+    check_one(
+        "AttachUserPolicy",
+        &caused(&server, &admin, &mut mark).await,
+        &expect("iam:AttachUserPolicy", &admin_arn, "Allow"),
+        &[],
+    );
+
+    iam.create_role(proto::CreateRoleRequest {
+        role_name: "worker".into(),
+        assume_role_policy_document: trust(&dev_arn, None),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateRole");
+    check_one(
+        "CreateRole",
+        &caused(&server, &admin, &mut mark).await,
+        &expect("iam:CreateRole", &admin_arn, "Allow"),
+        &[],
+    );
+
+    iam.put_role_policy(proto::PutRolePolicyRequest {
+        role_name: "worker".into(),
+        policy_name: "read".into(),
+        policy_document: allow(&["s3:GetObject"], &["*"]),
+    })
+    .await
+    .expect("PutRolePolicy");
+    check_one(
+        "PutRolePolicy",
+        &caused(&server, &admin, &mut mark).await,
+        &expect("iam:PutRolePolicy", &admin_arn, "Allow"),
+        &[],
+    );
+
+    // A role dev may not assume.
+    iam.create_role(proto::CreateRoleRequest {
+        role_name: "locked".into(),
+        assume_role_policy_document: trust(&admin_arn, None),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateRole locked");
+    caused(&server, &admin, &mut mark).await;
+
+    // Mints: GetSessionToken allowed and denied.
+    let dev = server
+        .login("dev", dev_password, None)
+        .await
+        .expect("dev login");
+    secrets.push(dev.session_token.clone());
+    check_one(
+        "GetSessionToken Allow",
+        &caused(&server, &admin, &mut mark).await,
+        &Expect {
+            session_id: Some(dev.access_key_id.clone()),
+            ..expect("sts:GetSessionToken", &dev_arn, "Allow")
+        },
+        &[dev_password, &dev.session_token],
+    );
+    assert_status(
+        server.login("dev", "not-the-password", None).await,
+        Code::Unauthenticated,
+        &[],
+    );
+    server.after_failure();
+    let events = caused(&server, &admin, &mut mark).await;
+    // Nobody authenticated: the event names the user the attempt was for.
+    let attempted = events
+        .first()
+        .map(|e| e.principal_arn.clone())
+        .unwrap_or_default();
+    assert!(
+        attempted == dev_arn || attempted == "dev",
+        "denied login names {attempted:?}"
+    );
+    check_one(
+        "GetSessionToken Deny",
+        &events,
+        &expect("sts:GetSessionToken", &attempted, "Deny"),
+        &["not-the-password"],
+    );
+    assert!(!events[0].reason.is_empty(), "{events:?}");
+
+    // AssumeRole allowed and denied.
+    let assumed = server
+        .sts_as(&dev.session_token)
+        .assume_role(proto::AssumeRoleRequest {
+            role_arn: arn("role", "worker"),
+            role_session_name: "job".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("AssumeRole")
+        .into_inner()
+        .credentials
+        .unwrap();
+    secrets.push(assumed.session_token.clone());
+    check_one(
+        "AssumeRole Allow",
+        &caused(&server, &admin, &mut mark).await,
+        &Expect {
+            session_id: Some(assumed.access_key_id.clone()),
+            ..expect("sts:AssumeRole", &dev_arn, "Allow")
+        },
+        &[&assumed.session_token, &dev.session_token],
+    );
+    assert_status(
+        server
+            .sts_as(&dev.session_token)
+            .assume_role(proto::AssumeRoleRequest {
+                role_arn: arn("role", "locked"),
+                role_session_name: "job".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        &["sts:AssumeRole"],
+    );
+    let events = caused(&server, &admin, &mut mark).await;
+    check_one(
+        "AssumeRole Deny",
+        &events,
+        &Expect {
+            session_id: Some(String::new()),
+            ..expect("sts:AssumeRole", &dev_arn, "Deny")
+        },
+        &[&dev.session_token],
+    );
+    assert!(events[0].reason.contains("sts:AssumeRole"), "{events:?}");
+
+    // Keys, revocation, access keys.
+    server
+        .keys_as(&admin)
+        .rotate_signing_key(proto::RotateSigningKeyRequest {})
+        .await
+        .expect("RotateSigningKey");
+    check_one(
+        "RotateSigningKey",
+        &caused(&server, &admin, &mut mark).await,
+        &expect("stint:RotateSigningKey", &admin_arn, "Allow"),
+        &[],
+    );
+    server
+        .tokens_as(&admin)
+        .revoke_session(proto::RevokeSessionRequest {
+            session_id: assumed.access_key_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("RevokeSession");
+    let events = caused(&server, &admin, &mut mark).await;
+    check_one(
+        "RevokeSession",
+        &events,
+        &expect("stint:RevokeSession", &admin_arn, "Allow"),
+        &[&assumed.session_token],
+    );
+    assert!(
+        events[0].event_json.contains(&assumed.access_key_id),
+        "{events:?}"
+    );
+    let key = iam
+        .create_access_key(proto::CreateAccessKeyRequest {
+            user_name: "dev".into(),
+        })
+        .await
+        .expect("CreateAccessKey")
+        .into_inner()
+        .access_key
+        .unwrap();
+    let events = caused(&server, &admin, &mut mark).await;
+    check_one(
+        "CreateAccessKey",
+        &events,
+        &expect("iam:CreateAccessKey", &admin_arn, "Allow"),
+        &[&key.secret_access_key],
+    );
+    // (The event names the user but not the new key's id: noted, not asserted.)
+    secrets.push(key.secret_access_key.clone());
+
+    // Across the whole log: no password, token or secret key, anywhere.
+    for event in events_after(&admin, &server, 0).await {
+        for secret in &secrets {
+            assert!(
+                !event.event_json.contains(secret.as_str()),
+                "a secret in event {}: {}",
+                event.seq,
+                event.event_json
+            );
+        }
+    }
+}
+
+// ---- the store refuses writes -----------------------------------------------------------
+
+/// A broker over a [`MemoryStore`], served with `rpc::serve` on `127.0.0.1:0`.
+struct MemoryServer {
+    store: Arc<MemoryStore>,
+    clock: Arc<ManualClock>,
+    channel: Channel,
+    admin_seed: Vec<u8>,
+    flush_timeout: Duration,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl MemoryServer {
+    async fn start() -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let flush_timeout = Duration::from_millis(200);
+        let audit = AuditLog::open(
+            dyn_store.clone(),
+            AuditConfig {
+                flush_timeout,
+                checkpoint: CheckpointPolicy {
+                    every_events: 5,
+                    every_seconds: 60,
+                },
+            },
+        )
+        .expect("audit log");
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
+        ));
+        let settings = BrokerSettings {
+            argon2: Argon2Params {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
+        };
+        let broker = Broker::new(
+            dyn_store,
+            audit,
+            MasterKey::generate(&SystemRandom::new()).expect("master key"),
+            settings,
+            clock.clone(),
+        )
+        .expect("broker");
+        broker.install_checkpoint_signer();
+        let (_, _, seed) = broker
+            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+            .await
+            .expect("bootstrap admin");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(stint::rpc::serve(listener, broker, None, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            store,
+            clock,
+            channel,
+            admin_seed: seed.expose().to_vec(),
+            flush_timeout,
+            _shutdown: tx,
+        }
+    }
+
+    fn with_bearer(&self, token: &str) -> Authed {
+        tonic::service::interceptor::InterceptedService::new(
+            self.channel.clone(),
+            Bearer::new(token),
+        )
+    }
+
+    async fn login(
+        &self,
+        user: &str,
+        pass: &str,
+        code: &str,
+    ) -> Result<proto::Credentials, tonic::Status> {
+        proto::sts_client::StsClient::new(self.channel.clone())
+            .get_session_token(proto::GetSessionTokenRequest {
+                credential: Some(password(user, pass)),
+                token_code: code.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().credentials.expect("credentials"))
+    }
+
+    async fn admin_login(&self) -> String {
+        // A fresh TOTP step for every admin login.
+        self.clock.advance(Duration::from_secs(totp::STEP_SECONDS));
+        let code = totp::code_at(&self.admin_seed, totp::step_at(self.clock.now()));
+        self.login(ADMIN, ADMIN_PASSWORD, &code)
+            .await
+            .expect("admin login")
+            .session_token
+    }
+
+    async fn assume(&self, token: &str) -> Result<proto::AssumeRoleResponse, tonic::Status> {
+        proto::sts_client::StsClient::new(self.with_bearer(token))
+            .assume_role(proto::AssumeRoleRequest {
+                role_arn: arn("role", "worker"),
+                role_session_name: "job".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits (bounded) for the overall health status to become `want`.
+    async fn health_becomes(&self, want: ServingStatus) {
+        let mut health = HealthClient::new(self.channel.clone());
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Health/Watch")
+            .into_inner();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(update) = watch.next().await {
+                if update.expect("health update").status() == want {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "health never became {want:?}");
+        let checked = health
+            .check(HealthCheckRequest {
+                service: "stint.v1.Sts".into(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner()
+            .status();
+        assert_eq!(checked, want);
+    }
+}
+
+#[tokio::test]
+async fn no_credential_leaves_while_the_store_refuses_writes() {
+    let server = MemoryServer::start().await;
+    let admin = server.admin_login().await;
+    let mut iam = proto::iam_client::IamClient::new(server.with_bearer(&admin));
+    iam.create_user(proto::CreateUserRequest {
+        user_name: "dev".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateUser");
+    iam.create_login_profile(proto::CreateLoginProfileRequest {
+        user_name: "dev".into(),
+        password: "dev-password-1".into(),
+        password_reset_required: false,
+    })
+    .await
+    .expect("CreateLoginProfile");
+    iam.create_role(proto::CreateRoleRequest {
+        role_name: "worker".into(),
+        assume_role_policy_document: trust(&arn("user", "dev"), None),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateRole");
+    let dev = server
+        .login("dev", "dev-password-1", "")
+        .await
+        .expect("dev login")
+        .session_token;
+    server.assume(&dev).await.expect("AssumeRole while healthy");
+    server.health_becomes(ServingStatus::Serving).await;
+
+    server.store.refuse_writes(true);
+    // Bounded well below the default flush timeout (5 s): the configured 200 ms applies.
+    let bound = server.flush_timeout * 10;
+    let login = tokio::time::timeout(bound, server.login("dev", "dev-password-1", ""))
+        .await
+        .expect("GetSessionToken answers within the bound");
+    assert_status(login, Code::Unavailable, &[]);
+    let assumed = tokio::time::timeout(bound, server.assume(&dev))
+        .await
+        .expect("AssumeRole answers within the bound");
+    assert_status(assumed, Code::Unavailable, &[]);
+    server.health_becomes(ServingStatus::NotServing).await;
+
+    server.store.refuse_writes(false);
+    server.health_becomes(ServingStatus::Serving).await;
+    let fresh = server
+        .login("dev", "dev-password-1", "")
+        .await
+        .expect("login once the store accepts writes");
+    server
+        .assume(&fresh.session_token)
+        .await
+        .expect("AssumeRole once the store accepts writes");
+    let admin = server.admin_login().await;
+    let report = proto::audit_client::AuditClient::new(server.with_bearer(&admin))
+        .verify_chain(proto::VerifyChainRequest {})
+        .await
+        .expect("VerifyChain")
+        .into_inner();
+    assert!(report.intact, "{report:?}");
+}
+
+// ---- WatchEvents ------------------------------------------------------------------------
+
+type EventStream = tonic::Streaming<AuditEvent>;
+
+async fn watch(server: &TestServer, token: &str, after_seq: u64) -> EventStream {
+    server
+        .audit_as(token)
+        .watch_events(proto::WatchEventsRequest { after_seq })
+        .await
+        .expect("WatchEvents")
+        .into_inner()
+}
+
+async fn next_event(stream: &mut EventStream) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within the bound")
+        .expect("stream open")
+        .expect("event, not an error")
+}
+
+async fn create_user(server: &TestServer, admin: &str, name: &str) {
+    server
+        .iam_as(admin)
+        .create_user(proto::CreateUserRequest {
+            user_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("CreateUser {name}: {s}"));
+}
+
+fn created(event: &AuditEvent, name: &str) -> bool {
+    event.event_name == "iam:CreateUser" && event.event_json.contains(&format!("\"{name}\""))
+}
+
+#[tokio::test]
+async fn watch_events_follows_the_log_without_gaps() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    create_user(&server, &admin, "early").await;
+    let listed = events_after(&admin, &server, 0).await;
+    let last = listed.last().unwrap().seq;
+
+    let mut live = watch(&server, &admin, last).await;
+    create_user(&server, &admin, "u1").await;
+    create_user(&server, &admin, "u2").await;
+    // The watch's own read of the log comes first (it is audited before streaming).
+    let own = next_event(&mut live).await;
+    assert_eq!(own.seq, last + 1, "{own:?}");
+    assert_eq!(own.event_name, "stint:ReadAuditLog", "{own:?}");
+    let first = next_event(&mut live).await;
+    let second = next_event(&mut live).await;
+    assert!(created(&first, "u1"), "{first:?}");
+    assert!(created(&second, "u2"), "{second:?}");
+    assert_eq!((first.seq, second.seq), (last + 2, last + 3));
+    assert_eq!(second.prev_hash, first.hash);
+
+    // From an older seq: the backlog first, in order and without gaps, then live.
+    let from = listed[listed.len() / 2].seq;
+    let mut replay = watch(&server, &admin, from).await;
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(&mut replay).await;
+        let done = created(&event, "u2");
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    for (i, event) in seen.iter().enumerate() {
+        assert_eq!(event.seq, from + 1 + i as u64, "{seen:#?}");
+    }
+    assert!(seen.iter().any(|e| created(e, "u1")), "{seen:#?}");
+    // Next: this watch's own read, then a new event, live on both streams.
+    let own = next_event(&mut replay).await;
+    assert_eq!(own.event_name, "stint:ReadAuditLog", "{own:?}");
+    create_user(&server, &admin, "u3").await;
+    let replayed = next_event(&mut replay).await;
+    assert!(created(&replayed, "u3"), "{replayed:?}");
+    assert_eq!(replayed.seq, own.seq + 1);
+    let mut tail = next_event(&mut live).await;
+    if tail.event_name == "stint:ReadAuditLog" {
+        // The second watch's read, seen live on the first stream.
+        assert_eq!(tail.seq, second.seq + 1, "{tail:?}");
+        tail = next_event(&mut live).await;
+    }
+    assert_eq!(tail.seq, replayed.seq, "{tail:?}");
+}
+
+// ---- tampering, found offline -----------------------------------------------------------
+
+fn write(data_dir: &std::path::Path, seq: u64, value: Option<Vec<u8>>) {
+    let store = SledStore::open(data_dir, 1 << 20).expect("open the data dir");
+    store
+        .commit(&Batch {
+            expects: vec![],
+            writes: vec![(Table::Audit, chain::record_key(seq).to_vec(), value)],
+        })
+        .unwrap();
+    store.flush().unwrap();
+}
+
+#[tokio::test]
+async fn edited_and_deleted_events_are_found_offline() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    for name in ["u1", "u2", "u3", "u4"] {
+        create_user(&server, &admin, name).await;
+    }
+    let data_dir = server.config.data_dir.clone();
+    let _dir = server.stop_keeping_data().await;
+    let verify = || stint::cli::audit::verify_offline(&data_dir, 1 << 20).expect("verify");
+
+    let report = verify();
+    assert!(report.intact, "{report:?}");
+    let total = report.last_seq;
+    assert!(total >= 6, "{report:?}");
+
+    // Change one byte of one event: the `2` of the user name in `CreateUser u2`.
+    let (target, original) = {
+        let store = SledStore::open(&data_dir, 1 << 20).unwrap();
+        store
+            .scan(Table::Audit, &[], None, 10_000)
+            .unwrap()
+            .into_iter()
+            .find(|(_, value)| {
+                let text = String::from_utf8_lossy(value);
+                text.contains("iam:CreateUser") && text.contains("\"u2\"")
+            })
+            .map(|(key, value)| (chain::seq_of_key(&key).unwrap(), value))
+            .expect("the CreateUser u2 event")
+    };
+    assert!(target > 1 && target < total, "{target} of {total}");
+    let text = String::from_utf8(original.clone()).unwrap();
+    let at = text.find("\"u2\"").unwrap() + 2;
+    let mut edited = original.clone();
+    edited[at] = b'9';
+    write(&data_dir, target, Some(edited));
+    let report = verify();
+    assert!(!report.intact, "{report:?}");
+    assert_eq!(report.first_broken_seq, Some(target), "{report:?}");
+    assert_eq!(report.breach, Some(Breach::Edited), "{report:?}");
+    assert_eq!(report.breach.unwrap().as_str(), "edited");
+
+    // Put it back: intact again, so the edit was the only problem.
+    write(&data_dir, target, Some(original));
+    assert!(verify().intact);
+
+    // Delete one event in the middle.
+    let gone = total / 2 + 1;
+    write(&data_dir, gone, None);
+    let report = verify();
+    assert!(!report.intact, "{report:?}");
+    assert_eq!(report.first_broken_seq, Some(gone), "{report:?}");
+    assert_eq!(report.breach, Some(Breach::Deleted), "{report:?}");
+    assert_eq!(report.breach.unwrap().as_str(), "deleted");
+}
