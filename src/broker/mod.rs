@@ -21,7 +21,7 @@ pub use iam::{Holder, Page};
 pub use keys::KeyRing;
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
-pub use tokens::AuthorizeOutcome;
+pub use tokens::{AuthorizeOutcome, SweepReport};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -728,7 +728,14 @@ impl Broker {
             .verifier()
             .verify(token, self.now())
             .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
-        if self.is_revoked(&claims)? {
+        // Every minted session has a record (written with its audit event); one without
+        // is not a session this broker stands behind, so it fails closed.
+        let session: Option<Session> =
+            store::read(self.store.as_ref(), Table::Sessions, &claims.jti)?;
+        let Some(session) = session else {
+            return Err(BrokerError::Unauthenticated("unknown session".into()));
+        };
+        if self.is_revoked(&claims, &session)? {
             return Err(BrokerError::Unauthenticated(
                 "session has been revoked".into(),
             ));

@@ -61,30 +61,21 @@ fn revocation_keys(claims: &Claims) -> Vec<String> {
 }
 
 impl Broker {
-    pub(crate) fn is_revoked(&self, claims: &Claims) -> Result<bool, BrokerError> {
-        // `iat` has whole seconds; the session record knows the millisecond, so a session
-        // minted just after a revocation in the same second stays valid.
-        let mut issued_ms: Option<i64> = None;
+    /// Whether a revocation covers this session: its `jti`, or its principal or role
+    /// revoked after it was issued (compared to the millisecond the session record holds;
+    /// `iat` has whole seconds only).
+    pub(crate) fn is_revoked(
+        &self,
+        claims: &Claims,
+        session: &crate::core::model::Session,
+    ) -> Result<bool, BrokerError> {
         for key in revocation_keys(claims) {
             let Some(entry) =
                 store::read::<Revocation>(self.store.as_ref(), Table::Revocations, &key)?
             else {
                 continue;
             };
-            if key.starts_with("jti:") {
-                return Ok(true);
-            }
-            let issued = match issued_ms {
-                Some(ms) => ms,
-                None => {
-                    let session: Option<crate::core::model::Session> =
-                        store::read(self.store.as_ref(), Table::Sessions, &claims.jti)?;
-                    let ms = session.map_or(claims.iat * 1000, |s| s.issued_at);
-                    issued_ms = Some(ms);
-                    ms
-                }
-            };
-            if issued < entry.issued_before_ms {
+            if key.starts_with("jti:") || session.issued_at < entry.issued_before_ms {
                 return Ok(true);
             }
         }
