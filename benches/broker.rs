@@ -143,6 +143,29 @@ fn summary_line(name: &str, ours: Duration, base: Duration, base_name: &str) {
     );
 }
 
+/// Medians of `ours` and `base`, measured in alternating batches of `per_batch` calls so
+/// that machine noise falls on both alike.
+fn interleaved(
+    rounds: usize,
+    per_batch: u32,
+    ours: &mut dyn FnMut(),
+    base: &mut dyn FnMut(),
+) -> (Duration, Duration) {
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            f()
+        }
+        t.elapsed() / per_batch
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(time(ours));
+        b.push(time(base));
+    }
+    (median(a), median(b))
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -193,25 +216,16 @@ fn main() {
                 .unwrap()
         })
     });
-    let time = |f: &mut dyn FnMut()| {
-        median(
-            (0..15)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..200 {
-                        f()
-                    }
-                    t.elapsed() / 200
-                })
-                .collect(),
-        )
-    };
-    let ours = time(&mut || {
-        verifier.verify(&token, SystemTime::now()).unwrap();
-    });
-    let base = time(&mut || {
-        public.verify(signing_input.as_bytes(), &signature).unwrap();
-    });
+    let (ours, base) = interleaved(
+        31,
+        200,
+        &mut || {
+            verifier.verify(&token, SystemTime::now()).unwrap();
+        },
+        &mut || {
+            public.verify(signing_input.as_bytes(), &signature).unwrap();
+        },
+    );
     summary.push(("token verify", ours, base, "bare Ed25519 verify"));
 
     // --- login vs bare argon2id verify, OWASP parameters
@@ -236,24 +250,9 @@ fn main() {
     criterion.bench_function("login/bare_argon2id_verify", |b| {
         b.iter(|| password::verify_password(&fx_login.password, black_box(&phc)).unwrap())
     });
-    let ours = median(
-        (0..15)
-            .map(|_| {
-                let t = Instant::now();
-                login();
-                t.elapsed()
-            })
-            .collect(),
-    );
-    let base = median(
-        (0..15)
-            .map(|_| {
-                let t = Instant::now();
-                password::verify_password(&fx_login.password, &phc).unwrap();
-                t.elapsed()
-            })
-            .collect(),
-    );
+    let (ours, base) = interleaved(15, 1, &mut || login(), &mut || {
+        password::verify_password(&fx_login.password, &phc).unwrap();
+    });
     summary.push((
         "login (GetSessionToken)",
         ours,

@@ -45,11 +45,23 @@ impl SledStore {
             return Err(StoreError::Locked(data_dir.display().to_string()));
         }
         let db_dir: PathBuf = data_dir.join("db");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&db_dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(io)?;
+            .cache_capacity(cache_bytes);
+        // We hold LOCK, so no other process has the dir; if sled still reports its own
+        // file lock, an earlier store in this process is finishing its background flush
+        // (sled releases the lock when its threads exit). Wait for that, briefly.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(err)) if attempts < 100 && err.to_string().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => return Err(io(err)),
+            }
+        };
         let trees = Table::ALL
             .iter()
             .map(|table| db.open_tree(table.name()))

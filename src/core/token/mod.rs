@@ -24,6 +24,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// JWS `alg` for Ed25519 (RFC 8037).
 pub const ALG_EDDSA: &str = "EdDSA";
 
+/// The exact base64url JOSE header Stint's signer writes for `kid`; the verifier keys its
+/// fast path on it (a token whose header is byte-identical needs no header parsing).
+pub(crate) fn header_b64(kid: &str) -> String {
+    let header = serde_json::json!({ "alg": ALG_EDDSA, "typ": "JWT", "kid": kid });
+    b64url_encode(header.to_string().as_bytes())
+}
+
 fn b64url_encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use ring::rand::SecureRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
-use super::{ALG_EDDSA, Claims, b64url_encode};
+use super::Claims;
 use crate::core::error::Error;
 use crate::core::secret::SecretBytes;
 
@@ -34,8 +34,7 @@ impl Ed25519Signer {
         // v2 (ring's own, public key checked against the private one) or v1 (OpenSSL's).
         let key_pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose())
             .map_err(|_| Error::Crypto("signing key is not a valid PKCS#8 Ed25519 key"))?;
-        let header = serde_json::json!({ "alg": ALG_EDDSA, "typ": "JWT", "kid": kid });
-        let header_b64 = b64url_encode(header.to_string().as_bytes());
+        let header_b64 = super::header_b64(&kid);
         Ok(Self {
             kid,
             key_pair,
@@ -94,6 +93,7 @@ impl fmt::Debug for Ed25519Signer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::b64url_encode;
     use super::*;
     use crate::core::token::b64url_decode;
     use crate::core::token::claims::tests::sample;

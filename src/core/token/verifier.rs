@@ -35,6 +35,8 @@ pub struct Verifier {
     audience: String,
     leeway_seconds: i64,
     keys: HashMap<String, UnparsedPublicKey<[u8; 32]>>,
+    /// Stint's own header for each key (base64url) → kid: skips header parsing.
+    known_headers: HashMap<String, String>,
 }
 
 impl Verifier {
@@ -45,17 +47,21 @@ impl Verifier {
             audience,
             leeway_seconds: i64::try_from(leeway_seconds).unwrap_or(i64::MAX),
             keys: HashMap::new(),
+            known_headers: HashMap::new(),
         }
     }
 
     /// Trusts `public_key` for tokens whose header says `kid` (replacing any previous one).
     pub fn insert_key(&mut self, kid: String, public_key: [u8; 32]) {
+        self.known_headers
+            .insert(super::header_b64(&kid), kid.clone());
         self.keys
             .insert(kid, UnparsedPublicKey::new(&ED25519, public_key));
     }
 
     /// Stops trusting `kid`. Returns whether it was known.
     pub fn remove_key(&mut self, kid: &str) -> bool {
+        self.known_headers.retain(|_, k| k != kid);
         self.keys.remove(kid).is_some()
     }
 
@@ -74,18 +80,26 @@ impl Verifier {
             return Err(invalid("not a compact JWS (three dot-separated parts)"));
         };
 
-        let header_json =
-            b64url_decode(header_b64.as_bytes()).ok_or(invalid("header is not base64url"))?;
-        let header: Header = serde_json::from_slice(&header_json)
-            .map_err(|_| invalid("header is not valid JSON"))?;
-        if header.alg != ALG_EDDSA {
-            return Err(invalid("alg is not EdDSA"));
-        }
-        if header.crit.is_some() {
-            return Err(invalid("crit header extensions are not supported"));
-        }
-        let kid = header.kid.ok_or(invalid("header has no kid"))?;
-        let Some(key) = self.keys.get(&kid) else {
+        // Fast path: the byte-exact header our signer writes (alg EdDSA, no crit).
+        let parsed_kid: String;
+        let kid: &str = match self.known_headers.get(header_b64) {
+            Some(kid) => kid,
+            None => {
+                let header_json = b64url_decode(header_b64.as_bytes())
+                    .ok_or(invalid("header is not base64url"))?;
+                let header: Header = serde_json::from_slice(&header_json)
+                    .map_err(|_| invalid("header is not valid JSON"))?;
+                if header.alg != ALG_EDDSA {
+                    return Err(invalid("alg is not EdDSA"));
+                }
+                if header.crit.is_some() {
+                    return Err(invalid("crit header extensions are not supported"));
+                }
+                parsed_kid = header.kid.ok_or(invalid("header has no kid"))?;
+                &parsed_kid
+            }
+        };
+        let Some(key) = self.keys.get(kid) else {
             return Err(Error::UnknownKey(
                 kid.chars().take(MAX_KID_IN_ERROR).collect(),
             ));
