@@ -111,7 +111,11 @@ pub async fn serve(
     builder
         .layer(log::RequestLogLayer::new(&prefix))
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // No Nagle: small gRPC frames would otherwise meet delayed ACKs (~40 ms stalls).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))
 }
