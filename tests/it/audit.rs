@@ -342,6 +342,7 @@ async fn credential_changes_and_key_rotations_are_in_the_rotation_log() {
         .events;
     let names: Vec<&str> = rotations.iter().map(|e| e.event_name.as_str()).collect();
     for expected in [
+        "stint:CreateSigningKey",
         "iam:CreateLoginProfile",
         "iam:CreateAccessKey",
         "stint:RotateSigningKey",
