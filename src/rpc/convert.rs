@@ -29,7 +29,9 @@ pub fn optional_timestamp_ms(ms: Option<UnixMs>) -> Option<Timestamp> {
 }
 
 pub fn ms_from_timestamp(ts: &Timestamp) -> UnixMs {
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
 pub fn system_time(ts: &Timestamp) -> SystemTime {
@@ -191,5 +193,32 @@ pub fn password_policy_out(p: &model::PasswordPolicy) -> proto::PasswordPolicy {
         password_reuse_prevention: p.password_reuse_prevention as i32,
         hard_expiry: p.hard_expiry,
         expire_passwords: p.max_password_age > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_extremes_saturate() {
+        let ts = timestamp_ms(1_700_000_000_123);
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_000_000));
+        assert_eq!(ms_from_timestamp(&ts), 1_700_000_000_123);
+        let before_epoch = timestamp_ms(-1);
+        assert_eq!(
+            (before_epoch.seconds, before_epoch.nanos),
+            (-1, 999_000_000)
+        );
+        let huge = Timestamp {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        };
+        assert_eq!(ms_from_timestamp(&huge), i64::MAX);
+        let tiny = Timestamp {
+            seconds: i64::MIN,
+            nanos: 0,
+        };
+        assert_eq!(ms_from_timestamp(&tiny), i64::MIN);
     }
 }
