@@ -120,7 +120,8 @@ pub struct Broker {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
     hash_slots: Arc<tokio::sync::Semaphore>,
-    compiled: Mutex<HashMap<(PolicyKind, String), Arc<Policy>>>,
+    /// Compiled policies by kind, then by document text (looked up without allocating).
+    compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
     dummy_phc: String,
 }
 
@@ -190,18 +191,18 @@ impl Broker {
         kind: PolicyKind,
         document: &str,
     ) -> Result<Arc<Policy>, BrokerError> {
-        let key = (kind, document.to_owned());
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(policy) = cache.get(&key) {
+        if let Some(policy) = cache.get(&kind).and_then(|by_text| by_text.get(document)) {
             return Ok(policy.clone());
         }
         let policy = Arc::new(Policy::parse(document, kind).map_err(|err| {
             BrokerError::Internal(format!("stored policy no longer parses: {err}"))
         })?);
-        if cache.len() >= 10_000 {
-            cache.clear();
+        let by_text = cache.entry(kind).or_default();
+        if by_text.len() >= 10_000 {
+            by_text.clear();
         }
-        cache.insert(key, policy.clone());
+        by_text.insert(document.to_owned(), policy.clone());
         Ok(policy)
     }
 
