@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::model::{Account, Group, ManagedPolicy, Role, Session, User, name_key};
+use crate::core::model::{Account, Group, ManagedPolicy, Role, User, name_key};
 use crate::core::policy::{self, Context, NamedPolicy, Policy, PolicyKind, PolicySet};
 use crate::core::token::{Claims, TokenKind};
 use crate::store::{self, Table};
@@ -27,6 +27,8 @@ pub struct RequestMeta {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub claims: Claims,
+    /// Session policies from the session record (read once, when the token is verified).
+    pub session_policies: Vec<String>,
 }
 
 impl Caller {
@@ -50,6 +52,9 @@ impl Caller {
         self.claims.stint.role_arn.as_deref()
     }
 }
+
+/// A compiled policy with the name decisions cite it by.
+type Named = (String, Arc<Policy>);
 
 /// The loaded, compiled policies that govern one principal.
 pub(crate) struct EffectivePolicies {
@@ -153,27 +158,29 @@ impl Broker {
         }
         self.push_managed(&role.attached_policies, &mut identity)?;
         let boundary = self.boundary(role.permissions_boundary.as_deref())?;
-        let session = if session_policies.is_empty() {
-            None
-        } else {
-            Some(
-                session_policies
-                    .iter()
-                    .enumerate()
-                    .map(|(i, doc)| {
-                        Ok((
-                            format!("session_policy[{i}]"),
-                            self.compiled(PolicyKind::Session, doc)?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, BrokerError>>()?,
-            )
-        };
         Ok(EffectivePolicies {
             identity,
             boundary,
-            session,
+            session: self.session_set(session_policies)?,
         })
+    }
+
+    /// Compiled session policies, or `None` when the session has none (no intersection).
+    fn session_set(&self, documents: &[String]) -> Result<Option<Vec<Named>>, BrokerError> {
+        if documents.is_empty() {
+            return Ok(None);
+        }
+        documents
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| {
+                Ok((
+                    format!("session_policy[{i}]"),
+                    self.compiled(PolicyKind::Session, doc)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, BrokerError>>()
+            .map(Some)
     }
 
     fn boundary(&self, arn: Option<&str>) -> Result<Option<(String, Arc<Policy>)>, BrokerError> {
@@ -216,22 +223,7 @@ impl Broker {
                     BrokerError::Unauthenticated("the session's user no longer exists".into())
                 })?;
                 let mut policies = self.user_policies(&user)?;
-                let session: Option<Session> =
-                    store::read(self.store.as_ref(), Table::Sessions, caller.jti())?;
-                let restricted = session.map(|s| s.session_policies).unwrap_or_default();
-                if !restricted.is_empty() {
-                    policies.session = Some(
-                        restricted
-                            .iter()
-                            .map(|doc| {
-                                Ok((
-                                    "session_policy".to_string(),
-                                    self.compiled(PolicyKind::Session, doc)?,
-                                ))
-                            })
-                            .collect::<Result<Vec<_>, BrokerError>>()?,
-                    );
-                }
+                policies.session = self.session_set(&caller.session_policies)?;
                 Ok(policies)
             }
             TokenKind::AssumedRole => {
@@ -243,10 +235,7 @@ impl Broker {
                     .ok_or_else(|| {
                         BrokerError::Unauthenticated("the session's role no longer exists".into())
                     })?;
-                let session: Option<Session> =
-                    store::read(self.store.as_ref(), Table::Sessions, caller.jti())?;
-                let session_policies = session.map(|s| s.session_policies).unwrap_or_default();
-                self.role_policies(&role, &session_policies)
+                self.role_policies(&role, &caller.session_policies)
             }
         }
     }

@@ -4,7 +4,7 @@
 //! effective policies) and audited whatever the outcome. Documents are validated by the
 //! policy engine when written, so a stored policy always compiles.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -174,7 +174,7 @@ fn page_of<T: DeserializeOwned>(
             if keep(&item) {
                 if out.len() == limit {
                     // There is at least one more: stop before it.
-                    let marker = out_marker(&out, &key);
+                    let marker = out.last().map(|(k, _): &(String, T)| k.clone());
                     return Ok((out.into_iter().map(|(_, i)| i).collect(), marker));
                 }
                 out.push((key, item));
@@ -184,10 +184,6 @@ fn page_of<T: DeserializeOwned>(
             return Ok((out.into_iter().map(|(_, i)| i).collect(), None));
         }
     }
-}
-
-fn out_marker<T>(out: &[(String, T)], _next: &str) -> Option<String> {
-    out.last().map(|(k, _)| k.clone())
 }
 
 fn slice_page<T: Clone>(
@@ -1269,20 +1265,28 @@ impl Broker {
 
     /// How many users, groups and roles have the policy attached.
     pub fn attachment_count(&self, arn: &str) -> Result<usize, BrokerError> {
-        let mut count = 0;
+        Ok(self.attachment_counts()?.get(arn).copied().unwrap_or(0))
+    }
+
+    /// Attachments (and boundary uses) of every policy, from one pass over the identities.
+    fn attachment_counts(&self) -> Result<HashMap<String, usize>, BrokerError> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut count = |arns: &mut dyn Iterator<Item = &String>| {
+            for arn in arns {
+                *counts.entry(arn.clone()).or_default() += 1;
+            }
+        };
         let store = self.store.as_ref();
         for (_, u) in store::read_page::<User>(store, Table::Users, "", None, usize::MAX)? {
-            count += u.attached_policies.iter().filter(|a| *a == arn).count();
-            count += usize::from(u.permissions_boundary.as_deref() == Some(arn));
+            count(&mut u.attached_policies.iter().chain(&u.permissions_boundary));
         }
         for (_, g) in store::read_page::<Group>(store, Table::Groups, "", None, usize::MAX)? {
-            count += g.attached_policies.iter().filter(|a| *a == arn).count();
+            count(&mut g.attached_policies.iter());
         }
         for (_, r) in store::read_page::<Role>(store, Table::Roles, "", None, usize::MAX)? {
-            count += r.attached_policies.iter().filter(|a| *a == arn).count();
-            count += usize::from(r.permissions_boundary.as_deref() == Some(arn));
+            count(&mut r.attached_policies.iter().chain(&r.permissions_boundary));
         }
-        Ok(count)
+        Ok(counts)
     }
 
     pub async fn get_policy(
@@ -1356,12 +1360,13 @@ impl Broker {
                     );
                 }
                 let prefix = path_or_root(path_prefix);
+                let counts = self.attachment_counts()?;
                 let mut rows = Vec::new();
                 for p in all
                     .into_iter()
                     .filter(|p| p.path.starts_with(prefix.as_str()))
                 {
-                    let count = self.attachment_count(&p.arn)?;
+                    let count = counts.get(&p.arn).copied().unwrap_or(0);
                     if !only_attached || count > 0 {
                         rows.push((p, count));
                     }

@@ -446,28 +446,39 @@ impl Broker {
     pub fn who_can(&self, action: &str, resource: &str) -> Result<Vec<Grant>, BrokerError> {
         let store = self.store.as_ref();
         let now = self.now();
-        let mut grants = Vec::new();
-        let users: Vec<User> = store::read_page(store, Table::Users, "", None, usize::MAX)?
+        // Each principal as it would be right after an MFA login (conditions that need a
+        // live request, like MFA age, are taken at their most favourable).
+        let context = |user_name: Option<&str>| {
+            let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
+            if let Some(name) = user_name {
+                ctx.insert("aws:username", name);
+            }
+            ctx.insert("aws:MultiFactorAuthPresent", "true");
+            ctx.insert("aws:MultiFactorAuthAge", "0");
+            ctx
+        };
+        // Loaded once: every user is checked against the action and against every role.
+        let users = store::read_page::<User>(store, Table::Users, "", None, usize::MAX)?
             .into_iter()
-            .map(|(_, u)| u)
-            .collect();
+            .map(|(_, user)| {
+                let policies = self.user_policies(&user)?;
+                let ctx = context(Some(&user.name));
+                Ok((user, policies, ctx))
+            })
+            .collect::<Result<Vec<_>, BrokerError>>()?;
         let roles: Vec<Role> = store::read_page(store, Table::Roles, "", None, usize::MAX)?
             .into_iter()
             .map(|(_, r)| r)
             .collect();
-        for user in &users {
-            let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
-            ctx.insert("aws:username", user.name.clone());
-            ctx.insert("aws:MultiFactorAuthPresent", "true");
+        let mut grants = Vec::new();
+        for (user, policies, ctx) in &users {
             let request = Request {
                 principal: Some(&user.arn),
                 action,
                 resource,
-                context: &ctx,
+                context: ctx,
             };
-            let evaluation = self
-                .user_policies(user)?
-                .with_set(|set| policy::evaluate(&request, set));
+            let evaluation = policies.with_set(|set| policy::evaluate(&request, set));
             if evaluation.decision == Decision::Allow {
                 let groups = if user.groups.is_empty() {
                     String::new()
@@ -482,14 +493,13 @@ impl Broker {
                 });
             }
         }
+        let role_ctx = context(None);
         for role in &roles {
-            let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
-            ctx.insert("aws:MultiFactorAuthPresent", "true");
             let request = Request {
                 principal: Some(&role.arn),
                 action,
                 resource,
-                context: &ctx,
+                context: &role_ctx,
             };
             let evaluation = self
                 .role_policies(role, &[])?
@@ -497,35 +507,29 @@ impl Broker {
             if evaluation.decision != Decision::Allow {
                 continue;
             }
-            // Who may assume it (ignoring conditions that need a live request, e.g. MFA age).
             let trust = self.compiled(PolicyKind::Trust, &role.assume_role_policy_document)?;
-            let mut assumers = Vec::new();
-            for user in &users {
-                let mut ctx = base_context(self.account(), &RequestMeta::default(), now);
-                ctx.insert("aws:username", user.name.clone());
-                ctx.insert("aws:MultiFactorAuthPresent", "true");
-                ctx.insert("aws:MultiFactorAuthAge", "0");
-                let request = Request {
-                    principal: Some(&user.arn),
-                    action: "sts:AssumeRole",
-                    resource: &role.arn,
-                    context: &ctx,
-                };
-                let decision = self.user_policies(user)?.with_set(|set| {
-                    policy::evaluate_assume_role(
-                        &request,
-                        NamedPolicy {
-                            name: "trust_policy",
-                            policy: &trust,
-                        },
-                        set,
-                        &self.account().id,
-                    )
-                });
-                if decision.decision == Decision::Allow {
-                    assumers.push(user.name.clone());
-                }
-            }
+            let trust = NamedPolicy {
+                name: "trust_policy",
+                policy: &trust,
+            };
+            let assumers: Vec<&str> = users
+                .iter()
+                .filter(|(user, policies, ctx)| {
+                    let request = Request {
+                        principal: Some(&user.arn),
+                        action: "sts:AssumeRole",
+                        resource: &role.arn,
+                        context: ctx,
+                    };
+                    policies
+                        .with_set(|set| {
+                            policy::evaluate_assume_role(&request, trust, set, &self.account().id)
+                        })
+                        .decision
+                        == Decision::Allow
+                })
+                .map(|(user, _, _)| user.name.as_str())
+                .collect();
             let via = if assumers.is_empty() {
                 "role policies; no user can assume it".to_string()
             } else {

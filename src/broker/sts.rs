@@ -104,6 +104,40 @@ struct MintSpec {
     session_policies: Vec<String>,
 }
 
+impl MintSpec {
+    /// A `GetSessionToken` session of an IAM user (the user's tags become principal tags).
+    fn user_session(
+        user: &User,
+        amr: Vec<String>,
+        mfa_auth_time: Option<i64>,
+        now: SystemTime,
+        duration: Duration,
+        session_policies: Vec<String>,
+    ) -> Self {
+        MintSpec {
+            kind: TokenKind::Session,
+            sub: user.arn.clone(),
+            principal_arn: user.arn.clone(),
+            user_id: user.id.clone(),
+            role_arn: None,
+            session_name: None,
+            source_identity: None,
+            mfa_auth_time,
+            auth_time: unix_secs(now),
+            amr,
+            tags: user
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
+            transitive_tag_keys: vec![],
+            chained: false,
+            duration,
+            session_policies,
+        }
+    }
+}
+
 fn duration_in(
     field: &str,
     value: i32,
@@ -271,32 +305,13 @@ impl Broker {
         } else {
             vec!["pwd".into()]
         };
-        let spec = MintSpec {
-            kind: TokenKind::Session,
-            sub: user.arn.clone(),
-            principal_arn: user.arn.clone(),
-            user_id: user.id.clone(),
-            role_arn: None,
-            session_name: None,
-            source_identity: None,
-            mfa_auth_time,
-            auth_time: unix_secs(now),
-            amr,
-            tags: user
-                .tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
-            transitive_tag_keys: vec![],
-            chained: false,
-            duration,
-            // An expired or reset password buys a session that can only change it.
-            session_policies: if must_change == PasswordState::MustChange {
-                vec![CHANGE_PASSWORD_ONLY.to_string()]
-            } else {
-                vec![]
-            },
+        // An expired or reset password buys a session that can only change it.
+        let restriction = if must_change == PasswordState::MustChange {
+            vec![CHANGE_PASSWORD_ONLY.to_string()]
+        } else {
+            vec![]
         };
+        let spec = MintSpec::user_session(&user, amr, mfa_auth_time, now, duration, restriction);
         self.mint(meta, "sts:GetSessionToken", params, spec, now)
             .await
     }
@@ -415,27 +430,7 @@ impl Broker {
             }
             Ok::<_, BrokerError>(())
         })?;
-        let spec = MintSpec {
-            kind: TokenKind::Session,
-            sub: user.arn.clone(),
-            principal_arn: user.arn.clone(),
-            user_id: user.id.clone(),
-            role_arn: None,
-            session_name: None,
-            source_identity: None,
-            mfa_auth_time: None,
-            auth_time: unix_secs(now),
-            amr: vec!["key".into()],
-            tags: user
-                .tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
-            transitive_tag_keys: vec![],
-            chained: false,
-            duration,
-            session_policies: vec![],
-        };
+        let spec = MintSpec::user_session(&user, vec!["key".into()], None, now, duration, vec![]);
         self.mint(meta, "sts:GetSessionToken", params, spec, now)
             .await
     }
@@ -740,7 +735,10 @@ impl Broker {
                 "session has been revoked".into(),
             ));
         }
-        Ok(Caller { claims })
+        Ok(Caller {
+            claims,
+            session_policies: session.session_policies,
+        })
     }
 
     pub fn get_caller_identity(&self, caller: &Caller) -> (String, String, String) {
