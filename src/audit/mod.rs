@@ -33,6 +33,10 @@ pub enum AuditError {
     /// the request that caused it must fail.
     #[error("audit log unavailable: {0}")]
     Unavailable(String),
+    /// A precondition of the change committed with the event no longer held; nothing was
+    /// written. The caller re-reads and retries.
+    #[error("concurrent update, retry")]
+    Conflict,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("audit record {seq} is unreadable: {reason}")]

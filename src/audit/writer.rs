@@ -208,9 +208,23 @@ impl AuditLog {
     /// atomic batch: the state change and its record land together or not at all.
     pub async fn append_with(
         &self,
-        mut event: Event,
+        event: Event,
         writes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<Record, AuditError> {
+        self.commit(
+            event,
+            Batch {
+                expects: Vec::new(),
+                writes,
+            },
+        )
+        .await
+    }
+
+    /// Commits `change` (its preconditions and writes) and `event` as one atomic batch,
+    /// then waits until the record is durable. A precondition that no longer holds fails
+    /// with [`AuditError::Conflict`] and changes nothing: the caller re-reads and retries.
+    pub async fn commit(&self, mut event: Event, change: Batch) -> Result<Record, AuditError> {
         let record = {
             let mut head = lock(&self.head);
             let seq = head.seq + 1;
@@ -222,13 +236,22 @@ impl AuditLog {
                 hash: HEXLOWER.encode(&hash),
             };
             let key = chain::record_key(seq).to_vec();
+            let has_preconditions = !change.expects.is_empty();
             let mut batch = Batch {
                 // Absent: a second writer on the same store fails here instead of forking.
                 expects: vec![(Table::Audit, key.clone(), None)],
-                writes: vec![(Table::Audit, key, Some(store::encode(&record)))],
+                writes: vec![(Table::Audit, key.clone(), Some(store::encode(&record)))],
             };
-            batch.writes.extend(writes);
+            batch.expects.extend(change.expects);
+            batch.writes.extend(change.writes);
             if let Err(err) = self.store.commit(&batch) {
+                // The change's own preconditions failing is a normal race, not an outage.
+                if matches!(err, StoreError::Conflict)
+                    && has_preconditions
+                    && matches!(self.store.get(Table::Audit, &key), Ok(None))
+                {
+                    return Err(AuditError::Conflict);
+                }
                 drop(head);
                 tracing::error!(seq, error = %err, "audit commit failed");
                 self.set_healthy(false);

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::audit::AuditError;
 use crate::audit::chain::{self, CheckpointSigner, Record, VerifyReport};
-use crate::audit::event::{EventFilter, Outcome};
-use crate::store::{self, Store, Table, Tx};
+use crate::audit::event::{Event, EventFilter, Outcome};
+use crate::store::{self, Batch, Store, StoreError, Table, Tx};
 
 use super::keys::KeyRing;
 use super::{Broker, BrokerError, Caller, RequestMeta};
@@ -55,6 +55,44 @@ pub(crate) fn keep_public_key(tx: &mut Tx<'_>, kid: &str, public_key: &[u8]) {
 }
 
 impl Broker {
+    /// Runs `body` as an optimistic transaction and commits its batch (preconditions and
+    /// writes) in the same atomic store batch as the audit event `record` builds from the
+    /// outcome: the change and its record land together or not at all. A failed body
+    /// commits nothing but its event; `record` returning `None` skips the audit (reads).
+    /// Retried from the top when a record the body read changed meanwhile.
+    pub(crate) async fn audited<R>(
+        &self,
+        mut body: impl FnMut(&mut Tx<'_>) -> Result<R, BrokerError>,
+        mut record: impl FnMut(&Result<R, BrokerError>) -> Option<Event>,
+    ) -> Result<R, BrokerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = Tx::new(self.store.as_ref());
+            let result = body(&mut tx);
+            let Some(event) = record(&result) else {
+                if result.is_ok() {
+                    match tx.commit() {
+                        Ok(()) => {}
+                        Err(StoreError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                return result;
+            };
+            let change = match &result {
+                Ok(_) => tx.into_batch(),
+                Err(_) => Batch::default(),
+            };
+            match self.audit.commit(event, change).await {
+                Ok(_) => return result,
+                Err(AuditError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
+                Err(AuditError::Conflict) => return Err(StoreError::Conflict.into()),
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     pub fn install_checkpoint_signer(&self) {
         self.audit.set_signer(Some(Arc::new(KeyringSigner {
             keys: self.keys.clone(),

@@ -21,6 +21,8 @@ pub struct RequestMeta {
     pub request_id: String,
     pub source_ip: Option<IpAddr>,
     pub user_agent: String,
+    /// The request came over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
 }
 
 /// A verified session.
@@ -294,7 +296,14 @@ pub(crate) fn base_context(account: &Account, meta: &RequestMeta, now: SystemTim
     ctx.insert("aws:CurrentTime", iso8601(secs));
     ctx.insert("aws:EpochTime", secs.to_string());
     ctx.insert("aws:PrincipalAccount", account.id.clone());
-    ctx.insert("aws:SecureTransport", "true");
+    ctx.insert(
+        "aws:SecureTransport",
+        if meta.secure_transport {
+            "true"
+        } else {
+            "false"
+        },
+    );
     if let Some(ip) = meta.source_ip {
         ctx.insert("aws:SourceIp", ip.to_string());
     }

@@ -90,9 +90,25 @@ impl Broker {
         action: &str,
         resource: &str,
     ) -> Result<(), BrokerError> {
+        self.require_with(caller, meta, action, resource, &[])
+    }
+
+    /// [`Self::require`] with the request's own condition keys (`iam:PolicyARN`,
+    /// `aws:RequestTag/…`, `aws:ResourceTag/…`, …) added to the caller's context.
+    pub fn require_with(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        action: &str,
+        resource: &str,
+        request_keys: &[(String, Vec<String>)],
+    ) -> Result<(), BrokerError> {
         let now = self.now();
         let policies = self.caller_policies(caller)?;
-        let ctx = self.caller_context(caller, meta, now);
+        let mut ctx = self.caller_context(caller, meta, now);
+        for (key, values) in request_keys {
+            ctx.insert_multi(key, values.clone());
+        }
         let request = Request {
             principal: Some(caller.arn()),
             action,

@@ -1,6 +1,7 @@
 //! Request edges: bearer token → [`Caller`], and the facts about a request
 //! ([`RequestMeta`]) that the audit log and condition keys need.
 
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::broker::{Broker, Caller, RequestMeta};
@@ -24,6 +25,10 @@ pub fn meta<T>(request: &Request<T>) -> RequestMeta {
             .chars()
             .take(256)
             .collect(),
+        secure_transport: request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .is_some(),
     }
 }
 

@@ -214,6 +214,12 @@ impl<'s> Tx<'s> {
             .push((table, key.as_bytes().to_vec(), None));
     }
 
+    /// The preconditions and writes gathered so far, for a caller that commits them
+    /// together with something else (the audit record of the change).
+    pub fn into_batch(self) -> Batch {
+        self.batch
+    }
+
     pub fn commit(self) -> Result<(), StoreError> {
         if self.batch.is_empty() {
             return Ok(());
@@ -233,12 +239,14 @@ impl TxError for StoreError {
     }
 }
 
+/// How often an optimistic transaction is retried before the conflict is reported.
+pub const TX_ATTEMPTS: usize = 32;
+
 /// Runs `body` as an optimistic transaction, retrying when a record it read changed.
 pub fn transact<R, E: TxError>(
     store: &dyn Store,
     mut body: impl FnMut(&mut Tx<'_>) -> Result<R, E>,
 ) -> Result<R, E> {
-    const ATTEMPTS: usize = 32;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -246,7 +254,7 @@ pub fn transact<R, E: TxError>(
         let out = body(&mut tx)?;
         match tx.commit() {
             Ok(()) => return Ok(out),
-            Err(StoreError::Conflict) if attempt < ATTEMPTS => continue,
+            Err(StoreError::Conflict) if attempt < TX_ATTEMPTS => continue,
             Err(err) => return Err(err.into()),
         }
     }
