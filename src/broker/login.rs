@@ -1,12 +1,19 @@
-//! Logging in (`GetSessionToken`): password (+ TOTP) or access key → a session, behind the
-//! brute-force defence and with every attempt audited.
+//! Logging in (`GetSessionToken`): password (+ TOTP) or access key (+ TOTP) → a session,
+//! behind the brute-force defence of [`crate::core::authn::lockout`], every attempt
+//! audited.
+//!
+//! Input is bounded before anything is logged, stored, hashed or matched. A name that is
+//! not a known user or access key is never written anywhere: as AWS does for failed
+//! console logins, the audit log and the server log say `HIDDEN_DUE_TO_SECURITY_REASONS`
+//! (a password typed into the user-name field must not end up in either).
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::audit::event::Outcome;
-use crate::core::authn::lockout::{LockoutState, LockoutTransition};
+use crate::audit::event::{Event, Outcome};
+use crate::core::authn::lockout::{Gate, LockoutState, LockoutTransition, Refusal};
 use crate::core::authn::password;
 use crate::core::model::{AccessKey, AccessKeyStatus, User, name_key};
 use crate::core::secret::SecretString;
@@ -19,51 +26,201 @@ use super::sts::{
 };
 use super::{Broker, BrokerError, unix_ms, unix_secs};
 
-pub(crate) fn lockout_keys(user_name: &str, meta: &RequestMeta) -> Vec<String> {
-    let mut keys = vec![format!("user:{}", name_key(user_name))];
-    if let Some(ip) = meta.source_ip {
-        keys.push(format!("ip:{ip}"));
+/// What the logs say instead of a name that is unknown or invalid (AWS's wording).
+pub const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+/// Longest password accepted (the password policy allows at most 128 characters).
+pub const MAX_PASSWORD_BYTES: usize = 1_024;
+/// Longest access-key secret accepted (Stint's and AWS's are 40 characters).
+pub const MAX_SECRET_BYTES: usize = 128;
+/// IAM user names: 1 to 64 of `[\w+=,.@-]`.
+const MAX_USER_NAME: usize = 64;
+/// AWS `AccessKeyId`: 16 to 128 word characters.
+const ACCESS_KEY_ID_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// The rows of the Lockouts table one login attempt touches (see `core::authn::lockout`).
+pub(crate) struct LockoutKeys {
+    /// `user:<name>` or `key:<access key id>`.
+    principal: String,
+    /// `pair:<principal>@<address>`.
+    pair: String,
+    /// `ip:<address>`.
+    address_row: String,
+    /// The normalised source address (IPv4, or an IPv6 /64).
+    address: String,
+    /// Passwords lock their user; access keys are never locked.
+    lockable: bool,
+}
+
+impl LockoutKeys {
+    fn new(principal: String, meta: &RequestMeta, lockable: bool) -> Self {
+        let address = address_of(meta.source_ip);
+        Self {
+            pair: format!("pair:{principal}@{address}"),
+            address_row: format!("ip:{address}"),
+            principal,
+            address,
+            lockable,
+        }
     }
-    keys
+}
+
+/// The address a throttle counts: an IPv4 address, or the /64 an IPv6 host sits in (one
+/// host can use every address of its /64).
+fn address_of(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// The lockout rows of a password login (and of a password change) as `user_name`.
+pub(crate) fn lockout_keys(user_name: &str, meta: &RequestMeta) -> LockoutKeys {
+    LockoutKeys::new(format!("user:{}", name_key(user_name)), meta, true)
+}
+
+fn access_key_lockout_keys(access_key_id: &str, meta: &RequestMeta) -> LockoutKeys {
+    LockoutKeys::new(format!("key:{access_key_id}"), meta, false)
+}
+
+/// Bounds every field of a login before anything else looks at it. Messages name the
+/// field, never its value (it may be a password typed into the wrong box).
+fn validate_login(
+    credential: &LoginCredential,
+    token_code: Option<&SecretString>,
+) -> Result<(), BrokerError> {
+    match credential {
+        LoginCredential::Password {
+            user_name,
+            password,
+        } => {
+            let name_ok = (1..=MAX_USER_NAME).contains(&user_name.len())
+                && user_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+            if !name_ok {
+                return Err(BrokerError::invalid(
+                    "user_name",
+                    format!(
+                        "must be 1 to {MAX_USER_NAME} characters of letters, digits and _+=,.@-"
+                    ),
+                ));
+            }
+            if password.expose().len() > MAX_PASSWORD_BYTES {
+                return Err(BrokerError::invalid(
+                    "password",
+                    format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+                ));
+            }
+        }
+        LoginCredential::AccessKey {
+            access_key_id,
+            secret_access_key,
+        } => {
+            let id_ok = ACCESS_KEY_ID_LEN.contains(&access_key_id.len())
+                && access_key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !id_ok {
+                return Err(BrokerError::invalid(
+                    "access_key_id",
+                    "must be 16 to 128 letters, digits or _",
+                ));
+            }
+            if secret_access_key.expose().len() > MAX_SECRET_BYTES {
+                return Err(BrokerError::invalid(
+                    "secret_access_key",
+                    format!("must be at most {MAX_SECRET_BYTES} bytes"),
+                ));
+            }
+        }
+    }
+    if let Some(code) = token_code {
+        let code = code.expose();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BrokerError::invalid("token_code", "must be 6 digits"));
+        }
+    }
+    Ok(())
+}
+
+/// Who a login attempt is about, as the logs may show it.
+struct Subject {
+    /// The principal ARN of a known user or key owner; [`HIDDEN`] otherwise.
+    principal: String,
+    /// The name or key id as given, if known; [`HIDDEN`] otherwise.
+    shown: String,
+}
+
+impl Subject {
+    fn hidden() -> Self {
+        Self {
+            principal: HIDDEN.into(),
+            shown: HIDDEN.into(),
+        }
+    }
 }
 
 impl Broker {
-    /// Password (+ TOTP) or access key → session credentials.
+    /// Password (+ TOTP) or access key (+ TOTP) → session credentials.
     pub async fn get_session_token(
         &self,
         meta: &RequestMeta,
         input: SessionTokenInput,
     ) -> Result<Issued, BrokerError> {
-        let duration = duration_in(
-            "duration_seconds",
-            input.duration_seconds,
-            SESSION_DEFAULT,
-            SESSION_MIN,
-            SESSION_MAX,
-        )?;
-        let (who, result) = match input.credential {
-            LoginCredential::Password {
-                user_name,
-                password,
-            } => {
-                let result = self
-                    .login_with_password(meta, &user_name, password, input.token_code, duration)
-                    .await;
-                (user_name, result)
-            }
-            LoginCredential::AccessKey {
-                access_key_id,
-                secret_access_key,
-            } => {
-                let result = self
-                    .login_with_access_key(meta, &access_key_id, secret_access_key, duration)
-                    .await;
-                (access_key_id, result)
-            }
+        let SessionTokenInput {
+            credential,
+            token_code,
+            duration_seconds,
+        } = input;
+        let checked = validate_login(&credential, token_code.as_ref()).and_then(|()| {
+            duration_in(
+                "duration_seconds",
+                duration_seconds,
+                SESSION_DEFAULT,
+                SESSION_MIN,
+                SESSION_MAX,
+            )
+        });
+        let subject = match &checked {
+            Ok(_) => self.login_subject(&credential)?,
+            Err(_) => Subject::hidden(),
         };
-        // Refusals are audited where they are decided; any other failure (e.g. the store
-        // refusing a write) is audited here, so it too lands in the log or, when the log
-        // cannot take it either, answers "audit unavailable" and flips health.
+        tracing::Span::current().record("principal", subject.principal.as_str());
+        let result = match checked {
+            Err(err) => Err(err),
+            Ok(duration) => match credential {
+                LoginCredential::Password {
+                    user_name,
+                    password,
+                } => {
+                    self.login_with_password(
+                        meta, &subject, &user_name, password, token_code, duration,
+                    )
+                    .await
+                }
+                LoginCredential::AccessKey {
+                    access_key_id,
+                    secret_access_key,
+                } => {
+                    self.login_with_access_key(
+                        meta,
+                        &subject,
+                        &access_key_id,
+                        secret_access_key,
+                        token_code,
+                        duration,
+                    )
+                    .await
+                }
+            },
+        };
+        // Refusals are audited where they are decided; any other failure (bad input, the
+        // store refusing a write) is audited here, so it too lands in the log or, when the
+        // log cannot take it either, answers "audit unavailable" and flips health.
         if let Err(err) = &result
             && !matches!(
                 err,
@@ -72,41 +229,84 @@ impl Broker {
                     | BrokerError::AuditUnavailable
             )
         {
-            self.audit_login(
-                meta,
-                &who,
-                Outcome::Error,
-                &err.to_string(),
-                json!({ "duration_seconds": duration.as_secs() }),
-                None,
-            )
-            .await?;
+            let params = json!({ "duration_seconds": duration_seconds });
+            self.audit
+                .append(self.login_event(meta, &subject, Outcome::Error, &err.to_string(), params))
+                .await?;
         }
         result
+    }
+
+    /// Resolves a (validated) credential's name to what the logs may show.
+    fn login_subject(&self, credential: &LoginCredential) -> Result<Subject, BrokerError> {
+        Ok(match credential {
+            LoginCredential::Password { user_name, .. } => match self.load_user(user_name)? {
+                Some(user) => Subject {
+                    principal: user.arn,
+                    shown: user_name.clone(),
+                },
+                None => Subject::hidden(),
+            },
+            LoginCredential::AccessKey { access_key_id, .. } => {
+                let key: Option<AccessKey> =
+                    store::read(self.store.as_ref(), Table::AccessKeys, access_key_id)?;
+                match key {
+                    Some(key) => Subject {
+                        principal: self
+                            .load_user(&key.user_name)?
+                            .map_or_else(|| access_key_id.clone(), |u| u.arn),
+                        shown: access_key_id.clone(),
+                    },
+                    None => Subject::hidden(),
+                }
+            }
+        })
+    }
+
+    fn login_event(
+        &self,
+        meta: &RequestMeta,
+        subject: &Subject,
+        outcome: Outcome,
+        reason: &str,
+        params: serde_json::Value,
+    ) -> Event {
+        let mut event = self.event(
+            meta,
+            "sts:GetSessionToken",
+            &subject.principal,
+            outcome,
+            self.now(),
+        );
+        event.reason = reason.into();
+        event.params = params;
+        event
     }
 
     async fn login_with_password(
         &self,
         meta: &RequestMeta,
+        subject: &Subject,
         user_name: &str,
         password: SecretString,
         token_code: Option<SecretString>,
         duration: Duration,
     ) -> Result<Issued, BrokerError> {
         let now = self.now();
-        let params = json!({ "user_name": user_name, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
+        let params = json!({ "user_name": subject.shown, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
         let keys = lockout_keys(user_name, meta);
-        if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
-            self.audit_login(
+        if let Err(refusal) = self.gate_check(meta, &keys, now).await? {
+            let event = self.login_event(
                 meta,
-                user_name,
+                subject,
                 Outcome::Deny,
-                "locked out",
-                params.clone(),
-                None,
-            )
-            .await?;
-            return Err(BrokerError::LockedOut { retry_after });
+                refusal_reason(refusal),
+                params,
+            );
+            self.audit.append(event).await?;
+            return Err(BrokerError::LockedOut {
+                retry_after: refusal.retry_after(),
+            });
         }
 
         let user = self.load_user(user_name)?;
@@ -136,25 +336,24 @@ impl Broker {
                 } else {
                     "bad user name or password"
                 };
-                self.lockout_fail(meta, &keys, user_name, now).await?;
-                self.audit_login(meta, user_name, Outcome::Deny, reason, params, None)
+                let denial = self.login_event(meta, subject, Outcome::Deny, reason, params);
+                self.record_login_failure(meta, &keys, now, Some(denial))
                     .await?;
                 return Err(BrokerError::InvalidCredentials);
             }
         };
-        self.lockout_reset(&keys)?;
+        self.lockout_success(&keys, now)?;
         let mfa_auth_time = matches!(mfa, MfaCheck::Passed).then(|| unix_secs(now));
         let must_change = self.password_must_change(&user, now)?;
         if must_change == PasswordState::HardExpired {
-            self.audit_login(
+            let event = self.login_event(
                 meta,
-                user_name,
+                subject,
                 Outcome::Deny,
                 "password expired; an administrator must reset it",
                 params,
-                None,
-            )
-            .await?;
+            );
+            self.audit.append(event).await?;
             return Err(BrokerError::InvalidCredentials);
         }
         self.touch_password_use(&user, now)?;
@@ -229,28 +428,33 @@ impl Broker {
         })
     }
 
+    /// An access key, and optionally a code of the key owner's MFA device: as AWS's
+    /// `GetSessionToken` with `TokenCode`, a right code makes an MFA session
+    /// (`amr` `["key", "otp"]`), a wrong or replayed one is a failed login.
     async fn login_with_access_key(
         &self,
         meta: &RequestMeta,
+        subject: &Subject,
         access_key_id: &str,
         secret: SecretString,
+        token_code: Option<SecretString>,
         duration: Duration,
     ) -> Result<Issued, BrokerError> {
         let now = self.now();
-        let params =
-            json!({ "access_key_id": access_key_id, "duration_seconds": duration.as_secs() });
-        let keys = lockout_keys(access_key_id, meta);
-        if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
-            self.audit_login(
+        let params = json!({ "access_key_id": subject.shown, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
+        let keys = access_key_lockout_keys(access_key_id, meta);
+        if let Err(refusal) = self.gate_check(meta, &keys, now).await? {
+            let event = self.login_event(
                 meta,
-                access_key_id,
+                subject,
                 Outcome::Deny,
-                "locked out",
+                refusal_reason(refusal),
                 params,
-                None,
-            )
-            .await?;
-            return Err(BrokerError::LockedOut { retry_after });
+            );
+            self.audit.append(event).await?;
+            return Err(BrokerError::LockedOut {
+                retry_after: refusal.retry_after(),
+            });
         }
         let record: Option<AccessKey> =
             store::read(self.store.as_ref(), Table::AccessKeys, access_key_id)?;
@@ -269,20 +473,28 @@ impl Broker {
             }
             _ => None,
         };
-        let Some(user) = user else {
-            self.lockout_fail(meta, &keys, access_key_id, now).await?;
-            self.audit_login(
-                meta,
-                access_key_id,
-                Outcome::Deny,
-                "bad or inactive access key",
-                params,
-                None,
-            )
-            .await?;
-            return Err(BrokerError::InvalidCredentials);
+        // The code is checked only with the right secret, so it is never burned by
+        // someone who does not hold the key.
+        let mfa = match (&user, &token_code) {
+            (Some(user), Some(code)) => self.check_login_mfa(user, Some(code), now)?,
+            (Some(_), None) => MfaCheck::NotEnrolled,
+            (None, _) => MfaCheck::Failed,
         };
-        self.lockout_reset(&keys)?;
+        let user = match (user, mfa) {
+            (Some(user), MfaCheck::Passed | MfaCheck::NotEnrolled) => user,
+            (user, _) => {
+                let reason = if user.is_some() {
+                    "bad or replayed MFA code"
+                } else {
+                    "bad or inactive access key"
+                };
+                let denial = self.login_event(meta, subject, Outcome::Deny, reason, params);
+                self.record_login_failure(meta, &keys, now, Some(denial))
+                    .await?;
+                return Err(BrokerError::InvalidCredentials);
+            }
+        };
+        self.lockout_success(&keys, now)?;
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
             if let Some(mut key) = tx.get::<AccessKey>(Table::AccessKeys, access_key_id)? {
                 key.last_used = Some(unix_ms(now));
@@ -290,7 +502,12 @@ impl Broker {
             }
             Ok::<_, BrokerError>(())
         })?;
-        let spec = MintSpec::user_session(&user, vec!["key".into()], None, now, duration, vec![]);
+        let (amr, mfa_auth_time) = if mfa == MfaCheck::Passed {
+            (vec!["key".into(), "otp".into()], Some(unix_secs(now)))
+        } else {
+            (vec!["key".into()], None)
+        };
+        let spec = MintSpec::user_session(&user, amr, mfa_auth_time, now, duration, vec![]);
         self.mint(meta, "sts:GetSessionToken", params, spec, now)
             .await
     }
@@ -334,124 +551,187 @@ impl Broker {
         })
     }
 
-    /// `Err(wait)` while any of `keys` is locked or backing off. A lockout that has been
-    /// served is cleared here and its end audited.
+    /// `Err(wait)` while the attempt must wait (for a password change's old password).
     pub(crate) async fn lockout_check(
         &self,
         meta: &RequestMeta,
-        keys: &[String],
+        keys: &LockoutKeys,
         now: SystemTime,
     ) -> Result<Result<(), Duration>, BrokerError> {
-        let mut longest: Option<Duration> = None;
-        for key in keys {
-            let state: Option<LockoutState> =
-                store::read(self.store.as_ref(), Table::Lockouts, key)?;
-            let Some(state) = state else { continue };
-            if let Some(ended) = state.served_lock(now) {
-                let cleared = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-                    let current: Option<LockoutState> = tx.get(Table::Lockouts, key)?;
-                    let still_served =
-                        current.as_ref().and_then(|c| c.served_lock(now)) == Some(ended);
-                    if still_served {
-                        tx.delete(Table::Lockouts, key);
-                    }
-                    Ok::<_, BrokerError>(still_served)
-                })?;
-                if cleared {
-                    let principal = self.lockout_principal(key, key)?;
-                    let mut event =
-                        self.event(meta, "stint:LockoutEnded", &principal, Outcome::Allow, now);
-                    event.reason = format!("{key} lockout ended at {}", unix_ms(ended));
-                    self.audit.append(event).await?;
-                }
-                continue;
-            }
-            if let Err(wait) = state.check(now, &self.settings.lockout) {
-                longest = Some(longest.map_or(wait, |l| l.max(wait)));
-            }
-        }
-        Ok(longest.map_or(Ok(()), Err))
+        Ok(self
+            .gate_check(meta, keys, now)
+            .await?
+            .map_err(Refusal::retry_after))
     }
 
+    /// Counts a failed password check (of a password change).
     pub(crate) async fn lockout_fail(
         &self,
         meta: &RequestMeta,
-        keys: &[String],
-        who: &str,
+        keys: &LockoutKeys,
+        _who: &str,
         now: SystemTime,
     ) -> Result<(), BrokerError> {
+        self.record_login_failure(meta, keys, now, None).await
+    }
+
+    fn read_gate(&self, keys: &LockoutKeys) -> Result<Gate, BrokerError> {
+        let read = |key: &str| -> Result<LockoutState, BrokerError> {
+            Ok(store::read(self.store.as_ref(), Table::Lockouts, key)?.unwrap_or_default())
+        };
+        Ok(Gate {
+            pair: read(&keys.pair)?,
+            principal: read(&keys.principal)?,
+            address: read(&keys.address_row)?,
+        })
+    }
+
+    /// Whether an attempt may proceed. A principal lock that has been served is cleared
+    /// here, in one batch with its `stint:LockoutEnded` event.
+    async fn gate_check(
+        &self,
+        meta: &RequestMeta,
+        keys: &LockoutKeys,
+        now: SystemTime,
+    ) -> Result<Result<(), Refusal>, BrokerError> {
+        let mut gate = self.read_gate(keys)?;
+        if gate.principal.served_lock(now).is_some() {
+            let (principal, shown) = self.lockout_principal(keys)?;
+            self.audited(
+                |tx| {
+                    let mut row: LockoutState = tx
+                        .get(Table::Lockouts, &keys.principal)?
+                        .unwrap_or_default();
+                    let ended = row.clear_served_lock(now);
+                    if ended.is_some() {
+                        put_row(tx, &keys.principal, &row);
+                    }
+                    Ok(ended)
+                },
+                |result| match result {
+                    Ok(Some(ended)) => {
+                        let mut event =
+                            self.event(meta, "stint:LockoutEnded", &principal, Outcome::Allow, now);
+                        event.reason = format!("{shown} lockout ended at {}", unix_ms(*ended));
+                        Some(event)
+                    }
+                    _ => None,
+                },
+            )
+            .await?;
+            gate.principal.clear_served_lock(now);
+        }
+        Ok(gate.check(&keys.address, keys.lockable, now, &self.settings.lockout))
+    }
+
+    /// Counts a failure on the pair, the address and (from a stranger) the principal, in
+    /// one batch with its audit event: `denial` (the refused login), or, when this failure
+    /// locks the principal, `stint:Lockout` (and `denial` right after it).
+    async fn record_login_failure(
+        &self,
+        meta: &RequestMeta,
+        keys: &LockoutKeys,
+        now: SystemTime,
+        denial: Option<Event>,
+    ) -> Result<(), BrokerError> {
         let policy = self.settings.lockout;
-        let locked = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let mut locked = Vec::new();
-            for key in keys {
-                let mut state: LockoutState = tx.get(Table::Lockouts, key)?.unwrap_or_default();
-                if let LockoutTransition::Locked { .. } = state.record_failure(now, &policy) {
-                    locked.push(key.clone());
-                }
-                tx.put(Table::Lockouts, key, &state);
-            }
-            Ok::<_, BrokerError>(locked)
-        })?;
-        for key in locked {
-            let principal = self.lockout_principal(&key, who)?;
-            let mut event = self.event(meta, "stint:Lockout", &principal, Outcome::Deny, now);
-            event.reason = format!("{key} locked for {} s", policy.lockout_seconds);
-            self.audit.append(event).await?;
+        let (principal, shown) = self.lockout_principal(keys)?;
+        let transition = self
+            .audited(
+                |tx| {
+                    let read = |tx: &mut Tx<'_>, key: &str| -> Result<LockoutState, BrokerError> {
+                        Ok(tx.get(Table::Lockouts, key)?.unwrap_or_default())
+                    };
+                    let mut gate = Gate {
+                        pair: read(tx, &keys.pair)?,
+                        principal: read(tx, &keys.principal)?,
+                        address: read(tx, &keys.address_row)?,
+                    };
+                    let transition =
+                        gate.record_failure(&keys.address, keys.lockable, now, &policy);
+                    put_row(tx, &keys.pair, &gate.pair);
+                    put_row(tx, &keys.address_row, &gate.address);
+                    if keys.lockable {
+                        put_row(tx, &keys.principal, &gate.principal);
+                    }
+                    Ok(transition)
+                },
+                |result| match result {
+                    Ok(LockoutTransition::Locked { .. }) => {
+                        let mut event =
+                            self.event(meta, "stint:Lockout", &principal, Outcome::Deny, now);
+                        event.reason = format!(
+                            "{shown} locked for {} s against addresses it never logged in from",
+                            policy.lockout_seconds
+                        );
+                        Some(event)
+                    }
+                    _ => denial.clone(),
+                },
+            )
+            .await?;
+        if let (LockoutTransition::Locked { .. }, Some(denial)) = (transition, denial) {
+            self.audit.append(denial).await?;
         }
         Ok(())
     }
 
-    /// The ARN a lockout key is about: the user's, or the access key owner's; otherwise
-    /// (a source address, an unknown name) the key itself.
-    fn lockout_principal(&self, key: &str, fallback: &str) -> Result<String, BrokerError> {
-        let Some(name) = key.strip_prefix("user:") else {
-            return Ok(fallback.to_string());
-        };
-        if let Some(user) = self.load_user(name)? {
-            return Ok(user.arn);
-        }
-        let access_key: Option<AccessKey> = store::read(
-            self.store.as_ref(),
-            Table::AccessKeys,
-            &name.to_ascii_uppercase(),
-        )?;
-        Ok(match access_key.map(|k| self.load_user(&k.user_name)) {
-            Some(Ok(Some(user))) => user.arn,
-            _ => fallback.to_string(),
-        })
-    }
-
-    pub(crate) fn lockout_reset(&self, keys: &[String]) -> Result<(), BrokerError> {
+    /// A successful login: the pair forgets its failures, the principal remembers the
+    /// address. Bookkeeping of a verified credential, not an audited change.
+    fn lockout_success(&self, keys: &LockoutKeys, now: SystemTime) -> Result<(), BrokerError> {
+        let policy = self.settings.lockout;
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            for key in keys {
-                if tx.get_raw(Table::Lockouts, key.as_bytes())?.is_some() {
-                    tx.delete(Table::Lockouts, key);
-                }
-            }
+            let mut gate = Gate {
+                pair: tx.get(Table::Lockouts, &keys.pair)?.unwrap_or_default(),
+                principal: tx
+                    .get(Table::Lockouts, &keys.principal)?
+                    .unwrap_or_default(),
+                address: LockoutState::default(),
+            };
+            gate.record_success(&keys.address, now, &policy);
+            put_row(tx, &keys.pair, &gate.pair);
+            put_row(tx, &keys.principal, &gate.principal);
             Ok::<_, BrokerError>(())
         })
     }
 
-    async fn audit_login(
-        &self,
-        meta: &RequestMeta,
-        who: &str,
-        outcome: Outcome,
-        reason: &str,
-        params: serde_json::Value,
-        principal: Option<&str>,
-    ) -> Result<(), BrokerError> {
-        let mut event = self.event(
-            meta,
-            "sts:GetSessionToken",
-            principal.unwrap_or(who),
-            outcome,
-            self.now(),
-        );
-        event.reason = reason.into();
-        event.params = params;
-        self.audit.append(event).await?;
-        Ok(())
+    /// The ARN a lockout is about and how its key may be shown: a known user's or key
+    /// owner's; otherwise [`HIDDEN`] (the name may be anything, a password included).
+    fn lockout_principal(&self, keys: &LockoutKeys) -> Result<(String, String), BrokerError> {
+        if let Some(name) = keys.principal.strip_prefix("user:")
+            && let Some(user) = self.load_user(name)?
+        {
+            return Ok((user.arn, keys.principal.clone()));
+        }
+        if let Some(id) = keys.principal.strip_prefix("key:") {
+            let key: Option<AccessKey> = store::read(self.store.as_ref(), Table::AccessKeys, id)?;
+            if let Some(user) = key
+                .map(|k| self.load_user(&k.user_name))
+                .transpose()?
+                .flatten()
+            {
+                return Ok((user.arn, keys.principal.clone()));
+            }
+        }
+        let kind = keys.principal.split(':').next().unwrap_or("user");
+        Ok((HIDDEN.into(), format!("{kind}:{HIDDEN}")))
+    }
+}
+
+/// Writes a row, or deletes it once it holds nothing.
+fn put_row(tx: &mut Tx<'_>, key: &str, row: &LockoutState) {
+    if *row == LockoutState::default() {
+        tx.delete(Table::Lockouts, key);
+    } else {
+        tx.put(Table::Lockouts, key, row);
+    }
+}
+
+fn refusal_reason(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Backoff(_) => "slowed: back-off after failures from this address",
+        Refusal::Locked(_) => "locked out: too many failures from unknown addresses",
+        Refusal::AddressBudget(_) => "slowed: this address spent its failure budget",
     }
 }
 
@@ -462,7 +742,7 @@ enum PasswordState {
     HardExpired,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum MfaCheck {
     NotEnrolled,
     Passed,
