@@ -1307,6 +1307,34 @@ mod tests {
                 Box::new(|c| c.lockout.base_delay_ms = 30_001),
             ),
             (
+                "lockout.lockout_seconds",
+                Box::new(|c| c.lockout.lockout_seconds = u64::MAX),
+            ),
+            (
+                "lockout.reset_after_seconds",
+                Box::new(|c| c.lockout.reset_after_seconds = 0),
+            ),
+            (
+                "lockout.address_budget",
+                Box::new(|c| c.lockout.address_budget = 0),
+            ),
+            (
+                "lockout.address_window_seconds",
+                Box::new(|c| c.lockout.address_window_seconds = 86_401),
+            ),
+            (
+                "lockout.address_max_delay_ms",
+                Box::new(|c| c.lockout.address_max_delay_ms = 60_001),
+            ),
+            (
+                "lockout.known_addresses",
+                Box::new(|c| c.lockout.known_addresses = 257),
+            ),
+            (
+                "lockout.known_address_days",
+                Box::new(|c| c.lockout.known_address_days = 0),
+            ),
+            (
                 "audit.checkpoint_every_events",
                 Box::new(|c| c.audit.checkpoint_every_events = 0),
             ),
@@ -1445,7 +1473,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 5 + 4 + 1);
+        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }
