@@ -38,8 +38,14 @@ const MAX_USER_NAME: usize = 64;
 const ACCESS_KEY_ID_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 
 /// The rows of the Lockouts table one login attempt touches (see `core::authn::lockout`).
+/// Row keys carry a digest of the name, never the name: a password typed as a user name
+/// is not stored either.
 pub(crate) struct LockoutKeys {
-    /// `user:<name>` or `key:<access key id>`.
+    /// `user` or `key`.
+    kind: &'static str,
+    /// The user name (lower-cased) or access key id, to find who a lock is about.
+    name: String,
+    /// `<kind>:<digest of name>`.
     principal: String,
     /// `pair:<principal>@<address>`.
     pair: String,
@@ -52,9 +58,19 @@ pub(crate) struct LockoutKeys {
 }
 
 impl LockoutKeys {
-    fn new(principal: String, meta: &RequestMeta, lockable: bool) -> Self {
+    fn new(kind: &'static str, name: String, meta: &RequestMeta, lockable: bool) -> Self {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("stint-lockout\n{kind}\n{name}").as_bytes(),
+        );
+        let principal = format!(
+            "{kind}:{}",
+            data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
+        );
         let address = address_of(meta.source_ip);
         Self {
+            kind,
+            name,
             pair: format!("pair:{principal}@{address}"),
             address_row: format!("ip:{address}"),
             principal,
@@ -79,11 +95,11 @@ fn address_of(ip: Option<IpAddr>) -> String {
 
 /// The lockout rows of a password login (and of a password change) as `user_name`.
 pub(crate) fn lockout_keys(user_name: &str, meta: &RequestMeta) -> LockoutKeys {
-    LockoutKeys::new(format!("user:{}", name_key(user_name)), meta, true)
+    LockoutKeys::new("user", name_key(user_name), meta, true)
 }
 
 fn access_key_lockout_keys(access_key_id: &str, meta: &RequestMeta) -> LockoutKeys {
-    LockoutKeys::new(format!("key:{access_key_id}"), meta, false)
+    LockoutKeys::new("key", access_key_id.to_string(), meta, false)
 }
 
 /// Bounds every field of a login before anything else looks at it. Messages name the
@@ -698,23 +714,20 @@ impl Broker {
     /// The ARN a lockout is about and how its key may be shown: a known user's or key
     /// owner's; otherwise [`HIDDEN`] (the name may be anything, a password included).
     fn lockout_principal(&self, keys: &LockoutKeys) -> Result<(String, String), BrokerError> {
-        if let Some(name) = keys.principal.strip_prefix("user:")
-            && let Some(user) = self.load_user(name)?
-        {
-            return Ok((user.arn, keys.principal.clone()));
-        }
-        if let Some(id) = keys.principal.strip_prefix("key:") {
-            let key: Option<AccessKey> = store::read(self.store.as_ref(), Table::AccessKeys, id)?;
-            if let Some(user) = key
-                .map(|k| self.load_user(&k.user_name))
-                .transpose()?
-                .flatten()
-            {
-                return Ok((user.arn, keys.principal.clone()));
+        let user = match keys.kind {
+            "user" => self.load_user(&keys.name)?,
+            _ => {
+                let key: Option<AccessKey> =
+                    store::read(self.store.as_ref(), Table::AccessKeys, &keys.name)?;
+                key.map(|k| self.load_user(&k.user_name))
+                    .transpose()?
+                    .flatten()
             }
-        }
-        let kind = keys.principal.split(':').next().unwrap_or("user");
-        Ok((HIDDEN.into(), format!("{kind}:{HIDDEN}")))
+        };
+        Ok(match user {
+            Some(user) => (user.arn, format!("{}:{}", keys.kind, keys.name)),
+            None => (HIDDEN.into(), format!("{}:{HIDDEN}", keys.kind)),
+        })
     }
 }
 
