@@ -7,7 +7,8 @@
 //! address (127.0.0.x) with `Endpoint::local_address`, so the daemon sees it as the peer.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::SystemRandom;
@@ -28,11 +29,24 @@ use stint::proto::sts_client::StsClient;
 use stint::proto::{self, AuditEvent};
 use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
-use stint::store::{Store, Table};
+use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
 
 use crate::common::*;
 
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+
+/// Collects the server log of one test.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -288,7 +302,17 @@ async fn a_four_megabyte_user_name_is_refused_quickly_and_barely_grows_the_audit
 /// console login for an unknown user: a password typed into the user-name field must not
 /// end up in the log. Known users and known access key ids are kept.
 #[tokio::test]
-async fn a_password_typed_as_the_user_name_never_reaches_the_audit_log() {
+async fn a_password_typed_as_the_user_name_never_reaches_the_audit_log_or_the_server_log() {
+    // The server log, captured: a current-thread test runtime runs the daemon's request
+    // handling on this thread, where this subscriber is the default.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || LogSink(sink.clone()))
+        .finish();
+    let _log_guard = tracing::subscriber::set_default(subscriber);
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     server
@@ -337,6 +361,18 @@ async fn a_password_typed_as_the_user_name_never_reaches_the_audit_log() {
         .filter(|e| e.event_name == "sts:GetSessionToken" && e.principal_arn == HIDDEN)
         .count();
     assert_eq!(hidden, 3, "{events:#?}");
+    let log = String::from_utf8(log.lock().unwrap().clone()).expect("UTF-8 log");
+    assert!(
+        log.matches("GetSessionToken").count() >= 5,
+        "the log was not captured: {log}"
+    );
+    assert!(log.contains(HIDDEN), "{log}");
+    for secret in [typed_as_name, "horse", &unknown_key] {
+        assert!(
+            !log.contains(secret),
+            "{secret:?} is in the server log: {log}"
+        );
+    }
     let dev_events: Vec<_> = events
         .iter()
         .filter(|e| e.principal_arn == arn("user", "dev"))
@@ -553,9 +589,55 @@ async fn an_address_over_its_failure_budget_is_slowed_but_never_blocked() {
 
 // ---- #14: a lock and its record land together or not at all ------------------------------
 
-/// A broker over a [`MemoryStore`] that can refuse writes, served on 127.0.0.1.
+/// A [`MemoryStore`] that can refuse every batch carrying an audit record while still
+/// taking all others: a change written apart from its event would show.
+#[derive(Default)]
+struct AuditRefusingStore {
+    inner: MemoryStore,
+    refuse_audit: AtomicBool,
+}
+
+impl AuditRefusingStore {
+    fn refuse_audit(&self, refuse: bool) {
+        self.refuse_audit.store(refuse, Ordering::SeqCst);
+    }
+}
+
+impl Store for AuditRefusingStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        self.inner.last(table)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if self.refuse_audit.load(Ordering::SeqCst)
+            && batch
+                .writes
+                .iter()
+                .any(|(table, ..)| *table == Table::Audit)
+        {
+            return Err(StoreError::Io("audit writes refused (test fault)".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// A broker over an [`AuditRefusingStore`], served on 127.0.0.1.
 struct FragileServer {
-    store: Arc<MemoryStore>,
+    store: Arc<AuditRefusingStore>,
     broker: Arc<Broker>,
     clock: Arc<ManualClock>,
     channel: Channel,
@@ -565,7 +647,7 @@ struct FragileServer {
 
 impl FragileServer {
     async fn start() -> Self {
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(AuditRefusingStore::default());
         let dyn_store: Arc<dyn Store> = store.clone();
         let audit = AuditLog::open(
             dyn_store.clone(),
@@ -668,9 +750,10 @@ impl FragileServer {
     }
 }
 
-/// Every state change commits in the same batch as its audit event: with the store
-/// refusing writes, the failure that would lock, and the attempt that would end a served
-/// lock, answer UNAVAILABLE and leave the lockout rows exactly as they were.
+/// Every state change commits in the same batch as its audit event: while the store
+/// refuses audit records (and takes everything else), the failure that would lock, and
+/// the attempt that would end a served lock, answer UNAVAILABLE and leave the lockout
+/// rows exactly as they were. So does a store that refuses every write.
 #[tokio::test]
 async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
     let server = FragileServer::start().await;
@@ -703,15 +786,28 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
         assert_invalid(server.login("dev", "guess", "").await);
         server.step_past_back_off();
     }
-    // The failure that locks, while the store refuses writes: nothing happens.
+    // The failure that locks, while the store refuses audit records, or everything:
+    // nothing happens.
     let rows = server.lockout_rows();
-    server.store.refuse_writes(true);
+    server.store.refuse_audit(true);
     assert_status(
         server.login("dev", "guess", "").await,
         Code::Unavailable,
         &[],
     );
-    server.store.refuse_writes(false);
+    server.store.refuse_audit(false);
+    assert_eq!(
+        server.lockout_rows(),
+        rows,
+        "a failure written without its event"
+    );
+    server.store.inner.refuse_writes(true);
+    assert_status(
+        server.login("dev", "guess", "").await,
+        Code::Unavailable,
+        &[],
+    );
+    server.store.inner.refuse_writes(false);
     assert_eq!(server.lockout_rows(), rows, "a half-written failure");
     assert_eq!(server.events_named("stint:Lockout"), 0);
 
@@ -725,14 +821,18 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
         .clock
         .advance(Duration::from_secs(test_lockout().lockout_seconds));
     let rows = server.lockout_rows();
-    server.store.refuse_writes(true);
+    server.store.refuse_audit(true);
     assert_status(
         server.login("dev", "dev-password-1", "").await,
         Code::Unavailable,
         &[],
     );
-    server.store.refuse_writes(false);
-    assert_eq!(server.lockout_rows(), rows, "a half-written unlock");
+    server.store.refuse_audit(false);
+    assert_eq!(
+        server.lockout_rows(),
+        rows,
+        "an unlock written without its event"
+    );
     assert_eq!(server.events_named("stint:LockoutEnded"), 0);
 
     server
