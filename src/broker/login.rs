@@ -761,3 +761,145 @@ enum MfaCheck {
     Passed,
     Failed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password_login(user_name: &str, password: &str) -> LoginCredential {
+        LoginCredential::Password {
+            user_name: user_name.into(),
+            password: SecretString::new(password.into()),
+        }
+    }
+
+    fn key_login(id: &str, secret: &str) -> LoginCredential {
+        LoginCredential::AccessKey {
+            access_key_id: id.into(),
+            secret_access_key: SecretString::new(secret.into()),
+        }
+    }
+
+    #[test]
+    fn login_input_is_bounded_and_errors_name_the_field_not_the_value() {
+        let long_name = "a".repeat(65);
+        let huge_name = "a".repeat(4_000_000);
+        let long_password = "p".repeat(MAX_PASSWORD_BYTES + 1);
+        let max_password = "p".repeat(MAX_PASSWORD_BYTES);
+        let long_id = "A".repeat(129);
+        let long_secret = "s".repeat(MAX_SECRET_BYTES + 1);
+        let cases: Vec<(LoginCredential, Option<&str>, Option<&str>)> = vec![
+            (password_login("alice", "pw"), None, None),
+            (
+                password_login("a+b=c,d.e@f-g_h", "pw"),
+                Some("123456"),
+                None,
+            ),
+            (password_login(&"a".repeat(64), &max_password), None, None),
+            (password_login("", "pw"), None, Some("user_name")),
+            (password_login(&long_name, "pw"), None, Some("user_name")),
+            (password_login(&huge_name, "pw"), None, Some("user_name")),
+            (
+                password_login("secret pass!", "pw"),
+                None,
+                Some("user_name"),
+            ),
+            (password_login("ålice", "pw"), None, Some("user_name")),
+            (
+                password_login("alice", &long_password),
+                None,
+                Some("password"),
+            ),
+            (
+                password_login("alice", "pw"),
+                Some("12345"),
+                Some("token_code"),
+            ),
+            (
+                password_login("alice", "pw"),
+                Some("1234567"),
+                Some("token_code"),
+            ),
+            (
+                password_login("alice", "pw"),
+                Some("12345x"),
+                Some("token_code"),
+            ),
+            (
+                password_login("alice", "pw"),
+                Some("１２３４５６"),
+                Some("token_code"),
+            ),
+            (key_login("AKIAAAAAAAAAAAAAAAAA", ""), None, None),
+            (
+                key_login(&"A".repeat(128), &"s".repeat(40)),
+                Some("000000"),
+                None,
+            ),
+            (key_login("AKIA", "s"), None, Some("access_key_id")),
+            (key_login(&long_id, "s"), None, Some("access_key_id")),
+            (
+                key_login("AKIAAAAAAAAAAAAAAAA/", "s"),
+                None,
+                Some("access_key_id"),
+            ),
+            (
+                key_login("AKIAAAAAAAAAAAAAAAAA", &long_secret),
+                None,
+                Some("secret_access_key"),
+            ),
+        ];
+        for (i, (credential, code, want)) in cases.into_iter().enumerate() {
+            let code = code.map(|c| SecretString::new(c.into()));
+            let got = validate_login(&credential, code.as_ref());
+            match (got, want) {
+                (Ok(()), None) => {}
+                (Err(BrokerError::InvalidInput { field, message }), Some(want)) => {
+                    assert_eq!(field, want, "case {i}");
+                    assert!(!message.contains("secret pass"), "case {i}: {message}");
+                    assert!(message.len() < 100, "case {i}: {message}");
+                }
+                (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_counted_per_ipv4_host_and_per_ipv6_slash_64() {
+        let cases: &[(Option<&str>, &str)] = &[
+            (Some("192.0.2.7"), "192.0.2.7"),
+            (Some("::ffff:192.0.2.7"), "192.0.2.7"),
+            (Some("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64"),
+            (Some("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64"),
+            (Some("::1"), "0:0:0:0::/64"),
+            (None, "unknown"),
+        ];
+        for (ip, want) in cases {
+            let ip = ip.map(|ip| ip.parse::<IpAddr>().unwrap());
+            assert_eq!(address_of(ip), *want, "{ip:?}");
+        }
+    }
+
+    #[test]
+    fn row_keys_never_hold_the_name() {
+        let meta = RequestMeta {
+            source_ip: Some("192.0.2.7".parse().unwrap()),
+            ..Default::default()
+        };
+        let keys = lockout_keys("Tr0ub4dor.and.3", &meta);
+        for key in [&keys.principal, &keys.pair, &keys.address_row] {
+            assert!(!key.to_lowercase().contains("tr0ub4dor"), "{key}");
+        }
+        assert!(keys.principal.starts_with("user:"));
+        assert_eq!(keys.pair, format!("pair:{}@192.0.2.7", keys.principal));
+        // Case-insensitive like user names; a key id is another principal.
+        assert_eq!(
+            lockout_keys("TR0UB4DOR.AND.3", &meta).principal,
+            keys.principal
+        );
+        assert_ne!(
+            access_key_lockout_keys("tr0ub4dor.and.3", &meta).principal,
+            keys.principal
+        );
+    }
+}

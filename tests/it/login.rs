@@ -184,6 +184,8 @@ async fn lockout_after_max_failures_until_lockout_seconds_pass() {
         .await;
     let lockout = server.config.lockout.clone();
 
+    // dev has never logged in from this address, so the lock applies to it (a lock
+    // spares only addresses the user logged in from before: tests/it/attacks_login.rs).
     for _ in 0..lockout.max_failures {
         let status = assert_status(
             server.login("dev", "wrong-pw", None).await,
