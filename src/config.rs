@@ -224,20 +224,32 @@ impl Default for Argon2Config {
     }
 }
 
-/// Failed-login throttling and lockout.
+/// Failed-login throttling and lockout (the model: `docs/lockout.md`,
+/// `core::authn::lockout`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
-    /// Consecutive failures after which the principal is locked out.
+    /// Failures from addresses a principal never logged in from, within
+    /// `reset_after_seconds`, after which it is locked against such addresses.
     pub max_failures: u32,
     /// Delay after the first failure, in milliseconds; doubles with each further failure.
     pub base_delay_ms: u64,
-    /// Cap on the per-failure delay, in milliseconds.
+    /// Cap on the per-(principal, address) delay, in milliseconds.
     pub max_delay_ms: u64,
     /// How long a lockout lasts, in seconds.
     pub lockout_seconds: u64,
     /// Quiet period after which the failure count resets, in seconds.
     pub reset_after_seconds: u64,
+    /// Failures one address may make per window before its attempts are slowed.
+    pub address_budget: u32,
+    /// The address budget's window, in seconds.
+    pub address_window_seconds: u64,
+    /// Cap on the delay of an address over its budget, in milliseconds.
+    pub address_max_delay_ms: u64,
+    /// How many addresses a principal remembers having logged in from.
+    pub known_addresses: u32,
+    /// A remembered address is forgotten this many days after its last login.
+    pub known_address_days: u32,
 }
 
 impl Default for LockoutConfig {
@@ -248,7 +260,95 @@ impl Default for LockoutConfig {
             max_delay_ms: 30_000,
             lockout_seconds: 900,
             reset_after_seconds: 900,
+            address_budget: 100,
+            address_window_seconds: 600,
+            address_max_delay_ms: 5_000,
+            known_addresses: 16,
+            known_address_days: 90,
         }
+    }
+}
+
+impl LockoutConfig {
+    /// The policy the broker applies.
+    pub fn policy(&self) -> crate::core::authn::lockout::LockoutPolicy {
+        crate::core::authn::lockout::LockoutPolicy {
+            max_failures: self.max_failures,
+            base_delay_ms: self.base_delay_ms,
+            max_delay_ms: self.max_delay_ms,
+            lockout_seconds: self.lockout_seconds,
+            reset_after_seconds: self.reset_after_seconds,
+            address_budget: self.address_budget,
+            address_window_seconds: self.address_window_seconds,
+            address_max_delay_ms: self.address_max_delay_ms,
+            known_addresses: self.known_addresses,
+            known_address_days: self.known_address_days,
+        }
+    }
+
+    /// Every knob within bounds, then the one ordering rule.
+    fn validate(&self) -> Result<(), ConfigError> {
+        const DAY: u64 = 86_400;
+        let bounds: [(&'static str, u64, u64, u64); 10] = [
+            ("lockout.max_failures", self.max_failures.into(), 1, 1_000),
+            ("lockout.base_delay_ms", self.base_delay_ms, 0, 60_000),
+            ("lockout.max_delay_ms", self.max_delay_ms, 0, 300_000),
+            ("lockout.lockout_seconds", self.lockout_seconds, 1, DAY),
+            (
+                "lockout.reset_after_seconds",
+                self.reset_after_seconds,
+                1,
+                7 * DAY,
+            ),
+            (
+                "lockout.address_budget",
+                self.address_budget.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "lockout.address_window_seconds",
+                self.address_window_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "lockout.address_max_delay_ms",
+                self.address_max_delay_ms,
+                0,
+                60_000,
+            ),
+            (
+                "lockout.known_addresses",
+                self.known_addresses.into(),
+                1,
+                256,
+            ),
+            (
+                "lockout.known_address_days",
+                self.known_address_days.into(),
+                1,
+                3_650,
+            ),
+        ];
+        for (key, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{value} is not between {min} and {max}"),
+                });
+            }
+        }
+        if self.base_delay_ms > self.max_delay_ms {
+            return Err(ConfigError::Invalid {
+                key: "lockout.base_delay_ms",
+                reason: format!(
+                    "{} must not exceed lockout.max_delay_ms ({})",
+                    self.base_delay_ms, self.max_delay_ms
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -613,19 +713,7 @@ impl Config {
             return invalid("argon2.iterations", "must be at least 1");
         }
 
-        let l = &self.lockout;
-        if l.max_failures == 0 {
-            return invalid("lockout.max_failures", "must be at least 1");
-        }
-        if l.base_delay_ms > l.max_delay_ms {
-            return invalid(
-                "lockout.base_delay_ms",
-                format!(
-                    "{} must not exceed lockout.max_delay_ms ({})",
-                    l.base_delay_ms, l.max_delay_ms
-                ),
-            );
-        }
+        self.lockout.validate()?;
 
         let au = &self.audit;
         if au.flush_timeout_ms == 0 {
@@ -1219,6 +1307,34 @@ mod tests {
                 Box::new(|c| c.lockout.base_delay_ms = 30_001),
             ),
             (
+                "lockout.lockout_seconds",
+                Box::new(|c| c.lockout.lockout_seconds = u64::MAX),
+            ),
+            (
+                "lockout.reset_after_seconds",
+                Box::new(|c| c.lockout.reset_after_seconds = 0),
+            ),
+            (
+                "lockout.address_budget",
+                Box::new(|c| c.lockout.address_budget = 0),
+            ),
+            (
+                "lockout.address_window_seconds",
+                Box::new(|c| c.lockout.address_window_seconds = 86_401),
+            ),
+            (
+                "lockout.address_max_delay_ms",
+                Box::new(|c| c.lockout.address_max_delay_ms = 60_001),
+            ),
+            (
+                "lockout.known_addresses",
+                Box::new(|c| c.lockout.known_addresses = 257),
+            ),
+            (
+                "lockout.known_address_days",
+                Box::new(|c| c.lockout.known_address_days = 0),
+            ),
+            (
                 "audit.checkpoint_every_events",
                 Box::new(|c| c.audit.checkpoint_every_events = 0),
             ),
@@ -1357,7 +1473,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 5 + 4 + 1);
+        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

@@ -7,6 +7,10 @@
 //!
 //! Callers strip secrets from `params` before building an event; [`redact`] is a second
 //! line of defence that blanks any value under a key that names a secret.
+//!
+//! Every event is bounded ([`Event::cap_size`], applied by the writer): whatever a caller
+//! put in it, its canonical bytes stay within [`MAX_EVENT_BYTES`], so no request, however
+//! large, can make the log grow by more than that per event.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -162,6 +166,83 @@ impl Event {
     pub fn canonical_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("events serialise to JSON")
     }
+
+    /// Shrinks an event whose canonical bytes exceed [`MAX_EVENT_BYTES`]: `params` beyond
+    /// [`MAX_PARAMS_BYTES`] becomes `{"truncated": <prefix of its JSON>, "bytes": <size>}`,
+    /// `reason` is cut at [`MAX_REASON_BYTES`] and every other text field at
+    /// [`MAX_FIELD_BYTES`], each cut ending in [`TRUNCATED`]. Sizes are of the JSON-escaped
+    /// text, so the bound holds for any content. An event within the bound is untouched.
+    pub fn cap_size(&mut self) {
+        if self.canonical_bytes().len() <= MAX_EVENT_BYTES {
+            return;
+        }
+        let params = serde_json::to_string(&self.params).unwrap_or_default();
+        if params.len() > MAX_PARAMS_BYTES {
+            let mut prefix = params.clone();
+            cap_text(&mut prefix, MAX_PARAMS_BYTES - 64);
+            self.params = serde_json::json!({ "truncated": prefix, "bytes": params.len() });
+        }
+        cap_text(&mut self.reason, MAX_REASON_BYTES);
+        for field in [
+            &mut self.request_id,
+            &mut self.event_name,
+            &mut self.principal_arn,
+            &mut self.source_ip,
+            &mut self.user_agent,
+        ] {
+            cap_text(field, MAX_FIELD_BYTES);
+        }
+        if let Some(credential) = self.credential.as_mut() {
+            for field in [
+                &mut credential.session_id,
+                &mut credential.role_arn,
+                &mut credential.session_name,
+                &mut credential.source_identity,
+                &mut credential.kid,
+            ] {
+                cap_text(field, MAX_FIELD_BYTES);
+            }
+        }
+    }
+}
+
+/// The most an event's canonical bytes may take.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024;
+/// The most `params` may take (as JSON) in an event that had to be shrunk.
+pub const MAX_PARAMS_BYTES: usize = 8 * 1024;
+/// The most `reason` may take (JSON-escaped) in an event that had to be shrunk.
+pub const MAX_REASON_BYTES: usize = 2 * 1024;
+/// The most any other text field may take (JSON-escaped) in an event that had to be shrunk.
+pub const MAX_FIELD_BYTES: usize = 512;
+/// What ends a cut text.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// How many bytes `c` takes inside a JSON string.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Cuts `text` so that, JSON-escaped, it takes at most `max` bytes, marking the cut.
+fn cap_text(text: &mut String, max: usize) {
+    if text.chars().map(escaped_len).sum::<usize>() <= max {
+        return;
+    }
+    let budget = max.saturating_sub(TRUNCATED.len());
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        used += escaped_len(c);
+        if used > budget {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    text.truncate(end);
+    text.push_str(TRUNCATED);
 }
 
 /// What replaces a redacted value.
@@ -308,6 +389,76 @@ mod tests {
         let back: Event = serde_json::from_slice(text.as_bytes()).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.canonical_bytes(), event.canonical_bytes());
+    }
+
+    #[test]
+    fn every_event_is_capped_whatever_it_holds() {
+        let huge = |c: &str| c.repeat(1024 * 1024 / c.len());
+        let mut cases = vec![
+            ("plain text", huge("a")),
+            ("quotes", huge("\"")),
+            ("control characters", huge("\u{1}")),
+            ("multi-byte", huge("é")),
+        ];
+        cases.push(("mixed", format!("{}{}", huge("x"), "\u{0}é\"")));
+        for (what, text) in cases {
+            let mut event = Event::new(1, text.clone(), Outcome::Deny)
+                .with_principal(text.clone())
+                .with_source_ip(text.clone())
+                .with_user_agent(text.clone())
+                .with_request_id(text.clone())
+                .with_reason(text.clone())
+                .with_params(json!({ "user_name": text.clone(), "list": [text.clone(), 1] }))
+                .with_credential(CredentialInfo {
+                    session_id: text.clone(),
+                    role_arn: text.clone(),
+                    session_name: text.clone(),
+                    source_identity: text.clone(),
+                    expires_ms: 1,
+                    kid: text.clone(),
+                });
+            event.cap_size();
+            let bytes = event.canonical_bytes();
+            assert!(
+                bytes.len() <= MAX_EVENT_BYTES,
+                "{what}: {} bytes",
+                bytes.len()
+            );
+            assert!(event.reason.ends_with(TRUNCATED), "{what}");
+            assert!(event.params["truncated"].as_str().is_some(), "{what}");
+            assert_eq!(
+                event.params["bytes"].as_u64().map(|b| b > 1_000_000),
+                Some(true)
+            );
+            // Still a valid event that reads back the same.
+            let back: Event = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back, event, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_small_event_is_untouched_and_cuts_end_on_a_char_boundary() {
+        let event = Event::new(1, "sts:GetSessionToken", Outcome::Deny)
+            .with_reason("bad user name or password")
+            .with_params(json!({ "user_name": "HIDDEN_DUE_TO_SECURITY_REASONS" }));
+        let mut capped = event.clone();
+        capped.cap_size();
+        assert_eq!(capped, event);
+
+        let cases: &[(&str, usize, &str)] = &[
+            ("short", 100, "short"),
+            ("éééééééééé", 4 + TRUNCATED.len(), "éé…[truncated]"),
+            (
+                "\u{1}\u{1}\u{1}\u{1}\u{1}",
+                6 + TRUNCATED.len(),
+                "\u{1}…[truncated]",
+            ),
+        ];
+        for (input, max, want) in cases {
+            let mut text = input.to_string();
+            cap_text(&mut text, *max);
+            assert_eq!(text, *want, "{input:?} at {max}");
+        }
     }
 
     #[test]

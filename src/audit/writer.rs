@@ -229,6 +229,7 @@ impl AuditLog {
             let mut head = lock(&self.head);
             let seq = head.seq + 1;
             event.seq = seq;
+            event.cap_size();
             let hash = chain::chain_hash(&head.hash, &event);
             let record = Record {
                 event,

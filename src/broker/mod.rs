@@ -11,6 +11,7 @@ mod caller;
 mod error;
 mod iam;
 mod keys;
+mod login;
 mod review;
 mod sts;
 mod tokens;

@@ -120,7 +120,7 @@ impl Broker {
             .clone()
             .ok_or_else(|| BrokerError::NotFound(format!("login profile for user {user_name}")))?;
         // Guessing the old password through a stolen session meets the login lockout.
-        let keys = super::sts::lockout_keys(user_name, meta);
+        let keys = super::login::lockout_keys(user_name, meta);
         if let Err(retry_after) = self.lockout_check(meta, &keys, now).await? {
             return Err(BrokerError::LockedOut { retry_after });
         }

@@ -303,7 +303,7 @@ impl Broker {
             None,
             usize::MAX,
         )? {
-            if !state.is_locked(now) && state.failures_at(now, &policy) == 0 {
+            if state.forgettable(now, &policy) {
                 delete_if_unchanged(store, Table::Lockouts, &key)?;
                 report.lockouts += 1;
             }

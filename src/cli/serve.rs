@@ -14,7 +14,6 @@ use crate::audit::chain::CheckpointPolicy;
 use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
 use crate::broker::{Broker, BrokerSettings, Clock, RequestMeta, default_hash_concurrency};
 use crate::config::Config;
-use crate::core::authn::lockout::LockoutPolicy;
 use crate::core::authn::password::Argon2Params;
 use crate::core::model::Account;
 use crate::rpc::{self, TlsFiles};
@@ -42,13 +41,7 @@ pub fn broker_settings(config: &Config) -> BrokerSettings {
             iterations: config.argon2.iterations,
             parallelism: config.argon2.parallelism,
         },
-        lockout: LockoutPolicy {
-            max_failures: config.lockout.max_failures,
-            base_delay_ms: config.lockout.base_delay_ms,
-            max_delay_ms: config.lockout.max_delay_ms,
-            lockout_seconds: config.lockout.lockout_seconds,
-            reset_after_seconds: config.lockout.reset_after_seconds,
-        },
+        lockout: config.lockout.policy(),
         hash_concurrency: default_hash_concurrency(),
     }
 }

@@ -35,23 +35,17 @@ impl sts_server::Sts for StsService {
             Some(Credential::Password(proto::PasswordCredential {
                 user_name,
                 password,
-            })) => {
-                tracing::Span::current().record("principal", user_name.as_str());
-                LoginCredential::Password {
-                    user_name,
-                    password: SecretString::new(password),
-                }
-            }
+            })) => LoginCredential::Password {
+                user_name,
+                password: SecretString::new(password),
+            },
             Some(Credential::AccessKey(proto::AccessKeyCredential {
                 access_key_id,
                 secret_access_key,
-            })) => {
-                tracing::Span::current().record("principal", access_key_id.as_str());
-                LoginCredential::AccessKey {
-                    access_key_id,
-                    secret_access_key: SecretString::new(secret_access_key),
-                }
-            }
+            })) => LoginCredential::AccessKey {
+                access_key_id,
+                secret_access_key: SecretString::new(secret_access_key),
+            },
             None => {
                 return Err(Status::invalid_argument(
                     "credential: give password or access_key",

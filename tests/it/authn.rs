@@ -1250,7 +1250,6 @@ async fn unknown_key_wrong_secret_and_inactive_key_answer_alike() {
             inactive.access_key_id.as_str(),
             inactive.secret_access_key.as_str(),
         ),
-        ("", ""),
     ];
     let mut answers = Vec::new();
     for (id, secret) in attempts {
@@ -1263,6 +1262,15 @@ async fn unknown_key_wrong_secret_and_inactive_key_answer_alike() {
             (*code, message.as_str()),
             (Code::Unauthenticated, "invalid credentials"),
             "key id {id:?}"
+        );
+    }
+    // An id that cannot be an access key id is malformed input, named as such (AWS:
+    // AccessKeyId is 16 to 128 word characters).
+    for id in ["", "AKIA", "AKIA/../../etc/passwd"] {
+        assert_status(
+            key_login(&server, id, "x").await,
+            Code::InvalidArgument,
+            &["access_key_id"],
         );
     }
     key_login(&server, &active.access_key_id, &active.secret_access_key)

@@ -56,6 +56,7 @@ pub fn test_lockout() -> LockoutConfig {
         max_delay_ms: 1_000,
         lockout_seconds: 300,
         reset_after_seconds: 900,
+        ..LockoutConfig::default()
     }
 }
 
