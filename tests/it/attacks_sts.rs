@@ -611,14 +611,14 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
         .await;
     create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
     let dev = login_dev(&server).await;
-    let role_session = assume_ok(&server, &dev, assume("ops", "s")).await;
+    let role_session = assume_ok(&server, &dev, assume("ops", "s1")).await;
     let user_id = jwt_claims(&dev)["stint"]["user_id"].as_str().unwrap().to_string();
     assert!(user_id.starts_with("AIDA"), "{user_id}");
     let role_id = jwt_claims(&role_session)["stint"]["user_id"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(role_id.starts_with("AROA") && role_id.ends_with(":s"), "{role_id}");
+    assert!(role_id.starts_with("AROA") && role_id.ends_with(":s1"), "{role_id}");
 
     // Delete dev and create a namesake: neither the old user session nor the role
     // session dev assumed may come back as (or on behalf of) the new dev.
@@ -684,10 +684,10 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
     create_role(&server, &admin, "a", trust(&arn("user", "dev"), None)).await;
     create_role(&server, &admin, "b", trust(&arn("role", "a"), None)).await;
     let dev = login_dev(&server).await;
-    let in_a = assume_ok(&server, &dev, assume("a", "s")).await;
-    let in_b = assume_ok(&server, &in_a, assume("b", "s")).await;
+    let in_a = assume_ok(&server, &dev, assume("a", "s1")).await;
+    let in_b = assume_ok(&server, &in_a, assume("b", "s1")).await;
     let other = login_dev(&server).await;
-    let other_a = assume_ok(&server, &other, assume("a", "t")).await;
+    let other_a = assume_ok(&server, &other, assume("a", "t1")).await;
 
     // Vault-like: revoking the user session (here by itself: `stint logout`) takes the
     // role sessions assumed from it, directly or by chaining, along.
@@ -711,7 +711,7 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
     assert_status(decision, Code::InvalidArgument, &["revoked"]);
 
     // Revoking role a's sessions also ends the b sessions chained from them.
-    let other_b = assume_ok(&server, &other_a, assume("b", "t")).await;
+    let other_b = assume_ok(&server, &other_a, assume("b", "t1")).await;
     server.advance(Duration::from_secs(1));
     server
         .tokens_as(&admin)
@@ -832,7 +832,7 @@ async fn oversized_requests_are_refused_naming_the_field() {
         (
             proto::AssumeRoleRequest {
                 role_arn: format!("arn:stint:iam::{ACCOUNT}:role/{}", long(1_000_000)),
-                ..assume("x", "s")
+                ..assume("x", "s1")
             },
             "role_arn",
         ),
@@ -842,21 +842,21 @@ async fn oversized_requests_are_refused_naming_the_field() {
                     key: long(100_000),
                     value: "v".into(),
                 }],
-                ..assume("x", "s")
+                ..assume("x", "s1")
             },
             "tags",
         ),
         (
             proto::AssumeRoleRequest {
                 policy_arns: vec![long(3_000)],
-                ..assume("x", "s")
+                ..assume("x", "s1")
             },
             "policy_arns",
         ),
         (
             proto::AssumeRoleRequest {
                 transitive_tag_keys: vec!["k".into(); 51],
-                ..assume("x", "s")
+                ..assume("x", "s1")
             },
             "transitive_tag_keys",
         ),
