@@ -63,7 +63,8 @@ impl Caller {
     /// The role's unique id (`AROA…`) of an assumed-role session.
     fn role_id(&self) -> &str {
         let id = &self.claims.stint.user_id;
-        id.split_once(':').map_or(id.as_str(), |(role_id, _)| role_id)
+        id.split_once(':')
+            .map_or(id.as_str(), |(role_id, _)| role_id)
     }
 }
 

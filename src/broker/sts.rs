@@ -833,8 +833,9 @@ impl Broker {
             return Err(BrokerError::AccessDenied {
                 action: "sts:AssumeRole".into(),
                 resource: input.role_arn.clone(),
-                reason: "this session may only change its password (the password must be changed first)"
-                    .into(),
+                reason:
+                    "this session may only change its password (the password must be changed first)"
+                        .into(),
             });
         }
         // Every session keeps its ancestors (for revocation); the chain is bounded.
@@ -947,10 +948,9 @@ impl Broker {
                 )
             })?;
             let mut ok = false;
-            let devices = self
-                .enabled_mfa_devices(user)?
-                .into_iter()
-                .filter(|d| input.serial_number.is_empty() || d.serial_number == input.serial_number);
+            let devices = self.enabled_mfa_devices(user)?.into_iter().filter(|d| {
+                input.serial_number.is_empty() || d.serial_number == input.serial_number
+            });
             for device in devices {
                 if self.consume_totp(user, &device.serial_number, code, now)? {
                     ok = true;
@@ -1269,4 +1269,130 @@ pub(crate) fn access_key_hash(access_key_id: &str, secret: &str) -> String {
         format!("stint-access-key\n{access_key_id}\n{secret}").as_bytes(),
     );
     data_encoding::HEXLOWER.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assume_role_bounds_name_the_field() {
+        let long = |n: usize| "a".repeat(n);
+        let tag = |key: String, value: String| Tag { key, value };
+        let base = AssumeRoleInput {
+            role_arn: "arn:stint:iam::000000000000:role/r".into(),
+            role_session_name: "s1".into(),
+            ..AssumeRoleInput::default()
+        };
+        assert!(check_assume_role_bounds(&base).is_ok());
+        let cases: Vec<(AssumeRoleInput, &str)> = vec![
+            (
+                AssumeRoleInput {
+                    role_arn: long(2_049),
+                    ..base.clone()
+                },
+                "role_arn",
+            ),
+            (
+                AssumeRoleInput {
+                    role_session_name: long(65),
+                    ..base.clone()
+                },
+                "role_session_name",
+            ),
+            (
+                AssumeRoleInput {
+                    external_id: long(1_225),
+                    ..base.clone()
+                },
+                "external_id",
+            ),
+            (
+                AssumeRoleInput {
+                    source_identity: long(65),
+                    ..base.clone()
+                },
+                "source_identity",
+            ),
+            (
+                AssumeRoleInput {
+                    policy: long(2_049),
+                    ..base.clone()
+                },
+                "policy",
+            ),
+            (
+                AssumeRoleInput {
+                    serial_number: long(257),
+                    ..base.clone()
+                },
+                "serial_number",
+            ),
+            (
+                AssumeRoleInput {
+                    token_code: Some(SecretString::new(long(17))),
+                    ..base.clone()
+                },
+                "token_code",
+            ),
+            (
+                AssumeRoleInput {
+                    policy_arns: vec![long(5); 11],
+                    ..base.clone()
+                },
+                "policy_arns",
+            ),
+            (
+                AssumeRoleInput {
+                    policy_arns: vec![long(2_049)],
+                    ..base.clone()
+                },
+                "policy_arns",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag("k".into(), "v".into()); 51],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag(long(129), "v".into())],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag("k".into(), long(257))],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    transitive_tag_keys: vec!["k".into(); 51],
+                    ..base.clone()
+                },
+                "transitive_tag_keys",
+            ),
+            (
+                AssumeRoleInput {
+                    transitive_tag_keys: vec![long(129)],
+                    ..base.clone()
+                },
+                "transitive_tag_keys",
+            ),
+        ];
+        for (input, want) in cases {
+            match check_assume_role_bounds(&input) {
+                Err(BrokerError::InvalidInput { field, message }) => {
+                    assert_eq!(field, want);
+                    assert!(message.len() < 100, "{message}");
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
 }

@@ -203,7 +203,11 @@ impl<'a> RevokeTarget<'a> {
 
 impl Broker {
     /// Whether this session, or any session it was assumed from, has been revoked.
-    pub(crate) fn is_revoked(&self, claims: &Claims, session: &Session) -> Result<bool, BrokerError> {
+    pub(crate) fn is_revoked(
+        &self,
+        claims: &Claims,
+        session: &Session,
+    ) -> Result<bool, BrokerError> {
         let own = own_link(claims, session);
         let links = session.ancestors.iter().chain(std::iter::once(&own));
         let revoked = revoked_link(links, |key| {
@@ -427,6 +431,150 @@ fn revokes_itself(caller: &Caller, target: &RevokeTarget<'_>) -> bool {
 
 const RESTRICTED_REASON: &str =
     "this session may only change its password (the password must be changed first)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(err: BrokerError) -> String {
+        match err {
+            BrokerError::InvalidInput { field, .. } => field,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn revoke_takes_exactly_one_target() {
+        let cases: &[(&str, &str, &str, Result<&str, &str>)] = &[
+            ("ASIA1", "", "", Ok("jti:ASIA1")),
+            ("", "arn:p", "", Ok("principal:arn:p")),
+            ("", "", "arn:r", Ok("role:arn:r")),
+            ("", "", "", Err("session_id")),
+            ("ASIA1", "arn:p", "", Err("session_id and principal_arn")),
+            ("", "arn:p", "arn:r", Err("principal_arn and role_arn")),
+            (
+                "ASIA1",
+                "arn:p",
+                "arn:r",
+                Err("session_id and principal_arn and role_arn"),
+            ),
+        ];
+        for (id, principal, role, want) in cases {
+            let got = RevokeTarget::from_request(id, principal, role);
+            match (got, want) {
+                (Ok(target), Ok(key)) => assert_eq!(target.key(), *key),
+                (Err(err), Err(needle)) => {
+                    assert!(err.to_string().contains(needle), "{err} lacks {needle}")
+                }
+                (Ok(t), Err(_)) => panic!("{id}/{principal}/{role} accepted as {}", t.key()),
+                (Err(e), Ok(_)) => panic!("{id}/{principal}/{role} refused: {e}"),
+            }
+        }
+        let long = "a".repeat(MAX_REVOKE_TARGET_CHARS + 1);
+        let err = RevokeTarget::from_request("", &long, "")
+            .err()
+            .expect("too long");
+        assert_eq!(field_of(err), "principal_arn");
+    }
+
+    #[test]
+    fn authorize_bounds_name_the_field() {
+        let long = |n: usize| "é".repeat(n);
+        let ctx = |n: usize, key: String, values: Vec<String>| -> Vec<(String, Vec<String>)> {
+            (0..n)
+                .map(|i| (format!("{key}{i}"), values.clone()))
+                .collect()
+        };
+        let ok_ctx = ctx(
+            MAX_CONTEXT_KEYS,
+            "k".into(),
+            vec![long(MAX_CONTEXT_VALUE_CHARS); 3],
+        );
+        // Multi-byte characters at the limit are within it (characters, not bytes).
+        assert!(
+            check_authorize_bounds(&long(MAX_ACTION_CHARS), &long(MAX_RESOURCE_CHARS), &ok_ctx)
+                .is_ok()
+        );
+        let cases: Vec<(String, String, Vec<(String, Vec<String>)>, &str)> = vec![
+            (long(MAX_ACTION_CHARS + 1), "*".into(), vec![], "action"),
+            (
+                "s3:Get".into(),
+                long(MAX_RESOURCE_CHARS + 1),
+                vec![],
+                "resource",
+            ),
+            (
+                "s3:Get".into(),
+                "*".into(),
+                ctx(MAX_CONTEXT_KEYS + 1, "k".into(), vec![]),
+                "context",
+            ),
+            (
+                "s3:Get".into(),
+                "*".into(),
+                vec![(long(MAX_CONTEXT_KEY_CHARS + 1), vec![])],
+                "context.key",
+            ),
+            (
+                "s3:Get".into(),
+                "*".into(),
+                vec![("k".into(), vec![String::new(); MAX_CONTEXT_VALUES + 1])],
+                "context.values",
+            ),
+            (
+                "s3:Get".into(),
+                "*".into(),
+                vec![("k".into(), vec![long(MAX_CONTEXT_VALUE_CHARS + 1)])],
+                "context.values",
+            ),
+        ];
+        for (action, resource, context, field) in cases {
+            let err = check_authorize_bounds(&action, &resource, &context).expect_err(field);
+            assert_eq!(field_of(err), field);
+        }
+    }
+
+    fn link(jti: &str, issued_at: i64) -> SessionLink {
+        SessionLink {
+            jti: jti.into(),
+            sub: format!("arn:sub/{jti}"),
+            principal_arn: "arn:user/alice".into(),
+            role_arn: Some("arn:role/ops".into()),
+            issued_at,
+        }
+    }
+
+    #[test]
+    fn a_revoked_ancestor_is_found_and_cutoffs_compare_issue_times() {
+        let revocation = |issued_before_ms| Revocation {
+            v: 1,
+            issued_before_ms,
+            keep_until_ms: i64::MAX,
+        };
+        let chain = [link("root", 1_000), link("child", 2_000)];
+        let cases: &[(&str, i64, Option<&str>)] = &[
+            ("jti:root", 0, Some("root")),
+            ("jti:child", 0, Some("child")),
+            ("jti:other", 0, None),
+            ("principal:arn:user/alice", 1_500, Some("root")),
+            ("principal:arn:user/alice", 1_000, None),
+            ("role:arn:role/ops", 2_001, Some("root")),
+            ("principal:arn:sub/child", 2_001, Some("child")),
+            ("principal:arn:sub/child", 2_000, None),
+        ];
+        for (stored_key, cutoff, want) in cases {
+            let found = revoked_link(&chain, |key| {
+                Ok((key == *stored_key).then(|| revocation(*cutoff)))
+            })
+            .unwrap();
+            assert_eq!(
+                found.map(|l| l.jti.as_str()),
+                *want,
+                "{stored_key} < {cutoff}"
+            );
+        }
+    }
+}
 
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

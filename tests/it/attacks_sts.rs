@@ -114,19 +114,40 @@ async fn revoke_session_takes_exactly_one_target() {
 
     // The attack: its own principal (allowed) smuggling in the admin's session and a role.
     for (session_id, principal_arn, role_arn, named) in [
-        (jti(&admin), arn("user", "dev"), String::new(), "session_id and principal_arn"),
-        (String::new(), arn("user", "dev"), arn("role", "ops"), "principal_arn and role_arn"),
-        (jti(&admin), String::new(), arn("role", "ops"), "session_id and role_arn"),
+        (
+            jti(&admin),
+            arn("user", "dev"),
+            String::new(),
+            "session_id and principal_arn",
+        ),
+        (
+            String::new(),
+            arn("user", "dev"),
+            arn("role", "ops"),
+            "principal_arn and role_arn",
+        ),
+        (
+            jti(&admin),
+            String::new(),
+            arn("role", "ops"),
+            "session_id and role_arn",
+        ),
     ] {
         assert_status(
             tokens
                 .revoke_session(revoke(&session_id, &principal_arn, &role_arn))
                 .await,
             Code::InvalidArgument,
-            &["exactly one of session_id, principal_arn or role_arn", named],
+            &[
+                "exactly one of session_id, principal_arn or role_arn",
+                named,
+            ],
         );
     }
-    assert!(is_alive(&server, &admin).await, "the admin's session survives");
+    assert!(
+        is_alive(&server, &admin).await,
+        "the admin's session survives"
+    );
     assert!(is_alive(&server, &dev).await, "nothing was revoked");
 
     // Someone else's session, alone, is authorized on that session's principal.
@@ -178,7 +199,10 @@ async fn a_later_revocation_cannot_lower_the_cutoff() {
         seconds: server.now_secs() - 3600,
         nanos: 0,
     });
-    tokens.revoke_session(older).await.expect("accepted, but kept at the later cutoff");
+    tokens
+        .revoke_session(older)
+        .await
+        .expect("accepted, but kept at the later cutoff");
     assert!(!is_alive(&server, &dev).await, "the cutoff did not go back");
 
     // Both revocations are in the audit log (committed with their writes).
@@ -526,8 +550,7 @@ async fn secure_transport_is_true_over_tls_only() {
         .await
         .expect("TLS connect");
     let code = totp::code_at(seed.expose(), totp::step_at(plain.now()));
-    let decision =
-        secure_transport_decision(channel.clone(), code, StsClient::new(channel)).await;
+    let decision = secure_transport_decision(channel.clone(), code, StsClient::new(channel)).await;
     assert_eq!(decision, Decision::Allow);
     let _ = stop.send(());
     task.await.expect("join").expect("clean TLS shutdown");
@@ -565,7 +588,10 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
     let restricted = login_dev(&server).await;
 
     assert_status(
-        server.sts_as(&restricted).assume_role(assume("ops", "escape")).await,
+        server
+            .sts_as(&restricted)
+            .assume_role(assume("ops", "escape"))
+            .await,
         Code::PermissionDenied,
         &["sts:AssumeRole", "only change its password"],
     );
@@ -612,13 +638,19 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
     let dev = login_dev(&server).await;
     let role_session = assume_ok(&server, &dev, assume("ops", "s1")).await;
-    let user_id = jwt_claims(&dev)["stint"]["user_id"].as_str().unwrap().to_string();
+    let user_id = jwt_claims(&dev)["stint"]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(user_id.starts_with("AIDA"), "{user_id}");
     let role_id = jwt_claims(&role_session)["stint"]["user_id"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(role_id.starts_with("AROA") && role_id.ends_with(":s1"), "{role_id}");
+    assert!(
+        role_id.starts_with("AROA") && role_id.ends_with(":s1"),
+        "{role_id}"
+    );
 
     // Delete dev and create a namesake: neither the old user session nor the role
     // session dev assumed may come back as (or on behalf of) the new dev.
@@ -642,7 +674,10 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
         &["no longer exists"],
     );
     assert_status(
-        server.sts_as(&role_session).get_caller_identity(WHOAMI).await,
+        server
+            .sts_as(&role_session)
+            .get_caller_identity(WHOAMI)
+            .await,
         Code::Unauthenticated,
         &["created again"],
     );
@@ -698,7 +733,10 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
         .expect("logout");
     assert!(!is_alive(&server, &in_a).await);
     assert!(!is_alive(&server, &in_b).await);
-    assert!(is_alive(&server, &other_a).await, "another session's child lives");
+    assert!(
+        is_alive(&server, &other_a).await,
+        "another session's child lives"
+    );
     let decision = server
         .tokens_as(&admin)
         .authorize(proto::AuthorizeRequest {
@@ -719,7 +757,10 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
         .await
         .expect("revoke role a");
     assert!(!is_alive(&server, &other_b).await);
-    assert!(is_alive(&server, &other).await, "the parent user session lives");
+    assert!(
+        is_alive(&server, &other).await,
+        "the parent user session lives"
+    );
 }
 
 #[tokio::test]
@@ -741,7 +782,10 @@ async fn a_role_chain_is_bounded() {
         token = assume_ok(&server, &token, assume("loop", &format!("hop{hop}"))).await;
     }
     assert_status(
-        server.sts_as(&token).assume_role(assume("loop", "hop5")).await,
+        server
+            .sts_as(&token)
+            .assume_role(assume("loop", "hop5"))
+            .await,
         Code::PermissionDenied,
         &["role chain too long"],
     );
@@ -862,7 +906,11 @@ async fn oversized_requests_are_refused_naming_the_field() {
         ),
     ];
     for (request, field) in cases {
-        let status = assert_status(sts.assume_role(request).await, Code::InvalidArgument, &[field]);
+        let status = assert_status(
+            sts.assume_role(request).await,
+            Code::InvalidArgument,
+            &[field],
+        );
         assert!(status.message().len() < 200, "{}", status.message());
     }
     // None of it reached the audit log.
