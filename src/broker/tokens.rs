@@ -1,5 +1,11 @@
 //! Token use cases for apps: decisions (`Authorize`), introspection, revocation, and the
 //! authorization of Stint's own admin calls.
+//!
+//! Revocation rule: a session is revoked when it, or any session it was assumed from
+//! (its ancestors, kept on its record, at most [`crate::core::model::MAX_SESSION_ANCESTORS`]), is revoked —
+//! by its id, or by a cutoff on its principal or role later than its issue time. Each
+//! session record carries its ancestors' ids, principals, roles and issue times, so the
+//! rule holds after a parent's own record was swept. Cutoffs only move forward.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -495,7 +501,8 @@ mod tests {
             check_authorize_bounds(&long(MAX_ACTION_CHARS), &long(MAX_RESOURCE_CHARS), &ok_ctx)
                 .is_ok()
         );
-        let cases: Vec<(String, String, Vec<(String, Vec<String>)>, &str)> = vec![
+        type Context = Vec<(String, Vec<String>)>;
+        let cases: Vec<(String, String, Context, &str)> = vec![
             (long(MAX_ACTION_CHARS + 1), "*".into(), vec![], "action"),
             (
                 "s3:Get".into(),
