@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::model::{Account, Group, ManagedPolicy, Role, User, name_key};
+use crate::core::model::{Account, Group, ManagedPolicy, Role, Session, User, name_key};
 use crate::core::policy::{self, Context, NamedPolicy, Policy, PolicyKind, PolicySet};
 use crate::core::token::{Claims, TokenKind};
 use crate::store::{self, Table};
@@ -29,8 +29,9 @@ pub struct RequestMeta {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub claims: Claims,
-    /// Session policies from the session record (read once, when the token is verified).
-    pub session_policies: Vec<String>,
+    /// The session record (read once, when the token is verified): session policies,
+    /// ancestors, the password-change restriction.
+    pub session: Session,
 }
 
 impl Caller {
@@ -53,7 +54,26 @@ impl Caller {
     pub fn role_arn(&self) -> Option<&str> {
         self.claims.stint.role_arn.as_deref()
     }
+
+    /// A session that may only change its password (see [`RESTRICTED_ACTIONS`]).
+    pub fn is_restricted(&self) -> bool {
+        self.session.restricted
+    }
+
+    /// The role's unique id (`AROA…`) of an assumed-role session.
+    fn role_id(&self) -> &str {
+        let id = &self.claims.stint.user_id;
+        id.split_once(':')
+            .map_or(id.as_str(), |(role_id, _)| role_id)
+    }
 }
+
+/// All a restricted (must-change-password) session may call, whatever its policies say.
+pub(crate) const RESTRICTED_ACTIONS: &[&str] = &[
+    "iam:ChangePassword",
+    "iam:GetAccountPasswordPolicy",
+    "sts:GetCallerIdentity",
+];
 
 /// A compiled policy with the name decisions cite it by.
 type Named = (String, Arc<Policy>);
@@ -220,24 +240,69 @@ impl Broker {
     ) -> Result<EffectivePolicies, BrokerError> {
         match caller.claims.stint.kind {
             TokenKind::Session => {
-                let name = caller.user_name().unwrap_or_default();
-                let user = self.load_user(name)?.ok_or_else(|| {
-                    BrokerError::Unauthenticated("the session's user no longer exists".into())
-                })?;
+                let user = self.session_user(caller)?;
                 let mut policies = self.user_policies(&user)?;
-                policies.session = self.session_set(&caller.session_policies)?;
+                policies.session = self.session_set(&caller.session.session_policies)?;
                 Ok(policies)
             }
             TokenKind::AssumedRole => {
-                let role_arn = caller.role_arn().unwrap_or_default();
-                let role_name = role_arn.rsplit('/').next().unwrap_or_default();
-                let role = self
-                    .load_role(role_name)?
-                    .filter(|r| r.arn == role_arn)
-                    .ok_or_else(|| {
-                        BrokerError::Unauthenticated("the session's role no longer exists".into())
-                    })?;
-                self.role_policies(&role, &caller.session_policies)
+                let role = self.session_role(caller)?;
+                self.role_policies(&role, &caller.session.session_policies)
+            }
+        }
+    }
+
+    /// The user of a user session: the one it was minted for, not a namesake created
+    /// after a delete (unique ids differ, as AWS's `AIDA…` ids do).
+    pub(crate) fn session_user(&self, caller: &Caller) -> Result<User, BrokerError> {
+        let name = caller.user_name().unwrap_or_default();
+        self.load_user(name)?
+            .filter(|u| u.id == caller.claims.stint.user_id)
+            .ok_or_else(|| {
+                BrokerError::Unauthenticated("the session's user no longer exists".into())
+            })
+    }
+
+    /// The role of an assumed-role session, matched by unique id (`AROA…`).
+    pub(crate) fn session_role(&self, caller: &Caller) -> Result<Role, BrokerError> {
+        let role_arn = caller.role_arn().unwrap_or_default();
+        let role_name = role_arn.rsplit('/').next().unwrap_or_default();
+        self.load_role(role_name)?
+            .filter(|r| r.arn == role_arn && r.id == caller.role_id())
+            .ok_or_else(|| {
+                BrokerError::Unauthenticated("the session's role no longer exists".into())
+            })
+    }
+
+    /// Refuses a session whose principal was deleted and created again under the same
+    /// name: the user (for user sessions), the role and, when it still exists, the user
+    /// who assumed it (for role sessions). A source user that is gone leaves the role
+    /// session alive, as in AWS; a namesake does not inherit it.
+    pub(crate) fn check_principal_ids(&self, caller: &Caller) -> Result<(), BrokerError> {
+        match caller.claims.stint.kind {
+            TokenKind::Session => self.session_user(caller).map(drop),
+            TokenKind::AssumedRole => {
+                self.session_role(caller)?;
+                let source_id = &caller.session.principal_id;
+                let source_arn = &caller.claims.stint.principal_arn;
+                if source_id.is_empty() {
+                    return Ok(());
+                }
+                let source_name = crate::core::model::Arn::parse(source_arn)
+                    .and_then(|a| {
+                        a.kind_and_name()
+                            .filter(|(kind, _)| *kind == "user")
+                            .map(|(_, name)| name.to_string())
+                    })
+                    .unwrap_or_default();
+                match self.load_user(&source_name)? {
+                    Some(user) if user.arn == *source_arn && user.id != *source_id => {
+                        Err(BrokerError::Unauthenticated(
+                            "the user who assumed this role was deleted and created again".into(),
+                        ))
+                    }
+                    _ => Ok(()),
+                }
             }
         }
     }

@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::audit::event::{CredentialInfo, Event, Outcome};
 use crate::core::authn::totp;
 use crate::core::model::{
-    MfaDevice, NameKind, RECORD_VERSION, Role, Session, Tag, User, name_key, validate_name,
-    validate_tags,
+    MAX_SESSION_ANCESTORS, MfaDevice, NameKind, RECORD_VERSION, Role, Session, SessionLink, Tag,
+    User, name_key, validate_name, validate_tags,
 };
 use crate::core::policy::{self, Decision, NamedPolicy, PolicyKind, Request};
 use crate::core::secret::SecretString;
@@ -69,6 +69,8 @@ pub struct AssumeRoleInput {
     pub duration_seconds: i32,
     pub external_id: String,
     pub token_code: Option<SecretString>,
+    /// The MFA device `token_code` is from; empty: any of the caller's enabled devices.
+    pub serial_number: String,
     pub policy: String,
     pub policy_arns: Vec<String>,
     pub tags: Vec<Tag>,
@@ -101,10 +103,18 @@ pub(super) struct MintSpec {
     chained: bool,
     duration: Duration,
     session_policies: Vec<String>,
+    /// The unique id of the user behind the session (see [`Session::principal_id`]).
+    principal_id: String,
+    /// The sessions this one is assumed from, root first.
+    ancestors: Vec<SessionLink>,
+    /// May only change its password (see [`Session::restricted`]).
+    restricted: bool,
 }
 
 impl MintSpec {
     /// A `GetSessionToken` session of an IAM user (the user's tags become principal tags).
+    /// A user session gets session policies only to restrict it to changing its password,
+    /// so one with any is marked restricted: the rule then holds whatever policies say.
     pub(super) fn user_session(
         user: &User,
         amr: Vec<String>,
@@ -132,7 +142,10 @@ impl MintSpec {
             transitive_tag_keys: vec![],
             chained: false,
             duration,
+            restricted: !session_policies.is_empty(),
             session_policies,
+            principal_id: user.id.clone(),
+            ancestors: Vec::new(),
         }
     }
 }
@@ -256,6 +269,9 @@ impl Broker {
             issued_at: unix_ms(now),
             expires_at: exp * 1000,
             session_policies: spec.session_policies,
+            principal_id: spec.principal_id,
+            ancestors: spec.ancestors,
+            restricted: spec.restricted,
         };
         let mut event = self.event(meta, event_name, &spec.principal_arn, Outcome::Allow, now);
         event.params = params;
@@ -267,13 +283,26 @@ impl Broker {
             expires_ms: exp * 1000,
             kid: signer.kid().to_string(),
         });
-        // The session record and its audit event are one atomic write.
-        let session_write = (
-            Table::Sessions,
-            jti.as_bytes().to_vec(),
-            Some(store::encode(&session)),
-        );
-        self.audit.append_with(event, vec![session_write]).await?;
+        // The session record and its audit event are one atomic write. A child session
+        // reads its ancestors' revocations in the same transaction: a revocation that
+        // lands meanwhile conflicts, and the retry sees it.
+        self.audited(
+            |tx| {
+                let revoked = super::tokens::revoked_link(&session.ancestors, |key| {
+                    Ok(tx.get(Table::Revocations, key)?)
+                })?;
+                if let Some(link) = revoked {
+                    return Err(BrokerError::Unauthenticated(format!(
+                        "session {} has been revoked",
+                        link.jti
+                    )));
+                }
+                tx.put(Table::Sessions, &jti, &session);
+                Ok(())
+            },
+            |result| result.is_ok().then(|| event.clone()),
+        )
+        .await?;
         Ok(Issued {
             access_key_id: jti,
             session_token,
@@ -300,10 +329,9 @@ impl Broker {
                 "session has been revoked".into(),
             ));
         }
-        Ok(Caller {
-            claims,
-            session_policies: session.session_policies,
-        })
+        let caller = Caller { claims, session };
+        self.check_principal_ids(&caller)?;
+        Ok(caller)
     }
 
     pub fn get_caller_identity(&self, caller: &Caller) -> (String, String, String) {
@@ -321,6 +349,7 @@ impl Broker {
         caller: &Caller,
         input: AssumeRoleInput,
     ) -> Result<AssumedRole, BrokerError> {
+        check_assume_role_bounds(&input)?;
         let now = self.now();
         let params = json!({
             "role_arn": input.role_arn,
@@ -363,6 +392,29 @@ impl Broker {
         now: SystemTime,
         params: serde_json::Value,
     ) -> Result<AssumedRole, BrokerError> {
+        // Structural, whatever the trust policy says: a session that must change its
+        // password first may not become anyone else.
+        if caller.is_restricted() {
+            return Err(BrokerError::AccessDenied {
+                action: "sts:AssumeRole".into(),
+                resource: input.role_arn.clone(),
+                reason:
+                    "this session may only change its password (the password must be changed first)"
+                        .into(),
+            });
+        }
+        // Every session keeps its ancestors (for revocation); the chain is bounded.
+        let mut ancestors = caller.session.ancestors.clone();
+        if ancestors.len() >= MAX_SESSION_ANCESTORS {
+            return Err(BrokerError::AccessDenied {
+                action: "sts:AssumeRole".into(),
+                resource: input.role_arn.clone(),
+                reason: format!(
+                    "role chain too long: a session may descend from at most {MAX_SESSION_ANCESTORS} sessions"
+                ),
+            });
+        }
+        ancestors.push(super::tokens::own_link(&caller.claims, &caller.session));
         validate_name(NameKind::RoleSessionName, &input.role_session_name)
             .map_err(|m| BrokerError::invalid("role_session_name", m))?;
         if !input.external_id.is_empty() {
@@ -461,7 +513,10 @@ impl Broker {
                 )
             })?;
             let mut ok = false;
-            for device in self.enabled_mfa_devices(user)? {
+            let devices = self.enabled_mfa_devices(user)?.into_iter().filter(|d| {
+                input.serial_number.is_empty() || d.serial_number == input.serial_number
+            });
+            for device in devices {
                 if self.consume_totp(user, &device.serial_number, code, now)? {
                     ok = true;
                     break;
@@ -575,6 +630,39 @@ impl Broker {
                 reason: evaluation.reason,
             });
         }
+        // AWS ("Passing session tags in AWS STS"; "Monitor and control actions taken with
+        // assumed roles"): passing session tags needs sts:TagSession, setting a source
+        // identity needs sts:SetSourceIdentity, each decided like sts:AssumeRole (trust
+        // policy, plus the caller's policies where the trust names only the account),
+        // with aws:RequestTag/*, aws:TagKeys and sts:SourceIdentity in the context.
+        let extra_actions = [
+            (!input.tags.is_empty(), "sts:TagSession"),
+            (!input.source_identity.is_empty(), "sts:SetSourceIdentity"),
+        ];
+        for (needed, action) in extra_actions {
+            if !needed {
+                continue;
+            }
+            let request = Request { action, ..request };
+            let evaluation = caller_policies.with_set(|set| {
+                policy::evaluate_assume_role(
+                    &request,
+                    NamedPolicy {
+                        name: "trust_policy",
+                        policy: &trust,
+                    },
+                    set,
+                    &self.settings.account.id,
+                )
+            });
+            if evaluation.decision != Decision::Allow {
+                return Err(BrokerError::AccessDenied {
+                    action: action.into(),
+                    resource: role.arn.clone(),
+                    reason: evaluation.reason,
+                });
+            }
+        }
 
         let session_arn = self
             .settings
@@ -604,6 +692,12 @@ impl Broker {
             chained,
             duration,
             session_policies,
+            principal_id: match caller.claims.stint.kind {
+                TokenKind::Session => caller.claims.stint.user_id.clone(),
+                TokenKind::AssumedRole => caller.session.principal_id.clone(),
+            },
+            ancestors,
+            restricted: false,
         };
         let credentials = self.mint(meta, "sts:AssumeRole", params, spec, now).await?;
         Ok(AssumedRole {
@@ -631,6 +725,78 @@ impl Broker {
     }
 }
 
+/// Longest ARN Stint accepts in a request (IAM's limit for ARNs and policy ARNs).
+const MAX_ARN_CHARS: usize = 2_048;
+
+/// Size bounds on an `AssumeRole` request, checked before anything is logged or matched
+/// (the finer rules, with the values in their messages, come after). The limits are
+/// STS's: session name 64, external id 1,224, source identity 64, inline policy 2,048,
+/// at most 10 policy ARNs and 50 session tags (key 128, value 256 characters).
+fn check_assume_role_bounds(input: &AssumeRoleInput) -> Result<(), BrokerError> {
+    fn too_long(value: &str, max: usize) -> bool {
+        value.len() > max && value.chars().count() > max
+    }
+    let fields = [
+        ("role_arn", input.role_arn.as_str(), MAX_ARN_CHARS),
+        ("role_session_name", &input.role_session_name, 64),
+        ("external_id", &input.external_id, 1_224),
+        ("source_identity", &input.source_identity, 64),
+        ("policy", &input.policy, 2_048),
+        ("serial_number", &input.serial_number, 256),
+        (
+            "token_code",
+            input.token_code.as_ref().map_or("", |c| c.expose()),
+            16,
+        ),
+    ];
+    for (field, value, max) in fields {
+        if too_long(value, max) {
+            return Err(BrokerError::invalid(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+    }
+    if input.policy_arns.len() > 10 {
+        return Err(BrokerError::invalid(
+            "policy_arns",
+            "at most 10 managed session policies",
+        ));
+    }
+    if input.policy_arns.iter().any(|a| too_long(a, MAX_ARN_CHARS)) {
+        return Err(BrokerError::invalid(
+            "policy_arns",
+            format!("each must be at most {MAX_ARN_CHARS} characters"),
+        ));
+    }
+    if input.tags.len() > 50 {
+        return Err(BrokerError::invalid("tags", "at most 50 session tags"));
+    }
+    if input
+        .tags
+        .iter()
+        .any(|t| too_long(&t.key, 128) || too_long(&t.value, 256))
+    {
+        return Err(BrokerError::invalid(
+            "tags",
+            "keys must be at most 128 and values at most 256 characters",
+        ));
+    }
+    if input.transitive_tag_keys.len() > 50 {
+        return Err(BrokerError::invalid(
+            "transitive_tag_keys",
+            "at most 50 keys",
+        ));
+    }
+    if input.transitive_tag_keys.iter().any(|k| too_long(k, 128)) {
+        return Err(BrokerError::invalid(
+            "transitive_tag_keys",
+            "each must be at most 128 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// The only rights of a session whose password must be changed first.
 pub(super) const CHANGE_PASSWORD_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ChangePasswordOnly","Effect":"Allow","Action":["iam:ChangePassword","iam:GetAccountPasswordPolicy","sts:GetCallerIdentity"],"Resource":"*"}]}"#;
 
@@ -654,4 +820,130 @@ pub(crate) fn access_key_hash(access_key_id: &str, secret: &str) -> String {
         format!("stint-access-key\n{access_key_id}\n{secret}").as_bytes(),
     );
     data_encoding::HEXLOWER.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assume_role_bounds_name_the_field() {
+        let long = |n: usize| "a".repeat(n);
+        let tag = |key: String, value: String| Tag { key, value };
+        let base = AssumeRoleInput {
+            role_arn: "arn:stint:iam::000000000000:role/r".into(),
+            role_session_name: "s1".into(),
+            ..AssumeRoleInput::default()
+        };
+        assert!(check_assume_role_bounds(&base).is_ok());
+        let cases: Vec<(AssumeRoleInput, &str)> = vec![
+            (
+                AssumeRoleInput {
+                    role_arn: long(2_049),
+                    ..base.clone()
+                },
+                "role_arn",
+            ),
+            (
+                AssumeRoleInput {
+                    role_session_name: long(65),
+                    ..base.clone()
+                },
+                "role_session_name",
+            ),
+            (
+                AssumeRoleInput {
+                    external_id: long(1_225),
+                    ..base.clone()
+                },
+                "external_id",
+            ),
+            (
+                AssumeRoleInput {
+                    source_identity: long(65),
+                    ..base.clone()
+                },
+                "source_identity",
+            ),
+            (
+                AssumeRoleInput {
+                    policy: long(2_049),
+                    ..base.clone()
+                },
+                "policy",
+            ),
+            (
+                AssumeRoleInput {
+                    serial_number: long(257),
+                    ..base.clone()
+                },
+                "serial_number",
+            ),
+            (
+                AssumeRoleInput {
+                    token_code: Some(SecretString::new(long(17))),
+                    ..base.clone()
+                },
+                "token_code",
+            ),
+            (
+                AssumeRoleInput {
+                    policy_arns: vec![long(5); 11],
+                    ..base.clone()
+                },
+                "policy_arns",
+            ),
+            (
+                AssumeRoleInput {
+                    policy_arns: vec![long(2_049)],
+                    ..base.clone()
+                },
+                "policy_arns",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag("k".into(), "v".into()); 51],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag(long(129), "v".into())],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    tags: vec![tag("k".into(), long(257))],
+                    ..base.clone()
+                },
+                "tags",
+            ),
+            (
+                AssumeRoleInput {
+                    transitive_tag_keys: vec!["k".into(); 51],
+                    ..base.clone()
+                },
+                "transitive_tag_keys",
+            ),
+            (
+                AssumeRoleInput {
+                    transitive_tag_keys: vec![long(129)],
+                    ..base.clone()
+                },
+                "transitive_tag_keys",
+            ),
+        ];
+        for (input, want) in cases {
+            match check_assume_role_bounds(&input) {
+                Err(BrokerError::InvalidInput { field, message }) => {
+                    assert_eq!(field, want);
+                    assert!(message.len() < 100, "{message}");
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
 }

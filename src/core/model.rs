@@ -444,6 +444,35 @@ pub struct Session {
     /// Session policy documents (inline and managed, resolved at AssumeRole time).
     #[serde(default)]
     pub session_policies: Vec<String>,
+    /// The unique id (`AIDA…`) of the user behind the session when it was minted, so a
+    /// namesake created after a delete is not taken for it. Empty in older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal_id: String,
+    /// The sessions this one was assumed from, the root first and the parent last
+    /// (at most [`MAX_SESSION_ANCESTORS`]): revoking any of them revokes this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<SessionLink>,
+    /// A session that may only change its password: it can assume no role and call
+    /// nothing but the password change, whatever its policies say.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
+}
+
+/// How many sessions a session may descend from (user session → role → role …): bounds
+/// the revocation check on every request.
+pub const MAX_SESSION_ANCESTORS: usize = 5;
+
+/// What a child session keeps of one ancestor: enough to match revocations against it
+/// even after the ancestor's own record was swept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLink {
+    pub jti: String,
+    /// The ancestor's `sub` (user or assumed-role ARN).
+    pub sub: String,
+    pub principal_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    pub issued_at: UnixMs,
 }
 
 /// AWS account password policy fields.

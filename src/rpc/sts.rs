@@ -84,7 +84,7 @@ impl sts_server::Sts for StsService {
             source_identity,
             policy_arns,
             transitive_tag_keys,
-            serial_number: _,
+            serial_number,
         } = request.into_inner();
         let packed = policy.chars().filter(|c| !c.is_whitespace()).count();
         let assumed = self
@@ -98,6 +98,7 @@ impl sts_server::Sts for StsService {
                     duration_seconds,
                     external_id,
                     token_code: optional_code(token_code),
+                    serial_number,
                     policy,
                     policy_arns,
                     tags: convert::tags_in(tags),
@@ -122,6 +123,7 @@ impl sts_server::Sts for StsService {
         request: Request<proto::GetCallerIdentityRequest>,
     ) -> Result<Response<proto::GetCallerIdentityResponse>, Status> {
         let caller = auth::caller(&self.broker, &request)?;
+        let proto::GetCallerIdentityRequest {} = request.into_inner();
         let (account, arn, user_id) = self.broker.get_caller_identity(&caller);
         Ok(Response::new(proto::GetCallerIdentityResponse {
             account,

@@ -44,8 +44,9 @@ pub fn jwks_response(broker: &Broker) -> proto::GetJwksResponse {
 impl tokens_server::Tokens for TokensService {
     async fn get_jwks(
         &self,
-        _request: Request<proto::GetJwksRequest>,
+        request: Request<proto::GetJwksRequest>,
     ) -> Result<Response<proto::GetJwksResponse>, Status> {
+        let proto::GetJwksRequest {} = request.into_inner();
         Ok(Response::new(jwks_response(&self.broker)))
     }
 

@@ -69,7 +69,12 @@ async fn create_role(server: &TestServer, admin: &str, role: &str, trusted: &str
         .iam_as(admin)
         .create_role(proto::CreateRoleRequest {
             role_name: role.into(),
-            assume_role_policy_document: trust(trusted, None),
+            // Tags and source identity need their own trust (AWS: sts:TagSession,
+            // sts:SetSourceIdentity).
+            assume_role_policy_document: json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": trusted},
+                "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]}]})
+            .to_string(),
             max_session_duration: max,
             ..Default::default()
         })

@@ -5,6 +5,7 @@ mod common;
 
 mod assume_role;
 mod attacks_login;
+mod attacks_sts;
 mod audit;
 mod authn;
 mod durability;
