@@ -9,7 +9,7 @@ use crate::store::{self, Table, Tx};
 use super::super::sts::access_key_hash;
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::index::{indexed, set_user_key_ids, user_key_ids};
-use super::{MAX_ACCESS_KEYS, not_found};
+use super::{MAX_ACCESS_KEYS, Page, not_found, slice_page};
 
 impl Broker {
     pub async fn create_access_key(
@@ -95,7 +95,8 @@ impl Broker {
         caller: &Caller,
         meta: &RequestMeta,
         user_name: &str,
-    ) -> Result<Vec<AccessKey>, BrokerError> {
+        page: &Page,
+    ) -> Result<(Vec<AccessKey>, Option<String>), BrokerError> {
         let user = self.target_user(caller, user_name)?;
         let action = "iam:ListAccessKeys";
         let (_, arn, keys) = self.entity::<User>(action, &user)?;
@@ -106,7 +107,13 @@ impl Broker {
             &arn,
             &keys,
             json!({"user_name": user}),
-            || self.access_keys_of(&user),
+            || {
+                slice_page(
+                    &self.access_keys_of(&user)?,
+                    |k| k.access_key_id.clone(),
+                    page,
+                )
+            },
         )
         .await
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::core::model::{Group, NameKind, Role, User};
+use crate::core::model::{Group, NameKind, Role, User, path_or_root};
 use crate::store::Tx;
 
 use super::super::{Broker, BrokerError, Caller, RequestMeta};
@@ -117,8 +117,10 @@ impl Broker {
         meta: &RequestMeta,
         holder: Holder,
         name: &str,
+        path_prefix: &str,
         page: &Page,
     ) -> Result<(Vec<(String, String)>, Option<String>), BrokerError> {
+        let path_prefix = path_or_root(path_prefix);
         check_name(holder.name_kind(), name)?;
         let action = format!("iam:ListAttached{}Policies", holder.noun());
         let (record, arn, keys) = self.holder_entity(holder, &action, name)?;
@@ -135,6 +137,7 @@ impl Broker {
                 let rows: Vec<(String, String)> = record
                     .attached_list()
                     .iter()
+                    .filter(|a| policy_path(a).starts_with(path_prefix.as_str()))
                     .map(|a| {
                         (
                             a.rsplit('/').next().unwrap_or_default().to_string(),
@@ -313,5 +316,31 @@ impl Broker {
             })
         })
         .await
+    }
+}
+
+/// The path of a managed policy ARN (`arn:…:policy/a/b/Name` → `/a/b/`).
+fn policy_path(arn: &str) -> &str {
+    let Some(start) = arn.find(":policy/") else {
+        return "/";
+    };
+    let rest = &arn[start + ":policy".len()..];
+    rest.rfind('/').map_or("/", |end| &rest[..=end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_path;
+
+    #[test]
+    fn policy_paths_come_from_the_arn() {
+        for (arn, path) in [
+            ("arn:stint:iam::1:policy/Name", "/"),
+            ("arn:stint:iam::1:policy/team/ops/Name", "/team/ops/"),
+            ("arn:stint:iam::aws:policy/AdministratorAccess", "/"),
+            ("not-an-arn", "/"),
+        ] {
+            assert_eq!(policy_path(arn), path, "{arn}");
+        }
     }
 }
