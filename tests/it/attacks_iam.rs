@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::SystemRandom;
@@ -24,7 +25,7 @@ use stint::proto;
 use stint::proto::iam_client::IamClient;
 use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
-use stint::store::{self, Store, Table};
+use stint::store::{self, Batch, Store, StoreError, Table};
 
 use crate::common::*;
 
@@ -454,16 +455,64 @@ async fn the_boundary_guardrail_forces_the_boundary() {
 
 // ---- #14: a change and its audit event commit together or not at all -----------------
 
-/// A broker over a [`MemoryStore`] that can refuse writes, served on `127.0.0.1:0`.
+/// A memory store that, when told to, refuses every batch that writes an audit record
+/// (and every flush) while accepting all others: a change committed apart from its
+/// event would get through, one committed with it cannot.
+#[derive(Default)]
+struct AuditRefusingStore {
+    inner: MemoryStore,
+    refuse: AtomicBool,
+}
+
+impl AuditRefusingStore {
+    fn refuse_audit(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
+    }
+    fn refusing(&self) -> bool {
+        self.refuse.load(Ordering::SeqCst)
+    }
+}
+
+impl Store for AuditRefusingStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<store::Entries, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn last(&self, table: Table) -> Result<Option<store::Entry>, StoreError> {
+        self.inner.last(table)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if self.refusing() && batch.writes.iter().any(|(t, _, _)| *t == Table::Audit) {
+            return Err(StoreError::Io("audit writes refused (test fault)".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.refusing() {
+            return Err(StoreError::Io("flush refused (test fault)".into()));
+        }
+        self.inner.flush()
+    }
+}
+
+/// A broker over an [`AuditRefusingStore`], served on `127.0.0.1:0`.
 struct FaultyServer {
-    store: Arc<MemoryStore>,
+    store: Arc<AuditRefusingStore>,
     clock: Arc<ManualClock>,
     channel: Channel,
     admin_seed: Vec<u8>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-fn memory_broker(store: &Arc<MemoryStore>) -> (Arc<Broker>, Arc<ManualClock>) {
+fn memory_broker(store: &Arc<AuditRefusingStore>) -> (Arc<Broker>, Arc<ManualClock>) {
     let dyn_store: Arc<dyn Store> = store.clone();
     let audit = AuditLog::open(
         dyn_store.clone(),
@@ -504,7 +553,7 @@ fn memory_broker(store: &Arc<MemoryStore>) -> (Arc<Broker>, Arc<ManualClock>) {
 
 impl FaultyServer {
     async fn start() -> Self {
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(AuditRefusingStore::default());
         let (broker, clock) = memory_broker(&store);
         let (_, _, seed) = broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
@@ -573,8 +622,8 @@ impl FaultyServer {
         store::decode(Table::Audit, &key, &value).expect("record")
     }
 
-    /// Runs `change` while the store refuses writes: UNAVAILABLE, and not one byte of any
-    /// table changed (no change, no event). Then runs it again with writes allowed: it
+    /// Runs `change` while the store refuses audit writes: UNAVAILABLE, and not one byte
+    /// of any table changed (no change without its event). Then runs it again with writes allowed: it
     /// succeeds, something changed, and the newest event is its own Allow record.
     async fn refused_then_committed<T: std::fmt::Debug, F: Future<Output = Result<T, Status>>>(
         &self,
@@ -582,9 +631,9 @@ impl FaultyServer {
         mut change: impl FnMut() -> F,
     ) {
         let before = self.snapshot();
-        self.store.refuse_writes(true);
+        self.store.refuse_audit(true);
         let refused = change().await;
-        self.store.refuse_writes(false);
+        self.store.refuse_audit(false);
         assert_status(refused, Code::Unavailable, &[]);
         assert!(
             before == self.snapshot(),
@@ -603,7 +652,7 @@ impl FaultyServer {
     }
 }
 
-/// Every kind of IAM change, tried while the store refuses writes: the caller hears
+/// Every kind of IAM change, tried while the store refuses audit writes: the caller hears
 /// UNAVAILABLE and nothing at all was written (before, the change could land without its
 /// audit event). With writes accepted, the change and its event are both there.
 #[tokio::test]
@@ -905,19 +954,19 @@ async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
 }
 
 /// `bootstrap_admin` commits the admin, its MFA device and the `stint:Init` event in one
-/// batch: with writes refused there is no admin afterwards (and no event).
+/// batch: with audit writes refused there is no admin afterwards (and no event).
 #[tokio::test]
 async fn bootstrap_commits_the_admin_with_its_event_or_not_at_all() {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(AuditRefusingStore::default());
     let (broker, _clock) = memory_broker(&store);
     let before = store
         .scan(Table::Audit, b"", None, usize::MAX)
         .expect("scan");
-    store.refuse_writes(true);
+    store.refuse_audit(true);
     let refused = broker
         .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
         .await;
-    store.refuse_writes(false);
+    store.refuse_audit(false);
     assert!(
         matches!(refused, Err(BrokerError::AuditUnavailable)),
         "{refused:?}"
@@ -955,4 +1004,233 @@ async fn bootstrap_commits_the_admin_with_its_event_or_not_at_all() {
             .any(|r| r.event.event_name == "stint:Init" && r.event.principal_arn == user.arn),
         "no stint:Init event"
     );
+}
+
+// ---- #15: per-user and per-group indexes -------------------------------------------------
+
+/// Makes the store look as the version before the indexes left it: no index rows, no
+/// marker (the access keys and memberships are only in their own records).
+fn drop_iam_indexes(store: &dyn Store) {
+    let mut batch = Batch::default();
+    for (key, _) in store
+        .scan(Table::Meta, b"iam/", None, usize::MAX)
+        .expect("scan meta")
+    {
+        batch.writes.push((Table::Meta, key, None));
+    }
+    assert!(!batch.writes.is_empty(), "the server wrote no index rows");
+    store.commit(&batch).expect("drop indexes");
+}
+
+/// A store written before the indexes existed keeps AWS's rules: two keys per user,
+/// DeleteConflict for a user with keys or a group with members; the first change that
+/// needs an index rebuilds it, and the listings agree with the records.
+#[tokio::test]
+async fn limits_and_delete_conflicts_hold_on_a_store_without_indexes() {
+    let server = TestServer::start().await;
+    let root = server.admin_login().await;
+    let mut iam = server.iam_as(&root);
+    for name in ["dev", "ops"] {
+        create_user(&mut iam, name, vec![]).await;
+    }
+    iam.create_group(proto::CreateGroupRequest {
+        group_name: "devs".into(),
+        path: String::new(),
+    })
+    .await
+    .expect("CreateGroup");
+    iam.add_user_to_group(proto::AddUserToGroupRequest {
+        group_name: "devs".into(),
+        user_name: "dev".into(),
+    })
+    .await
+    .expect("AddUserToGroup");
+    let first = iam
+        .create_access_key(proto::CreateAccessKeyRequest {
+            user_name: "dev".into(),
+        })
+        .await
+        .expect("CreateAccessKey")
+        .into_inner()
+        .access_key
+        .expect("key")
+        .access_key_id;
+    iam.create_access_key(proto::CreateAccessKeyRequest {
+        user_name: "ops".into(),
+    })
+    .await
+    .expect("CreateAccessKey for ops");
+
+    drop_iam_indexes(server.broker().store().as_ref());
+
+    // Reads fall back to the records.
+    let listed = iam
+        .list_access_keys(proto::ListAccessKeysRequest {
+            user_name: "dev".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAccessKeys")
+        .into_inner()
+        .access_key_metadata;
+    assert_eq!(listed.len(), 1);
+    let members = iam
+        .get_group(proto::GetGroupRequest {
+            group_name: "devs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetGroup")
+        .into_inner()
+        .users;
+    assert_eq!(members.len(), 1);
+
+    // AWS: DeleteConflict while the group has members or the user has keys.
+    assert_status(
+        iam.delete_group(proto::DeleteGroupRequest {
+            group_name: "devs".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["members"],
+    );
+    assert_status(
+        iam.delete_user(proto::DeleteUserRequest {
+            user_name: "dev".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["access keys"],
+    );
+    // AWS: at most two access keys per user — the key made before the index counts.
+    iam.create_access_key(proto::CreateAccessKeyRequest {
+        user_name: "dev".into(),
+    })
+    .await
+    .expect("second key");
+    assert_status(
+        iam.create_access_key(proto::CreateAccessKeyRequest {
+            user_name: "DEV".into(),
+        })
+        .await,
+        Code::ResourceExhausted,
+        &["2 access keys"],
+    );
+    // Emptying user and group through the API clears the indexes too.
+    iam.remove_user_from_group(proto::RemoveUserFromGroupRequest {
+        group_name: "devs".into(),
+        user_name: "dev".into(),
+    })
+    .await
+    .expect("RemoveUserFromGroup");
+    let keys = iam
+        .list_access_keys(proto::ListAccessKeysRequest {
+            user_name: "dev".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAccessKeys")
+        .into_inner()
+        .access_key_metadata;
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().any(|k| k.access_key_id == first));
+    for key in keys {
+        iam.delete_access_key(proto::DeleteAccessKeyRequest {
+            user_name: "dev".into(),
+            access_key_id: key.access_key_id,
+        })
+        .await
+        .expect("DeleteAccessKey");
+    }
+    iam.delete_group(proto::DeleteGroupRequest {
+        group_name: "devs".into(),
+    })
+    .await
+    .expect("DeleteGroup once empty");
+    iam.delete_user(proto::DeleteUserRequest {
+        user_name: "dev".into(),
+    })
+    .await
+    .expect("DeleteUser once it has no keys");
+    // The other user's key was indexed by the rebuild and still counts.
+    assert_status(
+        iam.delete_user(proto::DeleteUserRequest {
+            user_name: "ops".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["access keys"],
+    );
+}
+
+/// ListAccessKeys pages (its marker and max_items were ignored before), and
+/// ListAttachedUserPolicies filters by path_prefix.
+#[tokio::test]
+async fn access_keys_page_and_attached_policies_filter_by_path() {
+    let server = TestServer::start().await;
+    let root = server.admin_login().await;
+    let mut iam = server.iam_as(&root);
+    create_user(&mut iam, "dev", vec![]).await;
+    for _ in 0..2 {
+        iam.create_access_key(proto::CreateAccessKeyRequest {
+            user_name: "dev".into(),
+        })
+        .await
+        .expect("CreateAccessKey");
+    }
+    let first = iam
+        .list_access_keys(proto::ListAccessKeysRequest {
+            user_name: "dev".into(),
+            marker: String::new(),
+            max_items: 1,
+        })
+        .await
+        .expect("page 1")
+        .into_inner();
+    assert_eq!(first.access_key_metadata.len(), 1);
+    assert!(first.is_truncated);
+    let second = iam
+        .list_access_keys(proto::ListAccessKeysRequest {
+            user_name: "dev".into(),
+            marker: first.marker,
+            max_items: 1,
+        })
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(second.access_key_metadata.len(), 1);
+    assert!(!second.is_truncated);
+    assert_ne!(
+        first.access_key_metadata[0].access_key_id,
+        second.access_key_metadata[0].access_key_id
+    );
+
+    iam.create_policy(proto::CreatePolicyRequest {
+        policy_name: "ops-read".into(),
+        path: "/ops/".into(),
+        policy_document: allow(&["ec2:Describe*"], &["*"]),
+        ..Default::default()
+    })
+    .await
+    .expect("CreatePolicy");
+    for policy_arn in [builtin("ReadOnlyAccess"), arn("policy", "ops/ops-read")] {
+        iam.attach_user_policy(proto::AttachUserPolicyRequest {
+            user_name: "dev".into(),
+            policy_arn,
+        })
+        .await
+        .expect("AttachUserPolicy");
+    }
+    let under_ops = iam
+        .list_attached_user_policies(proto::ListAttachedUserPoliciesRequest {
+            user_name: "dev".into(),
+            path_prefix: "/ops/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAttachedUserPolicies")
+        .into_inner()
+        .attached_policies;
+    let names: Vec<&str> = under_ops.iter().map(|p| p.policy_name.as_str()).collect();
+    assert_eq!(names, ["ops-read"]);
 }

@@ -94,3 +94,129 @@ pub(super) fn group_members(tx: &mut Tx<'_>, group_name: &str) -> Result<Vec<Str
 pub(super) fn set_group_members(tx: &mut Tx<'_>, group_name: &str, members: &[String]) {
     write_list(tx, &members_key(group_name), members);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::core::model::{AccessKeyStatus, RECORD_VERSION};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Batch, Store};
+
+    fn user(name: &str, groups: &[&str]) -> User {
+        User {
+            v: RECORD_VERSION,
+            name: name.into(),
+            id: format!("AIDA{name}"),
+            path: "/".into(),
+            arn: format!("arn:stint:iam::1:user/{name}"),
+            create_date: 0,
+            tags: vec![],
+            login_profile: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            attached_policies: vec![],
+            inline_policies: BTreeMap::new(),
+            permissions_boundary: None,
+        }
+    }
+
+    fn key(id: &str, user_name: &str) -> AccessKey {
+        AccessKey {
+            v: RECORD_VERSION,
+            access_key_id: id.into(),
+            user_name: user_name.into(),
+            secret_hash: String::new(),
+            status: AccessKeyStatus::Active,
+            create_date: 0,
+            last_used: None,
+        }
+    }
+
+    /// A store as the version before the indexes wrote it: keys and memberships only in
+    /// the access-key and user records.
+    fn legacy_store() -> MemoryStore {
+        let store = MemoryStore::new();
+        let mut tx = Tx::new(&store);
+        tx.put(Table::Users, "alice", &user("Alice", &["Devs"]));
+        tx.put(Table::Users, "bob", &user("bob", &["devs", "ops"]));
+        tx.put(Table::Users, "carol", &user("carol", &[]));
+        tx.put(Table::AccessKeys, "AKIA1", &key("AKIA1", "Alice"));
+        tx.put(Table::AccessKeys, "AKIA2", &key("AKIA2", "bob"));
+        tx.put(Table::AccessKeys, "AKIA3", &key("AKIA3", "alice"));
+        tx.commit().expect("seed");
+        store
+    }
+
+    fn commit(store: &MemoryStore, batch: Batch) {
+        store.commit(&batch).expect("commit");
+    }
+
+    #[test]
+    fn a_legacy_store_is_indexed_by_the_first_change_that_needs_it() {
+        let store = legacy_store();
+        let mut tx = Tx::new(&store);
+        assert_eq!(
+            user_key_ids(&mut tx, "ALICE").expect("ids"),
+            ["AKIA1", "AKIA3"]
+        );
+        assert_eq!(
+            group_members(&mut tx, "DEVS").expect("members"),
+            ["Alice", "bob"]
+        );
+        assert_eq!(group_members(&mut tx, "ops").expect("members"), ["bob"]);
+        assert!(user_key_ids(&mut tx, "carol").expect("ids").is_empty());
+        commit(&store, tx.into_batch());
+
+        let mut tx = Tx::new(&store);
+        assert!(indexed(&mut tx).expect("marker"));
+        assert_eq!(user_key_ids(&mut tx, "bob").expect("ids"), ["AKIA2"]);
+    }
+
+    #[test]
+    fn an_indexed_store_reads_only_the_rows_of_that_user_or_group() {
+        let store = legacy_store();
+        let mut tx = Tx::new(&store);
+        ensure(&mut tx).expect("backfill");
+        commit(&store, tx.into_batch());
+
+        for (read, row) in [
+            (
+                user_key_ids as fn(&mut Tx<'_>, &str) -> Result<Vec<String>, BrokerError>,
+                "iam/user-access-keys/alice",
+            ),
+            (group_members, "iam/group-members/alice"),
+        ] {
+            let mut tx = Tx::new(&store);
+            read(&mut tx, "alice").expect("read");
+            let mut read_keys: Vec<(Table, String)> = tx
+                .into_batch()
+                .expects
+                .into_iter()
+                .map(|(t, k, _)| (t, String::from_utf8(k).expect("utf8")))
+                .collect();
+            read_keys.sort_by(|a, b| a.1.cmp(&b.1));
+            let mut want = vec![
+                (Table::Meta, row.to_string()),
+                (Table::Meta, MARKER.to_string()),
+            ];
+            want.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(read_keys, want);
+        }
+    }
+
+    #[test]
+    fn emptied_lists_are_deleted() {
+        let store = legacy_store();
+        let mut tx = Tx::new(&store);
+        assert_eq!(user_key_ids(&mut tx, "bob").expect("ids").len(), 1);
+        set_user_key_ids(&mut tx, "bob", &[]);
+        commit(&store, tx.into_batch());
+        let raw = store
+            .get(Table::Meta, b"iam/user-access-keys/bob")
+            .expect("get");
+        assert_eq!(raw, None);
+        let mut tx = Tx::new(&store);
+        assert!(user_key_ids(&mut tx, "bob").expect("ids").is_empty());
+    }
+}
