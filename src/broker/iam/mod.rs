@@ -560,3 +560,87 @@ fn update_in<T: IamRecord, R>(
     tx.put(T::TABLE, &name_key(name), &record);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(key: &str, value: &str) -> Tag {
+        Tag {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn keys(pairs: &[(&str, &[&str])]) -> RequestKeys {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn tagging_sets_request_tags_and_tag_keys() {
+        let cases: [(&[Tag], &[&str], RequestKeys); 3] = [
+            (&[], &[], vec![]),
+            (
+                &[tag("team", "red"), tag("cost", "1")],
+                &[],
+                keys(&[
+                    ("aws:RequestTag/team", &["red"]),
+                    ("aws:RequestTag/cost", &["1"]),
+                    ("aws:TagKeys", &["team", "cost"]),
+                ]),
+            ),
+            // Untag: the keys removed.
+            (
+                &[],
+                &["protected", "team"],
+                keys(&[("aws:TagKeys", &["protected", "team"])]),
+            ),
+        ];
+        for (tags, remove, want) in cases {
+            let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                users::tagging_keys(tags, &remove),
+                want,
+                "{tags:?} {remove:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entity_keys_carry_resource_tags_and_the_current_boundary_where_aws_sets_it() {
+        let mut user = User {
+            v: model::RECORD_VERSION,
+            name: "u".into(),
+            id: "AIDAU".into(),
+            path: "/".into(),
+            arn: "arn:stint:iam::1:user/u".into(),
+            create_date: 0,
+            tags: vec![tag("protected", "true")],
+            login_profile: None,
+            groups: vec![],
+            attached_policies: vec![],
+            inline_policies: BTreeMap::new(),
+            permissions_boundary: Some("arn:b".into()),
+        };
+        let tag_only = keys(&[("aws:ResourceTag/protected", &["true"])]);
+        let with_boundary = keys(&[
+            ("aws:ResourceTag/protected", &["true"]),
+            ("iam:PermissionsBoundary", &["arn:b"]),
+        ]);
+        for (action, want) in [
+            ("iam:DeleteUser", &tag_only),
+            ("iam:TagUser", &tag_only),
+            ("iam:GetUser", &tag_only),
+            ("iam:AttachUserPolicy", &with_boundary),
+            ("iam:PutUserPolicy", &with_boundary),
+            ("iam:DeleteUserPermissionsBoundary", &with_boundary),
+            // Put names the new boundary itself; the old one is not the request's.
+            ("iam:PutUserPermissionsBoundary", &tag_only),
+        ] {
+            assert_eq!(&entity_keys(action, &mut user), want, "{action}");
+        }
+    }
+}
