@@ -646,7 +646,7 @@ impl FaultyServer {
         let record = self.last_event();
         assert_eq!(record.event.event_name, action);
         assert_eq!(
-            serde_json::to_value(&record.event.outcome).expect("outcome"),
+            serde_json::to_value(record.event.outcome).expect("outcome"),
             json!("Allow")
         );
     }
