@@ -1234,3 +1234,67 @@ async fn access_keys_page_and_attached_policies_filter_by_path() {
     let names: Vec<&str> = under_ops.iter().map(|p| p.policy_name.as_str()).collect();
     assert_eq!(names, ["ops-read"]);
 }
+
+/// Request values that become condition keys or audit parameters are bounded first
+/// (AWS: ARNs up to 2,048 characters, at most 50 tag keys of 1 to 128 characters).
+#[tokio::test]
+async fn oversized_arns_and_tag_keys_are_refused_naming_the_field() {
+    let server = TestServer::start().await;
+    let root = server.admin_login().await;
+    let mut iam = server.iam_as(&root);
+    create_user(&mut iam, "dev", vec![]).await;
+    let long_arn = format!("{}{}", arn("policy", ""), "a".repeat(5000));
+    assert_status(
+        iam.attach_user_policy(proto::AttachUserPolicyRequest {
+            user_name: "dev".into(),
+            policy_arn: long_arn.clone(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["policy_arn", "2048"],
+    );
+    assert_status(
+        iam.put_user_permissions_boundary(proto::PutUserPermissionsBoundaryRequest {
+            user_name: "dev".into(),
+            permissions_boundary: long_arn.clone(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["permissions_boundary"],
+    );
+    assert_status(
+        iam.get_policy(proto::GetPolicyRequest {
+            policy_arn: long_arn,
+        })
+        .await,
+        Code::InvalidArgument,
+        &["policy_arn"],
+    );
+    assert_status(
+        iam.untag_user(proto::UntagUserRequest {
+            user_name: "dev".into(),
+            tag_keys: vec!["k".repeat(200)],
+        })
+        .await,
+        Code::InvalidArgument,
+        &["tag_keys"],
+    );
+    assert_status(
+        iam.untag_user(proto::UntagUserRequest {
+            user_name: "dev".into(),
+            tag_keys: (0..51).map(|i| format!("k{i}")).collect(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["tag_keys", "at most 50"],
+    );
+    assert_status(
+        iam.tag_user(proto::TagUserRequest {
+            user_name: "dev".into(),
+            tags: vec![tag(&"k".repeat(200), "v")],
+        })
+        .await,
+        Code::InvalidArgument,
+        &["tags"],
+    );
+}

@@ -9,7 +9,8 @@ use crate::store::Tx;
 use super::super::{Broker, BrokerError, Caller, RequestMeta};
 use super::{
     Gate, Holder, HolderAccess, IamRecord, MAX_ATTACHED_POLICIES, Page, RequestKeys, boundary_key,
-    check_name, non_whitespace_len, not_found, parse_policy, policy_arn_key, slice_page, update_in,
+    check_arn, check_name, non_whitespace_len, not_found, parse_policy, policy_arn_key, slice_page,
+    update_in,
 };
 
 /// A holder as read for a request: the record (if any), its ARN and condition keys.
@@ -66,6 +67,7 @@ impl Broker {
         attach: bool,
     ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
+        check_arn("policy_arn", policy_arn)?;
         let action = format!(
             "iam:{}{}Policy",
             if attach { "Attach" } else { "Detach" },
@@ -282,6 +284,7 @@ impl Broker {
         boundary_arn: Option<&str>,
     ) -> Result<(), BrokerError> {
         check_name(holder.name_kind(), name)?;
+        check_arn("permissions_boundary", boundary_arn.unwrap_or_default())?;
         if holder == Holder::Group {
             return Err(BrokerError::invalid(
                 "holder",

@@ -10,7 +10,7 @@ use crate::store::Table;
 
 use super::super::sts::{mfa_aad, mfa_key};
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
-use super::{check_name, not_found};
+use super::{check_name, not_found, resource_tag_keys};
 
 /// How far (in 30 s steps, each way) ResyncMfaDevice searches for the device's codes.
 const RESYNC_WINDOW_STEPS: u64 = 40;
@@ -53,7 +53,11 @@ impl Broker {
                     .user_name()
                     .is_some_and(|me| me.eq_ignore_ascii_case(&user));
                 if !own {
-                    gate.check_action("iam:EnableMfaDevice", &target.arn)?;
+                    gate.check_action(
+                        "iam:EnableMfaDevice",
+                        &target.arn,
+                        &resource_tag_keys(&target.tags),
+                    )?;
                 }
                 let all: Vec<MfaDevice> = tx.scan(Table::MfaDevices, "")?;
                 if all.iter().any(|d| d.serial_number == serial) {

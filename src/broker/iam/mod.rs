@@ -262,6 +262,17 @@ fn parse_policy(field: &str, doc: &str, kind: PolicyKind) -> Result<(), BrokerEr
         })
 }
 
+/// AWS's bound on an ARN (2,048 characters), checked before the ARN is matched or logged.
+fn check_arn(field: &str, arn: &str) -> Result<(), BrokerError> {
+    if arn.len() > 2048 {
+        return Err(BrokerError::invalid(
+            field,
+            format!("must be at most 2048 characters, got {}", arn.len()),
+        ));
+    }
+    Ok(())
+}
+
 fn check_max_session(value: i32) -> Result<i32, BrokerError> {
     match value {
         0 => Ok(3600),
@@ -365,9 +376,14 @@ impl Gate<'_> {
     }
 
     /// An authorization for another action on behalf of the same request.
-    fn check_action(&self, action: &str, resource: &str) -> Result<(), BrokerError> {
+    fn check_action(
+        &self,
+        action: &str,
+        resource: &str,
+        keys: &[(String, Vec<String>)],
+    ) -> Result<(), BrokerError> {
         self.broker
-            .require_with(self.caller, self.meta, action, resource, &[])
+            .require_with(self.caller, self.meta, action, resource, keys)
     }
 
     /// Reads `name`'s record through the transaction, authorizes the action on it (its

@@ -14,8 +14,8 @@ use crate::store::{self, Table, Tx};
 use super::super::caller::builtin_name;
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::{
-    MAX_POLICY_VERSIONS, Page, check_description, check_name, check_path, insert_new, not_found,
-    parse_policy, slice_page,
+    MAX_POLICY_VERSIONS, Page, check_arn, check_description, check_name, check_path, insert_new,
+    not_found, parse_policy, slice_page,
 };
 
 impl Broker {
@@ -136,6 +136,7 @@ impl Broker {
         meta: &RequestMeta,
         arn: &str,
     ) -> Result<(ManagedPolicy, usize), BrokerError> {
+        check_arn("policy_arn", arn)?;
         self.iam_read(
             caller,
             meta,
@@ -224,6 +225,7 @@ impl Broker {
         meta: &RequestMeta,
         arn: &str,
     ) -> Result<(), BrokerError> {
+        check_arn("policy_arn", arn)?;
         let params = json!({"policy_arn": arn});
         self.iam_change(caller, meta, "iam:DeletePolicy", params, |tx, gate| {
             gate.check(arn, &[])?;
@@ -261,6 +263,7 @@ impl Broker {
         document: &str,
         set_as_default: bool,
     ) -> Result<PolicyVersion, BrokerError> {
+        check_arn("policy_arn", arn)?;
         parse_policy("policy_document", document, PolicyKind::Managed)?;
         let now = unix_ms(self.now());
         let params = json!({"policy_arn": arn, "policy_document": document, "set_as_default": set_as_default});
@@ -296,6 +299,7 @@ impl Broker {
         arn: &str,
         version_id: &str,
     ) -> Result<(PolicyVersion, bool), BrokerError> {
+        check_arn("policy_arn", arn)?;
         self.iam_read(
             caller,
             meta,
@@ -323,6 +327,7 @@ impl Broker {
         meta: &RequestMeta,
         arn: &str,
     ) -> Result<(Vec<PolicyVersion>, String), BrokerError> {
+        check_arn("policy_arn", arn)?;
         self.iam_read(
             caller,
             meta,
@@ -345,6 +350,7 @@ impl Broker {
         arn: &str,
         version_id: &str,
     ) -> Result<(), BrokerError> {
+        check_arn("policy_arn", arn)?;
         let params = json!({"policy_arn": arn, "version_id": version_id});
         self.iam_change(
             caller,
@@ -378,6 +384,7 @@ impl Broker {
         arn: &str,
         version_id: &str,
     ) -> Result<(), BrokerError> {
+        check_arn("policy_arn", arn)?;
         let now = unix_ms(self.now());
         let params = json!({"policy_arn": arn, "version_id": version_id});
         self.iam_change(

@@ -11,10 +11,10 @@ use crate::core::policy::PolicyKind;
 use crate::store::Table;
 
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
-use super::users::{retag, tagging_keys};
+use super::users::{check_tag_change, retag, tagging_keys};
 use super::{
-    Page, boundary_key, check_description, check_max_session, check_name, check_path, insert_new,
-    not_found, page_of, parse_policy, request_tag_keys, update_in,
+    Page, boundary_key, check_arn, check_description, check_max_session, check_name, check_path,
+    insert_new, not_found, page_of, parse_policy, request_tag_keys, update_in,
 };
 
 impl Broker {
@@ -32,6 +32,7 @@ impl Broker {
         permissions_boundary: &str,
     ) -> Result<Role, BrokerError> {
         check_name(NameKind::Role, role_name)?;
+        check_arn("permissions_boundary", permissions_boundary)?;
         let path = check_path(path)?;
         validate_tags(&tags).map_err(|m| BrokerError::invalid("tags", m))?;
         let max = check_max_session(max_session_duration)?;
@@ -221,6 +222,7 @@ impl Broker {
         remove: Vec<String>,
     ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
+        check_tag_change(&tags, &remove)?;
         let action = if remove.is_empty() {
             "iam:TagRole"
         } else {

@@ -14,8 +14,8 @@ use super::super::sts::mfa_prefix;
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::index::user_key_ids;
 use super::{
-    Page, RequestKeys, boundary_key, check_name, check_path, insert_new, not_found, page_of,
-    request_tag_keys, tag_keys_key, update_in,
+    Page, RequestKeys, boundary_key, check_arn, check_name, check_path, insert_new, not_found,
+    page_of, request_tag_keys, tag_keys_key, update_in,
 };
 
 impl Broker {
@@ -29,6 +29,7 @@ impl Broker {
         permissions_boundary: &str,
     ) -> Result<User, BrokerError> {
         check_name(NameKind::User, user_name)?;
+        check_arn("permissions_boundary", permissions_boundary)?;
         let path = check_path(path)?;
         validate_tags(&tags).map_err(|m| BrokerError::invalid("tags", m))?;
         let arn = self.account().user_arn(&path, user_name);
@@ -170,6 +171,7 @@ impl Broker {
         remove: Vec<String>,
     ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
+        check_tag_change(&tags, &remove)?;
         let action = if remove.is_empty() {
             "iam:TagUser"
         } else {
@@ -184,6 +186,29 @@ impl Broker {
         })
         .await
     }
+}
+
+/// Bounds a Tag/Untag request before it is matched or logged (AWS: at most 50 tags or
+/// keys, keys 1 to 128 characters).
+pub(super) fn check_tag_change(tags: &[Tag], remove: &[String]) -> Result<(), BrokerError> {
+    validate_tags(tags).map_err(|m| BrokerError::invalid("tags", m))?;
+    if remove.len() > 50 {
+        return Err(BrokerError::invalid(
+            "tag_keys",
+            format!("at most 50, got {}", remove.len()),
+        ));
+    }
+    if let Some(bad) = remove
+        .iter()
+        .find(|k| k.is_empty() || k.chars().count() > 128)
+    {
+        let shown: String = bad.chars().take(32).collect();
+        return Err(BrokerError::invalid(
+            "tag_keys",
+            format!("key {shown:?}… must be 1 to 128 characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// TagX sets `aws:RequestTag/*` and `aws:TagKeys` (the keys sent); UntagX sets
