@@ -1,6 +1,6 @@
 //! IAM administration with AWS's names, limits and conflict rules.
 //!
-//! Every change runs in one frame ([`Broker::iam_change`]): its body reads through a
+//! Every change runs in one frame (`Broker::iam_change`): its body reads through a
 //! [`Tx`], authorizes (`iam:<Action>` on the entity's ARN, with the condition keys AWS sets
 //! for that action, from the record it read) and stages its writes; the writes commit in
 //! the same atomic batch as the audit event, so a change without its record (or a record
@@ -9,7 +9,8 @@
 //! policy always compiles.
 //!
 //! One file per entity: users, groups, roles, managed policies, attachments (managed,
-//! inline and boundary), MFA devices, access keys, passwords, and the first administrator.
+//! inline and boundary), MFA devices, access keys, passwords, the first administrator, and
+//! the per-user key and per-group member indexes (`index.rs`).
 
 mod access_keys;
 mod attachments;
