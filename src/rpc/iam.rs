@@ -1,5 +1,8 @@
 //! `stint.v1.Iam`: AWS IAM's actions over gRPC. Each handler converts, calls the broker
 //! use case, and converts back; the rules live in `broker::iam`.
+//!
+//! Every handler destructures its request naming every field (no `..`), so a field added
+//! to the proto fails to compile until it is handled, instead of being silently ignored.
 
 use std::sync::Arc;
 
@@ -42,12 +45,14 @@ impl IamService {
             .await?)
     }
 
+    #[allow(clippy::too_many_arguments)] // the three ListAttached*Policies share it
     async fn list_attached(
         &self,
         holder: Holder,
         caller: &Caller,
         meta: &RequestMeta,
         name: &str,
+        path_prefix: &str,
         marker: String,
         max_items: i32,
     ) -> Result<(Vec<proto::AttachedPolicy>, bool, String), Status> {
@@ -58,6 +63,7 @@ impl IamService {
                 meta,
                 holder,
                 name,
+                path_prefix,
                 &convert::page(marker, max_items),
             )
             .await?;
@@ -152,10 +158,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetUserRequest>,
     ) -> Reply<proto::GetUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let user = self
-            .broker
-            .get_user(&caller, &meta, &request.into_inner().user_name)
-            .await?;
+        let proto::GetUserRequest { user_name } = request.into_inner();
+        let user = self.broker.get_user(&caller, &meta, &user_name).await?;
         ok(proto::GetUserResponse {
             user: Some(convert::user(&user)),
         })
@@ -193,9 +197,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteUserRequest>,
     ) -> Reply<proto::DeleteUserResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker
-            .delete_user(&caller, &meta, &request.into_inner().user_name)
-            .await?;
+        let proto::DeleteUserRequest { user_name } = request.into_inner();
+        self.broker.delete_user(&caller, &meta, &user_name).await?;
         ok(proto::DeleteUserResponse {})
     }
 
@@ -293,8 +296,9 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteLoginProfileRequest>,
     ) -> Reply<proto::DeleteLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteLoginProfileRequest { user_name } = request.into_inner();
         self.broker
-            .delete_login_profile(&caller, &meta, &request.into_inner().user_name)
+            .delete_login_profile(&caller, &meta, &user_name)
             .await?;
         ok(proto::DeleteLoginProfileResponse {})
     }
@@ -304,9 +308,10 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetLoginProfileRequest>,
     ) -> Reply<proto::GetLoginProfileResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::GetLoginProfileRequest { user_name } = request.into_inner();
         let (user_name, create_date, password_reset_required) = self
             .broker
-            .get_login_profile(&caller, &meta, &request.into_inner().user_name)
+            .get_login_profile(&caller, &meta, &user_name)
             .await?;
         ok(proto::GetLoginProfileResponse {
             login_profile: Some(proto::LoginProfile {
@@ -322,9 +327,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::UpdateAccountPasswordPolicyRequest>,
     ) -> Reply<proto::UpdateAccountPasswordPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let policy = request
-            .into_inner()
-            .password_policy
+        let proto::UpdateAccountPasswordPolicyRequest { password_policy } = request.into_inner();
+        let policy = password_policy
             .ok_or_else(|| BrokerError::invalid("password_policy", "is required"))?;
         self.broker
             .update_password_policy(&caller, &meta, convert::password_policy_in(policy)?)
@@ -337,6 +341,7 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetAccountPasswordPolicyRequest>,
     ) -> Reply<proto::GetAccountPasswordPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::GetAccountPasswordPolicyRequest {} = request.into_inner();
         let policy = self.broker.get_password_policy(&caller, &meta).await?;
         ok(proto::GetAccountPasswordPolicyResponse {
             password_policy: Some(convert::password_policy_out(&policy)),
@@ -419,8 +424,9 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteGroupRequest>,
     ) -> Reply<proto::DeleteGroupResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteGroupRequest { group_name } = request.into_inner();
         self.broker
-            .delete_group(&caller, &meta, &request.into_inner().group_name)
+            .delete_group(&caller, &meta, &group_name)
             .await?;
         ok(proto::DeleteGroupResponse {})
     }
@@ -521,10 +527,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetRoleRequest>,
     ) -> Reply<proto::GetRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let role = self
-            .broker
-            .get_role(&caller, &meta, &request.into_inner().role_name)
-            .await?;
+        let proto::GetRoleRequest { role_name } = request.into_inner();
+        let role = self.broker.get_role(&caller, &meta, &role_name).await?;
         ok(proto::GetRoleResponse {
             role: Some(convert::role(&role)),
         })
@@ -562,9 +566,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteRoleRequest>,
     ) -> Reply<proto::DeleteRoleResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        self.broker
-            .delete_role(&caller, &meta, &request.into_inner().role_name)
-            .await?;
+        let proto::DeleteRoleRequest { role_name } = request.into_inner();
+        self.broker.delete_role(&caller, &meta, &role_name).await?;
         ok(proto::DeleteRoleResponse {})
     }
 
@@ -670,10 +673,8 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetPolicyRequest>,
     ) -> Reply<proto::GetPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let (policy, count) = self
-            .broker
-            .get_policy(&caller, &meta, &request.into_inner().policy_arn)
-            .await?;
+        let proto::GetPolicyRequest { policy_arn } = request.into_inner();
+        let (policy, count) = self.broker.get_policy(&caller, &meta, &policy_arn).await?;
         ok(proto::GetPolicyResponse {
             policy: Some(convert::policy(&policy, count)),
         })
@@ -715,8 +716,9 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeletePolicyRequest>,
     ) -> Reply<proto::DeletePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::DeletePolicyRequest { policy_arn } = request.into_inner();
         self.broker
-            .delete_policy(&caller, &meta, &request.into_inner().policy_arn)
+            .delete_policy(&caller, &meta, &policy_arn)
             .await?;
         ok(proto::DeletePolicyResponse {})
     }
@@ -824,16 +826,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::AttachUserPolicyRequest>,
     ) -> Reply<proto::AttachUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
-        self.attach(
-            Holder::User,
-            &caller,
-            &meta,
-            &r.user_name,
-            &r.policy_arn,
-            true,
-        )
-        .await?;
+        let proto::AttachUserPolicyRequest {
+            user_name,
+            policy_arn,
+        } = request.into_inner();
+        self.attach(Holder::User, &caller, &meta, &user_name, &policy_arn, true)
+            .await?;
         ok(proto::AttachUserPolicyResponse {})
     }
     async fn detach_user_policy(
@@ -841,16 +839,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DetachUserPolicyRequest>,
     ) -> Reply<proto::DetachUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
-        self.attach(
-            Holder::User,
-            &caller,
-            &meta,
-            &r.user_name,
-            &r.policy_arn,
-            false,
-        )
-        .await?;
+        let proto::DetachUserPolicyRequest {
+            user_name,
+            policy_arn,
+        } = request.into_inner();
+        self.attach(Holder::User, &caller, &meta, &user_name, &policy_arn, false)
+            .await?;
         ok(proto::DetachUserPolicyResponse {})
     }
     async fn list_attached_user_policies(
@@ -858,15 +852,21 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListAttachedUserPoliciesRequest>,
     ) -> Reply<proto::ListAttachedUserPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListAttachedUserPoliciesRequest {
+            user_name,
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (attached_policies, is_truncated, marker) = self
             .list_attached(
                 Holder::User,
                 &caller,
                 &meta,
-                &r.user_name,
-                r.marker,
-                r.max_items,
+                &user_name,
+                &path_prefix,
+                marker,
+                max_items,
             )
             .await?;
         ok(proto::ListAttachedUserPoliciesResponse {
@@ -880,13 +880,16 @@ impl iam_server::Iam for IamService {
         request: Request<proto::AttachGroupPolicyRequest>,
     ) -> Reply<proto::AttachGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::AttachGroupPolicyRequest {
+            group_name,
+            policy_arn,
+        } = request.into_inner();
         self.attach(
             Holder::Group,
             &caller,
             &meta,
-            &r.group_name,
-            &r.policy_arn,
+            &group_name,
+            &policy_arn,
             true,
         )
         .await?;
@@ -897,13 +900,16 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DetachGroupPolicyRequest>,
     ) -> Reply<proto::DetachGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::DetachGroupPolicyRequest {
+            group_name,
+            policy_arn,
+        } = request.into_inner();
         self.attach(
             Holder::Group,
             &caller,
             &meta,
-            &r.group_name,
-            &r.policy_arn,
+            &group_name,
+            &policy_arn,
             false,
         )
         .await?;
@@ -914,15 +920,21 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListAttachedGroupPoliciesRequest>,
     ) -> Reply<proto::ListAttachedGroupPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListAttachedGroupPoliciesRequest {
+            group_name,
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (attached_policies, is_truncated, marker) = self
             .list_attached(
                 Holder::Group,
                 &caller,
                 &meta,
-                &r.group_name,
-                r.marker,
-                r.max_items,
+                &group_name,
+                &path_prefix,
+                marker,
+                max_items,
             )
             .await?;
         ok(proto::ListAttachedGroupPoliciesResponse {
@@ -936,16 +948,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::AttachRolePolicyRequest>,
     ) -> Reply<proto::AttachRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
-        self.attach(
-            Holder::Role,
-            &caller,
-            &meta,
-            &r.role_name,
-            &r.policy_arn,
-            true,
-        )
-        .await?;
+        let proto::AttachRolePolicyRequest {
+            role_name,
+            policy_arn,
+        } = request.into_inner();
+        self.attach(Holder::Role, &caller, &meta, &role_name, &policy_arn, true)
+            .await?;
         ok(proto::AttachRolePolicyResponse {})
     }
     async fn detach_role_policy(
@@ -953,16 +961,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DetachRolePolicyRequest>,
     ) -> Reply<proto::DetachRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
-        self.attach(
-            Holder::Role,
-            &caller,
-            &meta,
-            &r.role_name,
-            &r.policy_arn,
-            false,
-        )
-        .await?;
+        let proto::DetachRolePolicyRequest {
+            role_name,
+            policy_arn,
+        } = request.into_inner();
+        self.attach(Holder::Role, &caller, &meta, &role_name, &policy_arn, false)
+            .await?;
         ok(proto::DetachRolePolicyResponse {})
     }
     async fn list_attached_role_policies(
@@ -970,15 +974,21 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListAttachedRolePoliciesRequest>,
     ) -> Reply<proto::ListAttachedRolePoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListAttachedRolePoliciesRequest {
+            role_name,
+            path_prefix,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (attached_policies, is_truncated, marker) = self
             .list_attached(
                 Holder::Role,
                 &caller,
                 &meta,
-                &r.role_name,
-                r.marker,
-                r.max_items,
+                &role_name,
+                &path_prefix,
+                marker,
+                max_items,
             )
             .await?;
         ok(proto::ListAttachedRolePoliciesResponse {
@@ -994,15 +1004,19 @@ impl iam_server::Iam for IamService {
         request: Request<proto::PutUserPolicyRequest>,
     ) -> Reply<proto::PutUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::PutUserPolicyRequest {
+            user_name,
+            policy_name,
+            policy_document,
+        } = request.into_inner();
         self.broker
             .put_inline_policy(
                 &caller,
                 &meta,
                 Holder::User,
-                &r.user_name,
-                &r.policy_name,
-                &r.policy_document,
+                &user_name,
+                &policy_name,
+                &policy_document,
             )
             .await?;
         ok(proto::PutUserPolicyResponse {})
@@ -1031,9 +1045,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteUserPolicyRequest>,
     ) -> Reply<proto::DeleteUserPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::DeleteUserPolicyRequest {
+            user_name,
+            policy_name,
+        } = request.into_inner();
         self.broker
-            .delete_inline_policy(&caller, &meta, Holder::User, &r.user_name, &r.policy_name)
+            .delete_inline_policy(&caller, &meta, Holder::User, &user_name, &policy_name)
             .await?;
         ok(proto::DeleteUserPolicyResponse {})
     }
@@ -1042,16 +1059,13 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListUserPoliciesRequest>,
     ) -> Reply<proto::ListUserPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListUserPoliciesRequest {
+            user_name,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (policy_names, is_truncated, marker) = self
-            .list_inline(
-                Holder::User,
-                &caller,
-                &meta,
-                &r.user_name,
-                r.marker,
-                r.max_items,
-            )
+            .list_inline(Holder::User, &caller, &meta, &user_name, marker, max_items)
             .await?;
         ok(proto::ListUserPoliciesResponse {
             policy_names,
@@ -1064,15 +1078,19 @@ impl iam_server::Iam for IamService {
         request: Request<proto::PutGroupPolicyRequest>,
     ) -> Reply<proto::PutGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::PutGroupPolicyRequest {
+            group_name,
+            policy_name,
+            policy_document,
+        } = request.into_inner();
         self.broker
             .put_inline_policy(
                 &caller,
                 &meta,
                 Holder::Group,
-                &r.group_name,
-                &r.policy_name,
-                &r.policy_document,
+                &group_name,
+                &policy_name,
+                &policy_document,
             )
             .await?;
         ok(proto::PutGroupPolicyResponse {})
@@ -1101,9 +1119,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteGroupPolicyRequest>,
     ) -> Reply<proto::DeleteGroupPolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::DeleteGroupPolicyRequest {
+            group_name,
+            policy_name,
+        } = request.into_inner();
         self.broker
-            .delete_inline_policy(&caller, &meta, Holder::Group, &r.group_name, &r.policy_name)
+            .delete_inline_policy(&caller, &meta, Holder::Group, &group_name, &policy_name)
             .await?;
         ok(proto::DeleteGroupPolicyResponse {})
     }
@@ -1112,15 +1133,19 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListGroupPoliciesRequest>,
     ) -> Reply<proto::ListGroupPoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListGroupPoliciesRequest {
+            group_name,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (policy_names, is_truncated, marker) = self
             .list_inline(
                 Holder::Group,
                 &caller,
                 &meta,
-                &r.group_name,
-                r.marker,
-                r.max_items,
+                &group_name,
+                marker,
+                max_items,
             )
             .await?;
         ok(proto::ListGroupPoliciesResponse {
@@ -1134,15 +1159,19 @@ impl iam_server::Iam for IamService {
         request: Request<proto::PutRolePolicyRequest>,
     ) -> Reply<proto::PutRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::PutRolePolicyRequest {
+            role_name,
+            policy_name,
+            policy_document,
+        } = request.into_inner();
         self.broker
             .put_inline_policy(
                 &caller,
                 &meta,
                 Holder::Role,
-                &r.role_name,
-                &r.policy_name,
-                &r.policy_document,
+                &role_name,
+                &policy_name,
+                &policy_document,
             )
             .await?;
         ok(proto::PutRolePolicyResponse {})
@@ -1171,9 +1200,12 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteRolePolicyRequest>,
     ) -> Reply<proto::DeleteRolePolicyResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::DeleteRolePolicyRequest {
+            role_name,
+            policy_name,
+        } = request.into_inner();
         self.broker
-            .delete_inline_policy(&caller, &meta, Holder::Role, &r.role_name, &r.policy_name)
+            .delete_inline_policy(&caller, &meta, Holder::Role, &role_name, &policy_name)
             .await?;
         ok(proto::DeleteRolePolicyResponse {})
     }
@@ -1182,16 +1214,13 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListRolePoliciesRequest>,
     ) -> Reply<proto::ListRolePoliciesResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::ListRolePoliciesRequest {
+            role_name,
+            marker,
+            max_items,
+        } = request.into_inner();
         let (policy_names, is_truncated, marker) = self
-            .list_inline(
-                Holder::Role,
-                &caller,
-                &meta,
-                &r.role_name,
-                r.marker,
-                r.max_items,
-            )
+            .list_inline(Holder::Role, &caller, &meta, &role_name, marker, max_items)
             .await?;
         ok(proto::ListRolePoliciesResponse {
             policy_names,
@@ -1206,14 +1235,17 @@ impl iam_server::Iam for IamService {
         request: Request<proto::PutUserPermissionsBoundaryRequest>,
     ) -> Reply<proto::PutUserPermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::PutUserPermissionsBoundaryRequest {
+            user_name,
+            permissions_boundary,
+        } = request.into_inner();
         self.broker
             .set_permissions_boundary(
                 &caller,
                 &meta,
                 Holder::User,
-                &r.user_name,
-                Some(&r.permissions_boundary),
+                &user_name,
+                Some(&permissions_boundary),
             )
             .await?;
         ok(proto::PutUserPermissionsBoundaryResponse {})
@@ -1223,14 +1255,9 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteUserPermissionsBoundaryRequest>,
     ) -> Reply<proto::DeleteUserPermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteUserPermissionsBoundaryRequest { user_name } = request.into_inner();
         self.broker
-            .set_permissions_boundary(
-                &caller,
-                &meta,
-                Holder::User,
-                &request.into_inner().user_name,
-                None,
-            )
+            .set_permissions_boundary(&caller, &meta, Holder::User, &user_name, None)
             .await?;
         ok(proto::DeleteUserPermissionsBoundaryResponse {})
     }
@@ -1239,14 +1266,17 @@ impl iam_server::Iam for IamService {
         request: Request<proto::PutRolePermissionsBoundaryRequest>,
     ) -> Reply<proto::PutRolePermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let r = request.into_inner();
+        let proto::PutRolePermissionsBoundaryRequest {
+            role_name,
+            permissions_boundary,
+        } = request.into_inner();
         self.broker
             .set_permissions_boundary(
                 &caller,
                 &meta,
                 Holder::Role,
-                &r.role_name,
-                Some(&r.permissions_boundary),
+                &role_name,
+                Some(&permissions_boundary),
             )
             .await?;
         ok(proto::PutRolePermissionsBoundaryResponse {})
@@ -1256,14 +1286,9 @@ impl iam_server::Iam for IamService {
         request: Request<proto::DeleteRolePermissionsBoundaryRequest>,
     ) -> Reply<proto::DeleteRolePermissionsBoundaryResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteRolePermissionsBoundaryRequest { role_name } = request.into_inner();
         self.broker
-            .set_permissions_boundary(
-                &caller,
-                &meta,
-                Holder::Role,
-                &request.into_inner().role_name,
-                None,
-            )
+            .set_permissions_boundary(&caller, &meta, Holder::Role, &role_name, None)
             .await?;
         ok(proto::DeleteRolePermissionsBoundaryResponse {})
     }
@@ -1390,9 +1415,10 @@ impl iam_server::Iam for IamService {
         request: Request<proto::CreateAccessKeyRequest>,
     ) -> Reply<proto::CreateAccessKeyResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::CreateAccessKeyRequest { user_name } = request.into_inner();
         let (key, secret) = self
             .broker
-            .create_access_key(&caller, &meta, &request.into_inner().user_name)
+            .create_access_key(&caller, &meta, &user_name)
             .await?;
         ok(proto::CreateAccessKeyResponse {
             access_key: Some(proto::AccessKey {
@@ -1447,14 +1473,25 @@ impl iam_server::Iam for IamService {
         request: Request<proto::ListAccessKeysRequest>,
     ) -> Reply<proto::ListAccessKeysResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let keys = self
+        let proto::ListAccessKeysRequest {
+            user_name,
+            marker,
+            max_items,
+        } = request.into_inner();
+        let (keys, marker) = self
             .broker
-            .list_access_keys(&caller, &meta, &request.into_inner().user_name)
+            .list_access_keys(
+                &caller,
+                &meta,
+                &user_name,
+                &convert::page(marker, max_items),
+            )
             .await?;
+        let (is_truncated, marker) = convert::next(marker);
         ok(proto::ListAccessKeysResponse {
             access_key_metadata: keys.iter().map(access_key_meta).collect(),
-            is_truncated: false,
-            marker: String::new(),
+            is_truncated,
+            marker,
         })
     }
 
@@ -1463,9 +1500,10 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetAccessKeyLastUsedRequest>,
     ) -> Reply<proto::GetAccessKeyLastUsedResponse> {
         let (caller, meta) = self.ctx(&request)?;
+        let proto::GetAccessKeyLastUsedRequest { access_key_id } = request.into_inner();
         let key = self
             .broker
-            .get_access_key_last_used(&caller, &meta, &request.into_inner().access_key_id)
+            .get_access_key_last_used(&caller, &meta, &access_key_id)
             .await?;
         ok(proto::GetAccessKeyLastUsedResponse {
             user_name: key.user_name,
@@ -1505,7 +1543,7 @@ impl iam_server::Iam for IamService {
         request: Request<proto::GetCredentialReportRequest>,
     ) -> Reply<proto::GetCredentialReportResponse> {
         let (caller, meta) = self.ctx(&request)?;
-        let format = request.into_inner().format;
+        let proto::GetCredentialReportRequest { format } = request.into_inner();
         let (content, report_format) = self
             .broker
             .credential_report(&caller, &meta, &format)

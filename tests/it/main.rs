@@ -4,6 +4,7 @@
 mod common;
 
 mod assume_role;
+mod attacks_iam;
 mod attacks_login;
 mod attacks_sts;
 mod audit;
