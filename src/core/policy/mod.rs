@@ -41,6 +41,18 @@ use std::fmt;
 
 pub use eval::{evaluate, evaluate_assume_role};
 
+/// The longest action, resource, principal, pattern or condition value the engine matches, in
+/// characters: AWS's ARN limit. Documents with a longer pattern or condition value are refused
+/// at parse; a request with a longer action or resource is implicitly denied; a longer context
+/// value or variable value matches no pattern. With every input capped, the worst case of one
+/// match is bounded (see `benches/policy.rs`).
+pub const MAX_MATCH_LEN: usize = 2048;
+
+/// `text` is longer than [`MAX_MATCH_LEN`] characters (bytes are checked first: cheap).
+pub fn over_match_cap(text: &str) -> bool {
+    text.len() > MAX_MATCH_LEN && text.chars().count() > MAX_MATCH_LEN
+}
+
 /// Where a policy document is attached; decides size limit and whether `Principal` is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyKind {
