@@ -46,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
         };
         let set = PolicySet { identity: &identity, boundary: Some(named), session: None };
         let _ = evaluate(&req, &set);
-        let _ = evaluate_assume_role(&req, named, &set, "123456789012");
+        let _ = evaluate_assume_role(&req, named, &set);
     }
 });

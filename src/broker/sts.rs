@@ -1000,7 +1000,6 @@ impl Broker {
                     policy: &trust,
                 },
                 set,
-                &self.settings.account.id,
             )
         });
         if evaluation.decision != Decision::Allow {

@@ -419,9 +419,9 @@ impl Segment {
 fn segment_match(segments: &[Segment], pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
     let [first, middle @ .., last] = segments else {
         // One segment: no `*` at all.
-        return segments.first().is_some_and(|only| {
-            only.match_prefix(pieces, text, ignore_case) == Some(text.len())
-        });
+        return segments
+            .first()
+            .is_some_and(|only| only.match_prefix(pieces, text, ignore_case) == Some(text.len()));
     };
     let Some(mut at) = first.match_prefix(pieces, text, ignore_case) else {
         return false;
@@ -475,96 +475,95 @@ pub(crate) fn split_arn(text: &str) -> Vec<&str> {
 mod oracle {
     use super::{Pieces, Token, chars_eq};
 
-#[derive(Clone, Copy)]
-struct Cursor {
-    token: usize,
-    offset: usize,
-    variable: usize,
-}
+    #[derive(Clone, Copy)]
+    struct Cursor {
+        token: usize,
+        offset: usize,
+        variable: usize,
+    }
 
-enum Elem {
-    Star,
-    One,
-    Char(char),
-}
+    enum Elem {
+        Star,
+        One,
+        Char(char),
+    }
 
-impl Pieces<'_> {
-    fn next(&self, mut at: Cursor) -> Option<(Elem, Cursor)> {
+    impl Pieces<'_> {
+        fn next(&self, mut at: Cursor) -> Option<(Elem, Cursor)> {
+            loop {
+                let token = self.tokens.get(at.token)?;
+                let (text, is_var) = match token {
+                    Token::Star | Token::One => {
+                        let elem = if matches!(token, Token::Star) {
+                            Elem::Star
+                        } else {
+                            Elem::One
+                        };
+                        at.token += 1;
+                        at.offset = 0;
+                        return Some((elem, at));
+                    }
+                    Token::Lit(s) => (&**s, false),
+                    Token::Var { .. } => (self.values[at.variable], true),
+                };
+                if let Some(c) = text[at.offset..].chars().next() {
+                    at.offset += c.len_utf8();
+                    return Some((Elem::Char(c), at));
+                }
+                at.token += 1;
+                at.offset = 0;
+                if is_var {
+                    at.variable += 1;
+                }
+            }
+        }
+    }
+
+    /// Classic wildcard matching with one backtrack point (the last `*`): O(n·m) worst case.
+    pub(super) fn wildcard_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
+        let start = Cursor {
+            token: 0,
+            offset: 0,
+            variable: 0,
+        };
+        let mut p = start;
+        let mut t = 0;
+        let mut backtrack: Option<(Cursor, usize)> = None;
         loop {
-            let token = self.tokens.get(at.token)?;
-            let (text, is_var) = match token {
-                Token::Star | Token::One => {
-                    let elem = if matches!(token, Token::Star) {
-                        Elem::Star
-                    } else {
-                        Elem::One
-                    };
-                    at.token += 1;
-                    at.offset = 0;
-                    return Some((elem, at));
+            let here = text[t..].chars().next();
+            match (pieces.next(p), here) {
+                (Some((Elem::Star, next)), _) => {
+                    backtrack = Some((next, t));
+                    p = next;
+                    continue;
                 }
-                Token::Lit(s) => (&**s, false),
-                Token::Var { .. } => (self.values[at.variable], true),
-            };
-            if let Some(c) = text[at.offset..].chars().next() {
-                at.offset += c.len_utf8();
-                return Some((Elem::Char(c), at));
-            }
-            at.token += 1;
-            at.offset = 0;
-            if is_var {
-                at.variable += 1;
-            }
-        }
-    }
-}
-
-/// Classic wildcard matching with one backtrack point (the last `*`): O(n·m) worst case.
-pub(super) fn wildcard_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
-    let start = Cursor {
-        token: 0,
-        offset: 0,
-        variable: 0,
-    };
-    let mut p = start;
-    let mut t = 0;
-    let mut backtrack: Option<(Cursor, usize)> = None;
-    loop {
-        let here = text[t..].chars().next();
-        match (pieces.next(p), here) {
-            (Some((Elem::Star, next)), _) => {
-                backtrack = Some((next, t));
-                p = next;
-                continue;
-            }
-            (Some((Elem::One, next)), Some(c)) => {
-                p = next;
-                t += c.len_utf8();
-                continue;
-            }
-            (Some((Elem::Char(pc), next)), Some(c)) if chars_eq(pc, c, ignore_case) => {
-                p = next;
-                t += c.len_utf8();
-                continue;
-            }
-            (None, None) => return true,
-            _ => {}
-        }
-        match backtrack {
-            Some((after_star, star_t)) => match text[star_t..].chars().next() {
-                Some(c) => {
-                    let t2 = star_t + c.len_utf8();
-                    backtrack = Some((after_star, t2));
-                    p = after_star;
-                    t = t2;
+                (Some((Elem::One, next)), Some(c)) => {
+                    p = next;
+                    t += c.len_utf8();
+                    continue;
                 }
+                (Some((Elem::Char(pc), next)), Some(c)) if chars_eq(pc, c, ignore_case) => {
+                    p = next;
+                    t += c.len_utf8();
+                    continue;
+                }
+                (None, None) => return true,
+                _ => {}
+            }
+            match backtrack {
+                Some((after_star, star_t)) => match text[star_t..].chars().next() {
+                    Some(c) => {
+                        let t2 = star_t + c.len_utf8();
+                        backtrack = Some((after_star, t2));
+                        p = after_star;
+                        t = t2;
+                    }
+                    None => return false,
+                },
                 None => return false,
-            },
-            None => return false,
+            }
         }
     }
-}
-
 }
 
 #[cfg(test)]
@@ -658,8 +657,14 @@ mod tests {
         let tpl = Template::parse(&pattern, LIKE).unwrap();
         assert!(!tpl.matches(&text, &Context::new()));
         assert!(tpl.matches(&format!("{text}b"), &Context::new()));
-        let folded = Template::parse(&pattern.to_uppercase(), Syntax { ignore_case: true, ..LIKE })
-            .unwrap();
+        let folded = Template::parse(
+            &pattern.to_uppercase(),
+            Syntax {
+                ignore_case: true,
+                ..LIKE
+            },
+        )
+        .unwrap();
         assert!(folded.matches(&format!("x{}By", "A".repeat(1000)), &Context::new()));
         assert!(!folded.matches(&text, &Context::new()));
     }

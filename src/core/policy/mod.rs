@@ -21,9 +21,12 @@
 //! - `NotPrincipal` is accepted only with `Deny` (AWS refuses it with `Allow`); unlike AWS,
 //!   Stint also accepts it in trust policies, where it denies everyone not listed.
 //! - `Version` `2008-10-17` is accepted; as in AWS, `${…}` is then literal text.
-//! - Trust naming the caller needs no identity policy, but (as AWS documents) the caller's
-//!   permissions boundary must still allow `sts:AssumeRole`, and so must its session policy
-//!   when the trust names the session's role rather than the session.
+//! - Trust naming the caller needs no identity policy in the same account, but (as AWS
+//!   documents) the caller's permissions boundary must still allow `sts:AssumeRole`, and so
+//!   must its session policy when the trust names the session's role rather than the session.
+//!   Across accounts both sides must allow ("Cross-account policy evaluation logic").
+//! - A document refuses duplicate keys at any depth (serde_json would keep the last one) and
+//!   patterns or condition values longer than [`MAX_MATCH_LEN`].
 //!
 //! Module map: [`parse`] (JSON → compiled statements, all validation), [`condition`]
 //! (operators), [`glob`] (wildcards and variables), [`eval`] (decisions and explanations),
