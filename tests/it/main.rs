@@ -4,6 +4,7 @@
 mod common;
 
 mod assume_role;
+mod attacks_policy;
 mod audit;
 mod authn;
 mod durability;
