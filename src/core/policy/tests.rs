@@ -937,6 +937,26 @@ proptest! {
         }
     }
 
+    /// The duplicate-key pre-pass never fires on a document without duplicates (serde_json
+    /// `Value` objects cannot hold any) and always fires when a key is repeated, at the top
+    /// level or inside a statement.
+    #[test]
+    fn duplicate_keys_are_found_exactly(value in arb_json(), other in arb_json()) {
+        let text = value.to_string();
+        let duplicate = |errors: &[PolicyError]| errors.iter().any(|e| e.message.starts_with("duplicate key"));
+        prop_assert!(!duplicate(&validate(&text, PolicyKind::Managed)));
+        if let serde_json::Value::Object(map) = &value
+            && let Some(key) = map.keys().next()
+        {
+            let repeated = format!("{{{}:{},{}", json!(key), other, &text[1..]);
+            prop_assert!(duplicate(&validate(&repeated, PolicyKind::Managed)), "{}", repeated);
+            let nested = doc(json!([value.clone()])).to_string().replacen(&text, &repeated, 1);
+            let errors = validate(&nested, PolicyKind::Managed);
+            let found = errors.iter().find(|e| e.message.starts_with("duplicate key"));
+            prop_assert!(found.is_some_and(|e| e.location.starts_with("Statement[0]")), "{:?}", errors);
+        }
+    }
+
     /// No input makes the parser or the evaluator panic.
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
