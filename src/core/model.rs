@@ -72,7 +72,12 @@ pub struct Arn<'a> {
 }
 
 impl<'a> Arn<'a> {
+    /// `None` for a malformed ARN or one longer than AWS's 2,048 characters
+    /// ([`crate::core::policy::MAX_MATCH_LEN`]).
     pub fn parse(text: &'a str) -> Option<Self> {
+        if crate::core::policy::over_match_cap(text) {
+            return None;
+        }
         let mut parts = text.splitn(6, ':');
         if parts.next()? != "arn" {
             return None;
@@ -631,6 +636,8 @@ mod tests {
         assert_eq!(parsed.kind_and_name(), Some(("role", "reader")));
         assert!(Arn::parse("arn:stint:iam").is_none());
         assert!(Arn::parse("nope:stint:iam::1:user/x").is_none());
+        let long = format!("arn:stint:iam::123456789012:user/{}", "x".repeat(2048));
+        assert!(Arn::parse(&long).is_none());
     }
 
     #[test]
