@@ -688,6 +688,36 @@ mod tests {
         assert_eq!(split_arn("a:b:c:d:e:f:g:h")[5], "f:g:h");
     }
 
+    /// Every pattern over `a b * ?` up to 5 elements against every text over `a b` up to 6
+    /// characters: the segment matcher and the old backtracking matcher agree.
+    #[test]
+    fn agrees_with_oracle_exhaustively() {
+        fn all(alphabet: &[char], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut layer = vec![String::new()];
+            for _ in 0..max {
+                layer = layer
+                    .iter()
+                    .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                    .collect();
+                out.extend(layer.iter().cloned());
+            }
+            out
+        }
+        let texts = all(&['a', 'b'], 6);
+        let ctx = Context::new();
+        for p in all(&['a', 'b', '*', '?'], 5) {
+            let tpl = Template::parse(&p, LIKE).unwrap();
+            for t in &texts {
+                assert_eq!(
+                    tpl.matches(t, &ctx),
+                    tpl.matches_oracle(t, &ctx),
+                    "{p:?} vs {t:?}"
+                );
+            }
+        }
+    }
+
     /// Reference matcher: plain recursion over chars.
     fn reference(p: &[char], t: &[char]) -> bool {
         match p.split_first() {
