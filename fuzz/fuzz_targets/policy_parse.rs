@@ -1,4 +1,5 @@
-//! Parser and evaluator must never panic, whatever the bytes.
+//! Parser and evaluator must never panic, whatever the bytes (duplicate keys, over-long
+//! patterns and values included), and nothing past `MAX_MATCH_LEN` is ever allowed.
 //!
 //! `cargo +nightly fuzz run policy_parse` (or `RUSTC_BOOTSTRAP=1 cargo fuzz run policy_parse`
 //! on stable), from the repository root.
@@ -6,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use stint::core::policy::{
-    Context, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate, evaluate_assume_role,
-    validate,
+    Context, Decision, MAX_MATCH_LEN, NamedPolicy, Policy, PolicyKind, PolicySet, Request,
+    evaluate, evaluate_assume_role, validate,
 };
 
 const KINDS: [PolicyKind; 6] = [
@@ -46,6 +47,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let set = PolicySet { identity: &identity, boundary: Some(named), session: None };
         let _ = evaluate(&req, &set);
-        let _ = evaluate_assume_role(&req, named, &set, "123456789012");
+        let _ = evaluate_assume_role(&req, named, &set);
+        // Past the match cap nothing is allowed, whatever the document says.
+        let long = format!("arn:aws:s3:::{}", "a".repeat(MAX_MATCH_LEN));
+        let over = Request { resource: &long, ..req };
+        assert_ne!(evaluate(&over, &set).decision, Decision::Allow);
     }
 });

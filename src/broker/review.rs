@@ -522,9 +522,7 @@ impl Broker {
                         context: ctx,
                     };
                     policies
-                        .with_set(|set| {
-                            policy::evaluate_assume_role(&request, trust, set, &self.account().id)
-                        })
+                        .with_set(|set| policy::evaluate_assume_role(&request, trust, set))
                         .decision
                         == Decision::Allow
                 })

@@ -620,7 +620,6 @@ impl Broker {
                     policy: &trust,
                 },
                 set,
-                &self.settings.account.id,
             )
         });
         if evaluation.decision != Decision::Allow {
@@ -652,7 +651,6 @@ impl Broker {
                         policy: &trust,
                     },
                     set,
-                    &self.settings.account.id,
                 )
             });
             if evaluation.decision != Decision::Allow {

@@ -21,9 +21,12 @@
 //! identity limit), the boundary as managed, the session and trust policies as such.
 //! Context values (strings or arrays of strings) are used as given; nothing is derived from
 //! the principal. With `trust_policy` the case is the `sts:AssumeRole` check of `resource`
-//! (a role ARN) by `principal`, `policies` being the caller's identity policies and the
-//! caller's account the account field of the principal ARN. Identical documents are compiled
-//! once per run, so thousands of cases take milliseconds.
+//! (a role ARN) by `principal`, `policies` being the caller's identity policies. `principal`
+//! is an IAM identity's ARN (its account field is the caller's account: when it differs from
+//! the role's, the trust and the caller's policies must both allow, as AWS's cross-account
+//! logic says), a service name such as `ec2.amazonaws.com`, or a web-identity/SAML provider
+//! ARN (those two have no identity policies: the trust policy alone decides). Identical
+//! documents are compiled once per run, so thousands of cases take milliseconds.
 
 use std::collections::HashMap;
 use std::fs;
@@ -273,20 +276,14 @@ fn run_case(line: &str, cache: &mut Cache) -> Result<Evaluation, String> {
     match trust_doc.as_deref() {
         None => Ok(evaluate(&req, &set)),
         Some(policy) => {
-            let principal = case
-                .principal
-                .as_deref()
-                .ok_or("a trust_policy case needs a principal ARN")?;
-            let account = principal
-                .split(':')
-                .nth(4)
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| format!("principal {principal:?} is not an ARN with an account"))?;
+            if case.principal.as_deref().is_none_or(str::is_empty) {
+                return Err("a trust_policy case needs a principal: an IAM ARN, a service name (ec2.amazonaws.com) or a provider ARN".into());
+            }
             let trust = NamedPolicy {
                 name: "trust_policy",
                 policy,
             };
-            Ok(evaluate_assume_role(&req, trust, &set, account))
+            Ok(evaluate_assume_role(&req, trust, &set))
         }
     }
 }
@@ -388,6 +385,53 @@ mod tests {
         );
         assert_eq!(decision(7), "ImplicitDeny");
         assert!(out[8]["error"].as_str().unwrap().contains("context"));
+    }
+
+    /// IAM User Guide, "Cross-account policy evaluation logic": a trust policy naming a user
+    /// of another account is not enough; that user's own policies must allow too. Service and
+    /// federated principals are accepted as `principal` and matched by name.
+    #[test]
+    fn simulate_cross_account_and_service_principals() {
+        let role = "arn:stint:iam::111111111111:role/Shared";
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Bob","Effect":"Allow","Principal":{"AWS":"arn:stint:iam::222222222222:user/bob"},"Action":"sts:AssumeRole"},{"Sid":"Ec2","Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"},{"Sid":"Gh","Effect":"Allow","Principal":{"Federated":"arn:stint:iam::111111111111:oidc-provider/token.actions.githubusercontent.com"},"Action":"sts:AssumeRoleWithWebIdentity"}]}"#;
+        let assume = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"A","Effect":"Allow","Action":"sts:AssumeRole","Resource":"{role}"}}]}}"#
+        );
+        let case = |policies: &str, action: &str, principal: &str| {
+            format!(
+                r#"{{"policies":[{policies}],"action":"{action}","resource":"{role}","principal":"{principal}","trust_policy":{trust}}}"#
+            )
+        };
+        let bob = "arn:stint:iam::222222222222:user/bob";
+        let oidc = "arn:stint:iam::111111111111:oidc-provider/token.actions.githubusercontent.com";
+        let lines = [
+            case("", "sts:AssumeRole", bob),
+            case(&assume, "sts:AssumeRole", bob),
+            case("", "sts:AssumeRole", "ec2.amazonaws.com"),
+            case("", "sts:AssumeRole", "lambda.amazonaws.com"),
+            case("", "sts:AssumeRoleWithWebIdentity", oidc),
+            format!(
+                r#"{{"policies":[],"action":"sts:AssumeRole","resource":"{role}","trust_policy":{trust}}}"#
+            ),
+        ];
+        let out = sim(&lines.join("\n"));
+        let decision = |i: usize| out[i]["decision"].as_str().unwrap_or("error");
+        assert_eq!(decision(0), "ImplicitDeny", "{}", out[0]);
+        assert!(out[0]["reason"].as_str().unwrap().contains("cross-account"));
+        assert_eq!(decision(1), "Allow", "{}", out[1]);
+        assert_eq!(
+            out[1]["matched"],
+            json!(["trust_policy#Bob", "policies[0]#A"])
+        );
+        assert_eq!(decision(2), "Allow", "{}", out[2]);
+        assert_eq!(decision(3), "ImplicitDeny");
+        assert_eq!(decision(4), "Allow", "{}", out[4]);
+        assert!(
+            out[5]["error"]
+                .as_str()
+                .unwrap()
+                .contains("needs a principal")
+        );
     }
 
     #[test]

@@ -72,7 +72,12 @@ pub struct Arn<'a> {
 }
 
 impl<'a> Arn<'a> {
+    /// `None` for a malformed ARN or one longer than AWS's 2,048 characters
+    /// ([`crate::core::policy::MAX_MATCH_LEN`]).
     pub fn parse(text: &'a str) -> Option<Self> {
+        if crate::core::policy::over_match_cap(text) {
+            return None;
+        }
         let mut parts = text.splitn(6, ':');
         if parts.next()? != "arn" {
             return None;
@@ -177,7 +182,11 @@ pub fn path_or_root(path: &str) -> String {
     }
 }
 
-/// Checks tags against AWS limits: at most 50, key 1–128, value 0–256, unique keys.
+/// Checks tags against AWS limits: at most 50, key 1–128, value 0–256, unique keys, and
+/// IAM's character set `[\p{L}\p{Z}\p{N}_.:/=+\-@]` (IAM API Reference, "Tag"). Stint reads
+/// letters and numbers as Rust's `char::is_alphanumeric` and separators as non-control
+/// whitespace, so NUL, other control characters and the invisible bidi controls (U+200E/F,
+/// U+202A–E, U+2066–9), which could make a tag display as something it is not, are refused.
 pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
     if tags.len() > 50 {
         return Err(format!("tags: at most 50, got {}", tags.len()));
@@ -197,6 +206,20 @@ pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
                 tag.key
             ));
         }
+        if let Some(c) = tag.key.chars().find(|&c| !tag_char(c)) {
+            return Err(format!(
+                "tags: key \"{}\" contains U+{:04X}; keys and values allow letters, digits, spaces and _ . : / = + - @",
+                tag.key.escape_debug(),
+                u32::from(c)
+            ));
+        }
+        if let Some(c) = tag.value.chars().find(|&c| !tag_char(c)) {
+            return Err(format!(
+                "tags: value of {:?} contains U+{:04X}; keys and values allow letters, digits, spaces and _ . : / = + - @",
+                tag.key,
+                u32::from(c)
+            ));
+        }
         if tag.key.to_ascii_lowercase().starts_with("aws:") {
             return Err(format!(
                 "tags: key {:?} uses the reserved prefix aws:",
@@ -208,6 +231,13 @@ pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// One character of IAM's tag alphabet (letters, numbers, separators, `_ . : / = + - @`).
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+        || (c.is_whitespace() && !c.is_control())
 }
 
 /// Unique ids in AWS's shape: a 4-letter prefix and 17 base32 characters.
@@ -601,6 +631,28 @@ mod tests {
         assert!(validate_tags(&[tag("team", "x"), tag("TEAM", "y")]).is_err());
         assert!(validate_tags(&[tag("aws:x", "y")]).is_err());
         assert!(validate_tags(&vec![tag("k", "v"); 51]).is_err());
+        // IAM's alphabet: letters, numbers, spaces and _ . : / = + - @ (any script).
+        for (k, v) in [
+            ("cost-center", "Human Resources"),
+            ("a_b.c:d/e=f+g-h@i", ""),
+            ("équipe", "北京 1"),
+        ] {
+            assert!(validate_tags(&[tag(k, v)]).is_ok(), "{k}={v}");
+        }
+        for (k, v) in [
+            ("team\0", "x"),
+            ("team", "red\0"),
+            ("team", "\u{202E}der"),
+            ("\u{2066}team", "x"),
+            ("team", "a\u{200F}"),
+            ("team", "line\nbreak"),
+            ("team", "tab\there"),
+            ("team", "semi;colon"),
+            ("zero\u{200B}width", "x"),
+        ] {
+            let err = validate_tags(&[tag(k, v)]).unwrap_err();
+            assert!(err.contains("U+"), "{k:?}={v:?}: {err}");
+        }
     }
 
     #[test]
@@ -613,6 +665,8 @@ mod tests {
         assert_eq!(parsed.kind_and_name(), Some(("role", "reader")));
         assert!(Arn::parse("arn:stint:iam").is_none());
         assert!(Arn::parse("nope:stint:iam::1:user/x").is_none());
+        let long = format!("arn:stint:iam::123456789012:user/{}", "x".repeat(2048));
+        assert!(Arn::parse(&long).is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 mod assume_role;
 mod attacks_iam;
 mod attacks_login;
+mod attacks_policy;
 mod attacks_sts;
 mod audit;
 mod authn;

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use super::Context;
 use super::glob::{Syntax, Template, split_arn};
+use super::{Context, over_match_cap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Qualifier {
@@ -51,8 +51,8 @@ enum Test {
     Binary(Vec<Box<str>>),
     Ip(Vec<Cidr>),
     Arn(Vec<ArnPattern>),
-    /// `Null`: true means "the key must be absent".
-    Null(bool),
+    /// `Null`: true means "the key must be absent"; several values are ORed.
+    Null(Vec<bool>),
 }
 
 #[derive(Debug, Clone)]
@@ -92,9 +92,6 @@ impl Condition {
                 "{operator:?}: Null takes neither IfExists nor ForAnyValue/ForAllValues"
             ));
         }
-        if matches!(test, Test::Null(_)) && values.len() != 1 {
-            return Err("Null takes exactly one value, \"true\" or \"false\"".into());
-        }
         Ok(Condition {
             key: key.to_lowercase().into_boxed_str(),
             qualifier,
@@ -106,8 +103,9 @@ impl Condition {
 
     pub fn holds(&self, ctx: &Context) -> bool {
         let values = ctx.get_lowercase(&self.key).filter(|v| !v.is_empty());
-        if let Test::Null(want_absent) = self.test {
-            return values.is_none() == want_absent;
+        if let Test::Null(want_absent) = &self.test {
+            // AWS ORs a key's values under every operator: ["true","false"] always holds.
+            return want_absent.contains(&values.is_none());
         }
         let Some(values) = values else {
             return match self.qualifier {
@@ -125,6 +123,10 @@ impl Condition {
 
     /// Does one request value match any policy value under the positive operator?
     fn positive(&self, value: &str, ctx: &Context) -> bool {
+        if over_match_cap(value) {
+            // No policy value is that long (they are capped at parse): bounded work.
+            return false;
+        }
         match &self.test {
             Test::String(templates) => templates.iter().any(|t| t.matches(value, ctx)),
             Test::Numeric(cmp, numbers) => {
@@ -242,7 +244,7 @@ fn compile_test(base: &str, values: &[String], variables: bool) -> Option<Compil
         "null" => each(values, |v| {
             parse_bool(v).ok_or_else(|| format!("{v:?} is not true or false"))
         })
-        .map(|b| (false, Test::Null(b[0]))),
+        .map(|b| (false, Test::Null(b))),
         _ => return None,
     })
 }
@@ -593,6 +595,10 @@ mod tests {
             ("Null", "aws:missing", &["true"], true),
             ("Null", "aws:SourceIp", &["true"], false),
             ("Null", "aws:SourceIp", &["false"], true),
+            // Several values are ORed, as for every operator.
+            ("Null", "aws:SourceIp", &["true", "false"], true),
+            ("Null", "aws:missing", &["true", "false"], true),
+            ("Null", "aws:missing", &["false", "false"], false),
             ("ForAllValues:StringEquals", "aws:TagKeys", &["Env", "Team", "Cost"], true),
             ("ForAllValues:StringEquals", "aws:TagKeys", &["Env"], false),
             ("ForAllValues:StringEquals", "aws:missing", &["Env"], true),

@@ -8,8 +8,11 @@
 use std::slice;
 
 use super::condition::ArnParts;
-use super::parse::{Effect, Patterns, PrincipalEntry, Statement};
-use super::{Decision, Evaluation, NamedPolicy, PolicySet, Request, StatementRef};
+use super::parse::{Effect, Patterns, PrincipalEntry, Statement, is_account_id};
+use super::{
+    Decision, Evaluation, MAX_MATCH_LEN, NamedPolicy, PolicySet, Request, StatementRef,
+    over_match_cap,
+};
 
 #[derive(Clone, Copy)]
 struct Hit<'a> {
@@ -101,8 +104,30 @@ fn scan<'a>(
     allows.len() > before
 }
 
+/// An implicit deny for a request the engine will not match (edges refuse it earlier; this is
+/// the fail-safe that keeps one evaluation's work bounded). The reason never echoes the input.
+fn over_long(req: &Request) -> Option<Evaluation> {
+    let field = if over_match_cap(req.action) {
+        "action"
+    } else if over_match_cap(req.resource) {
+        "resource"
+    } else if req.principal.is_some_and(over_match_cap) {
+        "principal"
+    } else {
+        return None;
+    };
+    Some(Evaluation {
+        decision: Decision::ImplicitDeny,
+        matched: Vec::new(),
+        reason: format!("the request's {field} is longer than {MAX_MATCH_LEN} characters"),
+    })
+}
+
 /// Evaluates one request against a principal's policies in its own account.
 pub fn evaluate(req: &Request, set: &PolicySet) -> Evaluation {
+    if let Some(denied) = over_long(req) {
+        return denied;
+    }
     let prepared = Prepared::new(req);
     let mut allows = Vec::with_capacity(8);
     let mut denies = Vec::new();
@@ -176,13 +201,11 @@ enum Trusted {
 fn entry_matches(
     entry: &PrincipalEntry,
     caller: Option<&str>,
-    caller_account: &str,
+    caller_account: Option<&str>,
 ) -> Option<Trusted> {
     match entry {
         PrincipalEntry::Anyone => Some(Trusted::Directly),
-        PrincipalEntry::Account(a) => {
-            (caller.is_some() && **a == *caller_account).then_some(Trusted::ViaAccount)
-        }
+        PrincipalEntry::Account(a) => (Some(&**a) == caller_account).then_some(Trusted::ViaAccount),
         PrincipalEntry::Arn(arn) => {
             let caller = caller?;
             if **arn == *caller {
@@ -193,6 +216,30 @@ fn entry_matches(
         }
         PrincipalEntry::Named(name) => (caller? == &**name).then_some(Trusted::Directly),
     }
+}
+
+/// The account of an IAM identity (user, role, assumed-role session, root, federated user):
+/// the account field of its ARN. `None` for a service principal (`ec2.amazonaws.com`), a web
+/// identity or SAML provider ARN and anything else that has no identity policies of its own.
+fn identity_account(principal: &str) -> Option<&str> {
+    let mut parts = principal.splitn(6, ':');
+    let (Some("arn"), Some(_), Some(service), Some(_), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let provider = resource.starts_with("oidc-provider/") || resource.starts_with("saml-provider/");
+    (matches!(service, "iam" | "sts") && !provider && is_account_id(account)).then_some(account)
+}
+
+/// The account field of an ARN (the role's, for a trust decision).
+fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| is_account_id(a))
 }
 
 /// `arn:P:sts::A:assumed-role/R/S` is a session of `arn:P:iam::A:role/[path/]R`.
@@ -225,7 +272,7 @@ fn is_session_of_role(caller: &str, role_arn: &str) -> bool {
 fn principal_matches(
     p: &Patterns<PrincipalEntry>,
     caller: Option<&str>,
-    caller_account: &str,
+    caller_account: Option<&str>,
 ) -> Option<Trusted> {
     let best = p
         .items
@@ -240,20 +287,28 @@ fn principal_matches(
 }
 
 /// Decides `sts:AssumeRole` (and friends): `req.resource` is the role ARN, `req.principal`
-/// the caller. A trust statement naming the caller's ARN (or `*`, or for an assumed-role
-/// session its role's ARN) allows without an identity policy; one naming the caller's
-/// account also needs the caller's own policies (identity ∩ boundary ∩ session) to allow the
-/// action on the role. An explicit deny in the trust policy or the caller's policies wins.
+/// the caller (an IAM identity's ARN, a service name such as `ec2.amazonaws.com`, or a web
+/// identity / SAML provider ARN).
 ///
-/// As AWS documents ("Update a role trust policy", "Session policies"), a caller's
-/// permissions boundary must still allow the action when the trust policy names the caller,
-/// and a caller's session policy must when it names the session's role (not the session).
-pub fn evaluate_assume_role(
-    req: &Request,
-    trust: NamedPolicy,
-    caller: &PolicySet,
-    caller_account: &str,
-) -> Evaluation {
+/// Same account (the caller's account, from its ARN, is the role's, from the resource ARN): a
+/// trust statement naming the caller's ARN (or `*`, or for an assumed-role session its role's
+/// ARN, or a service or provider by name) allows without an identity policy; one naming the
+/// caller's account also needs the caller's own policies (identity ∩ boundary ∩ session) to
+/// allow the action on the role. As AWS documents ("Update a role trust policy", "Session
+/// policies"), a caller's permissions boundary must still allow the action when the trust
+/// policy names the caller, and a caller's session policy must when it names the session's
+/// role (not the session).
+///
+/// Another account (IAM User Guide, "Cross-account policy evaluation logic"): both sides must
+/// allow, the trust policy and the caller's own policies, however the trust names the caller.
+///
+/// An explicit deny in the trust policy or the caller's policies always wins.
+pub fn evaluate_assume_role(req: &Request, trust: NamedPolicy, caller: &PolicySet) -> Evaluation {
+    if let Some(denied) = over_long(req) {
+        return denied;
+    }
+    let caller_account = req.principal.and_then(identity_account);
+    let role_account = arn_account(req.resource);
     let mut denies = Vec::new();
     let mut direct = Vec::new();
     let mut via_role = Vec::new();
@@ -295,6 +350,45 @@ pub fn evaluate_assume_role(
             decision: Decision::ExplicitDeny,
             matched,
             reason,
+        };
+    }
+    if let (Some(from), Some(to)) = (caller_account, role_account)
+        && from != to
+    {
+        // AWS, "Cross-account policy evaluation logic": the trusting account's resource-based
+        // policy and the trusted principal's identity-based policies must both allow.
+        let trusted: Vec<Hit> = [direct, via_role, via_account].concat();
+        if trusted.is_empty() {
+            return Evaluation {
+                decision: Decision::ImplicitDeny,
+                matched: Vec::new(),
+                reason: format!(
+                    "trust policy {} does not allow {caller_name} to {} {}",
+                    trust.name, req.action, req.resource
+                ),
+            };
+        }
+        if own.decision != Decision::Allow {
+            return Evaluation {
+                decision: Decision::ImplicitDeny,
+                matched: Vec::new(),
+                reason: format!(
+                    "trust policy {} allows {caller_name} of account {from}, but a cross-account request also needs the caller's own policies to allow it: {}",
+                    names(&trusted),
+                    own.reason
+                ),
+            };
+        }
+        let mut matched = refs(&trusted);
+        matched.extend(own.matched);
+        return Evaluation {
+            decision: Decision::Allow,
+            matched,
+            reason: format!(
+                "cross-account: trust policy {} allows {caller_name} of account {from}; {}",
+                names(&trusted),
+                own.reason
+            ),
         };
     }
     if !direct.is_empty() || !via_role.is_empty() {
@@ -345,8 +439,9 @@ pub fn evaluate_assume_role(
                 decision: Decision::Allow,
                 matched,
                 reason: format!(
-                    "trust policy {} trusts account {caller_account}; {}",
+                    "trust policy {} trusts account {}; {}",
                     names(&via_account),
+                    caller_account.unwrap_or_default(),
                     own.reason
                 ),
             };
@@ -355,8 +450,9 @@ pub fn evaluate_assume_role(
             decision: Decision::ImplicitDeny,
             matched: Vec::new(),
             reason: format!(
-                "trust policy {} trusts account {caller_account}, but the caller's policies do not allow it: {}",
+                "trust policy {} trusts account {}, but the caller's policies do not allow it: {}",
                 names(&via_account),
+                caller_account.unwrap_or_default(),
                 own.reason
             ),
         };

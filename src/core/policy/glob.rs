@@ -4,8 +4,15 @@
 //! A template is parsed once; matching walks tokens and text without allocating. Variable
 //! values are resolved up front into a small stack array and are always literal text (a `*`
 //! in a user name is not a wildcard).
+//!
+//! Why segments: the classic two-pointer matcher backtracks to the last `*` and is O(n·m)
+//! on inputs an attacker chooses (`*aaaa…b*` against `aaaa…`). Here the pattern is split at
+//! `*` into segments that each match a fixed number of characters: the first is anchored at
+//! the start, the last at the end, and each middle one goes to its leftmost occurrence, found
+//! with a linear-time substring search when it is plain text. Only a middle segment holding
+//! `?` or a variable is tried offset by offset; [`super::MAX_MATCH_LEN`] bounds that.
 
-use super::Context;
+use super::{Context, MAX_MATCH_LEN, over_match_cap};
 
 /// Most variables one template may hold; keeps resolution on the stack.
 pub(crate) const MAX_VARIABLES: usize = 8;
@@ -35,7 +42,7 @@ pub(crate) struct Syntax {
     pub ignore_case: bool,
 }
 
-/// Which matcher a template needs; the first two never backtrack.
+/// Which matcher a template needs; none backtracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     /// No wildcards: text must equal the concatenation.
@@ -49,6 +56,8 @@ enum Shape {
 pub(crate) struct Template {
     tokens: Box<[Token]>,
     shape: Shape,
+    /// `*`-separated segments, for [`Shape::General`] only.
+    segments: Box<[Segment]>,
     ignore_case: bool,
     has_variables: bool,
 }
@@ -104,9 +113,15 @@ impl Template {
             (1, Some(Token::Star)) => Shape::TrailingStar,
             _ => Shape::General,
         };
+        let segments = if shape == Shape::General {
+            segments_of(&tokens)
+        } else {
+            Box::default()
+        };
         Ok(Template {
             tokens: tokens.into_boxed_slice(),
             shape,
+            segments,
             ignore_case: syntax.ignore_case,
             has_variables: variables > 0,
         })
@@ -137,22 +152,9 @@ impl Template {
             }
             _ => {}
         }
-        let mut values: [&str; MAX_VARIABLES] = [""; MAX_VARIABLES];
-        let mut n = 0;
-        let tokens = if self.has_variables {
-            &*self.tokens
-        } else {
-            &[]
+        let Some(values) = self.resolve(ctx) else {
+            return false;
         };
-        for token in tokens {
-            if let Token::Var { key, default } = token {
-                match ctx.variable(key).or(default.as_deref()) {
-                    Some(v) => values[n] = v,
-                    None => return false,
-                }
-                n += 1;
-            }
-        }
         let pieces = |tokens| Pieces {
             tokens,
             values: &values,
@@ -163,8 +165,43 @@ impl Template {
                 let head = &self.tokens[..self.tokens.len() - 1];
                 literal_match(&pieces(head), text, self.ignore_case, true)
             }
-            Shape::General => wildcard_match(&pieces(&self.tokens), text, self.ignore_case),
+            Shape::General => segment_match(
+                &self.segments,
+                &pieces(&self.tokens),
+                text,
+                self.ignore_case,
+            ),
         }
+    }
+
+    /// Variable values in token order; `None` when one is missing, multivalued or over-long
+    /// (the template then matches nothing).
+    fn resolve<'c>(&'c self, ctx: &'c Context) -> Option<[&'c str; MAX_VARIABLES]> {
+        let mut values: [&str; MAX_VARIABLES] = [""; MAX_VARIABLES];
+        if !self.has_variables {
+            return Some(values);
+        }
+        let variables = self.tokens.iter().filter_map(|token| match token {
+            Token::Var { key, default } => Some(ctx.variable(key).or(default.as_deref())),
+            _ => None,
+        });
+        for (slot, value) in values.iter_mut().zip(variables) {
+            *slot = value.filter(|v| !over_match_cap(v))?;
+        }
+        Some(values)
+    }
+
+    /// The previous backtracking matcher, kept as the equivalence oracle.
+    #[cfg(test)]
+    fn matches_oracle(&self, text: &str, ctx: &Context) -> bool {
+        let Some(values) = self.resolve(ctx) else {
+            return false;
+        };
+        let pieces = Pieces {
+            tokens: &self.tokens,
+            values: &values,
+        };
+        oracle::wildcard_match(&pieces, text, self.ignore_case)
     }
 }
 
@@ -205,54 +242,10 @@ fn parse_variable(body: &str) -> Result<Token, String> {
     })
 }
 
-/// Tokens with variables resolved, read as a stream of pattern elements.
+/// Tokens with variables resolved.
 struct Pieces<'a> {
     tokens: &'a [Token],
     values: &'a [&'a str; MAX_VARIABLES],
-}
-
-#[derive(Clone, Copy)]
-struct Cursor {
-    token: usize,
-    offset: usize,
-    variable: usize,
-}
-
-enum Elem {
-    Star,
-    One,
-    Char(char),
-}
-
-impl Pieces<'_> {
-    fn next(&self, mut at: Cursor) -> Option<(Elem, Cursor)> {
-        loop {
-            let token = self.tokens.get(at.token)?;
-            let (text, is_var) = match token {
-                Token::Star | Token::One => {
-                    let elem = if matches!(token, Token::Star) {
-                        Elem::Star
-                    } else {
-                        Elem::One
-                    };
-                    at.token += 1;
-                    at.offset = 0;
-                    return Some((elem, at));
-                }
-                Token::Lit(s) => (&**s, false),
-                Token::Var { .. } => (self.values[at.variable], true),
-            };
-            if let Some(c) = text[at.offset..].chars().next() {
-                at.offset += c.len_utf8();
-                return Some((Elem::Char(c), at));
-            }
-            at.token += 1;
-            at.offset = 0;
-            if is_var {
-                at.variable += 1;
-            }
-        }
-    }
 }
 
 fn chars_eq(a: char, b: char, ignore_case: bool) -> bool {
@@ -298,50 +291,161 @@ fn literal_match(pieces: &Pieces, text: &str, ignore_case: bool, prefix: bool) -
     prefix || rest.is_empty()
 }
 
-/// Classic wildcard matching with one backtrack point (the last `*`): O(n·m) worst case.
-fn wildcard_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
-    let start = Cursor {
-        token: 0,
-        offset: 0,
-        variable: 0,
-    };
-    let mut p = start;
-    let mut t = 0;
-    let mut backtrack: Option<(Cursor, usize)> = None;
-    loop {
-        let here = text[t..].chars().next();
-        match (pieces.next(p), here) {
-            (Some((Elem::Star, next)), _) => {
-                backtrack = Some((next, t));
-                p = next;
-                continue;
+/// A run of tokens between two `*` (or an end of the pattern): it matches a fixed number of
+/// characters, so `*`-separated segments can be placed without backtracking.
+#[derive(Debug, Clone)]
+struct Segment {
+    /// Token range in the template.
+    start: usize,
+    end: usize,
+    /// Index of the segment's first variable among the template's variables.
+    first_variable: usize,
+    /// The segment is one literal token (no `?`, no variable): searched with a linear-time
+    /// substring search.
+    literal: bool,
+}
+
+fn segments_of(tokens: &[Token]) -> Box<[Segment]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut variables = 0;
+    let mut first_variable = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            Token::Star => {
+                out.push(segment(tokens, start, i, first_variable));
+                start = i + 1;
+                first_variable = variables;
             }
-            (Some((Elem::One, next)), Some(c)) => {
-                p = next;
-                t += c.len_utf8();
-                continue;
-            }
-            (Some((Elem::Char(pc), next)), Some(c)) if chars_eq(pc, c, ignore_case) => {
-                p = next;
-                t += c.len_utf8();
-                continue;
-            }
-            (None, None) => return true,
-            _ => {}
+            Token::Var { .. } => variables += 1,
+            Token::Lit(_) | Token::One => {}
         }
-        match backtrack {
-            Some((after_star, star_t)) => match text[star_t..].chars().next() {
-                Some(c) => {
-                    let t2 = star_t + c.len_utf8();
-                    backtrack = Some((after_star, t2));
-                    p = after_star;
-                    t = t2;
+    }
+    out.push(segment(tokens, start, tokens.len(), first_variable));
+    out.into_boxed_slice()
+}
+
+fn segment(tokens: &[Token], start: usize, end: usize, first_variable: usize) -> Segment {
+    Segment {
+        start,
+        end,
+        first_variable,
+        literal: matches!(&tokens[start..end], [Token::Lit(_)]),
+    }
+}
+
+impl Segment {
+    /// Each element with its text: a literal part, or `None` for `?`.
+    fn parts<'a>(&self, pieces: &'a Pieces<'a>) -> impl Iterator<Item = Option<&'a str>> + 'a {
+        let mut variable = self.first_variable;
+        pieces.tokens[self.start..self.end]
+            .iter()
+            .map(move |token| match token {
+                Token::Lit(s) => Some(&**s),
+                Token::Var { .. } => {
+                    variable += 1;
+                    Some(pieces.values[variable - 1])
                 }
-                None => return false,
-            },
+                Token::One | Token::Star => None,
+            })
+    }
+
+    /// Characters it matches (each pattern character matches exactly one text character).
+    fn char_len(&self, pieces: &Pieces) -> usize {
+        self.parts(pieces)
+            .map(|p| p.map_or(1, |s| s.chars().count()))
+            .sum()
+    }
+
+    /// Byte length of the match when `text` starts with this segment.
+    fn match_prefix(&self, pieces: &Pieces, text: &str, ignore_case: bool) -> Option<usize> {
+        let mut rest = text;
+        for part in self.parts(pieces) {
+            match part {
+                None => {
+                    let c = rest.chars().next()?;
+                    rest = &rest[c.len_utf8()..];
+                }
+                Some(s) if !ignore_case => rest = rest.strip_prefix(s)?,
+                Some(s) => {
+                    let mut chars = rest.chars();
+                    for p in s.chars() {
+                        if !chars_eq(p, chars.next()?, true) {
+                            return None;
+                        }
+                    }
+                    rest = chars.as_str();
+                }
+            }
+        }
+        Some(text.len() - rest.len())
+    }
+
+    /// The end (byte offset in `text`) of the leftmost occurrence in `text`.
+    fn find(&self, pieces: &Pieces, text: &str, ignore_case: bool) -> Option<usize> {
+        if self.literal
+            && let Some(Token::Lit(needle)) = pieces.tokens.get(self.start)
+        {
+            if !ignore_case {
+                // std's `str::find` is the Two-Way algorithm: linear, no quadratic blow-up.
+                return text.find(&**needle).map(|at| at + needle.len());
+            }
+            if needle.is_ascii() && text.is_ascii() && text.len() <= MAX_MATCH_LEN {
+                // The pattern is lowercased at parse time; lower the text on the stack.
+                let mut buffer = [0u8; MAX_MATCH_LEN];
+                let lowered = &mut buffer[..text.len()];
+                lowered.copy_from_slice(text.as_bytes());
+                lowered.make_ascii_lowercase();
+                if let Ok(lowered) = std::str::from_utf8(lowered) {
+                    return lowered.find(&**needle).map(|at| at + needle.len());
+                }
+            }
+        }
+        // `?`, variables or non-ASCII case folding: try each start (O(n·k) on this segment).
+        text.char_indices()
+            .map(|(at, _)| at)
+            .chain(std::iter::once(text.len()))
+            .find_map(|at| {
+                self.match_prefix(pieces, &text[at..], ignore_case)
+                    .map(|len| at + len)
+            })
+    }
+}
+
+/// Wildcard matching without backtracking: the first segment is anchored at the start, the
+/// last at the end, and each middle segment is placed at its leftmost occurrence (always
+/// optimal, since a segment matches a fixed number of characters). With literal segments the
+/// work is O(n + m) per segment.
+fn segment_match(segments: &[Segment], pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
+    let [first, middle @ .., last] = segments else {
+        // One segment: no `*` at all.
+        return segments
+            .first()
+            .is_some_and(|only| only.match_prefix(pieces, text, ignore_case) == Some(text.len()));
+    };
+    let Some(mut at) = first.match_prefix(pieces, text, ignore_case) else {
+        return false;
+    };
+    let tail_chars = last.char_len(pieces);
+    let tail_start = if tail_chars == 0 {
+        text.len()
+    } else {
+        match text[at..].char_indices().rev().nth(tail_chars - 1) {
+            Some((offset, _)) => at + offset,
+            None => return false,
+        }
+    };
+    if last.match_prefix(pieces, &text[tail_start..], ignore_case) != Some(text.len() - tail_start)
+    {
+        return false;
+    }
+    for segment in middle {
+        match segment.find(pieces, &text[at..tail_start], ignore_case) {
+            Some(end) => at += end,
             None => return false,
         }
     }
+    true
 }
 
 /// Splits at `:` outside `${…}` (a variable such as `${aws:username}` holds a colon).
@@ -363,6 +467,103 @@ pub(crate) fn split_arn(text: &str) -> Vec<&str> {
     }
     parts.push(&text[start..]);
     parts
+}
+
+/// The previous matcher (greedy two pointers, one backtrack point: O(n·m)), kept as the
+/// property tests' oracle.
+#[cfg(test)]
+mod oracle {
+    use super::{Pieces, Token, chars_eq};
+
+    #[derive(Clone, Copy)]
+    struct Cursor {
+        token: usize,
+        offset: usize,
+        variable: usize,
+    }
+
+    enum Elem {
+        Star,
+        One,
+        Char(char),
+    }
+
+    impl Pieces<'_> {
+        fn next(&self, mut at: Cursor) -> Option<(Elem, Cursor)> {
+            loop {
+                let token = self.tokens.get(at.token)?;
+                let (text, is_var) = match token {
+                    Token::Star | Token::One => {
+                        let elem = if matches!(token, Token::Star) {
+                            Elem::Star
+                        } else {
+                            Elem::One
+                        };
+                        at.token += 1;
+                        at.offset = 0;
+                        return Some((elem, at));
+                    }
+                    Token::Lit(s) => (&**s, false),
+                    Token::Var { .. } => (self.values[at.variable], true),
+                };
+                if let Some(c) = text[at.offset..].chars().next() {
+                    at.offset += c.len_utf8();
+                    return Some((Elem::Char(c), at));
+                }
+                at.token += 1;
+                at.offset = 0;
+                if is_var {
+                    at.variable += 1;
+                }
+            }
+        }
+    }
+
+    /// Classic wildcard matching with one backtrack point (the last `*`): O(n·m) worst case.
+    pub(super) fn wildcard_match(pieces: &Pieces, text: &str, ignore_case: bool) -> bool {
+        let start = Cursor {
+            token: 0,
+            offset: 0,
+            variable: 0,
+        };
+        let mut p = start;
+        let mut t = 0;
+        let mut backtrack: Option<(Cursor, usize)> = None;
+        loop {
+            let here = text[t..].chars().next();
+            match (pieces.next(p), here) {
+                (Some((Elem::Star, next)), _) => {
+                    backtrack = Some((next, t));
+                    p = next;
+                    continue;
+                }
+                (Some((Elem::One, next)), Some(c)) => {
+                    p = next;
+                    t += c.len_utf8();
+                    continue;
+                }
+                (Some((Elem::Char(pc), next)), Some(c)) if chars_eq(pc, c, ignore_case) => {
+                    p = next;
+                    t += c.len_utf8();
+                    continue;
+                }
+                (None, None) => return true,
+                _ => {}
+            }
+            match backtrack {
+                Some((after_star, star_t)) => match text[star_t..].chars().next() {
+                    Some(c) => {
+                        let t2 = star_t + c.len_utf8();
+                        backtrack = Some((after_star, t2));
+                        p = after_star;
+                        t = t2;
+                    }
+                    None => return false,
+                },
+                None => return false,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -449,12 +650,72 @@ mod tests {
     }
 
     #[test]
+    fn adversarial_pattern_is_linear() {
+        // `*aaaa…b*` against `aaaa…`: the old matcher retried the segment at every offset.
+        let pattern = format!("*{}b*", "a".repeat(1000));
+        let text = "a".repeat(MAX_MATCH_LEN);
+        let tpl = Template::parse(&pattern, LIKE).unwrap();
+        assert!(!tpl.matches(&text, &Context::new()));
+        assert!(tpl.matches(&format!("{text}b"), &Context::new()));
+        let folded = Template::parse(
+            &pattern.to_uppercase(),
+            Syntax {
+                ignore_case: true,
+                ..LIKE
+            },
+        )
+        .unwrap();
+        assert!(folded.matches(&format!("x{}By", "A".repeat(1000)), &Context::new()));
+        assert!(!folded.matches(&text, &Context::new()));
+    }
+
+    #[test]
+    fn over_long_variable_matches_nothing() {
+        let mut ctx = Context::new();
+        ctx.insert("aws:username", "u".repeat(MAX_MATCH_LEN + 1));
+        let t = Template::parse("*${aws:username}*", LIKE).unwrap();
+        assert!(!t.matches(&"u".repeat(MAX_MATCH_LEN + 3), &ctx));
+        ctx.insert("aws:username", "u".repeat(MAX_MATCH_LEN));
+        assert!(t.matches(&"u".repeat(MAX_MATCH_LEN + 3), &ctx));
+    }
+
+    #[test]
     fn arn_split_respects_variables() {
         assert_eq!(
             split_arn("arn:aws:s3:::b/${aws:username}/*"),
             ["arn", "aws", "s3", "", "", "b/${aws:username}/*"]
         );
         assert_eq!(split_arn("a:b:c:d:e:f:g:h")[5], "f:g:h");
+    }
+
+    /// Every pattern over `a b * ?` up to 5 elements against every text over `a b` up to 6
+    /// characters: the segment matcher and the old backtracking matcher agree.
+    #[test]
+    fn agrees_with_oracle_exhaustively() {
+        fn all(alphabet: &[char], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut layer = vec![String::new()];
+            for _ in 0..max {
+                layer = layer
+                    .iter()
+                    .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                    .collect();
+                out.extend(layer.iter().cloned());
+            }
+            out
+        }
+        let texts = all(&['a', 'b'], 6);
+        let ctx = Context::new();
+        for p in all(&['a', 'b', '*', '?'], 5) {
+            let tpl = Template::parse(&p, LIKE).unwrap();
+            for t in &texts {
+                assert_eq!(
+                    tpl.matches(t, &ctx),
+                    tpl.matches_oracle(t, &ctx),
+                    "{p:?} vs {t:?}"
+                );
+            }
+        }
     }
 
     /// Reference matcher: plain recursion over chars.
@@ -485,6 +746,39 @@ mod tests {
             let p = format!("{t}*");
             let text = format!("{t}{ext}");
             prop_assert!(m(&p, &text));
+        }
+
+        /// The segment matcher agrees with the old backtracking matcher: wildcards,
+        /// variables (with values holding `*`/`?`), case folding and multi-byte text.
+        #[test]
+        fn agrees_with_backtracking_oracle(
+            p in "([ab*?é]|\\$\\{v\\}|\\$\\{\\*\\}|A){0,10}",
+            t in "[abAé*?]{0,14}",
+            v in "[ab*?]{0,3}",
+            ignore_case: bool,
+        ) {
+            let syntax = Syntax { wildcards: true, variables: true, ignore_case };
+            let tpl = Template::parse(&p, syntax).unwrap();
+            let mut ctx = Context::new();
+            ctx.insert("v", v);
+            prop_assert_eq!(tpl.matches(&t, &ctx), tpl.matches_oracle(&t, &ctx), "{:?} vs {:?}", p, t);
+        }
+
+        /// Longer texts built from the pattern's own pieces, so matches are frequent.
+        #[test]
+        fn agrees_with_oracle_on_near_matches(
+            pieces in proptest::collection::vec("(ab|a|b|\\*|\\?|ba)", 0..8),
+            fill in proptest::collection::vec("[ab]{0,6}", 0..8),
+        ) {
+            let p: String = pieces.concat();
+            let t: String = pieces
+                .iter()
+                .zip(fill.iter().chain(std::iter::repeat(&String::new())))
+                .map(|(piece, f)| if piece == "*" { f.clone() } else { piece.replace('?', "b") })
+                .collect();
+            let tpl = Template::parse(&p, LIKE).unwrap();
+            let ctx = Context::new();
+            prop_assert_eq!(tpl.matches(&t, &ctx), tpl.matches_oracle(&t, &ctx), "{:?} vs {:?}", p, t);
         }
 
         #[test]

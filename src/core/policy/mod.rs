@@ -21,9 +21,12 @@
 //! - `NotPrincipal` is accepted only with `Deny` (AWS refuses it with `Allow`); unlike AWS,
 //!   Stint also accepts it in trust policies, where it denies everyone not listed.
 //! - `Version` `2008-10-17` is accepted; as in AWS, `${…}` is then literal text.
-//! - Trust naming the caller needs no identity policy, but (as AWS documents) the caller's
-//!   permissions boundary must still allow `sts:AssumeRole`, and so must its session policy
-//!   when the trust names the session's role rather than the session.
+//! - Trust naming the caller needs no identity policy in the same account, but (as AWS
+//!   documents) the caller's permissions boundary must still allow `sts:AssumeRole`, and so
+//!   must its session policy when the trust names the session's role rather than the session.
+//!   Across accounts both sides must allow ("Cross-account policy evaluation logic").
+//! - A document refuses duplicate keys at any depth (serde_json would keep the last one) and
+//!   patterns or condition values longer than [`MAX_MATCH_LEN`].
 //!
 //! Module map: [`parse`] (JSON → compiled statements, all validation), [`condition`]
 //! (operators), [`glob`] (wildcards and variables), [`eval`] (decisions and explanations),
@@ -40,6 +43,18 @@ mod tests;
 use std::fmt;
 
 pub use eval::{evaluate, evaluate_assume_role};
+
+/// The longest action, resource, principal, pattern or condition value the engine matches, in
+/// characters: AWS's ARN limit. Documents with a longer pattern or condition value are refused
+/// at parse; a request with a longer action or resource is implicitly denied; a longer context
+/// value or variable value matches no pattern. With every input capped, the worst case of one
+/// match is bounded (see `benches/policy.rs`).
+pub const MAX_MATCH_LEN: usize = 2048;
+
+/// `text` is longer than [`MAX_MATCH_LEN`] characters (bytes are checked first: cheap).
+pub fn over_match_cap(text: &str) -> bool {
+    text.len() > MAX_MATCH_LEN && text.chars().count() > MAX_MATCH_LEN
+}
 
 /// Where a policy document is attached; decides size limit and whether `Principal` is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

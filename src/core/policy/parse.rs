@@ -3,13 +3,16 @@
 //! One pass does both validation and compilation and keeps going after a problem, so
 //! [`super::validate`] can report every error while [`super::Policy::parse`] keeps the first.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::condition::{ArnPattern, Condition};
 use super::glob::{Syntax, Template};
-use super::{Context, Policy, PolicyError, PolicyKind};
+use super::{Context, MAX_MATCH_LEN, Policy, PolicyError, PolicyKind, over_match_cap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effect {
@@ -119,6 +122,12 @@ pub(crate) fn compile(text: &str, kind: PolicyKind) -> (Option<Policy>, Vec<Poli
             return (None, errors.0);
         }
     };
+    if let Some((location, key)) = duplicate_key(text) {
+        errors.push(
+            location,
+            format!("duplicate key {key:?}: each key may appear once in an object (MalformedPolicyDocument)"),
+        );
+    }
     let Value::Object(doc) = doc else {
         errors.push("(document)", "a policy must be a JSON object");
         return (None, errors.0);
@@ -277,7 +286,8 @@ fn compile_statement(
             items: list
                 .iter()
                 .filter_map(|a| {
-                    compile_action(a)
+                    capped(a)
+                        .and_then(compile_action)
                         .map_err(|m| errors.push(at(field), m))
                         .ok()
                 })
@@ -298,7 +308,8 @@ fn compile_statement(
             items: list
                 .iter()
                 .filter_map(|r| {
-                    ArnPattern::parse(r, variables)
+                    capped(r)
+                        .and_then(|r| ArnPattern::parse(r, variables))
                         .map_err(|m| errors.push(at(field), m))
                         .ok()
                 })
@@ -358,6 +369,116 @@ fn pick<'v>(
         (Some(v), None) => Some((positive, false, v)),
         (None, Some(v)) => Some((negative, true, v)),
         (None, None) => None,
+    }
+}
+
+/// Refuses a pattern or value the engine would not match (see [`MAX_MATCH_LEN`]).
+fn capped(value: &str) -> Result<&str, String> {
+    if over_match_cap(value) {
+        return Err(format!(
+            "a value of {} characters (starting {:?}); at most {MAX_MATCH_LEN} are allowed",
+            value.chars().count(),
+            value.chars().take(32).collect::<String>()
+        ));
+    }
+    Ok(value)
+}
+
+/// The first key repeated within one JSON object, at any depth, as (location, key).
+/// `serde_json` keeps the last of duplicate keys, so `{"Effect":"Deny","Effect":"Allow"}`
+/// would silently allow; AWS refuses such a document (MalformedPolicyDocument).
+fn duplicate_key(text: &str) -> Option<(String, String)> {
+    let found = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let _ = UniqueKeys {
+        path: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut deserializer);
+    found.into_inner()
+}
+
+/// Walks a JSON value, stopping at the first duplicate key (recorded in `found`).
+struct UniqueKeys<'f> {
+    /// e.g. `Statement[1].Condition`.
+    path: String,
+    found: &'f RefCell<Option<(String, String)>>,
+}
+
+impl UniqueKeys<'_> {
+    fn child(&self, path: String) -> Self {
+        UniqueKeys {
+            path,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        while seq
+            .next_element_seed(self.child(format!("{}[{index}]", self.path)))?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key.clone()) {
+                let location = if self.path.is_empty() {
+                    "(document)".to_string()
+                } else {
+                    self.path.clone()
+                };
+                *self.found.borrow_mut() = Some((location, key));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(self.child(path))?;
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +558,10 @@ fn compile_principals(value: &Value, at: &str, errors: &mut Errors) -> Option<Ve
                     continue;
                 };
                 for v in list {
+                    if let Err(m) = capped(v) {
+                        errors.push(here.as_str(), m);
+                        continue;
+                    }
                     let entry = match kind.as_str() {
                         "AWS" => aws_principal(v),
                         "Service" | "Federated" | "CanonicalUser" if !v.is_empty() => {
@@ -522,6 +647,10 @@ fn compile_conditions(
                     continue;
                 }
             };
+            if let Some(Err(m)) = values.iter().map(|v| capped(v)).find(Result::is_err) {
+                errors.push(here.as_str(), format!("{key}: {m}"));
+                continue;
+            }
             match Condition::compile(operator, key, &values, variables) {
                 Ok(c) => out.push(c),
                 Err(m) => errors.push(here.as_str(), format!("{key}: {m}")),

@@ -397,7 +397,6 @@ fn trust_policy_examples() {
                 policy: trust_policy,
             },
             &set,
-            ACCOUNT,
         );
         assert_eq!(e.decision, *want, "{section}: {}", e.reason);
     }
@@ -418,7 +417,6 @@ fn trust_policy_examples() {
             identity: &allow,
             ..PolicySet::default()
         },
-        ACCOUNT,
     );
     let shown: Vec<String> = e.matched.iter().map(|m| m.to_string()).collect();
     assert_eq!(shown, ["trust_policy#Trust", "caller#Assume"]);
@@ -482,9 +480,259 @@ fn trust_with_boundary_and_session_limits() {
                 policy: trust_policy,
             },
             &set,
-            ACCOUNT,
         );
         assert_eq!(e.decision, want, "{section}: {}", e.reason);
+    }
+}
+
+/// IAM User Guide, "Cross-account policy evaluation logic": when the role's account differs
+/// from the caller's, the trust policy (resource-based) and the caller's identity-based
+/// policies must both allow, however the trust policy names the caller. Same account: naming
+/// the caller is enough (see `trust_policy_examples`). Service and web-identity principals
+/// have no identity policies: the trust policy alone decides.
+#[test]
+fn cross_account_trust_needs_both_sides() {
+    const BOB_222: &str = "arn:aws:iam::222222222222:user/bob";
+    const SESSION_222: &str = "arn:aws:sts::222222222222:assumed-role/Ci/run-1";
+    const OIDC: &str =
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com";
+    let allow_assume = parse(
+        &doc(
+            json!([{"Sid": "Assume", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": ROLE}]),
+        ),
+        PolicyKind::Managed,
+    );
+    let deny_assume = parse(
+        &doc(json!([{"Effect": "Deny", "Action": "sts:AssumeRole", "Resource": "*"}])),
+        PolicyKind::Managed,
+    );
+    let s3_only = parse(
+        &doc(json!([stmt("Allow", "s3:*", "*")])),
+        PolicyKind::Managed,
+    );
+    let by_bob = trust(json!({"AWS": BOB_222}), json!([]));
+    let by_account = trust(json!({"AWS": "222222222222"}), json!([]));
+    let by_root = trust(json!({"AWS": "arn:aws:iam::222222222222:root"}), json!([]));
+    let by_any = trust(json!("*"), json!([]));
+    let by_role = trust(
+        json!({"AWS": "arn:aws:iam::222222222222:role/Ci"}),
+        json!([]),
+    );
+    let by_service = trust(json!({"Service": "ec2.amazonaws.com"}), json!([]));
+    let by_oidc = trust(json!({"Federated": OIDC}), json!([]));
+    let named = |policy| {
+        [NamedPolicy {
+            name: "caller",
+            policy,
+        }]
+    };
+    let (allow, deny, s3) = (named(&allow_assume), named(&deny_assume), named(&s3_only));
+    let none: [NamedPolicy; 0] = [];
+    #[rustfmt::skip]
+    let rows: &[(&str, &Policy, &[NamedPolicy], &str, Decision)] = &[
+        ("other account's user named, no identity allow", &by_bob, &none, BOB_222, ImplicitDeny),
+        ("other account's user named, identity allows nothing relevant", &by_bob, &s3, BOB_222, ImplicitDeny),
+        ("other account's user named + identity allow", &by_bob, &allow, BOB_222, Allow),
+        ("other account by id, no identity allow", &by_account, &none, BOB_222, ImplicitDeny),
+        ("other account by id + identity allow", &by_account, &allow, BOB_222, Allow),
+        ("other account root + identity allow", &by_root, &allow, BOB_222, Allow),
+        ("Principal * from another account, no identity allow", &by_any, &none, BOB_222, ImplicitDeny),
+        ("Principal * from another account + identity allow", &by_any, &allow, BOB_222, Allow),
+        ("other account's role named, its session has no identity allow", &by_role, &none, SESSION_222, ImplicitDeny),
+        ("other account's role named + session's identity allow", &by_role, &allow, SESSION_222, Allow),
+        ("cross-account explicit deny in caller's policies", &by_bob, &deny, BOB_222, ExplicitDeny),
+        ("other account not named", &by_bob, &allow, "arn:aws:iam::333333333333:user/bob", ImplicitDeny),
+        ("same account: naming the caller suffices", &trust(json!({"AWS": ALICE}), json!([])), &none, ALICE, Allow),
+        ("same account: account root needs identity allow", &trust(json!({"AWS": ACCOUNT}), json!([])), &none, ALICE, ImplicitDeny),
+        ("service principal: trust alone", &by_service, &none, "ec2.amazonaws.com", Allow),
+        ("service principal not named", &by_service, &none, "lambda.amazonaws.com", ImplicitDeny),
+        ("service principal is not the account", &by_account, &allow, "ec2.amazonaws.com", ImplicitDeny),
+        ("web identity provider: trust alone", &by_oidc, &none, OIDC, Allow),
+        ("provider ARN does not match Principal AWS account", &trust(json!({"AWS": ACCOUNT}), json!([])), &allow, OIDC, ImplicitDeny),
+    ];
+    for (section, trust_policy, identity, principal, want) in rows {
+        let c = Context::new();
+        let req = Request {
+            principal: Some(principal),
+            action: "sts:AssumeRole",
+            resource: ROLE,
+            context: &c,
+        };
+        let set = PolicySet {
+            identity,
+            ..PolicySet::default()
+        };
+        let e = evaluate_assume_role(
+            &req,
+            NamedPolicy {
+                name: "trust_policy",
+                policy: trust_policy,
+            },
+            &set,
+        );
+        assert_eq!(e.decision, *want, "{section}: {}", e.reason);
+    }
+}
+
+/// Requests longer than [`MAX_MATCH_LEN`] are denied without matching, and the reason does not
+/// echo them; a request at the cap is evaluated normally.
+#[test]
+fn over_long_requests_are_denied_cheaply() {
+    let any = parse(
+        &doc(json!([stmt(
+            "Allow",
+            "*",
+            &format!("arn:aws:s3:::*{}b*", "a".repeat(1000))
+        )])),
+        PolicyKind::Managed,
+    );
+    let identity = [NamedPolicy {
+        name: "p",
+        policy: &any,
+    }];
+    let set = PolicySet {
+        identity: &identity,
+        ..PolicySet::default()
+    };
+    let c = Context::new();
+    let long = format!("arn:aws:s3:::{}", "a".repeat(1_000_000));
+    let at_cap = format!("arn:aws:s3:::{}b", "a".repeat(MAX_MATCH_LEN - 15));
+    let long_action = format!("s3:{}", "G".repeat(MAX_MATCH_LEN));
+    for (action, resource, want) in [
+        ("s3:GetObject", long.as_str(), ImplicitDeny),
+        (long_action.as_str(), "arn:aws:s3:::b", ImplicitDeny),
+        ("s3:GetObject", at_cap.as_str(), Allow),
+    ] {
+        let req = Request {
+            principal: Some(ALICE),
+            action,
+            resource,
+            context: &c,
+        };
+        let e = evaluate(&req, &set);
+        assert_eq!(e.decision, want, "{}", e.reason);
+        assert!(e.reason.len() < 200, "reason echoes the input");
+        let t = evaluate_assume_role(&req, identity[0], &set);
+        assert_ne!(t.decision, Allow);
+    }
+    // An over-long context value matches no pattern, even `*`.
+    let like = parse(
+        &doc(json!([{"Effect": "Allow", "Action": "*", "Resource": "*",
+            "Condition": {"StringLike": {"aws:PrincipalTag/x": "*"}}}])),
+        PolicyKind::Managed,
+    );
+    let identity = [NamedPolicy {
+        name: "p",
+        policy: &like,
+    }];
+    let set = PolicySet {
+        identity: &identity,
+        ..PolicySet::default()
+    };
+    for (value, want) in [
+        ("v".repeat(MAX_MATCH_LEN), Allow),
+        ("v".repeat(MAX_MATCH_LEN + 1), ImplicitDeny),
+    ] {
+        let mut c = Context::new();
+        c.insert("aws:PrincipalTag/x", value);
+        let req = Request {
+            principal: None,
+            action: "s3:GetObject",
+            resource: "arn:aws:s3:::b",
+            context: &c,
+        };
+        assert_eq!(evaluate(&req, &set).decision, want);
+    }
+}
+
+/// Documents whose patterns or condition values exceed [`MAX_MATCH_LEN`] are refused, with
+/// the statement and field named.
+#[test]
+fn over_long_patterns_are_refused_at_parse() {
+    let long = format!("arn:aws:s3:::{}", "a".repeat(MAX_MATCH_LEN));
+    let long_action = format!("s3:{}", "a".repeat(MAX_MATCH_LEN));
+    let v = |s: serde_json::Value| doc(json!([s]));
+    #[rustfmt::skip]
+    let rows: Vec<(serde_json::Value, PolicyKind, &str)> = vec![
+        (v(json!({"Sid": "Big", "Effect": "Allow", "Action": "*", "Resource": long})), PolicyKind::Managed, "Statement[0] (Sid \"Big\").Resource"),
+        (v(json!({"Effect": "Deny", "Action": "*", "NotResource": ["*", long]})), PolicyKind::Managed, "Statement[0].NotResource"),
+        (v(json!({"Effect": "Allow", "Action": long_action, "Resource": "*"})), PolicyKind::Managed, "Statement[0].Action"),
+        (v(json!({"Effect": "Allow", "NotAction": long_action, "Resource": "*"})), PolicyKind::Managed, "Statement[0].NotAction"),
+        (v(json!({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringLike": {"aws:username": ["a", "a".repeat(MAX_MATCH_LEN + 1)]}}})), PolicyKind::Managed, "Statement[0].Condition.StringLike"),
+        (v(json!({"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::123456789012:user/{}", "a".repeat(MAX_MATCH_LEN))}, "Action": "sts:AssumeRole"})), PolicyKind::RoleInline, "Statement[0].Principal"),
+    ];
+    for (value, kind, location) in rows {
+        let kind = if location.ends_with("Principal") {
+            PolicyKind::Trust
+        } else {
+            kind
+        };
+        let errors = validate(&value.to_string(), kind);
+        let e = errors
+            .iter()
+            .find(|e| e.location.starts_with(location))
+            .unwrap_or_else(|| panic!("{location}: {errors:?}"));
+        assert!(e.message.contains("at most 2048"), "{e}");
+    }
+    // At the cap: accepted.
+    let at_cap = format!("arn:aws:s3:::{}", "a".repeat(MAX_MATCH_LEN - 13));
+    assert!(
+        Policy::parse(
+            &doc(json!([stmt("Allow", "*", &at_cap)])).to_string(),
+            PolicyKind::Managed
+        )
+        .is_ok()
+    );
+}
+
+/// serde_json keeps the last of duplicate keys, which would turn `"Effect": "Deny", "Effect":
+/// "Allow"` into an allow; AWS refuses such documents (MalformedPolicyDocument), at any depth.
+#[test]
+fn duplicate_keys_are_refused() {
+    #[rustfmt::skip]
+    let rows = [
+        (r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Effect":"Allow","Action":"*","Resource":"*"}]}"#, "Statement[0]", "Effect"),
+        (r#"{"Version":"2012-10-17","Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#, "(document)", "Version"),
+        (r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true","aws:SecureTransport":"false"}}}}"#, "Statement.Condition.Bool", "aws:SecureTransport"),
+        (r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"a:b":"true"},"Bool":{"a:b":"false"}}}]}"#, "Statement[1].Condition", "Bool"),
+    ];
+    for (text, location, key) in rows {
+        let e = Policy::parse(text, PolicyKind::Managed).expect_err(text);
+        assert_eq!(e.location, location, "{e}");
+        assert!(e.message.contains(&format!("duplicate key {key:?}")), "{e}");
+    }
+    // The same key in different objects is fine.
+    let ok = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+    assert!(Policy::parse(ok, PolicyKind::Managed).is_ok());
+}
+
+/// "Condition operators": values are ORed for every operator, `Null` included.
+#[test]
+fn null_with_several_values_is_ored() {
+    let p = parse(
+        &doc(json!([{"Effect": "Allow", "Action": "*", "Resource": "*",
+            "Condition": {"Null": {"aws:TokenIssueTime": ["true", "false"]}}}])),
+        PolicyKind::Managed,
+    );
+    let identity = [NamedPolicy {
+        name: "p",
+        policy: &p,
+    }];
+    let set = PolicySet {
+        identity: &identity,
+        ..PolicySet::default()
+    };
+    for c in [
+        Context::new(),
+        ctx(&[("aws:TokenIssueTime", "2026-01-01T00:00:00Z")]),
+    ] {
+        let req = Request {
+            principal: None,
+            action: "s3:GetObject",
+            resource: "*",
+            context: &c,
+        };
+        assert_eq!(evaluate(&req, &set).decision, Allow);
     }
 }
 
@@ -689,6 +937,26 @@ proptest! {
         }
     }
 
+    /// The duplicate-key pre-pass never fires on a document without duplicates (serde_json
+    /// `Value` objects cannot hold any) and always fires when a key is repeated, at the top
+    /// level or inside a statement.
+    #[test]
+    fn duplicate_keys_are_found_exactly(value in arb_json(), other in arb_json()) {
+        let text = value.to_string();
+        let duplicate = |errors: &[PolicyError]| errors.iter().any(|e| e.message.starts_with("duplicate key"));
+        prop_assert!(!duplicate(&validate(&text, PolicyKind::Managed)));
+        if let serde_json::Value::Object(map) = &value
+            && let Some(key) = map.keys().next()
+        {
+            let repeated = format!("{{{}:{},{}", json!(key), other, &text[1..]);
+            prop_assert!(duplicate(&validate(&repeated, PolicyKind::Managed)), "{}", repeated);
+            let nested = doc(json!([value.clone()])).to_string().replacen(&text, &repeated, 1);
+            let errors = validate(&nested, PolicyKind::Managed);
+            let found = errors.iter().find(|e| e.message.starts_with("duplicate key"));
+            prop_assert!(found.is_some_and(|e| e.location.starts_with("Statement[0]")), "{:?}", errors);
+        }
+    }
+
     /// No input makes the parser or the evaluator panic.
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
@@ -704,7 +972,7 @@ proptest! {
                 let identity = [NamedPolicy { name: "p", policy: &p }];
                 let req = Request { principal: Some(ALICE), action: "s3:GetObject", resource: "arn:aws:s3:::b/k", context: &c };
                 let _ = evaluate(&req, &PolicySet { identity: &identity, ..PolicySet::default() });
-                let _ = evaluate_assume_role(&req, identity[0], &PolicySet::default(), ACCOUNT);
+                let _ = evaluate_assume_role(&req, identity[0], &PolicySet::default());
             }
         }
     }
