@@ -76,7 +76,7 @@ pub async fn initialise(
     let totp_secret = totp::seed_base32(seed.expose());
     let otpauth_uri = totp::otpauth_uri("Stint", &user.name, seed.expose())
         .map_err(|e| CliError::new(e.to_string()))?;
-    daemon.store_flush()?;
+    daemon.flush()?;
     Ok(InitOutput {
         user_name: user.name,
         arn: user.arn,
@@ -115,13 +115,4 @@ pub fn print(
         writeln!(out, "{}", qr.expose())?;
     }
     Ok(())
-}
-
-impl Daemon {
-    pub fn store_flush(&self) -> Result<(), CliError> {
-        use crate::store::Store;
-        self.store
-            .flush()
-            .map_err(|e| CliError::new(format!("flush failed: {e}")))
-    }
 }
