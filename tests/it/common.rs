@@ -13,6 +13,10 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -20,7 +24,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use stint::broker::{Broker, ManualClock};
-use stint::cli::serve::Daemon;
+use stint::daemon::Daemon;
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
@@ -31,6 +35,7 @@ use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
+use stint::store::Store;
 use stint::store::seal::MasterKey;
 
 pub const ADMIN: &str = "admin";
@@ -104,12 +109,46 @@ pub struct TestServer {
 
 /// A fixed, realistic start: the current time rounded down to a whole minute, so the
 /// clock starts on a TOTP step boundary (and tokens are not expired for offline checks).
-fn start_time() -> SystemTime {
+#[allow(clippy::disallowed_methods)] // The manual clock starts from the wall clock.
+pub fn start_time() -> SystemTime {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
     UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
+}
+
+/// Builds a [`TestServer`]: the one harness every integration test uses. By default the
+/// daemon runs over sled in a temp data dir; [`Self::store`] puts it over any store (the
+/// in-memory one, or one that injects faults).
+#[derive(Default)]
+pub struct TestServerBuilder {
+    store: Option<Arc<dyn Store>>,
+    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+}
+
+impl TestServerBuilder {
+    /// Serves over `store` instead of sled in the temp dir.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adjusts the test config (applied in order, before validation).
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let Self { store, tweaks } = self;
+        TestServer::launch(store, move |config| {
+            for tweak in tweaks {
+                tweak(config);
+            }
+        })
+        .await
+    }
 }
 
 impl TestServer {
@@ -119,6 +158,15 @@ impl TestServer {
 
     /// Starts a server with the test config, adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(None, tweak).await
+    }
+
+    /// A builder, for a server over another store (or several config tweaks).
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    async fn launch(store: Option<Arc<dyn Store>>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -135,8 +183,11 @@ impl TestServer {
 
         let clock = Arc::new(ManualClock::new(start_time()));
         let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
-        let daemon =
-            Daemon::open_with_master(config.clone(), master, clock.clone()).expect("daemon opens");
+        let daemon = match store {
+            Some(store) => Daemon::assemble(config.clone(), store, master, clock.clone()),
+            None => Daemon::open_with_master(config.clone(), master, clock.clone()),
+        }
+        .expect("daemon opens");
         let (_, admin_serial, seed) = daemon
             .broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
@@ -178,6 +229,11 @@ impl TestServer {
     /// The daemon's broker, to call use cases that have no RPC (sweep, key purge).
     pub fn broker(&self) -> &Arc<Broker> {
         self.broker.as_ref().expect("the server is running")
+    }
+
+    /// The store the daemon runs over.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.broker().store()
     }
 
     /// Stops the server and waits for it to finish (final flush included).
@@ -244,6 +300,38 @@ impl TestServer {
     /// e.g. by `EnableMfaDevice`).
     pub fn mark_used(&self, seed: &[u8], step: u64) {
         self.used_steps.lock().unwrap().insert(seed.to_vec(), step);
+    }
+
+    /// Waits (bounded) for the overall gRPC health status to become `want`, then checks
+    /// a service's status agrees.
+    pub async fn health_becomes(&self, want: ServingStatus) {
+        let mut health = HealthClient::new(self.channel());
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Health/Watch")
+            .into_inner();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(update) = watch.next().await {
+                if update.expect("health update").status() == want {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "health never became {want:?}");
+        let checked = health
+            .check(HealthCheckRequest {
+                service: "stint.v1.Sts".into(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner()
+            .status();
+        assert_eq!(checked, want);
     }
 
     // ---- clients ------------------------------------------------------------------------
