@@ -62,7 +62,7 @@ pub async fn initialise(
                 .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
         }
     }
-    std::fs::create_dir_all(dir)
+    crate::store::sled::create_private_dir(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
     let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
         .map_err(|e| CliError::new(format!("master key: {e}")))?;
