@@ -583,7 +583,11 @@ impl Config {
         if t.audience.is_empty() {
             return invalid("tokens.audience", "must not be empty");
         }
-        in_range("tokens.clock_skew_seconds", t.clock_skew_seconds, CLOCK_SKEW_SECONDS)?;
+        in_range(
+            "tokens.clock_skew_seconds",
+            t.clock_skew_seconds,
+            CLOCK_SKEW_SECONDS,
+        )?;
         in_range(
             "tokens.rotation_interval_hours",
             t.rotation_interval_hours,
@@ -607,7 +611,11 @@ impl Config {
             u64::from(a.parallelism),
             ARGON2_PARALLELISM,
         )?;
-        in_range("argon2.iterations", u64::from(a.iterations), ARGON2_ITERATIONS)?;
+        in_range(
+            "argon2.iterations",
+            u64::from(a.iterations),
+            ARGON2_ITERATIONS,
+        )?;
         let min_memory = 8 * u64::from(a.parallelism);
         if u64::from(a.memory_kib) < min_memory {
             return invalid(
@@ -618,7 +626,11 @@ impl Config {
                 ),
             );
         }
-        in_range("argon2.memory_kib", u64::from(a.memory_kib), ARGON2_MEMORY_KIB)?;
+        in_range(
+            "argon2.memory_kib",
+            u64::from(a.memory_kib),
+            ARGON2_MEMORY_KIB,
+        )?;
 
         let l = &self.lockout;
         if l.max_failures == 0 {
@@ -635,7 +647,11 @@ impl Config {
         }
 
         let au = &self.audit;
-        in_range("audit.flush_timeout_ms", au.flush_timeout_ms, FLUSH_TIMEOUT_MS)?;
+        in_range(
+            "audit.flush_timeout_ms",
+            au.flush_timeout_ms,
+            FLUSH_TIMEOUT_MS,
+        )?;
         in_range(
             "audit.checkpoint_every_events",
             au.checkpoint_every_events,
@@ -1375,7 +1391,10 @@ mod tests {
         assert_eq!(schedule.retention.as_secs(), 36_500 * 86_400);
         let now_ms = crate::core::time::unix_ms(crate::core::time::from_unix_secs(1_700_000_000));
         let cutoff = crate::core::time::checked_sub_ms(now_ms, schedule.retention);
-        assert!(cutoff.is_some_and(|ms| ms < 0), "before the epoch: nothing is pruned");
+        assert!(
+            cutoff.is_some_and(|ms| ms < 0),
+            "before the epoch: nothing is pruned"
+        );
     }
 
     #[test]

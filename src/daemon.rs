@@ -229,9 +229,8 @@ pub async fn run_jobs_once(
     }
     // Pruning verifies the chain first, so it runs hourly rather than every sweep.
     let now = broker.now();
-    let prune_due = last_prune.is_none_or(|at| {
-        now.duration_since(at).unwrap_or_default() >= Duration::from_secs(3600)
-    });
+    let prune_due = last_prune
+        .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= Duration::from_secs(3600));
     if !schedule.retention.is_zero() && prune_due {
         *last_prune = Some(now);
         if let Err(err) = broker.prune_audit(schedule.retention).await {

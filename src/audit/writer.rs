@@ -922,7 +922,10 @@ mod tests {
         }
         let checkpoint = &chain::read_checkpoints(&*store, 0).unwrap()[0];
         assert_eq!(checkpoint.seq, 3);
-        assert_eq!(checkpoint.time_ms, 1_700_000_001_000, "stamped by the log's clock");
+        assert_eq!(
+            checkpoint.time_ms, 1_700_000_001_000,
+            "stamped by the log's clock"
+        );
         drop(log);
 
         let leftover = store.get(Table::Audit, &chain::record_key(2)).unwrap();

@@ -157,7 +157,8 @@ impl Broker {
     }
 
     pub fn install_checkpoint_signer(&self) {
-        self.audit.set_signer(Some(Arc::new(self.checkpoint_keys())));
+        self.audit
+            .set_signer(Some(Arc::new(self.checkpoint_keys())));
     }
 
     fn checkpoint_keys(&self) -> KeyringSigner {
@@ -305,7 +306,11 @@ mod tests {
         assert_eq!(slots.open(), 0);
         let mut held = Vec::new();
         for i in 0..WATCHES_TOTAL {
-            held.push(slots.acquire(&format!("caller-{}", i / WATCHES_PER_CALLER)).unwrap());
+            held.push(
+                slots
+                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER))
+                    .unwrap(),
+            );
         }
         assert!(matches!(
             slots.acquire("newcomer"),

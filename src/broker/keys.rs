@@ -178,7 +178,6 @@ fn build(
     })
 }
 
-
 /// The first active key and the next (pending) one, for a store that has no active key,
 /// as a batch that expects the key table still empty of them, and the event that opens
 /// the rotation log; `None` when the store already has an active key.
@@ -492,7 +491,8 @@ impl Broker {
                     event.rotation = true;
                     match result {
                         Ok(kid) if *kid == fresh.kid => {
-                            event.params = serde_json::json!({"keys": [{"kid": kid, "state": "pending"}]});
+                            event.params =
+                                serde_json::json!({"keys": [{"kid": kid, "state": "pending"}]});
                         }
                         Ok(_) => return None,
                         Err(err) => failed(&mut event, err),

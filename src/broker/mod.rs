@@ -16,10 +16,10 @@ mod sts;
 mod sweep;
 mod tokens;
 
+pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
 pub use iam::{Holder, Page};
-pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};

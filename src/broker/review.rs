@@ -13,8 +13,8 @@ use crate::core::secret::SecretString;
 use crate::store::{self, Table, Tx};
 
 use super::caller::{Caller, RequestMeta, base_context};
-use crate::core::time::iso8601_ms as iso_ms;
 use super::{Broker, BrokerError, unix_ms};
+use crate::core::time::iso8601_ms as iso_ms;
 
 /// One decision of [`Broker::simulate_principal_policy`].
 #[derive(Debug, Clone)]

@@ -181,11 +181,13 @@ mod tests {
             put(&store, Table::Revocations, &format!("r{i:05}"), b"old");
         }
         put(&store, Table::Revocations, "zzz", b"keep");
-        let deleted = sweep_table(&store, Table::Revocations, |_, bytes| Ok(bytes == b"old"))
-            .unwrap();
+        let deleted =
+            sweep_table(&store, Table::Revocations, |_, bytes| Ok(bytes == b"old")).unwrap();
         assert_eq!(deleted, SWEEP_PAGE * 2 + 7);
         assert_eq!(*store.largest_page.lock().unwrap(), SWEEP_PAGE);
-        let left = store.scan(Table::Revocations, b"", None, usize::MAX).unwrap();
+        let left = store
+            .scan(Table::Revocations, b"", None, usize::MAX)
+            .unwrap();
         assert_eq!(left, vec![(b"zzz".to_vec(), b"keep".to_vec())]);
     }
 

@@ -115,7 +115,10 @@ mod tests {
         let t = from_unix_ms(1_700_000_000_123);
         assert_eq!(unix_ms(t), 1_700_000_000_123);
         assert_eq!(unix_secs(t), 1_700_000_000);
-        assert_eq!(from_unix_secs(1_700_000_000), from_unix_ms(1_700_000_000_000));
+        assert_eq!(
+            from_unix_secs(1_700_000_000),
+            from_unix_ms(1_700_000_000_000)
+        );
         assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
         assert_eq!(from_unix_ms(-5), UNIX_EPOCH);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");

@@ -349,7 +349,10 @@ async fn memory_server() -> (TestServer, Arc<MemoryStore>, Duration) {
     (server, store, flush_timeout)
 }
 
-async fn assume(server: &TestServer, token: &str) -> Result<proto::AssumeRoleResponse, tonic::Status> {
+async fn assume(
+    server: &TestServer,
+    token: &str,
+) -> Result<proto::AssumeRoleResponse, tonic::Status> {
     server
         .sts_as(token)
         .assume_role(proto::AssumeRoleRequest {
@@ -391,7 +394,9 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
         .await
         .expect("dev login")
         .session_token;
-    assume(&server, &dev).await.expect("AssumeRole while healthy");
+    assume(&server, &dev)
+        .await
+        .expect("AssumeRole while healthy");
     server.health_becomes(ServingStatus::Serving).await;
 
     store.refuse_writes(true);

@@ -4,6 +4,7 @@
 mod common;
 
 mod assume_role;
+mod attacks_ops;
 mod audit;
 mod authn;
 mod durability;
