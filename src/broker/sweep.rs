@@ -123,13 +123,15 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::{Entries, Entry};
 
+    type Change = (Table, Vec<u8>, Vec<u8>);
+
     /// A store that records the largest page asked for, and can change a row right after
     /// it was scanned (a login failure landing between the sweep's read and its delete).
     #[derive(Default)]
     struct Watched {
         inner: MemoryStore,
         largest_page: Mutex<usize>,
-        change_after_scan: Mutex<Option<(Table, Vec<u8>, Vec<u8>)>>,
+        change_after_scan: Mutex<Option<Change>>,
     }
 
     impl Store for Watched {

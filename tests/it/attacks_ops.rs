@@ -443,14 +443,9 @@ async fn first_keys_are_not_created_without_their_audit_record() {
     // Read from the store itself: the record is there (and flushed) before the broker
     // serves anything.
     drop(daemon);
-    let (records, _) = stint::audit::writer::list_records(
-        store.as_ref(),
-        &Default::default(),
-        0,
-        10,
-        u64::MAX,
-    )
-    .unwrap();
+    let (records, _) =
+        stint::audit::writer::list_records(store.as_ref(), &Default::default(), 0, 10, u64::MAX)
+            .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].event.event_name, "stint:CreateSigningKey");
     assert!(records[0].event.rotation);

@@ -118,13 +118,16 @@ pub fn start_time() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
 }
 
+/// One adjustment of the test config.
+pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Builds a [`TestServer`]: the one harness every integration test uses. By default the
 /// daemon runs over sled in a temp data dir; [`Self::store`] puts it over any store (the
 /// in-memory one, or one that injects faults).
 #[derive(Default)]
 pub struct TestServerBuilder {
     store: Option<Arc<dyn Store>>,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    tweaks: Vec<ConfigTweak>,
 }
 
 impl TestServerBuilder {
