@@ -105,6 +105,59 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
     dir: Option<TempDir>,
+    master: MasterKey,
+    /// The store given to the builder (`None`: sled in `dir`).
+    injected_store: Option<Arc<dyn Store>>,
+}
+
+/// A daemon over the injected store, or over sled in `config.data_dir`.
+fn open_daemon(
+    config: &Config,
+    store: Option<Arc<dyn Store>>,
+    master: &MasterKey,
+    clock: &Arc<ManualClock>,
+) -> Daemon {
+    match store {
+        Some(store) => Daemon::assemble(config.clone(), store, master.clone(), clock.clone()),
+        None => Daemon::open_with_master(config.clone(), master.clone(), clock.clone()),
+    }
+    .expect("daemon opens")
+}
+
+struct Running {
+    addr: SocketAddr,
+    channel: Channel,
+    broker: Arc<Broker>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+/// Serves `daemon` on `127.0.0.1:0` until told to stop.
+async fn serve_daemon(daemon: Daemon) -> Running {
+    let broker = daemon.broker.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (shutdown, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        daemon
+            .serve(listener, None, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        addr,
+        channel,
+        broker,
+        shutdown,
+        task,
+    }
 }
 
 /// A fixed, realistic start: the current time rounded down to a whole minute, so the
@@ -186,47 +239,48 @@ impl TestServer {
 
         let clock = Arc::new(ManualClock::new(start_time()));
         let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
-        let daemon = match store {
-            Some(store) => Daemon::assemble(config.clone(), store, master, clock.clone()),
-            None => Daemon::open_with_master(config.clone(), master, clock.clone()),
-        }
-        .expect("daemon opens");
+        let daemon = open_daemon(&config, store.clone(), &master, &clock);
         let (_, admin_serial, seed) = daemon
             .broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
             .await
             .expect("bootstrap admin");
-
-        let broker = daemon.broker.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            daemon
-                .serve(listener, None, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let running = serve_daemon(daemon).await;
         Self {
-            addr,
+            addr: running.addr,
             clock,
             config,
             admin_seed: seed.expose().to_vec(),
             admin_serial,
-            channel,
+            channel: running.channel,
             used_steps: Mutex::new(HashMap::new()),
-            broker: Some(broker),
-            shutdown: Some(tx),
-            task: Some(task),
+            broker: Some(running.broker),
+            shutdown: Some(running.shutdown),
+            task: Some(running.task),
             dir: Some(dir),
+            master,
+            injected_store: store,
         }
+    }
+
+    /// Stops the server and starts it again over the same data (data dir or injected
+    /// store), master key and clock, on a new port; the admin and used TOTP steps carry
+    /// over.
+    pub async fn restart(mut self) -> Self {
+        self.shut_down().await.expect("clean shutdown");
+        let daemon = open_daemon(
+            &self.config,
+            self.injected_store.clone(),
+            &self.master,
+            &self.clock,
+        );
+        let running = serve_daemon(daemon).await;
+        self.addr = running.addr;
+        self.channel = running.channel;
+        self.broker = Some(running.broker);
+        self.shutdown = Some(running.shutdown);
+        self.task = Some(running.task);
+        self
     }
 
     /// The daemon's broker, to call use cases that have no RPC (sweep, key purge).
