@@ -706,7 +706,7 @@ const FLUSH_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
 const CHECKPOINT_EVERY_EVENTS: RangeInclusive<u64> = 1..=100_000_000;
 const CHECKPOINT_EVERY_SECONDS: RangeInclusive<u64> = 1..=604_800;
 const RETENTION_DAYS: RangeInclusive<u64> = 0..=36_500; // 100 years; 0 = forever
-const SWEEP_INTERVAL_SECONDS: RangeInclusive<u64> = 1..=86_400;
+const SWEEP_INTERVAL_SECONDS: RangeInclusive<u64> = 1..=2_592_000; // 30 days
 
 /// `key`'s value must lie in `range`; the error names the key and the range.
 fn in_range(key: &'static str, value: u64, range: RangeInclusive<u64>) -> Result<(), ConfigError> {

@@ -25,7 +25,8 @@ use super::keys::{KeyRing, public_key_of};
 use super::{Broker, BrokerError, Caller, RequestMeta};
 
 const READ_ACTION: &str = "stint:ReadAuditLog";
-/// Open `WatchEvents` streams one caller (by ARN) may hold.
+/// Open `WatchEvents` streams one caller may hold (a user, or a role across all its
+/// sessions).
 pub const WATCHES_PER_CALLER: usize = 4;
 /// Open `WatchEvents` streams the server holds in all.
 pub const WATCHES_TOTAL: usize = 64;
@@ -209,7 +210,14 @@ impl Broker {
         after_seq: u64,
     ) -> Result<AuditWatch, BrokerError> {
         self.audit_read(caller, meta, "WatchEvents").await?;
-        let slot = self.watches.acquire(caller.arn())?;
+        // A role's sessions share the role's slots: new session names buy no more.
+        let holder = caller
+            .claims
+            .stint
+            .role_arn
+            .as_deref()
+            .unwrap_or(caller.arn());
+        let slot = self.watches.acquire(holder)?;
         let from = if after_seq == 0 {
             self.audit.durable_seq()
         } else {
