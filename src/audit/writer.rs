@@ -6,7 +6,12 @@
 //! reports the record durable. The flusher runs `Store::flush` (fsync) on the blocking
 //! pool; every record committed before a flush starts is covered by it, so concurrent
 //! appends share one fsync. Checkpoints are signed and stored by the flusher right after
-//! a flush, off the request path.
+//! a flush, off the request path. Time-based checkpoints are timed and stamped by the
+//! log's [`Clock`] (the daemon's), so tests drive them with a manual clock.
+//!
+//! [`AuditLog::commit`] takes a change's whole batch (preconditions and writes) and
+//! commits it with the record in one atomic store batch: a change and its record land
+//! together or not at all.
 //!
 //! Failure: a failed commit, a failed flush, or a flush that outlasts the timeout fails the
 //! append with [`AuditError::Unavailable`] and turns [`AuditLog::healthy`] false until a

@@ -209,7 +209,6 @@ impl Broker {
         meta: &RequestMeta,
         after_seq: u64,
     ) -> Result<AuditWatch, BrokerError> {
-        self.audit_read(caller, meta, "WatchEvents").await?;
         // A role's sessions share the role's slots: new session names buy no more.
         let holder = caller
             .claims
@@ -217,7 +216,19 @@ impl Broker {
             .role_arn
             .as_deref()
             .unwrap_or(caller.arn());
-        let slot = self.watches.acquire(holder)?;
+        let slot = match self.watches.acquire(holder) {
+            Ok(slot) => slot,
+            Err(err) => {
+                // Refused before anything is read: recorded as such, not as a read.
+                let mut event =
+                    self.event(meta, READ_ACTION, caller.arn(), Outcome::Deny, self.now());
+                event.params = json!({ "call": "WatchEvents" });
+                event.reason = err.to_string();
+                self.audit.append(event).await?;
+                return Err(err);
+            }
+        };
+        self.audit_read(caller, meta, "WatchEvents").await?;
         let from = if after_seq == 0 {
             self.audit.durable_seq()
         } else {
