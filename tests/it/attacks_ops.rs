@@ -506,3 +506,48 @@ async fn the_next_key_is_published_ahead_before_it_signs() {
     let token = server.admin_login().await;
     assert_eq!(jwt_header(&token)["kid"], next.as_str());
 }
+
+/// Not a test: prints the process's resident memory around the #12 attacks.
+/// `cargo test --test it measure_read_only_memory -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "measurement, run by hand"]
+async fn measure_read_only_memory() {
+    fn rss_mb() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let token = reader(&server, &admin).await;
+    let mut iam = server.iam_as(&token);
+    let start = rss_mb();
+    for _ in 0..5 {
+        let _ = iam
+            .simulate_principal_policy(simulation(2_000, 2_000))
+            .await;
+    }
+    let after_attack = rss_mb();
+    for _ in 0..5 {
+        iam.simulate_principal_policy(simulation(40, 25))
+            .await
+            .unwrap();
+    }
+    let after_max = rss_mb();
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = watch(&server, &token, 0).await {
+            streams.push(s);
+        }
+    }
+    let after_watch = rss_mb();
+    println!(
+        "RSS MiB: start {start:.1}; after 5 refused 2000x2000 simulations {after_attack:.1}; \
+         after 5 simulations of 1000 pairs {after_max:.1}; after 200 WatchEvents attempts \
+         ({} held) {after_watch:.1}",
+        streams.len()
+    );
+}
