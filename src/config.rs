@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -682,9 +683,16 @@ impl Config {
         if t.audience.is_empty() {
             return invalid("tokens.audience", "must not be empty");
         }
-        if t.rotation_interval_hours == 0 {
-            return invalid("tokens.rotation_interval_hours", "must be at least 1");
-        }
+        in_range(
+            "tokens.clock_skew_seconds",
+            t.clock_skew_seconds,
+            CLOCK_SKEW_SECONDS,
+        )?;
+        in_range(
+            "tokens.rotation_interval_hours",
+            t.rotation_interval_hours,
+            ROTATION_INTERVAL_HOURS,
+        )?;
         if t.publish_ahead_seconds >= t.rotation_interval_hours.saturating_mul(3600) {
             return invalid(
                 "tokens.publish_ahead_seconds",
@@ -695,39 +703,59 @@ impl Config {
             );
         }
 
+        in_range("store.cache_mb", self.store.cache_mb, CACHE_MB)?;
+
         let a = &self.argon2;
-        if a.parallelism == 0 {
-            return invalid("argon2.parallelism", "must be at least 1");
-        }
-        if u64::from(a.memory_kib) < 8 * u64::from(a.parallelism) {
+        in_range(
+            "argon2.parallelism",
+            u64::from(a.parallelism),
+            ARGON2_PARALLELISM,
+        )?;
+        in_range(
+            "argon2.iterations",
+            u64::from(a.iterations),
+            ARGON2_ITERATIONS,
+        )?;
+        let min_memory = 8 * u64::from(a.parallelism);
+        if u64::from(a.memory_kib) < min_memory {
             return invalid(
                 "argon2.memory_kib",
                 format!(
-                    "{} must be at least 8 × argon2.parallelism ({})",
-                    a.memory_kib,
-                    8 * u64::from(a.parallelism)
+                    "{} must be at least 8 × argon2.parallelism ({min_memory})",
+                    a.memory_kib
                 ),
             );
         }
-        if a.iterations == 0 {
-            return invalid("argon2.iterations", "must be at least 1");
-        }
+        in_range(
+            "argon2.memory_kib",
+            u64::from(a.memory_kib),
+            ARGON2_MEMORY_KIB,
+        )?;
 
         self.lockout.validate()?;
 
         let au = &self.audit;
-        if au.flush_timeout_ms == 0 {
-            return invalid("audit.flush_timeout_ms", "must be at least 1");
-        }
-        if au.checkpoint_every_events == 0 {
-            return invalid("audit.checkpoint_every_events", "must be at least 1");
-        }
-        if au.checkpoint_every_seconds == 0 {
-            return invalid("audit.checkpoint_every_seconds", "must be at least 1");
-        }
-        if self.sweeper.interval_seconds == 0 {
-            return invalid("sweeper.interval_seconds", "must be at least 1");
-        }
+        in_range(
+            "audit.flush_timeout_ms",
+            au.flush_timeout_ms,
+            FLUSH_TIMEOUT_MS,
+        )?;
+        in_range(
+            "audit.checkpoint_every_events",
+            au.checkpoint_every_events,
+            CHECKPOINT_EVERY_EVENTS,
+        )?;
+        in_range(
+            "audit.checkpoint_every_seconds",
+            au.checkpoint_every_seconds,
+            CHECKPOINT_EVERY_SECONDS,
+        )?;
+        in_range("audit.retention_days", au.retention_days, RETENTION_DAYS)?;
+        in_range(
+            "sweeper.interval_seconds",
+            self.sweeper.interval_seconds,
+            SWEEP_INTERVAL_SECONDS,
+        )?;
         Ok(())
     }
 
@@ -752,6 +780,35 @@ impl Config {
         out.push_str(&toml::to_string(&table).unwrap_or_else(|e| format!("# {e}\n")));
         out
     }
+}
+
+// Ranges of the numeric keys (inclusive). Each bounds what the daemon multiplies or
+// allocates from the value, so no arithmetic on a valid config can overflow.
+const CACHE_MB: RangeInclusive<u64> = 1..=1_048_576; // 1 TiB
+const CLOCK_SKEW_SECONDS: RangeInclusive<u64> = 0..=3_600;
+const ROTATION_INTERVAL_HOURS: RangeInclusive<u64> = 1..=87_600; // 10 years
+const ARGON2_MEMORY_KIB: RangeInclusive<u64> = 8..=4_194_304; // 4 GiB
+const ARGON2_ITERATIONS: RangeInclusive<u64> = 1..=256;
+const ARGON2_PARALLELISM: RangeInclusive<u64> = 1..=255;
+const FLUSH_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
+const CHECKPOINT_EVERY_EVENTS: RangeInclusive<u64> = 1..=100_000_000;
+const CHECKPOINT_EVERY_SECONDS: RangeInclusive<u64> = 1..=604_800;
+const RETENTION_DAYS: RangeInclusive<u64> = 0..=36_500; // 100 years; 0 = forever
+const SWEEP_INTERVAL_SECONDS: RangeInclusive<u64> = 1..=2_592_000; // 30 days
+
+/// `key`'s value must lie in `range`; the error names the key and the range.
+fn in_range(key: &'static str, value: u64, range: RangeInclusive<u64>) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        reason: format!(
+            "{value} is out of range: must be {} to {}",
+            range.start(),
+            range.end()
+        ),
+    })
 }
 
 /// Whether `addr` is a loopback address (127.0.0.0/8, `::1`, or `::ffff:127.x.y.z`).
@@ -1365,6 +1422,95 @@ mod tests {
         };
         c.lockout.base_delay_ms = c.lockout.max_delay_ms;
         c.validate().unwrap();
+    }
+
+    /// Issue 9 #16: every numeric key is bounded, so the daemon's arithmetic on a valid
+    /// config (hours × 3600, days × 86400, MiB × 2^20) cannot overflow — a huge retention
+    /// once wrapped negative and pruned the whole log.
+    #[test]
+    fn extreme_numeric_values_are_refused_with_the_key_and_range() {
+        type Tweak = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Tweak)> = vec![
+            ("store.cache_mb", Box::new(|c| c.store.cache_mb = u64::MAX)),
+            ("store.cache_mb", Box::new(|c| c.store.cache_mb = 0)),
+            (
+                "tokens.clock_skew_seconds",
+                Box::new(|c| c.tokens.clock_skew_seconds = u64::MAX),
+            ),
+            (
+                "tokens.rotation_interval_hours",
+                Box::new(|c| c.tokens.rotation_interval_hours = u64::MAX),
+            ),
+            (
+                "tokens.publish_ahead_seconds",
+                Box::new(|c| c.tokens.publish_ahead_seconds = u64::MAX),
+            ),
+            (
+                "argon2.memory_kib",
+                Box::new(|c| c.argon2.memory_kib = u32::MAX),
+            ),
+            (
+                "argon2.iterations",
+                Box::new(|c| c.argon2.iterations = u32::MAX),
+            ),
+            (
+                "argon2.parallelism",
+                Box::new(|c| c.argon2.parallelism = u32::MAX),
+            ),
+            (
+                "audit.flush_timeout_ms",
+                Box::new(|c| c.audit.flush_timeout_ms = u64::MAX),
+            ),
+            (
+                "audit.checkpoint_every_events",
+                Box::new(|c| c.audit.checkpoint_every_events = u64::MAX),
+            ),
+            (
+                "audit.checkpoint_every_seconds",
+                Box::new(|c| c.audit.checkpoint_every_seconds = u64::MAX),
+            ),
+            (
+                "audit.retention_days",
+                Box::new(|c| c.audit.retention_days = u64::MAX),
+            ),
+            (
+                "audit.retention_days",
+                Box::new(|c| c.audit.retention_days = 36_501),
+            ),
+            (
+                "sweeper.interval_seconds",
+                Box::new(|c| c.sweeper.interval_seconds = u64::MAX),
+            ),
+        ];
+        for (key, tweak) in cases {
+            let mut c = Config::default();
+            tweak(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{key}: {err}"
+            );
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        // The largest values allowed, together, still leave the daemon's arithmetic in range.
+        let mut c = Config::default();
+        c.store.cache_mb = *CACHE_MB.end();
+        c.tokens.clock_skew_seconds = *CLOCK_SKEW_SECONDS.end();
+        c.tokens.rotation_interval_hours = *ROTATION_INTERVAL_HOURS.end();
+        c.tokens.publish_ahead_seconds = c.tokens.rotation_interval_hours * 3600 - 1;
+        c.audit.retention_days = *RETENTION_DAYS.end();
+        c.audit.flush_timeout_ms = *FLUSH_TIMEOUT_MS.end();
+        c.sweeper.interval_seconds = *SWEEP_INTERVAL_SECONDS.end();
+        c.validate().unwrap();
+        assert!(c.store.cache_mb.checked_mul(1 << 20).is_some());
+        let schedule = crate::daemon::Schedule::from_config(&c).unwrap();
+        assert_eq!(schedule.retention.as_secs(), 36_500 * 86_400);
+        let now_ms = crate::core::time::unix_ms(crate::core::time::from_unix_secs(1_700_000_000));
+        let cutoff = crate::core::time::checked_sub_ms(now_ms, schedule.retention);
+        assert!(
+            cutoff.is_some_and(|ms| ms < 0),
+            "before the epoch: nothing is pruned"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`audit`]: the hash-chained audit log and its durable group-commit writer.
 //! - [`broker`]: one function per use case (login, assume role, authorize, IAM admin…).
 //! - [`rpc`]: tonic services; wire ↔ domain conversion and the one error → status table.
+//! - [`daemon`]: assembles a server over any store (used by `serve` and the tests).
 //! - [`cli`]: the `stint` command line.
 //! - [`config`]: layered configuration (defaults → TOML → env → flags).
 //! - [`proto`]: generated protobuf types.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod rpc;
 pub mod store;
 

@@ -537,19 +537,47 @@ pub struct PruneReport {
     pub deleted_checkpoints: u64,
 }
 
-/// Deletes old records behind a signed anchor so the rest still verifies.
-///
-/// It first verifies the chain up to the cut with `signer`'s keyring (pruning must not
-/// launder a tampered prefix) and refuses with [`AuditError::Broken`] if it is not intact.
-/// The anchor is written and flushed before anything is deleted, so a crash midway leaves
-/// leftovers that [`verify`] skips and the next prune removes. Safe to run next to a live
-/// writer (which only touches the head).
+/// A verified, signed anchor not yet stored: [`plan_prune`]'s answer.
+#[derive(Clone, Debug)]
+pub struct PrunePlan {
+    /// The new anchor's seq: every record up to it will be deleted.
+    pub anchor_seq: u64,
+    /// The anchor before this prune (0: none).
+    pub previous_anchor_seq: u64,
+    /// Stores the anchor, expecting the previous one unchanged. Commit it (with the
+    /// prune's audit event), flush, then [`delete_covered`].
+    pub batch: Batch,
+}
+
+/// Deletes old records behind a signed anchor so the rest still verifies:
+/// [`plan_prune`], commit and flush the anchor, [`delete_covered`].
 pub fn prune_before(
     store: &dyn Store,
     cutoff: PruneCutoff,
     signer: &dyn CheckpointSigner,
     now_ms: i64,
 ) -> Result<PruneReport, AuditError> {
+    let plan = plan_prune(store, cutoff, signer, now_ms)?;
+    let anchor_seq = match plan {
+        Some(plan) => {
+            store.commit(&plan.batch)?;
+            store.flush()?;
+            Some(plan.anchor_seq)
+        }
+        None => read_anchor(store)?.map(|a| a.seq),
+    };
+    delete_covered(store, anchor_seq)
+}
+
+/// Finds the last record before `cutoff`, verifies the chain up to it with `signer`'s
+/// keyring (pruning must not launder a tampered prefix: [`AuditError::Broken`] if it is
+/// not intact) and signs the anchor that will replace it. `None`: nothing new to prune.
+pub fn plan_prune(
+    store: &dyn Store,
+    cutoff: PruneCutoff,
+    signer: &dyn CheckpointSigner,
+    now_ms: i64,
+) -> Result<Option<PrunePlan>, AuditError> {
     let old_anchor = store.get(Table::Meta, ANCHOR_KEY.as_bytes())?;
     let anchor_seq = match &old_anchor {
         Some(bytes) => store::decode::<Checkpoint>(Table::Meta, ANCHOR_KEY.as_bytes(), bytes)?.seq,
@@ -577,30 +605,40 @@ pub fn prune_before(
             cut = Some(record);
         }
     }
-    let mut report = PruneReport {
-        anchor_seq: (anchor_seq > 0).then_some(anchor_seq),
-        ..PruneReport::default()
+    let Some(cut) = cut else {
+        return Ok(None);
     };
-    if let Some(cut) = cut {
-        let verified = verify_upto(store, Some(signer), Some(cut.seq()))?;
-        if !verified.intact {
-            return Err(AuditError::Broken(Box::new(verified)));
-        }
-        let anchor = Checkpoint::sign(Seal::Anchor, signer, cut.seq(), &cut.hash, now_ms)
-            .ok_or(AuditError::NoSigningKey)?;
-        store.commit(&Batch {
+    let verified = verify_upto(store, Some(signer), Some(cut.seq()))?;
+    if !verified.intact {
+        return Err(AuditError::Broken(Box::new(verified)));
+    }
+    let anchor = Checkpoint::sign(Seal::Anchor, signer, cut.seq(), &cut.hash, now_ms)
+        .ok_or(AuditError::NoSigningKey)?;
+    Ok(Some(PrunePlan {
+        anchor_seq: cut.seq(),
+        previous_anchor_seq: anchor_seq,
+        batch: Batch {
             expects: vec![(Table::Meta, ANCHOR_KEY.as_bytes().to_vec(), old_anchor)],
             writes: vec![(
                 Table::Meta,
                 ANCHOR_KEY.as_bytes().to_vec(),
                 Some(store::encode(&anchor)),
             )],
-        })?;
-        store.flush()?;
-        report.anchor_seq = Some(cut.seq());
-    }
-    // Delete everything the anchor covers (including leftovers of an interrupted prune).
-    let Some(anchor_seq) = report.anchor_seq else {
+        },
+    }))
+}
+
+/// Deletes every record and checkpoint a stored anchor at `anchor_seq` covers (including
+/// leftovers of an interrupted prune, which [`verify`] skips meanwhile).
+pub fn delete_covered(
+    store: &dyn Store,
+    anchor_seq: Option<u64>,
+) -> Result<PruneReport, AuditError> {
+    let mut report = PruneReport {
+        anchor_seq,
+        ..PruneReport::default()
+    };
+    let Some(anchor_seq) = anchor_seq else {
         return Ok(report);
     };
     loop {

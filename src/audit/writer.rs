@@ -6,7 +6,12 @@
 //! reports the record durable. The flusher runs `Store::flush` (fsync) on the blocking
 //! pool; every record committed before a flush starts is covered by it, so concurrent
 //! appends share one fsync. Checkpoints are signed and stored by the flusher right after
-//! a flush, off the request path.
+//! a flush, off the request path. Time-based checkpoints are timed and stamped by the
+//! log's [`Clock`] (the daemon's), so tests drive them with a manual clock.
+//!
+//! [`AuditLog::commit`] takes a change's whole batch (preconditions and writes) and
+//! commits it with the record in one atomic store batch: a change and its record land
+//! together or not at all.
 //!
 //! Failure: a failed commit, a failed flush, or a flush that outlasts the timeout fails the
 //! append with [`AuditError::Unavailable`] and turns [`AuditLog::healthy`] false until a
@@ -25,7 +30,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use data_encoding::HEXLOWER;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -36,6 +41,7 @@ use super::chain::{
     self, Checkpoint, CheckpointPolicy, CheckpointSigner, GENESIS, Hash, Record, Seal,
 };
 use super::event::{Event, EventFilter};
+use crate::core::time::{Clock, SystemClock, unix_ms};
 use crate::store::{self, Batch, Store, StoreError, Table};
 
 /// How often the flusher retries while unhealthy.
@@ -99,6 +105,8 @@ struct Counters {
 pub struct AuditLog {
     store: Arc<dyn Store>,
     config: AuditConfig,
+    /// Times records' checkpoints and decides when a time-based checkpoint is due.
+    clock: Arc<dyn Clock>,
     head: Mutex<Head>,
     /// Committed records not yet broadcast (broadcast once durable), in seq order.
     pending: Mutex<VecDeque<Record>>,
@@ -115,12 +123,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn corrupt(seq: u64, reason: &str) -> AuditError {
     AuditError::Corrupt {
         seq,
@@ -129,9 +131,19 @@ fn corrupt(seq: u64, reason: &str) -> AuditError {
 }
 
 impl AuditLog {
-    /// Reads the chain head (last record, else the retention anchor, else genesis) and
-    /// starts the flusher. Must be called inside a tokio runtime.
+    /// [`Self::open_with_clock`] on the system clock.
     pub fn open(store: Arc<dyn Store>, config: AuditConfig) -> Result<Arc<Self>, AuditError> {
+        Self::open_with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// Reads the chain head (last record, else the retention anchor, else genesis) and
+    /// starts the flusher. Must be called inside a tokio runtime. Time-based checkpoints
+    /// follow `clock` (a manual clock moves them only when advanced; see [`Self::tick`]).
+    pub fn open_with_clock(
+        store: Arc<dyn Store>,
+        config: AuditConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, AuditError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| AuditError::Unavailable("AuditLog::open needs a tokio runtime".into()))?;
         let last = match store.last(Table::Audit)? {
@@ -171,9 +183,11 @@ impl AuditLog {
             .map_or(0, |c| c.seq);
         let durable = head.seq;
         let wake = Arc::new(Notify::new());
+        let started = clock.now();
         let log = Arc::new(Self {
             store,
             config,
+            clock,
             head: Mutex::new(head),
             pending: Mutex::new(VecDeque::new()),
             wake: wake.clone(),
@@ -187,10 +201,15 @@ impl AuditLog {
         let flusher = Flusher {
             log: Arc::downgrade(&log),
             wake,
-            last_checkpoint: (last_checkpoint, Instant::now()),
+            last_checkpoint: (last_checkpoint, started),
         };
         runtime.spawn(flusher.run());
         Ok(log)
+    }
+
+    /// Wakes the flusher to check what is due now (after a manual clock moved).
+    pub fn tick(&self) {
+        self.wake.notify_one();
     }
 
     /// Sets (or clears) the key that signs checkpoints.
@@ -224,7 +243,15 @@ impl AuditLog {
     /// Commits `change` (its preconditions and writes) and `event` as one atomic batch,
     /// then waits until the record is durable. A precondition that no longer holds fails
     /// with [`AuditError::Conflict`] and changes nothing: the caller re-reads and retries.
-    pub async fn commit(&self, mut event: Event, change: Batch) -> Result<Record, AuditError> {
+    pub async fn commit(&self, event: Event, change: Batch) -> Result<Record, AuditError> {
+        let record = self.commit_now(event, change)?;
+        self.wait_durable(record).await
+    }
+
+    /// The atomic commit of [`Self::commit`] without the wait for durability: the record
+    /// is in the store (and flushed by the next round, or by the caller's own
+    /// `Store::flush`). For assembling a server outside any request.
+    pub fn commit_now(&self, mut event: Event, change: Batch) -> Result<Record, AuditError> {
         let record = {
             let mut head = lock(&self.head);
             let seq = head.seq + 1;
@@ -264,6 +291,10 @@ impl AuditLog {
         };
         self.appended.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
+        Ok(record)
+    }
+
+    async fn wait_durable(&self, record: Record) -> Result<Record, AuditError> {
         let seq = record.seq();
         let mut flushed = self.flushed.subscribe();
         let waited = tokio::time::timeout(
@@ -474,8 +505,8 @@ pub fn list_records(
 struct Flusher {
     log: Weak<AuditLog>,
     wake: Arc<Notify>,
-    /// Seq and time of the last checkpoint written (or of start-up).
-    last_checkpoint: (u64, Instant),
+    /// Seq and time (by the log's clock) of the last checkpoint written (or of start-up).
+    last_checkpoint: (u64, SystemTime),
 }
 
 /// Group commit: while appends keep arriving, let them land before flushing, so one
@@ -529,8 +560,12 @@ impl Flusher {
             .is_some();
         let checkpoint = (every > 0 && has_signer && lock(&log.head).seq > self.last_checkpoint.0)
             .then(|| {
-                (self.last_checkpoint.1 + Duration::from_secs(every))
-                    .saturating_duration_since(Instant::now())
+                let due = self
+                    .last_checkpoint
+                    .1
+                    .checked_add(Duration::from_secs(every))
+                    .unwrap_or(self.last_checkpoint.1);
+                due.duration_since(log.clock.now()).unwrap_or_default()
             });
         match (retry, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -538,12 +573,13 @@ impl Flusher {
         }
     }
 
-    fn checkpoint_due(&self, policy: &CheckpointPolicy, target: u64) -> bool {
+    fn checkpoint_due(&self, policy: &CheckpointPolicy, target: u64, now: SystemTime) -> bool {
         let (seq, at) = self.last_checkpoint;
+        let elapsed = now.duration_since(at).unwrap_or_default();
         target > seq
             && ((policy.every_events > 0 && target - seq >= policy.every_events)
                 || (policy.every_seconds > 0
-                    && at.elapsed() >= Duration::from_secs(policy.every_seconds)))
+                    && elapsed >= Duration::from_secs(policy.every_seconds)))
     }
 
     async fn round(&mut self, log: &Arc<AuditLog>) {
@@ -553,12 +589,13 @@ impl Flusher {
         };
         let durable = log.durable_seq();
         let healthy = log.healthy();
+        let now = log.clock.now();
         let signer = log
             .signer
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .filter(|_| self.checkpoint_due(&log.config.checkpoint, target));
+            .filter(|_| self.checkpoint_due(&log.config.checkpoint, target, now));
         let needs_flush = target > durable || !healthy;
         if !needs_flush && signer.is_none() {
             return;
@@ -574,7 +611,7 @@ impl Flusher {
             };
             let hash = HEXLOWER.encode(&hash);
             let Some(checkpoint) =
-                Checkpoint::sign(Seal::Checkpoint, &*signer, target, &hash, now_ms())
+                Checkpoint::sign(Seal::Checkpoint, &*signer, target, &hash, unix_ms(now))
             else {
                 return Ok(false);
             };
@@ -590,7 +627,7 @@ impl Flusher {
         .unwrap_or_else(|join| Err(StoreError::Io(format!("flush task failed: {join}"))));
         if attempted_checkpoint {
             // Retry a failed checkpoint at the next trigger, not in a loop.
-            self.last_checkpoint.1 = Instant::now();
+            self.last_checkpoint.1 = now;
         }
         match result {
             Ok(checkpointed) => {
@@ -629,6 +666,7 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+    use std::time::Instant;
 
     use tokio_stream::StreamExt;
 
@@ -870,18 +908,30 @@ mod tests {
                 every_seconds: 1,
             },
         };
-        let log = AuditLog::open(store.clone(), cfg).unwrap();
+        let clock = Arc::new(crate::core::time::ManualClock::new(
+            crate::core::time::from_unix_secs(1_700_000_000),
+        ));
+        let log = AuditLog::open_with_clock(store.clone(), cfg, clock.clone()).unwrap();
         log.set_signer(Some(signer.clone()));
         for i in 1..=3 {
             log.append(event(i)).await.unwrap();
         }
-        let deadline = Instant::now() + LONG;
+        clock.advance(Duration::from_secs(1));
+        log.tick();
+        let mut waited = 0;
         while chain::read_checkpoints(&*store, 0).unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "no time-based checkpoint");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(waited < 1000, "no time-based checkpoint");
+            waited += 1;
+            // Lets the flusher's round (on the blocking pool) finish; not a timed wait.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Normally 3; fewer if the appends straddled the one-second mark.
-        assert!((1..=3).contains(&chain::read_checkpoints(&*store, 0).unwrap()[0].seq));
+        let checkpoint = &chain::read_checkpoints(&*store, 0).unwrap()[0];
+        assert_eq!(checkpoint.seq, 3);
+        assert_eq!(
+            checkpoint.time_ms, 1_700_000_001_000,
+            "stamped by the log's clock"
+        );
         drop(log);
 
         let leftover = store.get(Table::Audit, &chain::record_key(2)).unwrap();

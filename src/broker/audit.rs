@@ -1,19 +1,35 @@
-//! Audit use cases: reading the log is authorized (`stint:ReadAuditLog`) and audited, and
-//! checkpoints are signed with the broker's current signing key.
+//! Audit use cases: reading the log is authorized (`stint:ReadAuditLog`) and audited,
+//! checkpoints are signed with the broker's current signing key, and [`Broker::audited`]
+//! commits a change in the same batch as its record.
+//!
+//! `WatchEvents` streams hold memory for as long as a client keeps them open, so each
+//! caller may hold [`WATCHES_PER_CALLER`] and the server [`WATCHES_TOTAL`]; a slot is
+//! released when its stream ends or is dropped.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use serde_json::json;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::audit::AuditError;
 use crate::audit::chain::{self, CheckpointSigner, Record, VerifyReport};
 use crate::audit::event::{Event, EventFilter, Outcome};
-use crate::store::{self, Batch, Store, StoreError, Table, Tx};
+use crate::core::time::checked_sub_ms;
+use crate::store::{self, Batch, Store, StoreError, Tx};
 
-use super::keys::KeyRing;
+use super::keys::{KeyRing, public_key_of};
 use super::{Broker, BrokerError, Caller, RequestMeta};
 
 const READ_ACTION: &str = "stint:ReadAuditLog";
+/// Open `WatchEvents` streams one caller may hold (a user, or a role across all its
+/// sessions).
+pub const WATCHES_PER_CALLER: usize = 4;
+/// Open `WatchEvents` streams the server holds in all.
+pub const WATCHES_TOTAL: usize = 64;
 
 /// Signs audit checkpoints with the active signing key; answers public keys for every
 /// key that ever signed (purged keys keep their public half in the store).
@@ -29,29 +45,77 @@ impl CheckpointSigner for KeyringSigner {
     }
 
     fn public_key(&self, kid: &str) -> Option<[u8; 32]> {
-        let record: Option<crate::core::model::SigningKey> =
-            store::read(self.store.as_ref(), Table::SigningKeys, kid)
-                .ok()
-                .flatten();
-        let bytes = match record {
-            Some(key) => key.public_key,
-            None => {
-                store::read::<Vec<u8>>(self.store.as_ref(), Table::Meta, &retired_public_key(kid))
-                    .ok()
-                    .flatten()?
-            }
-        };
-        bytes.as_slice().try_into().ok()
+        public_key_of(self.store.as_ref(), kid)
     }
 }
 
-/// Where a purged signing key's public half stays, for checkpoint verification.
-pub(crate) fn retired_public_key(kid: &str) -> String {
-    format!("keys/public/{kid}")
+/// Counts of open watch streams, per caller and in all.
+#[derive(Default)]
+pub(crate) struct WatchSlots {
+    open: Mutex<(usize, HashMap<String, usize>)>,
 }
 
-pub(crate) fn keep_public_key(tx: &mut Tx<'_>, kid: &str, public_key: &[u8]) {
-    tx.put(Table::Meta, &retired_public_key(kid), &public_key.to_vec());
+impl WatchSlots {
+    fn acquire(self: &Arc<Self>, caller: &str) -> Result<WatchSlot, BrokerError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_caller) = &mut *open;
+        if *total >= WATCHES_TOTAL {
+            return Err(BrokerError::LimitExceeded(format!(
+                "the server already serves {WATCHES_TOTAL} WatchEvents streams; retry later"
+            )));
+        }
+        let mine = per_caller.entry(caller.to_string()).or_default();
+        if *mine >= WATCHES_PER_CALLER {
+            return Err(BrokerError::LimitExceeded(format!(
+                "{caller} already holds {WATCHES_PER_CALLER} WatchEvents streams; close one first"
+            )));
+        }
+        *mine += 1;
+        *total += 1;
+        Ok(WatchSlot {
+            slots: self.clone(),
+            caller: caller.to_string(),
+        })
+    }
+
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+/// One open watch; gives its slot back when dropped.
+pub(crate) struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    caller: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_caller) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_caller.get_mut(&self.caller) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_caller.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// A `WatchEvents` stream holding its slot until it is dropped.
+pub struct AuditWatch {
+    records: ReceiverStream<Result<Record, AuditError>>,
+    _slot: WatchSlot,
+}
+
+impl Stream for AuditWatch {
+    type Item = Result<Record, AuditError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.records).poll_next(cx)
+    }
 }
 
 impl Broker {
@@ -94,10 +158,8 @@ impl Broker {
     }
 
     pub fn install_checkpoint_signer(&self) {
-        self.audit.set_signer(Some(Arc::new(KeyringSigner {
-            keys: self.keys.clone(),
-            store: self.store.clone(),
-        })));
+        self.audit
+            .set_signer(Some(Arc::new(self.checkpoint_keys())));
     }
 
     fn checkpoint_keys(&self) -> KeyringSigner {
@@ -138,15 +200,44 @@ impl Broker {
         Ok(self.audit.list(filter, after, max)?)
     }
 
+    /// Follows the log: every record after `after_seq`, then new ones as they land. With
+    /// `after_seq` 0, only records after the watch's own (audited) read. Refused with
+    /// `LimitExceeded` when the caller, or the server, holds too many streams.
     pub async fn watch_audit(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
         after_seq: u64,
-    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<Record, AuditError>>, BrokerError>
-    {
+    ) -> Result<AuditWatch, BrokerError> {
+        // A role's sessions share the role's slots: new session names buy no more.
+        let holder = caller
+            .claims
+            .stint
+            .role_arn
+            .as_deref()
+            .unwrap_or(caller.arn());
+        let slot = match self.watches.acquire(holder) {
+            Ok(slot) => slot,
+            Err(err) => {
+                // Refused before anything is read: recorded as such, not as a read.
+                let mut event =
+                    self.event(meta, READ_ACTION, caller.arn(), Outcome::Deny, self.now());
+                event.params = json!({ "call": "WatchEvents" });
+                event.reason = err.to_string();
+                self.audit.append(event).await?;
+                return Err(err);
+            }
+        };
         self.audit_read(caller, meta, "WatchEvents").await?;
-        Ok(self.audit.watch(after_seq))
+        let from = if after_seq == 0 {
+            self.audit.durable_seq()
+        } else {
+            after_seq
+        };
+        Ok(AuditWatch {
+            records: self.audit.watch(from),
+            _slot: slot,
+        })
     }
 
     pub async fn verify_audit(
@@ -166,33 +257,86 @@ impl Broker {
 
 impl Broker {
     /// Retention: deletes audit events older than `keep`, behind a signed anchor so the
-    /// rest of the chain still verifies. Runs on the blocking pool (it verifies first).
+    /// rest of the chain still verifies. The anchor is committed in one batch with the
+    /// prune's own event; the records it covers are deleted after. Verification and
+    /// deletion run on the blocking pool. A `keep` reaching before the epoch prunes nothing.
     pub async fn prune_audit(
         &self,
         keep: std::time::Duration,
     ) -> Result<chain::PruneReport, BrokerError> {
-        let now_ms = super::unix_ms(self.now());
-        let cutoff = chain::PruneCutoff::BeforeTimeMs(now_ms - keep.as_millis() as i64);
+        let now = self.now();
+        let now_ms = super::unix_ms(now);
+        let Some(cutoff_ms) = checked_sub_ms(now_ms, keep).filter(|ms| *ms > 0) else {
+            return Ok(chain::PruneReport::default());
+        };
+        let cutoff = chain::PruneCutoff::BeforeTimeMs(cutoff_ms);
         let store = self.store.clone();
         let keys = self.checkpoint_keys();
-        let report = tokio::task::spawn_blocking(move || {
-            chain::prune_before(store.as_ref(), cutoff, &keys, now_ms)
+        let plan = tokio::task::spawn_blocking(move || {
+            chain::plan_prune(store.as_ref(), cutoff, &keys, now_ms)
         })
         .await
         .map_err(|e| BrokerError::Internal(format!("prune task failed: {e}")))?
         .map_err(|e| BrokerError::Internal(format!("audit prune: {e}")))?;
-        if report.deleted_events > 0 {
-            let mut event = self.event(
-                &RequestMeta::default(),
-                "stint:PruneAuditLog",
-                "stint",
-                Outcome::Allow,
-                self.now(),
+        let anchor_seq = match plan {
+            Some(plan) => {
+                let mut event = self.event(
+                    &RequestMeta::default(),
+                    "stint:PruneAuditLog",
+                    "stint",
+                    Outcome::Allow,
+                    now,
+                );
+                event.params = json!({
+                    "anchor_seq": plan.anchor_seq,
+                    "previous_anchor_seq": plan.previous_anchor_seq,
+                    "cutoff_ms": cutoff_ms,
+                });
+                self.audit.commit(event, plan.batch).await?;
+                Some(plan.anchor_seq)
+            }
+            None => chain::read_anchor(self.store.as_ref())
+                .map_err(|e| BrokerError::Internal(format!("audit prune: {e}")))?
+                .map(|anchor| anchor.seq),
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || chain::delete_covered(store.as_ref(), anchor_seq))
+            .await
+            .map_err(|e| BrokerError::Internal(format!("prune task failed: {e}")))?
+            .map_err(|e| BrokerError::Internal(format!("audit prune: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_slots_cap_each_caller_and_the_total_and_come_back_on_drop() {
+        let slots = Arc::new(WatchSlots::default());
+        let mine: Vec<WatchSlot> = (0..WATCHES_PER_CALLER)
+            .map(|_| slots.acquire("alice").unwrap())
+            .collect();
+        assert!(matches!(
+            slots.acquire("alice"),
+            Err(BrokerError::LimitExceeded(m)) if m.contains("alice")
+        ));
+        drop(mine);
+        assert_eq!(slots.open(), 0);
+        let mut held = Vec::new();
+        for i in 0..WATCHES_TOTAL {
+            held.push(
+                slots
+                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER))
+                    .unwrap(),
             );
-            event.params =
-                json!({"deleted_events": report.deleted_events, "anchor_seq": report.anchor_seq});
-            self.audit.append(event).await?;
         }
-        Ok(report)
+        assert!(matches!(
+            slots.acquire("newcomer"),
+            Err(BrokerError::LimitExceeded(m)) if m.contains("server")
+        ));
+        held.pop();
+        slots.acquire("newcomer").unwrap();
+        assert_eq!(slots.open(), WATCHES_TOTAL - 1);
     }
 }

@@ -14,9 +14,12 @@ use crate::core::secret::SecretBytes;
 use crate::core::token::jwks::jwks_json;
 use crate::core::token::{Ed25519Signer, Verifier};
 use crate::store::seal::MasterKey;
-use crate::store::{self, Store, Table, Tx};
+use crate::store::{self, Batch, Store, Table, Tx};
 
-use super::{BrokerError, BrokerSettings, unix_ms};
+use crate::audit::event::{Event, Outcome};
+use crate::core::time::{checked_add_ms, ymd};
+
+use super::{Broker, BrokerError, BrokerSettings, Caller, RequestMeta, unix_ms};
 
 /// Longest lifetime of anything Stint signs (GetSessionToken's maximum).
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(129_600);
@@ -39,26 +42,14 @@ fn aad(kid: &str) -> Vec<u8> {
 }
 
 impl KeyRing {
-    /// Loads every published key; creates the first key when there is none.
+    /// Loads every published key (the store must hold an active one: see
+    /// [`first_keys`]).
     pub fn load(
         store: &dyn Store,
         master: &MasterKey,
-        rng: &dyn SecureRandom,
         settings: &BrokerSettings,
-        now: SystemTime,
     ) -> Result<Self, BrokerError> {
-        let mut records = all_keys(store)?;
-        if !records.iter().any(|k| k.state == KeyState::Active) {
-            let active = new_key_record(master, rng, now, KeyState::Active)?;
-            let pending = new_key_record(master, rng, now, KeyState::Pending)?;
-            store::transact(store, |tx: &mut Tx<'_>| {
-                tx.put(Table::SigningKeys, &active.kid, &active);
-                tx.put(Table::SigningKeys, &pending.kid, &pending);
-                Ok::<_, BrokerError>(())
-            })?;
-            records.push(active);
-            records.push(pending);
-        }
+        let records = all_keys(store)?;
         let ring = KeyRing {
             active: RwLock::new(build(
                 master,
@@ -134,9 +125,7 @@ pub(crate) fn new_key_record(
         .map_err(|_| BrokerError::Internal("random generator failed".into()))?;
     let kid = format!(
         "{}-{}",
-        time::OffsetDateTime::from_unix_timestamp(unix_ms(now) / 1000)
-            .map(|t| format!("{:04}{:02}{:02}", t.year(), t.month() as u8, t.day()))
-            .unwrap_or_default(),
+        ymd(unix_ms(now) / 1000),
         data_encoding::HEXLOWER.encode(&kid_bytes)
     );
     let signer = Ed25519Signer::from_pkcs8(kid.clone(), &pkcs8)?;
@@ -189,12 +178,92 @@ fn build(
     })
 }
 
-impl super::Broker {
+/// The first active key and the next (pending) one, for a store that has no active key,
+/// as a batch that expects the key table still empty of them, and the event that opens
+/// the rotation log; `None` when the store already has an active key.
+pub(crate) fn first_keys(
+    store: &dyn Store,
+    master: &MasterKey,
+    rng: &dyn SecureRandom,
+    now: SystemTime,
+) -> Result<Option<(Batch, Vec<SigningKey>)>, BrokerError> {
+    let mut tx = Tx::new(store);
+    let existing: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
+    if existing.iter().any(|k| k.state == KeyState::Active) {
+        return Ok(None);
+    }
+    let active = new_key_record(master, rng, now, KeyState::Active)?;
+    let pending = new_key_record(master, rng, now, KeyState::Pending)?;
+    for key in [&active, &pending] {
+        // Expected absent: a concurrent bootstrap of the same store conflicts.
+        tx.get_raw(Table::SigningKeys, key.kid.as_bytes())?;
+        tx.put(Table::SigningKeys, &key.kid, key);
+    }
+    Ok(Some((tx.into_batch(), vec![active, pending])))
+}
+
+/// The event that opens the rotation log with the first keys of a store.
+pub(crate) fn first_keys_event(keys: &[SigningKey], now: SystemTime) -> Event {
+    let listed: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"kid": k.kid, "state": k.state.as_str()}))
+        .collect();
+    let mut event = Event::new(unix_ms(now), "stint:CreateSigningKey", Outcome::Allow)
+        .with_principal("stint")
+        .rotation();
+    event.params = serde_json::json!({ "keys": listed });
+    event
+}
+
+/// Where a purged signing key's public half stays, for checkpoint verification.
+pub(crate) fn retired_public_key(kid: &str) -> String {
+    format!("keys/public/{kid}")
+}
+
+/// Stages keeping `kid`'s public half after its record is purged.
+pub(crate) fn keep_public_key(tx: &mut Tx<'_>, kid: &str, public_key: &[u8]) {
+    tx.put(Table::Meta, &retired_public_key(kid), &public_key.to_vec());
+}
+
+/// The public half of any key that ever signed: a live record's, or a purged key's kept
+/// copy.
+pub(crate) fn public_key_of(store: &dyn Store, kid: &str) -> Option<[u8; 32]> {
+    let record: Option<SigningKey> = store::read(store, Table::SigningKeys, kid).ok().flatten();
+    let bytes = match record {
+        Some(key) => key.public_key,
+        None => store::read::<Vec<u8>>(store, Table::Meta, &retired_public_key(kid))
+            .ok()
+            .flatten()?,
+    };
+    bytes.as_slice().try_into().ok()
+}
+
+/// When a token signed now could still be presented: its longest lifetime plus skew.
+fn purge_after(now_ms: i64, skew: Duration) -> Result<i64, BrokerError> {
+    MAX_TOKEN_LIFETIME
+        .checked_add(skew)
+        .and_then(|d| checked_add_ms(now_ms, d))
+        .ok_or_else(|| BrokerError::Internal("key purge time out of range".into()))
+}
+
+/// How a scheduled rotation check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduledRotation {
+    /// Nothing to do yet.
+    NotDue,
+    /// No next key was published: one was published now, to sign once it has been in
+    /// the JWKS for `publish_ahead`.
+    Published(String),
+    /// The next key became active (its kid).
+    Rotated(String),
+}
+
+impl Broker {
     /// Every signing key with its state and dates.
     pub async fn list_signing_keys(
         &self,
-        caller: &super::Caller,
-        meta: &super::RequestMeta,
+        caller: &Caller,
+        meta: &RequestMeta,
     ) -> Result<Vec<SigningKey>, BrokerError> {
         self.require(caller, meta, "stint:ListSigningKeys", "*")?;
         let mut keys = all_keys(self.store.as_ref())?;
@@ -202,11 +271,12 @@ impl super::Broker {
         Ok(keys)
     }
 
-    /// Rotates on demand (authorized) — see [`Self::rotate_keys`].
+    /// Rotates on demand (authorized) — see [`Self::rotate_keys`]. An operator's rotation
+    /// (e.g. after a suspected leak) does not wait for `publish_ahead`.
     pub async fn rotate_signing_key(
         &self,
-        caller: &super::Caller,
-        meta: &super::RequestMeta,
+        caller: &Caller,
+        meta: &RequestMeta,
     ) -> Result<SigningKey, BrokerError> {
         let now = self.now();
         if let Err(err) = self.require(caller, meta, "stint:RotateSigningKey", "*") {
@@ -214,7 +284,7 @@ impl super::Broker {
                 meta,
                 "stint:RotateSigningKey",
                 caller.arn(),
-                crate::audit::event::Outcome::Deny,
+                Outcome::Deny,
                 now,
             );
             event.reason = err.to_string();
@@ -225,109 +295,218 @@ impl super::Broker {
     }
 
     /// The pending key (already published) becomes active, the active key retires (still
-    /// published until its tokens expire), and a new pending key is published.
+    /// published until its tokens expire), and a new pending key is published — all in
+    /// one batch with the rotation's event.
     pub async fn rotate_keys(
         &self,
-        meta: &super::RequestMeta,
+        meta: &RequestMeta,
         principal: &str,
     ) -> Result<SigningKey, BrokerError> {
         let now = self.now();
         let now_ms = unix_ms(now);
-        let purge_after =
-            now_ms + (MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
+        let purge_after = purge_after(now_ms, self.settings.clock_skew)?;
         let fresh_pending = new_key_record(&self.master, &self.rng, now, KeyState::Pending)?;
-        let (activated, retired) = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
-            let mut activated = None;
-            let mut retired = Vec::new();
-            for mut key in keys {
-                match key.state {
-                    KeyState::Active => {
-                        key.state = KeyState::Retired;
-                        key.retired = Some(now_ms);
-                        key.purge_after = Some(purge_after);
-                        retired.push(key.kid.clone());
-                        tx.put(Table::SigningKeys, &key.kid.clone(), &key);
+        let rotated = self
+            .audited(
+                |tx| {
+                    let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
+                    let mut activated = None;
+                    let mut retired = Vec::new();
+                    let next = keys
+                        .iter()
+                        .filter(|k| k.state == KeyState::Pending)
+                        .min_by_key(|k| k.created)
+                        .map(|k| k.kid.clone());
+                    for mut key in keys {
+                        match key.state {
+                            KeyState::Active => {
+                                key.state = KeyState::Retired;
+                                key.retired = Some(now_ms);
+                                key.purge_after = Some(purge_after);
+                                retired.push(key.kid.clone());
+                                tx.put(Table::SigningKeys, &key.kid.clone(), &key);
+                            }
+                            KeyState::Pending if next.as_deref() == Some(key.kid.as_str()) => {
+                                key.state = KeyState::Active;
+                                key.activated = Some(now_ms);
+                                activated = Some(key.clone());
+                                tx.put(Table::SigningKeys, &key.kid.clone(), &key);
+                            }
+                            _ => {}
+                        }
                     }
-                    KeyState::Pending if activated.is_none() => {
-                        key.state = KeyState::Active;
-                        key.activated = Some(now_ms);
-                        activated = Some(key.clone());
-                        tx.put(Table::SigningKeys, &key.kid.clone(), &key);
+                    // No pending key (e.g. a store from before publish-ahead): activate
+                    // the new one.
+                    let activated = match activated {
+                        Some(key) => {
+                            tx.put(Table::SigningKeys, &fresh_pending.kid, &fresh_pending);
+                            key
+                        }
+                        None => {
+                            let mut key = fresh_pending.clone();
+                            key.state = KeyState::Active;
+                            key.activated = Some(now_ms);
+                            tx.put(Table::SigningKeys, &key.kid, &key);
+                            key
+                        }
+                    };
+                    Ok((activated, retired))
+                },
+                |result| {
+                    let mut event = self.event(
+                        meta,
+                        "stint:RotateSigningKey",
+                        principal,
+                        Outcome::Allow,
+                        now,
+                    );
+                    event.rotation = true;
+                    match result {
+                        Ok((activated, retired)) => {
+                            event.params = serde_json::json!({"activated": activated.kid, "retired": retired, "published": fresh_pending.kid});
+                        }
+                        Err(err) => failed(&mut event, err),
                     }
-                    _ => {}
-                }
-            }
-            // No pending key (e.g. a store from before publish-ahead): activate the new one.
-            let activated = match activated {
-                Some(key) => {
-                    tx.put(Table::SigningKeys, &fresh_pending.kid, &fresh_pending);
-                    key
-                }
-                None => {
-                    let mut key = fresh_pending.clone();
-                    key.state = KeyState::Active;
-                    key.activated = Some(now_ms);
-                    tx.put(Table::SigningKeys, &key.kid, &key);
-                    key
-                }
-            };
-            Ok::<_, BrokerError>((activated, retired))
-        })?;
+                    Some(event)
+                },
+            )
+            .await?;
         self.keys.reload(self.store.as_ref(), &self.master)?;
-        let mut event = self.event(
-            meta,
-            "stint:RotateSigningKey",
-            principal,
-            crate::audit::event::Outcome::Allow,
-            now,
-        );
-        event.rotation = true;
-        event.params = serde_json::json!({"activated": activated.kid, "retired": retired, "published": fresh_pending.kid});
-        self.audit.append(event).await?;
-        Ok(activated)
+        Ok(rotated.0)
     }
 
-    /// Removes retired keys whose every token has expired; returns the purged kids.
+    /// Removes retired keys whose every token has expired (keeping their public halves
+    /// for checkpoint verification), in one batch with the purge's event; returns the
+    /// purged kids.
     pub async fn purge_expired_keys(&self) -> Result<Vec<String>, BrokerError> {
         let now = self.now();
         let now_ms = unix_ms(now);
-        let purged = store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
-            let mut purged = Vec::new();
-            for key in keys {
-                if key.state == KeyState::Retired && key.purge_after.is_some_and(|p| p <= now_ms) {
-                    super::audit::keep_public_key(tx, &key.kid, &key.public_key);
-                    tx.delete(Table::SigningKeys, &key.kid);
-                    purged.push(key.kid);
-                }
-            }
-            Ok::<_, BrokerError>(purged)
-        })?;
+        let purged = self
+            .audited(
+                |tx| {
+                    let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
+                    let mut purged = Vec::new();
+                    for key in keys {
+                        if key.state == KeyState::Retired
+                            && key.purge_after.is_some_and(|p| p <= now_ms)
+                        {
+                            keep_public_key(tx, &key.kid, &key.public_key);
+                            tx.delete(Table::SigningKeys, &key.kid);
+                            purged.push(key.kid);
+                        }
+                    }
+                    Ok(purged)
+                },
+                |result| {
+                    if matches!(result, Ok(purged) if purged.is_empty()) {
+                        return None;
+                    }
+                    let mut event = self.event(
+                        &RequestMeta::default(),
+                        "stint:PurgeSigningKey",
+                        "stint",
+                        Outcome::Allow,
+                        now,
+                    );
+                    event.rotation = true;
+                    match result {
+                        Ok(purged) => event.params = serde_json::json!({"purged": purged}),
+                        Err(err) => failed(&mut event, err),
+                    }
+                    Some(event)
+                },
+            )
+            .await?;
         if !purged.is_empty() {
             self.keys.reload(self.store.as_ref(), &self.master)?;
-            let mut event = self.event(
-                &super::RequestMeta::default(),
-                "stint:PurgeSigningKey",
-                "stint",
-                crate::audit::event::Outcome::Allow,
-                now,
-            );
-            event.rotation = true;
-            event.params = serde_json::json!({"purged": purged});
-            self.audit.append(event).await?;
         }
         Ok(purged)
     }
-}
 
-impl super::Broker {
-    /// True when the active key has signed for longer than `interval`.
+    /// True when the active key has signed for at least `interval`.
     pub fn rotation_due(&self, interval: Duration) -> Result<bool, BrokerError> {
         let now_ms = unix_ms(self.now());
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
         Ok(all_keys(self.store.as_ref())?
             .iter()
             .filter(|k| k.state == KeyState::Active)
-            .all(|k| now_ms - k.activated.unwrap_or(k.created) >= interval.as_millis() as i64))
+            .all(|k| now_ms.saturating_sub(k.activated.unwrap_or(k.created)) >= interval_ms))
     }
+
+    /// The scheduler's rotation: once the active key has signed for `interval`, the next
+    /// key takes over — but only after it has been in the JWKS for `publish_ahead`, so
+    /// verifiers that cache the JWKS know it before it signs. With no next key published
+    /// (a store from before publish-ahead, or one whose pending key was lost), one is
+    /// published now and takes over `publish_ahead` later.
+    pub async fn rotate_if_due(
+        &self,
+        interval: Duration,
+        publish_ahead: Duration,
+    ) -> Result<ScheduledRotation, BrokerError> {
+        if !self.rotation_due(interval)? {
+            return Ok(ScheduledRotation::NotDue);
+        }
+        let now = self.now();
+        let now_ms = unix_ms(now);
+        let ahead_ms = i64::try_from(publish_ahead.as_millis()).unwrap_or(i64::MAX);
+        let keys = all_keys(self.store.as_ref())?;
+        let next = keys
+            .iter()
+            .filter(|k| k.state == KeyState::Pending)
+            .min_by_key(|k| k.created);
+        match next {
+            Some(key) if now_ms.saturating_sub(key.created) >= ahead_ms => {
+                let activated = self
+                    .rotate_keys(&RequestMeta::default(), "stint:scheduler")
+                    .await?;
+                Ok(ScheduledRotation::Rotated(activated.kid))
+            }
+            Some(_) => Ok(ScheduledRotation::NotDue),
+            None => Ok(ScheduledRotation::Published(self.publish_next_key().await?)),
+        }
+    }
+
+    /// Publishes a new pending key (in one batch with its event) when there is none.
+    async fn publish_next_key(&self) -> Result<String, BrokerError> {
+        let now = self.now();
+        let fresh = new_key_record(&self.master, &self.rng, now, KeyState::Pending)?;
+        let kid = self
+            .audited(
+                |tx| {
+                    let keys: Vec<SigningKey> = tx.scan(Table::SigningKeys, "")?;
+                    if let Some(pending) = keys.iter().find(|k| k.state == KeyState::Pending) {
+                        return Ok(pending.kid.clone());
+                    }
+                    tx.put(Table::SigningKeys, &fresh.kid, &fresh);
+                    Ok(fresh.kid.clone())
+                },
+                |result| {
+                    let mut event = self.event(
+                        &RequestMeta::default(),
+                        "stint:CreateSigningKey",
+                        "stint:scheduler",
+                        Outcome::Allow,
+                        now,
+                    );
+                    event.rotation = true;
+                    match result {
+                        Ok(kid) if *kid == fresh.kid => {
+                            event.params =
+                                serde_json::json!({"keys": [{"kid": kid, "state": "pending"}]});
+                        }
+                        Ok(_) => return None,
+                        Err(err) => failed(&mut event, err),
+                    }
+                    Some(event)
+                },
+            )
+            .await?;
+        self.keys.reload(self.store.as_ref(), &self.master)?;
+        Ok(kid)
+    }
+}
+
+fn failed(event: &mut Event, err: &BrokerError) {
+    event.outcome = Outcome::Error;
+    event.reason = err.to_string();
 }

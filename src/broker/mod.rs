@@ -14,71 +14,35 @@ mod keys;
 mod login;
 mod review;
 mod sts;
+mod sweep;
 mod tokens;
 
+pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
 pub use iam::{Holder, Page};
-pub use keys::KeyRing;
+pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
-pub use tokens::{AuthorizeOutcome, SweepReport};
+pub use sweep::SweepReport;
+pub use tokens::AuthorizeOutcome;
+
+/// The clock lives in `core::time`; re-exported here where the use cases take it.
+pub use crate::core::time::{Clock, ManualClock, SystemClock, unix_ms, unix_secs};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::audit::writer::AuditLog;
 use crate::core::authn::lockout::LockoutPolicy;
 use crate::core::authn::password::Argon2Params;
-use crate::core::model::{Account, UnixMs};
+use crate::core::model::Account;
 use crate::core::policy::{Policy, PolicyKind};
 use crate::store::Store;
 use crate::store::seal::MasterKey;
-
-/// Where "now" comes from. Production reads the system clock; tests move a manual one.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> SystemTime;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// A clock that only moves when told to.
-pub struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    pub fn new(start: SystemTime) -> Self {
-        Self(Mutex::new(start))
-    }
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *now += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-pub fn unix_ms(time: SystemTime) -> UnixMs {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn unix_secs(time: SystemTime) -> i64 {
-    unix_ms(time) / 1000
-}
 
 /// Settings the use cases need (a projection of the daemon config).
 #[derive(Clone, Debug)]
@@ -121,6 +85,8 @@ pub struct Broker {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
     hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Open `WatchEvents` streams, capped per caller and in all.
+    pub(crate) watches: Arc<audit::WatchSlots>,
     /// Compiled policies by kind, then by document text (looked up without allocating).
     compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
     dummy_phc: String,
@@ -137,18 +103,20 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, BrokerError> {
         let rng = SystemRandom::new();
-        let keys = Arc::new(KeyRing::load(
-            store.as_ref(),
-            &master,
-            &rng,
-            &settings,
-            clock.now(),
-        )?);
+        // A new store's first keys land in one batch with the event that opens the
+        // rotation log, made durable before the broker serves anything.
+        let now = clock.now();
+        if let Some((batch, first)) = keys::first_keys(store.as_ref(), &master, &rng, now)? {
+            audit.commit_now(keys::first_keys_event(&first, now), batch)?;
+            store.flush()?;
+        }
+        let keys = Arc::new(KeyRing::load(store.as_ref(), &master, &settings)?);
         let dummy_phc = crate::core::authn::password::dummy_phc(&settings.argon2)?;
         let broker = Arc::new(Self {
             hash_slots: Arc::new(tokio::sync::Semaphore::new(
                 settings.hash_concurrency.max(1),
             )),
+            watches: Arc::new(audit::WatchSlots::default()),
             store,
             audit,
             master,

@@ -12,8 +12,9 @@ use crate::core::policy::{self, Decision, NamedPolicy, PolicyKind, Request};
 use crate::core::secret::SecretString;
 use crate::store::{self, Table, Tx};
 
-use super::caller::{Caller, RequestMeta, base_context, iso8601};
+use super::caller::{Caller, RequestMeta, base_context};
 use super::{Broker, BrokerError, unix_ms};
+use crate::core::time::iso8601_ms as iso_ms;
 
 /// One decision of [`Broker::simulate_principal_policy`].
 #[derive(Debug, Clone)]
@@ -23,6 +24,114 @@ pub struct SimulationResult {
     pub decision: Decision,
     pub matched: Vec<String>,
     pub reason: String,
+}
+
+/// Most action × resource pairs one simulation evaluates (AWS pages its results at
+/// `MaxItems` ≤ 1,000; Stint answers at most that many in one call).
+pub const MAX_SIMULATION_PAIRS: usize = 1_000;
+/// AWS `ActionNameType`: 3 to 128 characters.
+pub const MAX_ACTION_NAME: usize = 128;
+/// AWS `ResourceNameType`: 1 to 2,048 characters.
+pub const MAX_RESOURCE_ARN: usize = 2_048;
+/// AWS `policyDocumentType` in `PolicyInputList`: at most 131,072 characters each.
+pub const MAX_INPUT_POLICY: usize = 131_072;
+/// Extra policies one simulation may add.
+pub const MAX_INPUT_POLICIES: usize = 10;
+/// AWS `ContextKeyNameType`: 5 to 256 characters.
+pub const MAX_CONTEXT_KEY: usize = 256;
+/// Context entries, and values per entry, one simulation may give.
+pub const MAX_CONTEXT_ENTRIES: usize = 64;
+pub const MAX_CONTEXT_VALUES: usize = 64;
+/// Characters of one context value.
+pub const MAX_CONTEXT_VALUE: usize = 2_048;
+
+/// Bounds every part of a simulation before anything is parsed, matched or allocated for
+/// its results: the fan-out (actions × resources) is what a read-only caller could
+/// otherwise turn into gigabytes.
+fn check_simulation_bounds(input: &SimulationInput) -> Result<(), BrokerError> {
+    fn each(field: &str, items: &[String], max_len: usize) -> Result<(), BrokerError> {
+        match items.iter().position(|item| item.chars().count() > max_len) {
+            Some(i) => Err(BrokerError::invalid(
+                &format!("{field}[{i}]"),
+                format!("must be at most {max_len} characters"),
+            )),
+            None => Ok(()),
+        }
+    }
+    let SimulationInput {
+        policy_source_arn,
+        actions,
+        resources,
+        context,
+        extra_policies,
+    } = input;
+    if policy_source_arn.len() > MAX_RESOURCE_ARN {
+        return Err(BrokerError::invalid(
+            "policy_source_arn",
+            format!("must be at most {MAX_RESOURCE_ARN} characters"),
+        ));
+    }
+    if actions.is_empty() {
+        return Err(BrokerError::invalid(
+            "action_names",
+            "give at least one action",
+        ));
+    }
+    if actions.len() > MAX_SIMULATION_PAIRS {
+        return Err(BrokerError::invalid(
+            "action_names",
+            format!("at most {MAX_SIMULATION_PAIRS} actions per call"),
+        ));
+    }
+    if resources.len() > MAX_SIMULATION_PAIRS {
+        return Err(BrokerError::invalid(
+            "resource_arns",
+            format!("at most {MAX_SIMULATION_PAIRS} resources per call"),
+        ));
+    }
+    let pairs = actions.len().saturating_mul(resources.len().max(1));
+    if pairs > MAX_SIMULATION_PAIRS {
+        return Err(BrokerError::invalid(
+            "resource_arns",
+            format!(
+                "{} action_names × {} resource_arns = {pairs} evaluations; at most {MAX_SIMULATION_PAIRS} per call (split the request)",
+                actions.len(),
+                resources.len()
+            ),
+        ));
+    }
+    each("action_names", actions, MAX_ACTION_NAME)?;
+    each("resource_arns", resources, MAX_RESOURCE_ARN)?;
+    if extra_policies.len() > MAX_INPUT_POLICIES {
+        return Err(BrokerError::invalid(
+            "policy_input_list",
+            format!("at most {MAX_INPUT_POLICIES} documents"),
+        ));
+    }
+    each("policy_input_list", extra_policies, MAX_INPUT_POLICY)?;
+    if context.len() > MAX_CONTEXT_ENTRIES {
+        return Err(BrokerError::invalid(
+            "context_entries",
+            format!("at most {MAX_CONTEXT_ENTRIES} entries"),
+        ));
+    }
+    for (i, (key, values)) in context.iter().enumerate() {
+        let field = format!("context_entries[{i}]");
+        if key.is_empty() || key.chars().count() > MAX_CONTEXT_KEY {
+            return Err(BrokerError::invalid(
+                &field,
+                format!("key must be 1 to {MAX_CONTEXT_KEY} characters"),
+            ));
+        }
+        if values.len() > MAX_CONTEXT_VALUES {
+            return Err(BrokerError::invalid(
+                &field,
+                format!("at most {MAX_CONTEXT_VALUES} values"),
+            ));
+        }
+        each(&format!("{field}.values"), values, MAX_CONTEXT_VALUE)?;
+    }
+    Ok(())
 }
 
 /// What [`Broker::simulate_principal_policy`] evaluates.
@@ -43,11 +152,6 @@ pub struct Grant {
     pub kind: &'static str,
     pub matched: Vec<String>,
     pub via: String,
-}
-
-fn iso_ms(ms: Option<i64>) -> String {
-    ms.map(|m| iso8601(m / 1000))
-        .unwrap_or_else(|| "N/A".into())
 }
 
 impl Broker {
@@ -317,12 +421,7 @@ impl Broker {
             extra_policies,
         } = input;
         let policy_source_arn = policy_source_arn.as_str();
-        if actions.is_empty() {
-            return Err(BrokerError::invalid(
-                "action_names",
-                "give at least one action",
-            ));
-        }
+        check_simulation_bounds(input)?;
         self.require(
             caller,
             meta,
@@ -384,7 +483,7 @@ impl Broker {
         } else {
             resources.to_vec()
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(actions.len() * resources.len());
         for action in actions {
             for resource in &resources {
                 let request = Request {
@@ -541,5 +640,76 @@ impl Broker {
             });
         }
         Ok(grants)
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    fn input(actions: usize, resources: usize) -> SimulationInput {
+        SimulationInput {
+            policy_source_arn: "arn:stint:iam::000000000000:user/a".into(),
+            actions: vec!["s3:GetObject".into(); actions],
+            resources: vec!["*".into(); resources],
+            context: vec![],
+            extra_policies: vec![],
+        }
+    }
+
+    #[test]
+    fn simulation_fan_out_and_sizes_are_bounded() {
+        let long = |n: usize| "x".repeat(n);
+        let cases: Vec<(&str, SimulationInput, Option<&str>)> = vec![
+            ("one pair", input(1, 0), None),
+            ("1000 actions on *", input(1000, 0), None),
+            ("40 x 25", input(40, 25), None),
+            ("no action", input(0, 1), Some("action_names")),
+            ("1001 actions", input(1001, 0), Some("action_names")),
+            ("1001 resources", input(1, 1001), Some("resource_arns")),
+            ("2000 x 2000", input(2000, 2000), Some("action_names")),
+            ("100 x 11", input(100, 11), Some("resource_arns")),
+            (
+                "long action",
+                SimulationInput {
+                    actions: vec![long(MAX_ACTION_NAME + 1)],
+                    ..input(1, 0)
+                },
+                Some("action_names[0]"),
+            ),
+            (
+                "long resource",
+                SimulationInput {
+                    resources: vec!["*".into(), long(MAX_RESOURCE_ARN + 1)],
+                    ..input(1, 0)
+                },
+                Some("resource_arns[1]"),
+            ),
+            (
+                "too many documents",
+                SimulationInput {
+                    extra_policies: vec!["{}".into(); MAX_INPUT_POLICIES + 1],
+                    ..input(1, 0)
+                },
+                Some("policy_input_list"),
+            ),
+            (
+                "long context value",
+                SimulationInput {
+                    context: vec![("aws:x".into(), vec![long(MAX_CONTEXT_VALUE + 1)])],
+                    ..input(1, 0)
+                },
+                Some("context_entries[0].values[0]"),
+            ),
+        ];
+        for (name, input, refused) in cases {
+            match (check_simulation_bounds(&input), refused) {
+                (Ok(()), None) => {}
+                (Err(BrokerError::InvalidInput { field, .. }), Some(want)) => {
+                    assert_eq!(field, want, "{name}")
+                }
+                (other, want) => panic!("{name}: got {other:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::audit::event::Outcome;
 use crate::core::model::{Session, SessionLink};
 use crate::core::policy::{self, Decision, Request};
 use crate::core::token::{Claims, TokenKind};
-use crate::store::{self, Table, Tx};
+use crate::store::{self, Table};
 
 use super::caller::{Caller, RESTRICTED_ACTIONS, RequestMeta};
 use super::{Broker, BrokerError, unix_ms};
@@ -580,74 +580,5 @@ mod tests {
                 "{stored_key} < {cutoff}"
             );
         }
-    }
-}
-
-/// What one sweep removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SweepReport {
-    pub sessions: usize,
-    pub revocations: usize,
-    pub lockouts: usize,
-}
-
-impl Broker {
-    /// Removes what can no longer matter: expired sessions, revocations older than any
-    /// token they could match, and lockout counters that have reset.
-    pub fn sweep(&self) -> Result<SweepReport, BrokerError> {
-        let now = self.now();
-        let now_ms = unix_ms(now);
-        let skew_ms = self.settings.clock_skew.as_millis() as i64;
-        let store = self.store.as_ref();
-        let mut report = SweepReport::default();
-        for (key, session) in store::read_page::<crate::core::model::Session>(
-            store,
-            Table::Sessions,
-            "",
-            None,
-            usize::MAX,
-        )? {
-            if session.expires_at + skew_ms < now_ms {
-                delete_if_unchanged(store, Table::Sessions, &key)?;
-                report.sessions += 1;
-            }
-        }
-        for (key, revocation) in
-            store::read_page::<Revocation>(store, Table::Revocations, "", None, usize::MAX)?
-        {
-            if revocation.keep_until_ms < now_ms {
-                delete_if_unchanged(store, Table::Revocations, &key)?;
-                report.revocations += 1;
-            }
-        }
-        let policy = self.settings.lockout;
-        for (key, state) in store::read_page::<crate::core::authn::lockout::LockoutState>(
-            store,
-            Table::Lockouts,
-            "",
-            None,
-            usize::MAX,
-        )? {
-            if state.forgettable(now, &policy) {
-                delete_if_unchanged(store, Table::Lockouts, &key)?;
-                report.lockouts += 1;
-            }
-        }
-        Ok(report)
-    }
-}
-
-fn delete_if_unchanged(
-    store: &dyn crate::store::Store,
-    table: Table,
-    key: &str,
-) -> Result<(), BrokerError> {
-    let mut tx = Tx::new(store);
-    if tx.get_raw(table, key.as_bytes())?.is_some() {
-        tx.delete(table, key);
-    }
-    match tx.commit() {
-        Ok(()) | Err(crate::store::StoreError::Conflict) => Ok(()),
-        Err(err) => Err(err.into()),
     }
 }

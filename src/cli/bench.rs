@@ -7,13 +7,13 @@
 //! bounded in count, so the run ends by itself.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use crate::broker::{Broker, RequestMeta, SystemClock};
+use crate::broker::{Broker, Clock as _, RequestMeta, SystemClock};
 use crate::config::Config;
 use crate::core::authn::totp;
 use crate::core::secret::SecretString;
@@ -125,7 +125,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .await
         .map_err(err)?;
 
-    let code = totp::code_at(seed.expose(), totp::step_at(SystemTime::now()));
+    let code = totp::code_at(seed.expose(), totp::step_at(SystemClock.now()));
     let login = proto::GetSessionTokenRequest {
         credential: Some(proto::get_session_token_request::Credential::Password(
             proto::PasswordCredential {

@@ -62,7 +62,7 @@ pub async fn initialise(
                 .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
         }
     }
-    std::fs::create_dir_all(dir)
+    crate::store::sled::create_private_dir(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
     let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
         .map_err(|e| CliError::new(format!("master key: {e}")))?;
@@ -76,7 +76,7 @@ pub async fn initialise(
     let totp_secret = totp::seed_base32(seed.expose());
     let otpauth_uri = totp::otpauth_uri("Stint", &user.name, seed.expose())
         .map_err(|e| CliError::new(e.to_string()))?;
-    daemon.store_flush()?;
+    daemon.flush()?;
     Ok(InitOutput {
         user_name: user.name,
         arn: user.arn,
@@ -115,13 +115,4 @@ pub fn print(
         writeln!(out, "{}", qr.expose())?;
     }
     Ok(())
-}
-
-impl Daemon {
-    pub fn store_flush(&self) -> Result<(), CliError> {
-        use crate::store::Store;
-        self.store
-            .flush()
-            .map_err(|e| CliError::new(format!("flush failed: {e}")))
-    }
 }

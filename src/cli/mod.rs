@@ -30,6 +30,12 @@ impl CliError {
     }
 }
 
+impl From<crate::daemon::DaemonError> for CliError {
+    fn from(err: crate::daemon::DaemonError) -> Self {
+        CliError(err.to_string())
+    }
+}
+
 impl From<crate::config::ConfigError> for CliError {
     fn from(err: crate::config::ConfigError) -> Self {
         CliError(err.to_string())

@@ -8,4 +8,5 @@ pub mod error;
 pub mod model;
 pub mod policy;
 pub mod secret;
+pub mod time;
 pub mod token;

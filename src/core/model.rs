@@ -269,7 +269,7 @@ pub struct Tag {
 }
 
 /// Unix time in milliseconds: records store plain integers, never clock types.
-pub type UnixMs = i64;
+pub use crate::core::time::UnixMs;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoginProfile {

@@ -7,6 +7,11 @@
 //! crash but not a power loss (sled issue 1452). [`SledStore::flush`] therefore follows it
 //! with an `fdatasync` of sled's data file.
 //!
+//! Permissions: the data directory and everything sled creates in it are made private
+//! (directories 0700, files 0600) whatever the process umask, since the store holds
+//! sealed secrets, password hashes and the audit log. Files sled creates later (snapshots)
+//! land inside the 0700 `db` directory.
+//!
 //! A `LOCK` file in the data directory, held with an exclusive advisory lock for the life
 //! of the store, makes a second daemon on the same directory fail at once with a clear
 //! message instead of sled's opaque one.
@@ -34,13 +39,13 @@ impl SledStore {
     /// Opens (creating if needed) the store under `data_dir/db` with a page cache of
     /// `cache_bytes`.
     pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(io)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join("LOCK"))
-            .map_err(io)?;
+        create_private_dir(data_dir)?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options.open(data_dir.join("LOCK")).map_err(io)?;
+        make_private(&data_dir.join("LOCK"))?;
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked(data_dir.display().to_string()));
         }
@@ -67,6 +72,7 @@ impl SledStore {
             .map(|table| db.open_tree(table.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io)?;
+        make_private(&db_dir)?;
         let data_file = File::open(db_dir.join("db")).map_err(io)?;
         Ok(Self {
             db,
@@ -82,6 +88,43 @@ impl SledStore {
             .position(|t| *t == table)
             .expect("every table has a tree")]
     }
+}
+
+/// Creates `dir` (and missing parents) and makes it 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io)?;
+    set_mode(dir, 0o700)
+}
+
+/// Makes `path` private: a directory (recursively) 0700 with files 0600, or a file 0600.
+pub fn make_private(path: &Path) -> Result<(), StoreError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        set_mode(path, 0o700)?;
+        for entry in std::fs::read_dir(path).map_err(io)? {
+            make_private(&entry.map_err(io)?.path())?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        set_mode(path, 0o600)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), StoreError> {
+    Ok(())
 }
 
 impl Store for SledStore {
@@ -192,6 +235,36 @@ mod tests {
         }
         drop(store);
         SledStore::open(dir.path(), 4 << 20).expect("lock released on drop");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_and_files_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let data_dir = parent.path().join("new").join("data");
+        // As an operator's shell with umask 022 would leave it.
+        std::fs::create_dir_all(data_dir.join("db")).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = SledStore::open(&data_dir, 4 << 20).unwrap();
+        let mut tx = crate::store::Tx::new(&store);
+        tx.put(Table::Users, "alice", &"record".to_string());
+        tx.commit().unwrap();
+        store.flush().unwrap();
+        let mut seen = 0;
+        let mut stack = vec![data_dir.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                assert_eq!(mode, 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "LOCK, sled's conf and db at least");
     }
 
     #[test]

@@ -13,17 +13,21 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use stint::broker::{Broker, ManualClock};
-use stint::cli::serve::Daemon;
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
+use stint::daemon::Daemon;
 use stint::proto;
 use stint::proto::audit_client::AuditClient;
 use stint::proto::get_session_token_request::Credential;
@@ -31,6 +35,7 @@ use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
+use stint::store::Store;
 use stint::store::seal::MasterKey;
 
 pub const ADMIN: &str = "admin";
@@ -101,16 +106,106 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
     dir: Option<TempDir>,
+    master: MasterKey,
+    /// The store given to the builder (`None`: sled in `dir`).
+    injected_store: Option<Arc<dyn Store>>,
+}
+
+/// A daemon over the injected store, or over sled in `config.data_dir`.
+fn open_daemon(
+    config: &Config,
+    store: Option<Arc<dyn Store>>,
+    master: &MasterKey,
+    clock: &Arc<ManualClock>,
+) -> Daemon {
+    match store {
+        Some(store) => Daemon::assemble(config.clone(), store, master.clone(), clock.clone()),
+        None => Daemon::open_with_master(config.clone(), master.clone(), clock.clone()),
+    }
+    .expect("daemon opens")
+}
+
+struct Running {
+    addr: SocketAddr,
+    channel: Channel,
+    broker: Arc<Broker>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+/// Serves `daemon` on `127.0.0.1:0` until told to stop.
+async fn serve_daemon(daemon: Daemon) -> Running {
+    let broker = daemon.broker.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (shutdown, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        daemon
+            .serve(listener, None, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        addr,
+        channel,
+        broker,
+        shutdown,
+        task,
+    }
 }
 
 /// A fixed, realistic start: the current time rounded down to a whole minute, so the
 /// clock starts on a TOTP step boundary (and tokens are not expired for offline checks).
-fn start_time() -> SystemTime {
+#[allow(clippy::disallowed_methods)] // The manual clock starts from the wall clock.
+pub fn start_time() -> SystemTime {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
     UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
+}
+
+/// One adjustment of the test config.
+pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Builds a [`TestServer`]: the one harness every integration test uses. By default the
+/// daemon runs over sled in a temp data dir; [`Self::store`] puts it over any store (the
+/// in-memory one, or one that injects faults).
+#[derive(Default)]
+pub struct TestServerBuilder {
+    store: Option<Arc<dyn Store>>,
+    tweaks: Vec<ConfigTweak>,
+}
+
+impl TestServerBuilder {
+    /// Serves over `store` instead of sled in the temp dir.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adjusts the test config (applied in order, before validation).
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let Self { store, tweaks } = self;
+        TestServer::launch(store, move |config| {
+            for tweak in tweaks {
+                tweak(config);
+            }
+        })
+        .await
+    }
 }
 
 impl TestServer {
@@ -120,6 +215,15 @@ impl TestServer {
 
     /// Starts a server with the test config, adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(None, tweak).await
+    }
+
+    /// A builder, for a server over another store (or several config tweaks).
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    async fn launch(store: Option<Arc<dyn Store>>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -136,49 +240,58 @@ impl TestServer {
 
         let clock = Arc::new(ManualClock::new(start_time()));
         let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
-        let daemon =
-            Daemon::open_with_master(config.clone(), master, clock.clone()).expect("daemon opens");
+        let daemon = open_daemon(&config, store.clone(), &master, &clock);
         let (_, admin_serial, seed) = daemon
             .broker
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
             .await
             .expect("bootstrap admin");
-
-        let broker = daemon.broker.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            daemon
-                .serve(listener, None, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let running = serve_daemon(daemon).await;
         Self {
-            addr,
+            addr: running.addr,
             clock,
             config,
             admin_seed: seed.expose().to_vec(),
             admin_serial,
-            channel,
+            channel: running.channel,
             used_steps: Mutex::new(HashMap::new()),
-            broker: Some(broker),
-            shutdown: Some(tx),
-            task: Some(task),
+            broker: Some(running.broker),
+            shutdown: Some(running.shutdown),
+            task: Some(running.task),
             dir: Some(dir),
+            master,
+            injected_store: store,
         }
+    }
+
+    /// Stops the server and starts it again over the same data (data dir or injected
+    /// store), master key and clock, on a new port; the admin and used TOTP steps carry
+    /// over.
+    pub async fn restart(mut self) -> Self {
+        self.shut_down().await.expect("clean shutdown");
+        let daemon = open_daemon(
+            &self.config,
+            self.injected_store.clone(),
+            &self.master,
+            &self.clock,
+        );
+        let running = serve_daemon(daemon).await;
+        self.addr = running.addr;
+        self.channel = running.channel;
+        self.broker = Some(running.broker);
+        self.shutdown = Some(running.shutdown);
+        self.task = Some(running.task);
+        self
     }
 
     /// The daemon's broker, to call use cases that have no RPC (sweep, key purge).
     pub fn broker(&self) -> &Arc<Broker> {
         self.broker.as_ref().expect("the server is running")
+    }
+
+    /// The store the daemon runs over.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.broker().store()
     }
 
     /// Stops the server and waits for it to finish (final flush included).
@@ -245,6 +358,38 @@ impl TestServer {
     /// e.g. by `EnableMfaDevice`).
     pub fn mark_used(&self, seed: &[u8], step: u64) {
         self.used_steps.lock().unwrap().insert(seed.to_vec(), step);
+    }
+
+    /// Waits (bounded) for the overall gRPC health status to become `want`, then checks
+    /// a service's status agrees.
+    pub async fn health_becomes(&self, want: ServingStatus) {
+        let mut health = HealthClient::new(self.channel());
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Health/Watch")
+            .into_inner();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(update) = watch.next().await {
+                if update.expect("health update").status() == want {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "health never became {want:?}");
+        let checked = health
+            .check(HealthCheckRequest {
+                service: "stint.v1.Sts".into(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner()
+            .status();
+        assert_eq!(checked, want);
     }
 
     // ---- clients ------------------------------------------------------------------------

@@ -3,28 +3,15 @@
 //! the log live; tampering found offline.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ring::rand::SystemRandom;
-use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use stint::audit::chain::{self, Breach, CheckpointPolicy};
-use stint::audit::writer::{AuditConfig, AuditLog};
-use stint::broker::{Broker, BrokerSettings, Clock as _, ManualClock};
-use stint::core::authn::password::Argon2Params;
-use stint::core::authn::totp;
-use stint::core::model::Account;
-use stint::core::secret::SecretString;
-use stint::proto::get_session_token_request::Credential;
+use stint::audit::chain::{self, Breach};
 use stint::proto::{self, AuditEvent};
 use stint::store::memory::MemoryStore;
-use stint::store::seal::MasterKey;
 use stint::store::sled::SledStore;
 use stint::store::{Batch, Store, Table};
 
@@ -62,13 +49,6 @@ async fn caused(server: &TestServer, admin: &str, mark: &mut u64) -> Vec<AuditEv
     assert_eq!(read.event_name, "stint:ReadAuditLog", "{read:?}");
     *mark = read.seq;
     events
-}
-
-fn password(user: &str, password: &str) -> Credential {
-    Credential::Password(proto::PasswordCredential {
-        user_name: user.into(),
-        password: password.into(),
-    })
 }
 
 /// What one step should have logged.
@@ -352,162 +332,43 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
 
 // ---- the store refuses writes -----------------------------------------------------------
 
-/// A broker over a [`MemoryStore`], served with `rpc::serve` on `127.0.0.1:0`.
-struct MemoryServer {
-    store: Arc<MemoryStore>,
-    clock: Arc<ManualClock>,
-    channel: Channel,
-    admin_seed: Vec<u8>,
-    flush_timeout: Duration,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+/// A server over a [`MemoryStore`] that can be told to refuse writes, with a short audit
+/// flush timeout.
+async fn memory_server() -> (TestServer, Arc<MemoryStore>, Duration) {
+    let store = Arc::new(MemoryStore::new());
+    let flush_timeout = Duration::from_millis(200);
+    let server = TestServer::builder()
+        .store(store.clone())
+        .config(move |config| {
+            config.audit.flush_timeout_ms = flush_timeout.as_millis() as u64;
+            config.audit.checkpoint_every_events = 5;
+            config.audit.checkpoint_every_seconds = 60;
+        })
+        .start()
+        .await;
+    (server, store, flush_timeout)
 }
 
-impl MemoryServer {
-    async fn start() -> Self {
-        let store = Arc::new(MemoryStore::new());
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let flush_timeout = Duration::from_millis(200);
-        let audit = AuditLog::open(
-            dyn_store.clone(),
-            AuditConfig {
-                flush_timeout,
-                checkpoint: CheckpointPolicy {
-                    every_events: 5,
-                    every_seconds: 60,
-                },
-            },
-        )
-        .expect("audit log");
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let clock = Arc::new(ManualClock::new(
-            UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-        ));
-        let settings = BrokerSettings {
-            argon2: Argon2Params {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-        };
-        let broker = Broker::new(
-            dyn_store,
-            audit,
-            MasterKey::generate(&SystemRandom::new()).expect("master key"),
-            settings,
-            clock.clone(),
-        )
-        .expect("broker");
-        broker.install_checkpoint_signer();
-        let (_, _, seed) = broker
-            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-            .await
-            .expect("bootstrap admin");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(stint::rpc::serve(listener, broker, None, async {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        Self {
-            store,
-            clock,
-            channel,
-            admin_seed: seed.expose().to_vec(),
-            flush_timeout,
-            _shutdown: tx,
-        }
-    }
-
-    fn with_bearer(&self, token: &str) -> Authed {
-        tonic::service::interceptor::InterceptedService::new(
-            self.channel.clone(),
-            Bearer::new(token),
-        )
-    }
-
-    async fn login(
-        &self,
-        user: &str,
-        pass: &str,
-        code: &str,
-    ) -> Result<proto::Credentials, tonic::Status> {
-        proto::sts_client::StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(password(user, pass)),
-                token_code: code.into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().credentials.expect("credentials"))
-    }
-
-    async fn admin_login(&self) -> String {
-        // A fresh TOTP step for every admin login.
-        self.clock.advance(Duration::from_secs(totp::STEP_SECONDS));
-        let code = totp::code_at(&self.admin_seed, totp::step_at(self.clock.now()));
-        self.login(ADMIN, ADMIN_PASSWORD, &code)
-            .await
-            .expect("admin login")
-            .session_token
-    }
-
-    async fn assume(&self, token: &str) -> Result<proto::AssumeRoleResponse, tonic::Status> {
-        proto::sts_client::StsClient::new(self.with_bearer(token))
-            .assume_role(proto::AssumeRoleRequest {
-                role_arn: arn("role", "worker"),
-                role_session_name: "job".into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Waits (bounded) for the overall health status to become `want`.
-    async fn health_becomes(&self, want: ServingStatus) {
-        let mut health = HealthClient::new(self.channel.clone());
-        let mut watch = health
-            .watch(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("Health/Watch")
-            .into_inner();
-        let seen = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(update) = watch.next().await {
-                if update.expect("health update").status() == want {
-                    return true;
-                }
-            }
-            false
+async fn assume(
+    server: &TestServer,
+    token: &str,
+) -> Result<proto::AssumeRoleResponse, tonic::Status> {
+    server
+        .sts_as(token)
+        .assume_role(proto::AssumeRoleRequest {
+            role_arn: arn("role", "worker"),
+            role_session_name: "job".into(),
+            ..Default::default()
         })
-        .await;
-        assert_eq!(seen, Ok(true), "health never became {want:?}");
-        let checked = health
-            .check(HealthCheckRequest {
-                service: "stint.v1.Sts".into(),
-            })
-            .await
-            .expect("Health/Check")
-            .into_inner()
-            .status();
-        assert_eq!(checked, want);
-    }
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]
 async fn no_credential_leaves_while_the_store_refuses_writes() {
-    let server = MemoryServer::start().await;
+    let (server, store, flush_timeout) = memory_server().await;
     let admin = server.admin_login().await;
-    let mut iam = proto::iam_client::IamClient::new(server.with_bearer(&admin));
+    let mut iam = server.iam_as(&admin);
     iam.create_user(proto::CreateUserRequest {
         user_name: "dev".into(),
         ..Default::default()
@@ -529,38 +390,40 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
     .await
     .expect("CreateRole");
     let dev = server
-        .login("dev", "dev-password-1", "")
+        .login("dev", "dev-password-1", None)
         .await
         .expect("dev login")
         .session_token;
-    server.assume(&dev).await.expect("AssumeRole while healthy");
+    assume(&server, &dev)
+        .await
+        .expect("AssumeRole while healthy");
     server.health_becomes(ServingStatus::Serving).await;
 
-    server.store.refuse_writes(true);
+    store.refuse_writes(true);
     // Bounded well below the default flush timeout (5 s): the configured 200 ms applies.
-    let bound = server.flush_timeout * 10;
-    let login = tokio::time::timeout(bound, server.login("dev", "dev-password-1", ""))
+    let bound = flush_timeout * 10;
+    let login = tokio::time::timeout(bound, server.login("dev", "dev-password-1", None))
         .await
         .expect("GetSessionToken answers within the bound");
     assert_status(login, Code::Unavailable, &[]);
-    let assumed = tokio::time::timeout(bound, server.assume(&dev))
+    let assumed = tokio::time::timeout(bound, assume(&server, &dev))
         .await
         .expect("AssumeRole answers within the bound");
     assert_status(assumed, Code::Unavailable, &[]);
     server.health_becomes(ServingStatus::NotServing).await;
 
-    server.store.refuse_writes(false);
+    store.refuse_writes(false);
     server.health_becomes(ServingStatus::Serving).await;
     let fresh = server
-        .login("dev", "dev-password-1", "")
+        .login("dev", "dev-password-1", None)
         .await
         .expect("login once the store accepts writes");
-    server
-        .assume(&fresh.session_token)
+    assume(&server, &fresh.session_token)
         .await
         .expect("AssumeRole once the store accepts writes");
     let admin = server.admin_login().await;
-    let report = proto::audit_client::AuditClient::new(server.with_bearer(&admin))
+    let report = server
+        .audit_as(&admin)
         .verify_chain(proto::VerifyChainRequest {})
         .await
         .expect("VerifyChain")

@@ -1,11 +1,14 @@
 //! Integration tests: each test starts the real daemon on `127.0.0.1:0` with a temp data
 //! dir and a manual clock (see `common.rs`) and talks to it over gRPC and HTTP.
+// Tests start the manual clock from, and compare processes against, the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
 mod assume_role;
 mod attacks_iam;
 mod attacks_login;
+mod attacks_ops;
 mod attacks_policy;
 mod attacks_sts;
 mod audit;

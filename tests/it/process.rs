@@ -437,3 +437,72 @@ async fn no_secret_reaches_logs_errors_or_the_audit_log() {
             .any(|l| l.contains("/stint.v1.Sts/GetSessionToken") && l.contains("latency_us"))
     );
 }
+
+/// Issue 9 #17: outside systemd (no `UMask=`), `stint init` under an ordinary umask of
+/// 022 still leaves the data dir 0700 and every file in it 0600.
+#[cfg(unix)]
+#[test]
+fn init_under_umask_022_leaves_a_private_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("stint");
+    let reference = command(&data_dir);
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .args([
+            "init",
+            "--admin-user",
+            "admin",
+            "--password-stdin",
+            "--output",
+            "json",
+        ])
+        .env_remove("STINT_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in reference.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    let mut child = cmd.spawn().expect("sh starts stint init");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The umask really was 022: a file the shell creates is group/world readable.
+    let probe = parent.path().join("probe");
+    let status = Command::new("sh")
+        .args(["-c", "umask 022 && : > \"$0\""])
+        .arg(&probe)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let probe_mode = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    assert_eq!(probe_mode, 0o644);
+
+    let mut files = 0;
+    let mut stack = vec![data_dir.clone()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:04o}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:04o}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 4, "master.key, LOCK and sled's files: {files}");
+}

@@ -179,3 +179,33 @@ async fn shuts_down_cleanly_on_request() {
         "still accepting connections after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_restart_keeps_the_data_and_makes_no_new_first_keys() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let keys_before = server
+        .keys_as(&admin)
+        .list_signing_keys(proto::ListSigningKeysRequest {})
+        .await
+        .expect("ListSigningKeys")
+        .into_inner()
+        .keys;
+    let server = server.restart().await;
+    let admin = server.admin_login().await;
+    let keys_after = server
+        .keys_as(&admin)
+        .list_signing_keys(proto::ListSigningKeysRequest {})
+        .await
+        .expect("ListSigningKeys after restart")
+        .into_inner()
+        .keys;
+    assert_eq!(keys_after, keys_before);
+    let report = server
+        .audit_as(&admin)
+        .verify_chain(proto::VerifyChainRequest {})
+        .await
+        .expect("VerifyChain")
+        .into_inner();
+    assert!(report.intact, "{report:?}");
+}

@@ -95,21 +95,6 @@ impl Broker {
             },
         )
         .await?;
-        // The first signing keys were made when the store opened; they open the rotation log.
-        let keys: Vec<serde_json::Value> = super::super::keys::all_keys(self.store.as_ref())?
-            .iter()
-            .map(|k| json!({"kid": k.kid, "state": k.state.as_str()}))
-            .collect();
-        let mut keys_event = self.event(
-            &RequestMeta::default(),
-            "stint:CreateSigningKey",
-            "stint",
-            Outcome::Allow,
-            now,
-        );
-        keys_event.rotation = true;
-        keys_event.params = json!({ "keys": keys });
-        self.audit.append(keys_event).await?;
         Ok((user, serial, seed))
     }
 }

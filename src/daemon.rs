@@ -1,0 +1,244 @@
+//! The daemon: a broker over a store, served over gRPC/HTTP with its background jobs.
+//!
+//! [`Daemon::assemble`] builds the server over any `Arc<dyn Store>` (sled in production,
+//! the in-memory store or a fault-injecting one in tests), so `stint serve`, `stint init`,
+//! the benchmark and every integration test run the same assembly. [`Daemon::open`] is
+//! the production path: the sled store in the configured data dir and its master key.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::audit::chain::CheckpointPolicy;
+use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
+use crate::broker::{Broker, BrokerSettings, ScheduledRotation, default_hash_concurrency};
+use crate::config::Config;
+use crate::core::authn::password::Argon2Params;
+use crate::core::model::Account;
+use crate::core::time::Clock;
+use crate::rpc::{self, TlsFiles};
+use crate::store::Store;
+use crate::store::seal::MasterKey;
+use crate::store::sled::SledStore;
+
+/// Why the daemon could not be assembled or served: a message for a person.
+#[derive(Debug)]
+pub struct DaemonError(String);
+
+impl DaemonError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// An assembled server: the broker over its store, and the config it runs with.
+pub struct Daemon {
+    pub broker: Arc<Broker>,
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+}
+
+/// The broker's settings, projected from the daemon config.
+pub fn broker_settings(config: &Config) -> BrokerSettings {
+    BrokerSettings {
+        account: Account::new(config.account.partition.clone(), config.account.id.clone()),
+        issuer: config.tokens.issuer.clone(),
+        audience: config.tokens.audience.clone(),
+        clock_skew: Duration::from_secs(config.tokens.clock_skew_seconds),
+        argon2: Argon2Params {
+            memory_kib: config.argon2.memory_kib,
+            iterations: config.argon2.iterations,
+            parallelism: config.argon2.parallelism,
+        },
+        lockout: config.lockout.policy(),
+        hash_concurrency: default_hash_concurrency(),
+    }
+}
+
+/// How often the background jobs run, from the (validated) config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub sweep_every: Duration,
+    pub rotate_every: Duration,
+    pub publish_ahead: Duration,
+    /// Zero: keep the audit log forever.
+    pub retention: Duration,
+}
+
+impl Schedule {
+    pub fn from_config(config: &Config) -> Result<Self, DaemonError> {
+        let secs = |key: &str, value: Option<u64>| {
+            value.map(Duration::from_secs).ok_or_else(|| {
+                DaemonError::new(format!("{key} is too large (run `stint config check`)"))
+            })
+        };
+        Ok(Self {
+            sweep_every: Duration::from_secs(config.sweeper.interval_seconds.max(1)),
+            rotate_every: secs(
+                "tokens.rotation_interval_hours",
+                config.tokens.rotation_interval_hours.checked_mul(3600),
+            )?,
+            publish_ahead: Duration::from_secs(config.tokens.publish_ahead_seconds),
+            retention: secs(
+                "audit.retention_days",
+                config.audit.retention_days.checked_mul(86_400),
+            )?,
+        })
+    }
+}
+
+impl Daemon {
+    /// Opens an initialised data dir (sled store, master key file). Must run inside a
+    /// tokio runtime.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, DaemonError> {
+        let master_path = config.master_key_path();
+        if !master_path.exists() {
+            return Err(DaemonError::new(format!(
+                "master key {} not found: run `stint init --data-dir {}` first (or `stint serve --dev`), or point --master-key-file at it",
+                master_path.display(),
+                config.data_dir.display()
+            )));
+        }
+        let master = MasterKey::load(&master_path)
+            .map_err(|e| DaemonError::new(format!("master key {}: {e}", master_path.display())))?;
+        Self::open_with_master(config, master, clock)
+    }
+
+    /// Opens the sled store in `config.data_dir` with `master`.
+    pub fn open_with_master(
+        config: Config,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DaemonError> {
+        let cache_bytes = config
+            .store
+            .cache_mb
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| DaemonError::new("store.cache_mb is too large"))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&config.data_dir, cache_bytes)
+                .map_err(|e| DaemonError::new(e.to_string()))?,
+        );
+        Self::assemble(config, store, master, clock)
+    }
+
+    /// Assembles the server over any store: the audit log (on `clock`), the broker and
+    /// its checkpoint signer. Must run inside a tokio runtime.
+    pub fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DaemonError> {
+        let audit = AuditLog::open_with_clock(
+            store.clone(),
+            AuditWriterConfig {
+                flush_timeout: Duration::from_millis(config.audit.flush_timeout_ms),
+                checkpoint: CheckpointPolicy {
+                    every_events: config.audit.checkpoint_every_events,
+                    every_seconds: config.audit.checkpoint_every_seconds,
+                },
+            },
+            clock.clone(),
+        )
+        .map_err(|e| DaemonError::new(format!("audit log: {e}")))?;
+        let broker = Broker::new(
+            store.clone(),
+            audit,
+            master,
+            broker_settings(&config),
+            clock,
+        )
+        .map_err(|e| {
+            DaemonError::new(format!(
+                "{e} (is the master key the one this data dir was initialised with?)"
+            ))
+        })?;
+        broker.install_checkpoint_signer();
+        Ok(Self {
+            broker,
+            store,
+            config,
+        })
+    }
+
+    /// Makes every committed change durable.
+    pub fn flush(&self) -> Result<(), DaemonError> {
+        self.store
+            .flush()
+            .map_err(|e| DaemonError::new(format!("flush failed: {e}")))
+    }
+
+    /// Serves until `shutdown` resolves, with the background jobs running; then flushes
+    /// the store.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsFiles>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), DaemonError> {
+        let schedule = Schedule::from_config(&self.config)?;
+        let jobs = tokio::spawn(background_jobs(self.broker.clone(), schedule));
+        let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
+        jobs.abort();
+        self.flush()?;
+        result.map_err(|e| DaemonError::new(e.to_string()))
+    }
+}
+
+/// Sweeps, purges expired keys, prunes the audit log and rotates keys on schedule.
+async fn background_jobs(broker: Arc<Broker>, schedule: Schedule) {
+    let mut tick = tokio::time::interval(schedule.sweep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<std::time::SystemTime> = None;
+    loop {
+        tick.tick().await;
+        run_jobs_once(&broker, &schedule, &mut last_prune).await;
+    }
+}
+
+/// One round of the background jobs (also what tests call, with a manual clock).
+pub async fn run_jobs_once(
+    broker: &Arc<Broker>,
+    schedule: &Schedule,
+    last_prune: &mut Option<std::time::SystemTime>,
+) {
+    if let Err(err) = broker.sweep_in_background().await {
+        tracing::warn!(error = %err, "sweep failed");
+    }
+    if let Err(err) = broker.purge_expired_keys().await {
+        tracing::warn!(error = %err, "signing-key purge failed");
+    }
+    // Pruning verifies the chain first, so it runs hourly rather than every sweep.
+    let now = broker.now();
+    let prune_due = last_prune
+        .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= Duration::from_secs(3600));
+    if !schedule.retention.is_zero() && prune_due {
+        *last_prune = Some(now);
+        if let Err(err) = broker.prune_audit(schedule.retention).await {
+            tracing::warn!(error = %err, "audit retention prune failed");
+        }
+    }
+    match broker
+        .rotate_if_due(schedule.rotate_every, schedule.publish_ahead)
+        .await
+    {
+        Ok(ScheduledRotation::NotDue) => {}
+        Ok(ScheduledRotation::Published(kid)) => {
+            tracing::info!(%kid, "next signing key published ahead of rotation");
+        }
+        Ok(ScheduledRotation::Rotated(kid)) => tracing::info!(%kid, "signing key rotated"),
+        Err(err) => tracing::warn!(error = %err, "scheduled key rotation failed"),
+    }
+}
