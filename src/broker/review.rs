@@ -10,7 +10,7 @@ use crate::core::authn::password;
 use crate::core::model::{AccessKey, AccessKeyStatus, Role, User, name_key};
 use crate::core::policy::{self, Decision, NamedPolicy, PolicyKind, Request};
 use crate::core::secret::SecretString;
-use crate::store::{self, Table, Tx};
+use crate::store::{self, Table};
 
 use super::caller::{Caller, RequestMeta, base_context};
 use super::{Broker, BrokerError, unix_ms};
@@ -168,31 +168,66 @@ impl Broker {
             .user_name()
             .ok_or_else(|| BrokerError::invalid("caller", "only IAM users have a password"))?
             .to_string();
-        let mut event = self.event(
-            meta,
-            "iam:ChangePassword",
-            caller.arn(),
-            Outcome::Allow,
-            now,
-        );
-        event.rotation = true;
-        event.params = json!({ "user_name": user_name });
-        let result = self
+        let prepared = self
             .change_password_inner(caller, meta, &user_name, old_password, new_password, now)
             .await;
-        if let Err(err) = &result {
-            event.outcome = if matches!(
-                err,
-                BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials
-            ) {
-                Outcome::Deny
-            } else {
-                Outcome::Error
-            };
-            event.reason = err.to_string();
-        }
-        self.audit.append(event).await?;
-        result
+        // The new hash is made outside the transaction (argon2 is slow); the profile update
+        // and its event then commit together. A refusal commits its event alone.
+        let (new_phc, mut refusal) = match prepared {
+            Ok(phc) => (Some(phc), None),
+            Err(err) => (None, Some(err)),
+        };
+        let key = name_key(&user_name);
+        let now_ms = unix_ms(now);
+        self.audited(
+            |tx| {
+                if let Some(err) = refusal.take() {
+                    return Err(err);
+                }
+                let new_phc = new_phc.clone().ok_or_else(|| {
+                    BrokerError::Internal("password change retried after a refusal".into())
+                })?;
+                let mut user: User = tx
+                    .get(Table::Users, &key)?
+                    .ok_or_else(|| BrokerError::NotFound(format!("user {user_name}")))?;
+                let profile = user.login_profile.as_mut().ok_or_else(|| {
+                    BrokerError::NotFound(format!("login profile for user {user_name}"))
+                })?;
+                let mut history = vec![profile.phc.clone()];
+                history.append(&mut profile.history);
+                history.truncate(24);
+                profile.history = history;
+                profile.phc = new_phc;
+                profile.last_changed = now_ms;
+                profile.password_reset_required = false;
+                tx.put(Table::Users, &key, &user);
+                Ok(())
+            },
+            |result| {
+                let mut event = self.event(
+                    meta,
+                    "iam:ChangePassword",
+                    caller.arn(),
+                    Outcome::Allow,
+                    now,
+                );
+                event.rotation = true;
+                event.params = json!({ "user_name": user_name });
+                if let Err(err) = result {
+                    event.outcome = if matches!(
+                        err,
+                        BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials
+                    ) {
+                        Outcome::Deny
+                    } else {
+                        Outcome::Error
+                    };
+                    event.reason = err.to_string();
+                }
+                Some(event)
+            },
+        )
+        .await
     }
 
     async fn change_password_inner(
@@ -203,7 +238,7 @@ impl Broker {
         old_password: &SecretString,
         new_password: &SecretString,
         now: SystemTime,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<String, BrokerError> {
         let policy = self.password_policy()?;
         // As in AWS: the account setting lets every user change their own password;
         // otherwise an identity policy must allow iam:ChangePassword.
@@ -259,28 +294,9 @@ impl Broker {
         let salt: [u8; 16] = self.random()?;
         let params = self.settings.argon2;
         let new = new_password.clone();
-        let new_phc = self
-            .hash_job(move || password::hash_password(&new, &salt, &params))
-            .await??;
-        let key = name_key(user_name);
-        let now_ms = unix_ms(now);
-        store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            let mut user: User = tx
-                .get(Table::Users, &key)?
-                .ok_or_else(|| BrokerError::NotFound(format!("user {user_name}")))?;
-            let profile = user.login_profile.as_mut().ok_or_else(|| {
-                BrokerError::NotFound(format!("login profile for user {user_name}"))
-            })?;
-            let mut history = vec![profile.phc.clone()];
-            history.append(&mut profile.history);
-            history.truncate(24);
-            profile.history = history;
-            profile.phc = new_phc.clone();
-            profile.last_changed = now_ms;
-            profile.password_reset_required = false;
-            tx.put(Table::Users, &key, &user);
-            Ok(())
-        })
+        self.hash_job(move || password::hash_password(&new, &salt, &params))
+            .await?
+            .map_err(BrokerError::from)
     }
 
     /// AWS's credential report, as CSV or JSON.
