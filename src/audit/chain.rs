@@ -95,10 +95,9 @@ pub fn chain_hash(prev: &Hash, event: &Event) -> Hash {
     let mut input = Vec::with_capacity(32 + 256);
     input.extend_from_slice(prev);
     input.extend_from_slice(&event.canonical_bytes());
-    digest(&SHA256, &input)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest(&SHA256, &input).as_ref());
+    hash
 }
 
 pub fn decode_hash(hex: &str) -> Option<Hash> {
@@ -456,10 +455,11 @@ fn verify_upto(
                 return Ok(walk.breach(seq, Breach::Edited, detail));
             }
             let hash = decode_hash(&record.prev_hash).map(|p| chain_hash(&p, &record.event));
-            if hash.map(|h| HEXLOWER.encode(&h)).as_deref() != Some(record.hash.as_str()) {
+            let Some(hash) = hash.filter(|h| HEXLOWER.encode(h).as_str() == record.hash.as_str())
+            else {
                 let detail = format!("record {seq} does not match its hash");
                 return Ok(walk.breach(seq, Breach::Edited, detail));
-            }
+            };
             if record.prev_hash != HEXLOWER.encode(&prev) {
                 // Both are self-consistent, so one was rewritten whole: blame the earlier.
                 let (blamed, detail) = if seq - 1 > anchor_seq {
@@ -473,7 +473,7 @@ fn verify_upto(
                 };
                 return Ok(walk.breach(blamed, Breach::Edited, detail));
             }
-            prev = hash.expect("checked above");
+            prev = hash;
             expected = seq + 1;
             walk.report.events_checked += 1;
             walk.report.last_seq = seq;

@@ -163,6 +163,7 @@ impl Event {
     }
 
     /// The bytes the chain hashes.
+    #[allow(clippy::expect_used)] // strings, numbers and JSON values always serialise
     pub fn canonical_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("events serialise to JSON")
     }

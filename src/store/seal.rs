@@ -175,6 +175,7 @@ impl MasterKey {
         Ok(key)
     }
 
+    #[allow(clippy::expect_used)] // the length is checked at construction
     fn aead_key(&self) -> LessSafeKey {
         // Length is checked at construction, so this cannot fail.
         LessSafeKey::new(

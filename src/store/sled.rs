@@ -83,10 +83,8 @@ impl SledStore {
     }
 
     fn tree(&self, table: Table) -> &sled::Tree {
-        &self.trees[Table::ALL
-            .iter()
-            .position(|t| *t == table)
-            .expect("every table has a tree")]
+        // `trees` is opened in `Table::ALL` order, which is declaration order.
+        &self.trees[table as usize]
     }
 }
 
@@ -177,6 +175,7 @@ impl Store for SledStore {
         tables.sort();
         tables.dedup();
         let trees: Vec<sled::Tree> = tables.iter().map(|t| self.tree(*t).clone()).collect();
+        #[allow(clippy::expect_used)] // every table of the batch was collected above
         let index = |table: Table| tables.binary_search(&table).expect("table collected above");
         let result = trees.as_slice().transaction(|view| {
             for (table, key, expected) in &batch.expects {

@@ -2,6 +2,8 @@
 //! dir and a manual clock (see `common.rs`) and talks to it over gRPC and HTTP.
 // Tests start the manual clock from, and compare processes against, the wall clock.
 #![allow(clippy::disallowed_methods)]
+// A failed expectation in a test is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

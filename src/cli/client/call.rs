@@ -27,6 +27,7 @@ pub const PACKAGE: &str = "stint.v1";
 /// The descriptor pool of all `stint.v1` protos (decoded once).
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    #[allow(clippy::expect_used)] // compiled into the binary by build.rs
     POOL.get_or_init(|| {
         DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
             .expect("the compiled-in descriptor set decodes")

@@ -442,6 +442,7 @@ impl ArnPattern {
             ignore_case: false,
         };
         let mut segments = parts.iter().map(|p| Template::parse(p, syntax));
+        #[allow(clippy::expect_used)] // `parts` was checked to hold six segments
         let mut next = || segments.next().expect("six segments");
         Ok(ArnPattern::Segments(Box::new([
             next()?,
