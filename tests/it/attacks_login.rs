@@ -7,29 +7,18 @@
 //! address (127.0.0.x) with `Endpoint::local_address`, so the daemon sees it as the peer.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ring::rand::SystemRandom;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use stint::audit::chain::CheckpointPolicy;
 use stint::audit::event::EventFilter;
-use stint::audit::writer::{AuditConfig, AuditLog};
-use stint::broker::{Broker, BrokerSettings, Clock as _, ManualClock};
-use stint::core::authn::password::Argon2Params;
 use stint::core::authn::totp;
-use stint::core::model::Account;
-use stint::core::secret::SecretString;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::sts_client::StsClient;
 use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
-use stint::store::seal::MasterKey;
-use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
+use stint::store::{Store, Table};
 
 use crate::common::*;
 
@@ -592,165 +581,24 @@ async fn an_address_over_its_failure_budget_is_slowed_but_never_blocked() {
 
 // ---- #14: a lock and its record land together or not at all ------------------------------
 
-/// A [`MemoryStore`] that can refuse every batch carrying an audit record while still
-/// taking all others: a change written apart from its event would show.
-#[derive(Default)]
-struct AuditRefusingStore {
-    inner: MemoryStore,
-    refuse_audit: AtomicBool,
+fn lockout_rows(store: &FaultStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .scan(Table::Lockouts, &[], None, usize::MAX)
+        .expect("scan lockouts")
 }
 
-impl AuditRefusingStore {
-    fn refuse_audit(&self, refuse: bool) {
-        self.refuse_audit.store(refuse, Ordering::SeqCst);
-    }
-}
-
-impl Store for AuditRefusingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(table)
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        if self.refuse_audit.load(Ordering::SeqCst)
-            && batch
-                .writes
-                .iter()
-                .any(|(table, ..)| *table == Table::Audit)
-        {
-            return Err(StoreError::Io("audit writes refused (test fault)".into()));
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
-/// A broker over an [`AuditRefusingStore`], served on 127.0.0.1.
-struct FragileServer {
-    store: Arc<AuditRefusingStore>,
-    broker: Arc<Broker>,
-    clock: Arc<ManualClock>,
-    channel: Channel,
-    admin_seed: Vec<u8>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl FragileServer {
-    async fn start() -> Self {
-        let store = Arc::new(AuditRefusingStore::default());
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let audit = AuditLog::open(
-            dyn_store.clone(),
-            AuditConfig {
-                flush_timeout: Duration::from_millis(200),
-                checkpoint: CheckpointPolicy {
-                    every_events: 1_000,
-                    every_seconds: 3_600,
-                },
-            },
-        )
-        .expect("audit log");
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let clock = Arc::new(ManualClock::new(
-            UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-        ));
-        let settings = BrokerSettings {
-            argon2: Argon2Params {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout().policy(),
-            ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-        };
-        let broker = Broker::new(
-            dyn_store,
-            audit,
-            MasterKey::generate(&SystemRandom::new()).expect("master key"),
-            settings,
-            clock.clone(),
-        )
-        .expect("broker");
-        let (_, _, seed) = broker
-            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-            .await
-            .expect("bootstrap admin");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(stint::rpc::serve(listener, broker.clone(), None, async {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        Self {
-            store,
-            broker,
-            clock,
-            channel,
-            admin_seed: seed.expose().to_vec(),
-            _shutdown: tx,
-        }
-    }
-
-    async fn login(&self, user: &str, pass: &str, code: &str) -> Result<String, tonic::Status> {
-        StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(password(user, pass)),
-                token_code: code.into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .credentials
-                    .expect("credentials")
-                    .session_token
-            })
-    }
-
-    fn lockout_rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.store
-            .scan(Table::Lockouts, &[], None, usize::MAX)
-            .expect("scan lockouts")
-    }
-
-    fn events_named(&self, name: &str) -> usize {
-        let filter = EventFilter {
-            event_name: Some(name.into()),
-            ..Default::default()
-        };
-        self.broker
-            .audit_log()
-            .list(&filter, None, 10_000)
-            .expect("list")
-            .0
-            .len()
-    }
-
-    fn step_past_back_off(&self) {
-        self.clock
-            .advance(Duration::from_millis(test_lockout().max_delay_ms + 1));
-    }
+fn events_named(server: &TestServer, name: &str) -> usize {
+    let filter = EventFilter {
+        event_name: Some(name.into()),
+        ..Default::default()
+    };
+    server
+        .broker()
+        .audit_log()
+        .list(&filter, None, 10_000)
+        .expect("list")
+        .0
+        .len()
 }
 
 /// Every state change commits in the same batch as its audit event: while the store
@@ -759,88 +607,72 @@ impl FragileServer {
 /// rows exactly as they were. So does a store that refuses every write.
 #[tokio::test]
 async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
-    let server = FragileServer::start().await;
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder()
+        .faults(&store)
+        .checkpoints(1_000, 3_600)
+        .start()
+        .await;
+    let admin = server.admin_login().await;
     server
-        .clock
-        .advance(Duration::from_secs(totp::STEP_SECONDS));
-    let code = totp::code_at(&server.admin_seed, totp::step_at(server.clock.now()));
-    let admin = server
-        .login(ADMIN, ADMIN_PASSWORD, &code)
-        .await
-        .expect("admin login");
-    let mut iam =
-        proto::iam_client::IamClient::with_interceptor(server.channel.clone(), Bearer::new(&admin));
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
 
     let max = test_lockout().max_failures;
     for _ in 0..max - 1 {
-        assert_invalid(server.login("dev", "guess", "").await);
-        server.step_past_back_off();
+        assert_invalid(server.login("dev", "guess", None).await);
+        server.after_failure();
     }
     // The failure that locks, while the store refuses audit records, or everything:
     // nothing happens.
-    let rows = server.lockout_rows();
-    server.store.refuse_audit(true);
+    let rows = lockout_rows(&store);
+    store.refuse_audit(true);
     assert_status(
-        server.login("dev", "guess", "").await,
+        server.login("dev", "guess", None).await,
         Code::Unavailable,
         &[],
     );
-    server.store.refuse_audit(false);
+    store.refuse_audit(false);
     assert_eq!(
-        server.lockout_rows(),
+        lockout_rows(&store),
         rows,
         "a failure written without its event"
     );
-    server.store.inner.refuse_writes(true);
+    store.refuse_all(true);
     assert_status(
-        server.login("dev", "guess", "").await,
+        server.login("dev", "guess", None).await,
         Code::Unavailable,
         &[],
     );
-    server.store.inner.refuse_writes(false);
-    assert_eq!(server.lockout_rows(), rows, "a half-written failure");
-    assert_eq!(server.events_named("stint:Lockout"), 0);
+    store.refuse_all(false);
+    assert_eq!(lockout_rows(&store), rows, "a half-written failure");
+    assert_eq!(events_named(&server, "stint:Lockout"), 0);
 
     // Again with a store that works: locked, and recorded once.
-    assert_invalid(server.login("dev", "guess", "").await);
-    assert_eq!(server.events_named("stint:Lockout"), 1);
-    assert_slowed(server.login("dev", "dev-password-1", "").await);
+    assert_invalid(server.login("dev", "guess", None).await);
+    assert_eq!(events_named(&server, "stint:Lockout"), 1);
+    assert_slowed(server.login("dev", "dev-password-1", None).await);
 
     // The lock is served; ending it while the store refuses writes changes nothing.
-    server
-        .clock
-        .advance(Duration::from_secs(test_lockout().lockout_seconds));
-    let rows = server.lockout_rows();
-    server.store.refuse_audit(true);
+    server.advance(Duration::from_secs(test_lockout().lockout_seconds));
+    let rows = lockout_rows(&store);
+    store.refuse_audit(true);
     assert_status(
-        server.login("dev", "dev-password-1", "").await,
+        server.login("dev", "dev-password-1", None).await,
         Code::Unavailable,
         &[],
     );
-    server.store.refuse_audit(false);
+    store.refuse_audit(false);
     assert_eq!(
-        server.lockout_rows(),
+        lockout_rows(&store),
         rows,
         "an unlock written without its event"
     );
-    assert_eq!(server.events_named("stint:LockoutEnded"), 0);
+    assert_eq!(events_named(&server, "stint:LockoutEnded"), 0);
 
     server
-        .login("dev", "dev-password-1", "")
+        .login("dev", "dev-password-1", None)
         .await
         .expect("login after the lock");
-    assert_eq!(server.events_named("stint:LockoutEnded"), 1);
+    assert_eq!(events_named(&server, "stint:LockoutEnded"), 1);
 }

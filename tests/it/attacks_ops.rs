@@ -3,7 +3,6 @@
 //! signing key published ahead (#16). Each runs against the real server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
@@ -12,13 +11,10 @@ use tonic::Code;
 
 use stint::audit::chain;
 use stint::broker::{ManualClock, ScheduledRotation, WATCHES_PER_CALLER};
-use stint::config::Config;
 use stint::core::model::{KeyState, SigningKey};
-use stint::daemon::Daemon;
 use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
-use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
+use stint::store::{Batch, Store, Table};
 
 use crate::common::*;
 
@@ -220,51 +216,6 @@ async fn watch_without_after_seq_starts_at_the_tail() {
 
 // ---- #14 keys, prune and bootstrap commit with their event ------------------------------
 
-/// A store whose batches that append to the audit log can be refused: a change committed
-/// apart from its record would still land, one committed with it cannot.
-#[derive(Default)]
-struct AuditRefusing {
-    inner: MemoryStore,
-    refuse: AtomicBool,
-}
-
-impl AuditRefusing {
-    fn refuse(&self, on: bool) {
-        self.refuse.store(on, Ordering::SeqCst);
-    }
-}
-
-impl Store for AuditRefusing {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(table)
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let appends = batch
-            .writes
-            .iter()
-            .any(|(table, _, _)| *table == Table::Audit);
-        if appends && self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("audit writes refused by the test".into()));
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
 fn keys_in(store: &dyn Store) -> Vec<(String, KeyState)> {
     let mut keys: Vec<(String, KeyState)> =
         stint::store::read_page::<SigningKey>(store, Table::SigningKeys, "", None, usize::MAX)
@@ -276,25 +227,17 @@ fn keys_in(store: &dyn Store) -> Vec<(String, KeyState)> {
     keys
 }
 
-async fn server_over(store: Arc<AuditRefusing>) -> TestServer {
-    TestServer::builder()
-        .store(store)
-        .config(|config| config.audit.flush_timeout_ms = 500)
-        .start()
-        .await
-}
-
 /// A rotation whose event cannot be written is not carried out: the keys stay as they
 /// were, and the caller is told the truth ("audit log unavailable").
 #[tokio::test]
 async fn a_rotation_is_not_carried_out_without_its_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    let server = server_over(store.clone()).await;
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder().faults(&store).start().await;
     let admin = server.admin_login().await;
     let before = keys_in(store.as_ref());
     let jwks_before = server.broker().jwks();
 
-    store.refuse(true);
+    store.refuse_audit(true);
     let rotated = server
         .keys_as(&admin)
         .rotate_signing_key(proto::RotateSigningKeyRequest {})
@@ -307,7 +250,7 @@ async fn a_rotation_is_not_carried_out_without_its_audit_record() {
     );
     assert_eq!(server.broker().jwks(), jwks_before);
 
-    store.refuse(false);
+    store.refuse_audit(false);
     let admin = server.admin_login().await;
     server
         .keys_as(&admin)
@@ -321,8 +264,8 @@ async fn a_rotation_is_not_carried_out_without_its_audit_record() {
 /// lands in the same batch.
 #[tokio::test]
 async fn key_purge_and_audit_prune_need_their_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    let server = server_over(store.clone()).await;
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder().faults(&store).start().await;
     let broker = server.broker().clone();
     broker
         .rotate_keys(&Default::default(), "test")
@@ -337,7 +280,7 @@ async fn key_purge_and_audit_prune_need_their_audit_record() {
             .any(|(_, state)| *state == KeyState::Retired)
     );
 
-    store.refuse(true);
+    store.refuse_audit(true);
     assert!(broker.purge_expired_keys().await.is_err());
     assert_eq!(
         keys_in(store.as_ref()),
@@ -354,9 +297,9 @@ async fn key_purge_and_audit_prune_need_their_audit_record() {
         chain::read_anchor(store.as_ref()).unwrap().is_none(),
         "anchor moved without its event"
     );
-    assert!(store.inner.last(Table::Audit).unwrap().is_some());
+    assert!(store.last(Table::Audit).unwrap().is_some());
 
-    store.refuse(false);
+    store.refuse_audit(false);
     let purged = broker.purge_expired_keys().await.expect("purge");
     assert_eq!(purged.len(), 1);
     let report = broker
@@ -420,24 +363,19 @@ async fn a_huge_retention_prunes_nothing() {
 /// log: a store that refuses the event gets no keys (and the daemon does not start).
 #[tokio::test]
 async fn first_keys_are_not_created_without_their_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    store.refuse(true);
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
+    let store = Arc::new(FaultStore::default());
+    store.refuse_audit(true);
     let clock = Arc::new(ManualClock::new(start_time()));
     let master = MasterKey::generate(&SystemRandom::new()).unwrap();
-    let opened = Daemon::assemble(config.clone(), store.clone(), master.clone(), clock.clone());
+    let opened = unstarted_daemon(store.clone(), &master, &clock);
     assert!(opened.is_err(), "assembled without the keys' event");
     assert!(
         keys_in(store.as_ref()).is_empty(),
         "keys written without their event"
     );
 
-    store.refuse(false);
-    let daemon = Daemon::assemble(config, store.clone(), master, clock).expect("assemble");
+    store.refuse_audit(false);
+    let daemon = unstarted_daemon(store.clone(), &master, &clock).expect("assemble");
     let keys = keys_in(store.as_ref());
     assert_eq!(keys.len(), 2, "{keys:?}");
     // Read from the store itself: the record is there (and flushed) before the broker

@@ -15,7 +15,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use stint::broker::ManualClock;
 use stint::cli::serve::Daemon;
-use stint::config::{Argon2Config, Config};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
 use stint::proto::get_session_token_request::Credential;
@@ -505,16 +504,8 @@ async fn secure_transport_is_true_over_tls_only() {
 
     // The same daemon over TLS: true, so it allows.
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        argon2: Argon2Config {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        },
-        lockout: test_lockout(),
-        ..Config::default()
-    };
+    let config = test_config(dir.path().join("data"));
+    config.validate().expect("test config is valid");
     let clock = Arc::new(ManualClock::new(plain.now()));
     let master = MasterKey::generate(&ring::rand::SystemRandom::new()).expect("master key");
     let daemon = Daemon::open_with_master(config, master, clock.clone()).expect("daemon opens");
@@ -929,107 +920,25 @@ async fn oversized_requests_are_refused_naming_the_field() {
 
 // ---- #14 a revocation and its audit event land together or not at all ---------------
 
-/// A daemon over a [`MemoryStore`] that can be told to refuse writes.
-async fn memory_server() -> (
-    Arc<stint::store::memory::MemoryStore>,
-    Arc<ManualClock>,
-    Channel,
-    Vec<u8>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    use stint::audit::chain::CheckpointPolicy;
-    use stint::audit::writer::{AuditConfig, AuditLog};
-    use stint::broker::{Broker, BrokerSettings};
-    use stint::core::authn::password::Argon2Params;
-    use stint::core::model::Account;
-    use stint::store::Store;
-
-    let store = Arc::new(stint::store::memory::MemoryStore::new());
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let audit = AuditLog::open(
-        dyn_store.clone(),
-        AuditConfig {
-            flush_timeout: Duration::from_millis(200),
-            checkpoint: CheckpointPolicy {
-                every_events: 5,
-                every_seconds: 60,
-            },
-        },
-    )
-    .expect("audit log");
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let clock = Arc::new(ManualClock::new(
-        std::time::UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-    ));
-    let settings = BrokerSettings {
-        argon2: Argon2Params {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-    };
-    let broker = Broker::new(
-        dyn_store,
-        audit,
-        MasterKey::generate(&ring::rand::SystemRandom::new()).expect("master key"),
-        settings,
-        clock.clone(),
-    )
-    .expect("broker");
-    let (_, _, seed) = broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-        .await
-        .expect("bootstrap admin");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(stint::rpc::serve(listener, broker, None, async {
-        let _ = rx.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    (store, clock, channel, seed.expose().to_vec(), tx)
-}
-
 #[tokio::test]
 async fn a_revocation_the_store_refuses_changes_nothing() {
-    use stint::broker::Clock as _;
-    let (store, clock, channel, seed, _stop) = memory_server().await;
-    let mut sts = StsClient::new(channel.clone());
-    let login = |user: &str, password: &str, code: String| proto::GetSessionTokenRequest {
-        credential: Some(Credential::Password(proto::PasswordCredential {
-            user_name: user.into(),
-            password: password.into(),
-        })),
-        token_code: code,
-        ..Default::default()
-    };
-    let code = totp::code_at(&seed, totp::step_at(clock.now()));
-    let admin = sts
-        .get_session_token(login(ADMIN, ADMIN_PASSWORD, code))
-        .await
-        .expect("admin login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    let mut tokens = TokensClient::with_interceptor(channel.clone(), Bearer::new(&admin));
-    let mut whoami = StsClient::with_interceptor(channel.clone(), Bearer::new(&admin));
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder()
+        .faults(&store)
+        .checkpoints(5, 60)
+        .start()
+        .await;
+    let admin = server.admin_login().await;
+    let mut tokens = server.tokens_as(&admin);
+    let mut whoami = server.sts_as(&admin);
 
-    store.refuse_writes(true);
+    store.refuse_all(true);
     assert_status(
         tokens.revoke_session(revoke(&jti(&admin), "", "")).await,
         Code::Unavailable,
         &["audit"],
     );
-    store.refuse_writes(false);
+    store.refuse_all(false);
     // Neither the revocation nor its event was written: the session still works, and
     // once the store takes writes again the same request succeeds and is audited.
     whoami

@@ -3,22 +3,12 @@
 //! password policy and forced changes, access keys, lockout audit, indistinguishable
 //! failures for access keys, and the credential report.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ring::rand::{SecureRandom as _, SystemRandom};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::Channel;
 
-use stint::broker::ManualClock;
-use stint::cli::serve::Daemon;
-use stint::config::{Argon2Config, Config};
 use stint::core::authn::totp;
-use stint::core::secret::{SecretBytes, SecretString};
 use stint::proto::get_session_token_request::Credential;
-use stint::proto::sts_client::StsClient;
 use stint::proto::{self, AuditEvent};
 
 use crate::common::*;
@@ -306,131 +296,28 @@ async fn concurrent_logins_with_one_code_mint_exactly_once() {
     }
 }
 
-/// A daemon on a fixed data dir and master key, so it can be stopped and started again.
-struct Restartable {
-    dir: tempfile::TempDir,
-    master: [u8; 32],
-    clock: Arc<ManualClock>,
-}
-
-struct Running {
-    channel: Channel,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-impl Restartable {
-    fn config(&self) -> Config {
-        let config = Config {
-            data_dir: self.dir.path().join("data"),
-            argon2: Argon2Config {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout(),
-            ..Config::default()
-        };
-        config.validate().expect("valid config");
-        config
-    }
-
-    fn open(&self) -> Daemon {
-        let master =
-            stint::store::seal::MasterKey::from_bytes(SecretBytes::from_slice(&self.master))
-                .expect("master key");
-        Daemon::open_with_master(self.config(), master, self.clock.clone()).expect("daemon opens")
-    }
-
-    async fn serve(daemon: Daemon) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let result = daemon
-                .serve(listener, None, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string());
-            drop(daemon);
-            result
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        Running {
-            channel,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Running {
-    async fn login(&self, code: &str) -> Result<proto::Credentials, tonic::Status> {
-        StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(Credential::Password(proto::PasswordCredential {
-                    user_name: ADMIN.into(),
-                    password: ADMIN_PASSWORD.into(),
-                })),
-                token_code: code.into(),
-                duration_seconds: 0,
-                serial_number: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().credentials.expect("credentials"))
-    }
-
-    async fn stop(self) {
-        drop(self.channel);
-        let _ = self.shutdown.send(());
-        self.task
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
-    }
-}
-
+/// The restarted daemon reads the same data dir with the same master key and clock.
 #[tokio::test]
 async fn a_used_code_stays_used_across_a_restart() {
-    let mut master = [0u8; 32];
-    SystemRandom::new().fill(&mut master).expect("random");
-    let start = {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        std::time::UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
-    };
-    let node = Restartable {
-        dir: tempfile::tempdir().expect("temp dir"),
-        master,
-        clock: Arc::new(ManualClock::new(start)),
-    };
-    let daemon = node.open();
-    let (_, _, seed) = daemon
-        .broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+    let server = TestServer::start().await;
+    let seed = server.admin_seed.clone();
+    let code = server.fresh_code(&seed);
+    server
+        .login(ADMIN, ADMIN_PASSWORD, Some(&code))
         .await
-        .expect("bootstrap");
-    let seed = seed.expose().to_vec();
-    let running = Restartable::serve(daemon).await;
-    let code = totp::code_at(&seed, totp::step_at(start));
-    running.login(&code).await.expect("first use of the code");
-    running.stop().await;
+        .expect("first use of the code");
 
     // Same data dir, same master key, same (manual) time: the code is still spent.
-    let running = Restartable::serve(node.open()).await;
-    assert_invalid_credentials(running.login(&code).await);
+    let server = server.restart().await;
+    assert_invalid_credentials(server.login(ADMIN, ADMIN_PASSWORD, Some(&code)).await);
     // The daemon itself is fine: the next step's code works (past the back-off).
-    node.clock.advance(Duration::from_secs(totp::STEP_SECONDS));
-    let next = totp::code_at(&seed, totp::step_at(start) + 1);
-    running.login(&next).await.expect("next code after restart");
-    running.stop().await;
+    server.advance(Duration::from_secs(totp::STEP_SECONDS));
+    let next = server.fresh_code(&seed);
+    server
+        .login(ADMIN, ADMIN_PASSWORD, Some(&next))
+        .await
+        .expect("next code after restart");
+    server.stop().await.expect("clean shutdown");
 }
 
 // ---- 3. resync, deactivate, list ------------------------------------------------------

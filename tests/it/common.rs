@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +29,7 @@ use stint::broker::{Broker, ManualClock};
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
-use stint::daemon::Daemon;
+use stint::daemon::{Daemon, DaemonError};
 use stint::proto;
 use stint::proto::audit_client::AuditClient;
 use stint::proto::get_session_token_request::Credential;
@@ -35,8 +37,9 @@ use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
-use stint::store::Store;
+use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
+use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -63,6 +66,107 @@ pub fn test_lockout() -> LockoutConfig {
         reset_after_seconds: 900,
         ..LockoutConfig::default()
     }
+}
+
+/// The config every test server starts from: data in `data_dir`, cheap Argon2,
+/// [`test_lockout`].
+pub fn test_config(data_dir: PathBuf) -> Config {
+    Config {
+        data_dir,
+        argon2: Argon2Config {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        },
+        lockout: test_lockout(),
+        ..Config::default()
+    }
+}
+
+/// How long the audit log waits for a flush on a server over a [`FaultStore`]: a refused
+/// write answers well within a test's patience.
+pub const FAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A [`MemoryStore`] that fails on demand, to show that a change committed apart from its
+/// audit event would land while one committed with it cannot.
+#[derive(Default)]
+pub struct FaultStore {
+    inner: MemoryStore,
+    refuse_audit: AtomicBool,
+    refuse_flush: AtomicBool,
+}
+
+impl FaultStore {
+    /// While set, every batch that appends to the audit log fails; all others commit.
+    pub fn refuse_audit(&self, refuse: bool) {
+        self.refuse_audit.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, every flush fails.
+    pub fn refuse_flush(&self, refuse: bool) {
+        self.refuse_flush.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, every commit and flush fails.
+    pub fn refuse_all(&self, refuse: bool) {
+        self.inner.refuse_writes(refuse);
+    }
+
+    /// Every row of every table.
+    pub fn snapshot(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        for table in Table::ALL {
+            for (key, value) in self.inner.scan(table, b"", None, usize::MAX).expect("scan") {
+                rows.push((table, key, value));
+            }
+        }
+        rows
+    }
+}
+
+impl Store for FaultStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        self.inner.last(table)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let appends = batch
+            .writes
+            .iter()
+            .any(|(table, ..)| *table == Table::Audit);
+        if appends && self.refuse_audit.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("audit writes refused (test fault)".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.refuse_flush.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("flush refused (test fault)".into()));
+        }
+        self.inner.flush()
+    }
+}
+
+/// A daemon over `store` with the test config, neither serving nor bootstrapped: for what
+/// happens before a server starts (its first keys, its first admin).
+pub fn unstarted_daemon(
+    store: Arc<dyn Store>,
+    master: &MasterKey,
+    clock: &Arc<ManualClock>,
+) -> Result<Daemon, DaemonError> {
+    let config = test_config(std::env::temp_dir().join("stint-unused-data-dir"));
+    Daemon::assemble(config, store, master.clone(), clock.clone())
 }
 
 /// Adds `authorization: Bearer <token>` to every request.
@@ -191,6 +295,21 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serves over `store` with the short [`FAULT_FLUSH_TIMEOUT`].
+    pub fn faults(self, store: &Arc<FaultStore>) -> Self {
+        self.store(store.clone()).config(|config| {
+            config.audit.flush_timeout_ms = FAULT_FLUSH_TIMEOUT.as_millis() as u64;
+        })
+    }
+
+    /// Writes an audit chain checkpoint every `events` events or `seconds` seconds.
+    pub fn checkpoints(self, events: u64, seconds: u64) -> Self {
+        self.config(move |config| {
+            config.audit.checkpoint_every_events = events;
+            config.audit.checkpoint_every_seconds = seconds;
+        })
+    }
+
     /// Adjusts the test config (applied in order, before validation).
     pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(tweak));
@@ -225,16 +344,7 @@ impl TestServer {
 
     async fn launch(store: Option<Arc<dyn Store>>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            argon2: Argon2Config {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout(),
-            ..Config::default()
-        };
+        let mut config = test_config(dir.path().join("data"));
         tweak(&mut config);
         config.validate().expect("test config is valid");
 

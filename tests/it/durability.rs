@@ -11,7 +11,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use stint::audit::chain::{self, Breach};
 use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
 use stint::store::sled::SledStore;
 use stint::store::{Batch, Store, Table};
 
@@ -332,23 +331,6 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
 
 // ---- the store refuses writes -----------------------------------------------------------
 
-/// A server over a [`MemoryStore`] that can be told to refuse writes, with a short audit
-/// flush timeout.
-async fn memory_server() -> (TestServer, Arc<MemoryStore>, Duration) {
-    let store = Arc::new(MemoryStore::new());
-    let flush_timeout = Duration::from_millis(200);
-    let server = TestServer::builder()
-        .store(store.clone())
-        .config(move |config| {
-            config.audit.flush_timeout_ms = flush_timeout.as_millis() as u64;
-            config.audit.checkpoint_every_events = 5;
-            config.audit.checkpoint_every_seconds = 60;
-        })
-        .start()
-        .await;
-    (server, store, flush_timeout)
-}
-
 async fn assume(
     server: &TestServer,
     token: &str,
@@ -366,7 +348,12 @@ async fn assume(
 
 #[tokio::test]
 async fn no_credential_leaves_while_the_store_refuses_writes() {
-    let (server, store, flush_timeout) = memory_server().await;
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder()
+        .faults(&store)
+        .checkpoints(5, 60)
+        .start()
+        .await;
     let admin = server.admin_login().await;
     let mut iam = server.iam_as(&admin);
     iam.create_user(proto::CreateUserRequest {
@@ -399,9 +386,9 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
         .expect("AssumeRole while healthy");
     server.health_becomes(ServingStatus::Serving).await;
 
-    store.refuse_writes(true);
+    store.refuse_all(true);
     // Bounded well below the default flush timeout (5 s): the configured 200 ms applies.
-    let bound = flush_timeout * 10;
+    let bound = FAULT_FLUSH_TIMEOUT * 10;
     let login = tokio::time::timeout(bound, server.login("dev", "dev-password-1", None))
         .await
         .expect("GetSessionToken answers within the bound");
@@ -412,7 +399,7 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
     assert_status(assumed, Code::Unavailable, &[]);
     server.health_becomes(ServingStatus::NotServing).await;
 
-    store.refuse_writes(false);
+    store.refuse_all(false);
     server.health_becomes(ServingStatus::Serving).await;
     let fresh = server
         .login("dev", "dev-password-1", None)
