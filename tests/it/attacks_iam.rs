@@ -20,13 +20,6 @@ use stint::store::{self, Batch, Store, Table};
 
 use crate::common::*;
 
-fn tag(key: &str, value: &str) -> proto::Tag {
-    proto::Tag {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
 /// A policy document from statements.
 fn document(statements: serde_json::Value) -> String {
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
@@ -38,25 +31,13 @@ async fn fenced_admin(server: &TestServer, root: &str, name: &str, guardrail: &s
     server
         .create_user_with_password(root, name, "fenced-password-1")
         .await;
-    let mut iam = server.iam_as(root);
-    iam.attach_user_policy(proto::AttachUserPolicyRequest {
-        user_name: name.into(),
-        policy_arn: builtin("AdministratorAccess"),
-    })
-    .await
-    .expect("AttachUserPolicy");
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: name.into(),
-        policy_name: "guardrail".into(),
-        policy_document: guardrail.into(),
-    })
-    .await
-    .expect("PutUserPolicy");
     server
-        .login(name, "fenced-password-1", None)
-        .await
-        .expect("fenced admin login")
-        .session_token
+        .attach_builtin(root, name, &["AdministratorAccess"])
+        .await;
+    server
+        .put_user_policy(root, name, "guardrail", guardrail)
+        .await;
+    server.session(name, "fenced-password-1").await
 }
 
 async fn create_user(iam: &mut IamClient<Authed>, name: &str, tags: Vec<proto::Tag>) {

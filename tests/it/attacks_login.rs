@@ -17,7 +17,7 @@ use stint::audit::event::EventFilter;
 use stint::core::authn::totp;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::sts_client::StsClient;
-use stint::proto::{self, AuditEvent};
+use stint::proto::{self};
 use stint::store::{Store, Table};
 
 use crate::common::*;
@@ -117,39 +117,6 @@ async fn create_access_key(server: &TestServer, admin: &str, user: &str) -> prot
         .expect("access key")
 }
 
-async fn create_user(server: &TestServer, admin: &str, user: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: user.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("CreateUser");
-}
-
-/// Every event after `after` (all pages), read with `token`.
-async fn events_after(server: &TestServer, token: &str, after: u64) -> Vec<AuditEvent> {
-    let mut audit = server.audit_as(token);
-    let mut out = Vec::new();
-    let mut next_token = after.to_string();
-    loop {
-        let page = audit
-            .list_events(proto::ListEventsRequest {
-                next_token: next_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("ListEvents")
-            .into_inner();
-        out.extend(page.events);
-        if page.next_token.is_empty() {
-            return out;
-        }
-        next_token = page.next_token;
-    }
-}
-
 fn last_seq(server: &TestServer) -> u64 {
     server.broker().audit_log().durable_seq()
 }
@@ -163,10 +130,10 @@ fn last_seq(server: &TestServer) -> u64 {
 async fn an_access_key_login_with_a_code_is_checked_against_the_owners_device() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let seed = server.enroll_mfa(&admin, "svc").await;
     let svc_key = create_access_key(&server, &admin, "svc").await;
-    create_user(&server, &admin, "nodevice").await;
+    server.create_user(&admin, "nodevice").await;
     let plain_key = create_access_key(&server, &admin, "nodevice").await;
     let svc = || key(&svc_key.access_key_id, &svc_key.secret_access_key);
 
@@ -267,7 +234,7 @@ async fn a_four_megabyte_user_name_is_refused_quickly_and_barely_grows_the_audit
     );
 
     // ListEvents still works, and five refusals took a few hundred bytes each.
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     let refused: Vec<_> = events
         .iter()
         .filter(|e| e.event_name == "sts:GetSessionToken")
@@ -329,7 +296,7 @@ async fn a_password_typed_as_the_user_name_never_reaches_the_audit_log_or_the_se
     assert_invalid(login_from(&server, 10, password("dev", "wrong"), None).await);
     assert_invalid(login_from(&server, 10, key(&dev_key.access_key_id, "wrong"), None).await);
 
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     let all: String = events.iter().map(|e| e.event_json.as_str()).collect();
     for secret in [typed_as_name, "horse", &unknown_key] {
         assert!(
@@ -403,7 +370,7 @@ async fn a_failure_slows_only_that_user_from_that_address() {
         .await
         .expect("bob from the same address");
     // The daemon really saw two addresses.
-    let events = events_after(&server, &admin, 0).await;
+    let events = server.events_after(&admin, 0).await;
     let from = |ip: &str| {
         events
             .iter()
@@ -432,7 +399,8 @@ async fn a_stranger_cannot_lock_the_owner_out_of_an_address_she_used_before() {
         assert_invalid(login_from(&server, stranger, password("alice", "guess"), None).await);
         server.after_failure();
     }
-    let locks: Vec<_> = events_after(&server, &admin, 0)
+    let locks: Vec<_> = server
+        .events_after(&admin, 0)
         .await
         .into_iter()
         .filter(|e| e.event_name == "stint:Lockout")
@@ -471,7 +439,7 @@ async fn a_stranger_cannot_lock_the_owner_out_of_an_address_she_used_before() {
 async fn guessing_a_services_access_key_never_locks_the_service_out() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let svc = create_access_key(&server, &admin, "svc").await;
     let (service_host, attacker) = (40, 41);
     let before = last_seq(&server);
@@ -516,7 +484,7 @@ async fn guessing_a_services_access_key_never_locks_the_service_out() {
     )
     .await
     .expect("the service logs in while its key id is being guessed");
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     assert!(
         !events.iter().any(|e| e.event_name == "stint:Lockout"),
         "{events:#?}"

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 use stint::audit::chain;
 use stint::broker::{ManualClock, ScheduledRotation, WATCHES_PER_CALLER};
 use stint::core::model::{KeyState, SigningKey};
-use stint::proto::{self, AuditEvent};
+use stint::proto::{self};
 use stint::store::seal::MasterKey;
 use stint::store::{Batch, Store, Table};
 
@@ -27,18 +26,9 @@ async fn reader(server: &TestServer, admin: &str) -> String {
         .create_user_with_password(admin, "reader", READER_PASSWORD)
         .await;
     server
-        .iam_as(admin)
-        .attach_user_policy(proto::AttachUserPolicyRequest {
-            user_name: "reader".into(),
-            policy_arn: builtin("ReadOnlyAccess"),
-        })
-        .await
-        .expect("AttachUserPolicy");
-    server
-        .login("reader", READER_PASSWORD, None)
-        .await
-        .expect("reader login")
-        .session_token
+        .attach_builtin(admin, "reader", &["ReadOnlyAccess"])
+        .await;
+    server.session("reader", READER_PASSWORD).await
 }
 
 fn simulation(actions: usize, resources: usize) -> proto::SimulatePrincipalPolicyRequest {
@@ -119,26 +109,6 @@ async fn simulation_fan_out_from_a_read_only_principal_is_refused() {
 
 // ---- #12 WatchEvents streams ------------------------------------------------------------
 
-async fn watch(
-    server: &TestServer,
-    token: &str,
-    after_seq: u64,
-) -> Result<tonic::Streaming<AuditEvent>, tonic::Status> {
-    server
-        .audit_as(token)
-        .watch_events(proto::WatchEventsRequest { after_seq })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn next_event(stream: &mut tonic::Streaming<AuditEvent>) -> AuditEvent {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an event within the bound")
-        .expect("stream open")
-        .expect("event, not an error")
-}
-
 /// Each open stream holds a backlog reader and a buffer; 1,000 of them held 0.4 GB. A
 /// caller may hold 4 (and the server 64, unit-tested in `broker::audit`); the slot comes
 /// back when the client drops its stream.
@@ -150,22 +120,23 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
     let mut held = Vec::new();
     for _ in 0..WATCHES_PER_CALLER {
         held.push(
-            watch(&server, &token, 0)
+            server
+                .watch(&token, 0)
                 .await
                 .expect("WatchEvents within the cap"),
         );
     }
-    let refused = watch(&server, &token, 0).await;
+    let refused = server.watch(&token, 0).await;
     assert_status(refused, Code::ResourceExhausted, &["WatchEvents", "reader"]);
     // Another caller is not affected by the reader's streams.
-    let other = watch(&server, &admin, 0).await.expect("admin's own slot");
+    let other = server.watch(&admin, 0).await.expect("admin's own slot");
     drop(other);
 
     // Dropping a stream frees its slot once the server sees the reset (bounded wait).
     drop(held.pop());
     let mut reopened = None;
     for _ in 0..200 {
-        match watch(&server, &token, 0).await {
+        match server.watch(&token, 0).await {
             Ok(stream) => {
                 reopened = Some(stream);
                 break;
@@ -182,7 +153,7 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
         "the dropped stream's slot never came back"
     );
     assert_status(
-        watch(&server, &token, 0).await,
+        server.watch(&token, 0).await,
         Code::ResourceExhausted,
         &["WatchEvents"],
     );
@@ -202,7 +173,7 @@ async fn watch_without_after_seq_starts_at_the_tail() {
         .await
         .expect("CreateUser");
     }
-    let mut live = watch(&server, &admin, 0).await.expect("WatchEvents");
+    let mut live = server.watch(&admin, 0).await.expect("WatchEvents");
     iam.create_user(proto::CreateUserRequest {
         user_name: "new-1".into(),
         ..Default::default()
@@ -477,7 +448,7 @@ async fn measure_read_only_memory() {
     let after_max = rss_mb();
     let mut streams = Vec::new();
     for _ in 0..200 {
-        if let Ok(s) = watch(&server, &token, 0).await {
+        if let Ok(s) = server.watch(&token, 0).await {
             streams.push(s);
         }
     }

@@ -28,14 +28,6 @@ use crate::common::*;
 
 const WHOAMI: proto::GetCallerIdentityRequest = proto::GetCallerIdentityRequest {};
 
-fn assume(role: &str, session: &str) -> proto::AssumeRoleRequest {
-    proto::AssumeRoleRequest {
-        role_arn: arn("role", role),
-        role_session_name: session.into(),
-        ..Default::default()
-    }
-}
-
 fn jti(token: &str) -> String {
     jwt_claims(token)["jti"].as_str().unwrap().to_string()
 }
@@ -49,32 +41,12 @@ fn revoke(session_id: &str, principal_arn: &str, role_arn: &str) -> proto::Revok
     }
 }
 
-async fn login_dev(server: &TestServer) -> String {
-    server
-        .login("dev", "dev-password-1", None)
-        .await
-        .expect("dev login")
-        .session_token
-}
-
 /// A trust policy statement list letting `principal` do `actions` on the role.
 fn trust_actions(principal: &str, actions: &[&str]) -> String {
     json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": principal}, "Action": actions
     }]})
     .to_string()
-}
-
-async fn create_role(server: &TestServer, admin: &str, name: &str, trust_policy: String) {
-    server
-        .iam_as(admin)
-        .create_role(proto::CreateRoleRequest {
-            role_name: name.into(),
-            assume_role_policy_document: trust_policy,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateRole");
 }
 
 async fn assume_ok(server: &TestServer, token: &str, request: proto::AssumeRoleRequest) -> String {
@@ -108,7 +80,7 @@ async fn revoke_session_takes_exactly_one_target() {
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
         .await;
-    let dev = login_dev(&server).await;
+    let dev = server.session("dev", "dev-password-1").await;
     let mut tokens = server.tokens_as(&dev);
 
     // The attack: its own principal (allowed) smuggling in the admin's session and a role.
@@ -158,7 +130,7 @@ async fn revoke_session_takes_exactly_one_target() {
     assert!(is_alive(&server, &admin).await);
 
     // Its own session and its own principal need no policy (`stint logout`).
-    let other = login_dev(&server).await;
+    let other = server.session("dev", "dev-password-1").await;
     tokens
         .revoke_session(revoke(&jti(&dev), "", ""))
         .await
@@ -183,7 +155,7 @@ async fn a_later_revocation_cannot_lower_the_cutoff() {
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
         .await;
-    let dev = login_dev(&server).await;
+    let dev = server.session("dev", "dev-password-1").await;
     server.advance(Duration::from_secs(5));
     let mut tokens = server.tokens_as(&admin);
     tokens
@@ -229,14 +201,14 @@ async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() 
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
         .await;
-    create_role(
-        &server,
-        &admin,
-        "abac",
-        trust_actions(&arn("user", "dev"), &["sts:AssumeRole"]),
-    )
-    .await;
-    let dev = login_dev(&server).await;
+    server
+        .create_role(
+            &admin,
+            "abac",
+            trust_actions(&arn("user", "dev"), &["sts:AssumeRole"]),
+        )
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
     let tagged = proto::AssumeRoleRequest {
         tags: vec![proto::Tag {
             key: "team".into(),
@@ -310,13 +282,13 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
         .await;
     // The trust names the account only: the caller's own policies must allow too.
     let root = format!("arn:stint:iam::{ACCOUNT}:root");
-    create_role(
-        &server,
-        &admin,
-        "acct",
-        trust_actions(&root, &["sts:AssumeRole", "sts:TagSession"]),
-    )
-    .await;
+    server
+        .create_role(
+            &admin,
+            "acct",
+            trust_actions(&root, &["sts:AssumeRole", "sts:TagSession"]),
+        )
+        .await;
     let mut iam = server.iam_as(&admin);
     iam.put_user_policy(proto::PutUserPolicyRequest {
         user_name: "dev".into(),
@@ -325,7 +297,7 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
     })
     .await
     .expect("PutUserPolicy");
-    let dev = login_dev(&server).await;
+    let dev = server.session("dev", "dev-password-1").await;
     let tagged = proto::AssumeRoleRequest {
         tags: vec![proto::Tag {
             key: "team".into(),
@@ -368,8 +340,8 @@ async fn trust_conditions_see_session_name_external_id_and_source_identity() {
         }}
     }]})
     .to_string();
-    create_role(&server, &admin, "keyed", policy).await;
-    let dev = login_dev(&server).await;
+    server.create_role(&admin, "keyed", policy).await;
+    let dev = server.session("dev", "dev-password-1").await;
     let good = proto::AssumeRoleRequest {
         external_id: "ext-1".into(),
         source_identity: "dev".into(),
@@ -569,14 +541,16 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
     .expect("CreateLoginProfile");
     // The trust policy names the user directly and the user has every right: only the
     // restriction stands in the way.
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
+    server
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
+        .await;
     iam.attach_user_policy(proto::AttachUserPolicyRequest {
         user_name: "dev".into(),
         policy_arn: builtin("AdministratorAccess"),
     })
     .await
     .expect("AttachUserPolicy");
-    let restricted = login_dev(&server).await;
+    let restricted = server.session("dev", "dev-password-1").await;
 
     assert_status(
         server
@@ -626,8 +600,10 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
         .await;
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
-    let dev = login_dev(&server).await;
+    server
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
     let role_session = assume_ok(&server, &dev, assume("ops", "s1")).await;
     let user_id = jwt_claims(&dev)["stint"]["user_id"]
         .as_str()
@@ -681,14 +657,16 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     assert!(!introspected.active);
 
     // Same for the role: a new ops does not take the old ops's sessions.
-    let fresh = login_dev(&server).await;
+    let fresh = server.session("dev", "dev-password-1").await;
     let old_ops = assume_ok(&server, &fresh, assume("ops", "s2")).await;
     iam.delete_role(proto::DeleteRoleRequest {
         role_name: "ops".into(),
     })
     .await
     .expect("DeleteRole");
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
+    server
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
+        .await;
     assert_status(
         server.sts_as(&old_ops).get_caller_identity(WHOAMI).await,
         Code::Unauthenticated,
@@ -707,12 +685,16 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
         .await;
-    create_role(&server, &admin, "a", trust(&arn("user", "dev"), None)).await;
-    create_role(&server, &admin, "b", trust(&arn("role", "a"), None)).await;
-    let dev = login_dev(&server).await;
+    server
+        .create_role(&admin, "a", trust(&arn("user", "dev"), None))
+        .await;
+    server
+        .create_role(&admin, "b", trust(&arn("role", "a"), None))
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
     let in_a = assume_ok(&server, &dev, assume("a", "s1")).await;
     let in_b = assume_ok(&server, &in_a, assume("b", "s1")).await;
-    let other = login_dev(&server).await;
+    let other = server.session("dev", "dev-password-1").await;
     let other_a = assume_ok(&server, &other, assume("a", "t1")).await;
 
     // Vault-like: revoking the user session (here by itself: `stint logout`) takes the
@@ -766,8 +748,8 @@ async fn a_role_chain_is_bounded() {
         "Action": "sts:AssumeRole"
     }]})
     .to_string();
-    create_role(&server, &admin, "loop", policy).await;
-    let mut token = login_dev(&server).await;
+    server.create_role(&admin, "loop", policy).await;
+    let mut token = server.session("dev", "dev-password-1").await;
     // The user session and five role sessions: each new one keeps all its ancestors.
     for hop in 0..5 {
         token = assume_ok(&server, &token, assume("loop", &format!("hop{hop}"))).await;

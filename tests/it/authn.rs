@@ -15,29 +15,6 @@ use crate::common::*;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-async fn attach(server: &TestServer, admin: &str, user: &str, policies: &[&str]) {
-    let mut iam = server.iam_as(admin);
-    for policy in policies {
-        iam.attach_user_policy(proto::AttachUserPolicyRequest {
-            user_name: user.into(),
-            policy_arn: builtin(policy),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("AttachUserPolicy {policy}: {s}"));
-    }
-}
-
-async fn create_user(server: &TestServer, admin: &str, user: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: user.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("CreateUser {user}: {s}"));
-}
-
 async fn list_users(server: &TestServer, token: &str) -> Result<Vec<String>, tonic::Status> {
     let users = server
         .iam_as(token)
@@ -120,13 +97,13 @@ async fn force_mfa_user_can_only_enroll_until_logging_in_with_a_code() {
     server
         .create_user_with_password(&admin, "bob", "bob-password-1")
         .await;
-    attach(
-        &server,
-        &admin,
-        "alice",
-        &["SelfServiceMFA", "IAMUserChangePassword", "ReadOnlyAccess"],
-    )
-    .await;
+    server
+        .attach_builtin(
+            &admin,
+            "alice",
+            &["SelfServiceMFA", "IAMUserChangePassword", "ReadOnlyAccess"],
+        )
+        .await;
 
     let first = server
         .login("alice", "alice-password-1", None)
@@ -249,8 +226,10 @@ async fn self_service_cannot_bind_a_device_to_another_user_by_naming_it_after_he
     server
         .create_user_with_password(&admin, "alice", "alice-password-1")
         .await;
-    create_user(&server, &admin, "bob").await;
-    attach(&server, &admin, "alice", &["SelfServiceMFA"]).await;
+    server.create_user(&admin, "bob").await;
+    server
+        .attach_builtin(&admin, "alice", &["SelfServiceMFA"])
+        .await;
     let alice = server
         .login("alice", "alice-password-1", None)
         .await
@@ -327,7 +306,9 @@ async fn mfa_user(server: &TestServer, admin: &str, user: &str, password: &str) 
     server
         .create_user_with_password(admin, user, password)
         .await;
-    attach(server, admin, user, &["SelfServiceMFA", "ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(admin, user, &["SelfServiceMFA", "ReadOnlyAccess"])
+        .await;
     server.enroll_mfa(admin, user).await
 }
 
@@ -596,7 +577,7 @@ async fn a_weak_password_is_refused_naming_the_field() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     set_policy(&server, &admin, strict_policy()).await.unwrap();
-    create_user(&server, &admin, "weak").await;
+    server.create_user(&admin, "weak").await;
     let mut iam = server.iam_as(&admin);
     for (password, rule) in [
         ("sh0rt-pw!", "at least 12"),
@@ -648,7 +629,9 @@ async fn reset_required_allows_only_a_password_change() {
     server
         .create_user_with_password(&admin, "dave", FIRST)
         .await;
-    attach(&server, &admin, "dave", &["ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(&admin, "dave", &["ReadOnlyAccess"])
+        .await;
     let full = server
         .login("dave", FIRST, None)
         .await
@@ -759,7 +742,9 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
     server
         .create_user_with_password(&admin, "erin", "erin-passw0rd-1!")
         .await;
-    attach(&server, &admin, "erin", &["ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(&admin, "erin", &["ReadOnlyAccess"])
+        .await;
     let fresh = server
         .login("erin", "erin-passw0rd-1!", None)
         .await
@@ -851,8 +836,10 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
 async fn access_key_lifecycle() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
-    attach(&server, &admin, "svc", &["ReadOnlyAccess"]).await;
+    server.create_user(&admin, "svc").await;
+    server
+        .attach_builtin(&admin, "svc", &["ReadOnlyAccess"])
+        .await;
     let mut iam = server.iam_as(&admin);
     let mut keys = Vec::new();
     for _ in 0..2 {
@@ -1102,7 +1089,7 @@ async fn a_lockout_and_its_end_are_audited() {
 async fn unknown_key_wrong_secret_and_inactive_key_answer_alike() {
     let server = TestServer::start_with(|c| c.lockout.max_failures = 10).await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let mut iam = server.iam_as(&admin);
     let key = || {
         let mut iam = iam.clone();
@@ -1225,7 +1212,7 @@ async fn credential_report_lists_every_user_in_csv_and_json() {
     server
         .create_user_with_password(&admin, "alice", "alice-password-1")
         .await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let key = server
         .iam_as(&admin)
         .create_access_key(proto::CreateAccessKeyRequest {
@@ -1309,7 +1296,7 @@ async fn credential_report_csv_quotes_names_with_commas() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     // IAM user names may contain commas.
-    create_user(&server, &admin, "last,first").await;
+    server.create_user(&admin, "last,first").await;
     let csv = report(&server, &admin, "csv").await.expect("csv report");
     let rows = csv_rows(&csv.content);
     let row = rows

@@ -20,7 +20,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -30,13 +30,13 @@ use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
 use stint::daemon::{Daemon, DaemonError};
-use stint::proto;
 use stint::proto::audit_client::AuditClient;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
+use stint::proto::{self, AuditEvent};
 use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
 use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
@@ -600,6 +600,68 @@ impl TestServer {
         .expect("CreateLoginProfile");
     }
 
+    /// Creates a user with no password.
+    pub async fn create_user(&self, admin: &str, user: &str) {
+        self.iam_as(admin)
+            .create_user(proto::CreateUserRequest {
+                user_name: user.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateUser {user}: {s}"));
+    }
+
+    /// Attaches the built-in managed policies named `policies` to `user`.
+    pub async fn attach_builtin(&self, admin: &str, user: &str, policies: &[&str]) {
+        let mut iam = self.iam_as(admin);
+        for policy in policies {
+            iam.attach_user_policy(proto::AttachUserPolicyRequest {
+                user_name: user.into(),
+                policy_arn: builtin(policy),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("AttachUserPolicy {policy}: {s}"));
+        }
+    }
+
+    /// Puts the inline policy `policy_name` on `user`.
+    pub async fn put_user_policy(
+        &self,
+        admin: &str,
+        user: &str,
+        policy_name: &str,
+        document: &str,
+    ) {
+        self.iam_as(admin)
+            .put_user_policy(proto::PutUserPolicyRequest {
+                user_name: user.into(),
+                policy_name: policy_name.into(),
+                policy_document: document.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("PutUserPolicy {policy_name}: {s}"));
+    }
+
+    /// Creates a role that `trust_policy` lets be assumed.
+    pub async fn create_role(&self, admin: &str, role: &str, trust_policy: String) {
+        self.iam_as(admin)
+            .create_role(proto::CreateRoleRequest {
+                role_name: role.into(),
+                assume_role_policy_document: trust_policy,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateRole {role}: {s}"));
+    }
+
+    /// `user`'s session token from a password-only login.
+    pub async fn session(&self, user: &str, password: &str) -> String {
+        self.login(user, password, None)
+            .await
+            .unwrap_or_else(|s| panic!("login {user}: {s}"))
+            .session_token
+    }
+
     /// Creates and enables a virtual MFA device for `user`; returns the seed.
     pub async fn enroll_mfa(&self, admin: &str, user: &str) -> Vec<u8> {
         let mut iam = self.iam_as(admin);
@@ -626,6 +688,55 @@ impl TestServer {
         self.mark_used(&seed, step);
         seed
     }
+}
+
+// ---- the audit log ----------------------------------------------------------------------
+
+impl TestServer {
+    /// Every audit event after `after_seq` (all pages), read with `token`. Each page read
+    /// adds its own `stint:ReadAuditLog` event, so the last event returned is that.
+    pub async fn events_after(&self, token: &str, after_seq: u64) -> Vec<AuditEvent> {
+        let mut audit = self.audit_as(token);
+        let mut out = Vec::new();
+        let mut next_token = after_seq.to_string();
+        loop {
+            let page = audit
+                .list_events(proto::ListEventsRequest {
+                    next_token: next_token.clone(),
+                    max_results: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListEvents")
+                .into_inner();
+            out.extend(page.events);
+            if page.next_token.is_empty() {
+                return out;
+            }
+            next_token = page.next_token;
+        }
+    }
+
+    /// `WatchEvents` from after `after_seq` (0: only new events), read with `token`.
+    pub async fn watch(
+        &self,
+        token: &str,
+        after_seq: u64,
+    ) -> Result<Streaming<AuditEvent>, Status> {
+        self.audit_as(token)
+            .watch_events(proto::WatchEventsRequest { after_seq })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+/// The next event on a `WatchEvents` stream, within a bound.
+pub async fn next_event(stream: &mut Streaming<AuditEvent>) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within the bound")
+        .expect("stream open")
+        .expect("event, not an error")
 }
 
 impl Drop for TestServer {
@@ -726,6 +837,22 @@ fn dechunk(mut body: &str) -> String {
         }
         out.push_str(&rest[..size]);
         body = &rest[size + 2..];
+    }
+}
+
+pub fn tag(key: &str, value: &str) -> proto::Tag {
+    proto::Tag {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// An `AssumeRole` request for `role` (a name) as session `session`.
+pub fn assume(role: &str, session: &str) -> proto::AssumeRoleRequest {
+    proto::AssumeRoleRequest {
+        role_arn: arn("role", role),
+        role_session_name: session.into(),
+        ..Default::default()
     }
 }
 

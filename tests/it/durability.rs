@@ -3,9 +3,7 @@
 //! the log live; tampering found offline.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -16,34 +14,10 @@ use stint::store::{Batch, Store, Table};
 
 use crate::common::*;
 
-/// Events after `after_seq` (all pages). The listing's own `stint:ReadAuditLog` event is
-/// the last one returned.
-async fn events_after(audit_token: &str, server: &TestServer, after_seq: u64) -> Vec<AuditEvent> {
-    let mut audit = server.audit_as(audit_token);
-    let mut out = Vec::new();
-    let mut next_token = after_seq.to_string();
-    loop {
-        let page = audit
-            .list_events(proto::ListEventsRequest {
-                next_token: next_token.clone(),
-                max_results: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("ListEvents")
-            .into_inner();
-        out.extend(page.events);
-        if page.next_token.is_empty() {
-            return out;
-        }
-        next_token = page.next_token;
-    }
-}
-
 /// The events a step caused: everything after `*mark` except the trailing read of the
 /// log itself; moves `*mark` past that read.
 async fn caused(server: &TestServer, admin: &str, mark: &mut u64) -> Vec<AuditEvent> {
-    let mut events = events_after(admin, server, *mark).await;
+    let mut events = server.events_after(admin, *mark).await;
     let read = events.pop().expect("the listing's own event");
     assert_eq!(read.event_name, "stint:ReadAuditLog", "{read:?}");
     *mark = read.seq;
@@ -95,7 +69,7 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
     let dev_arn = arn("user", "dev");
     let dev_password = "dev-password-1";
     let mut iam = server.iam_as(&admin);
-    let mut mark = events_after(&admin, &server, 0).await.last().unwrap().seq;
+    let mut mark = server.events_after(&admin, 0).await.last().unwrap().seq;
     let mut secrets: Vec<String> = vec![ADMIN_PASSWORD.into(), dev_password.into(), admin.clone()];
 
     iam.create_user(proto::CreateUserRequest {
@@ -317,7 +291,7 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
     secrets.push(key.secret_access_key.clone());
 
     // Across the whole log: no password, token or secret key, anywhere.
-    for event in events_after(&admin, &server, 0).await {
+    for event in server.events_after(&admin, 0).await {
         for secret in &secrets {
             assert!(
                 !event.event_json.contains(secret.as_str()),
@@ -420,36 +394,6 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
 
 // ---- WatchEvents ------------------------------------------------------------------------
 
-type EventStream = tonic::Streaming<AuditEvent>;
-
-async fn watch(server: &TestServer, token: &str, after_seq: u64) -> EventStream {
-    server
-        .audit_as(token)
-        .watch_events(proto::WatchEventsRequest { after_seq })
-        .await
-        .expect("WatchEvents")
-        .into_inner()
-}
-
-async fn next_event(stream: &mut EventStream) -> AuditEvent {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an event within the bound")
-        .expect("stream open")
-        .expect("event, not an error")
-}
-
-async fn create_user(server: &TestServer, admin: &str, name: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("CreateUser {name}: {s}"));
-}
-
 fn created(event: &AuditEvent, name: &str) -> bool {
     event.event_name == "iam:CreateUser" && event.event_json.contains(&format!("\"{name}\""))
 }
@@ -458,13 +402,13 @@ fn created(event: &AuditEvent, name: &str) -> bool {
 async fn watch_events_follows_the_log_without_gaps() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "early").await;
-    let listed = events_after(&admin, &server, 0).await;
+    server.create_user(&admin, "early").await;
+    let listed = server.events_after(&admin, 0).await;
     let last = listed.last().unwrap().seq;
 
-    let mut live = watch(&server, &admin, last).await;
-    create_user(&server, &admin, "u1").await;
-    create_user(&server, &admin, "u2").await;
+    let mut live = server.watch(&admin, last).await.expect("WatchEvents");
+    server.create_user(&admin, "u1").await;
+    server.create_user(&admin, "u2").await;
     // The watch's own read of the log comes first (it is audited before streaming).
     let own = next_event(&mut live).await;
     assert_eq!(own.seq, last + 1, "{own:?}");
@@ -478,7 +422,7 @@ async fn watch_events_follows_the_log_without_gaps() {
 
     // From an older seq: the backlog first, in order and without gaps, then live.
     let from = listed[listed.len() / 2].seq;
-    let mut replay = watch(&server, &admin, from).await;
+    let mut replay = server.watch(&admin, from).await.expect("WatchEvents");
     let mut seen = Vec::new();
     loop {
         let event = next_event(&mut replay).await;
@@ -495,7 +439,7 @@ async fn watch_events_follows_the_log_without_gaps() {
     // Next: this watch's own read, then a new event, live on both streams.
     let own = next_event(&mut replay).await;
     assert_eq!(own.event_name, "stint:ReadAuditLog", "{own:?}");
-    create_user(&server, &admin, "u3").await;
+    server.create_user(&admin, "u3").await;
     let replayed = next_event(&mut replay).await;
     assert!(created(&replayed, "u3"), "{replayed:?}");
     assert_eq!(replayed.seq, own.seq + 1);
@@ -526,7 +470,7 @@ async fn edited_and_deleted_events_are_found_offline() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     for name in ["u1", "u2", "u3", "u4"] {
-        create_user(&server, &admin, name).await;
+        server.create_user(&admin, name).await;
     }
     let data_dir = server.config.data_dir.clone();
     let _dir = server.stop_keeping_data().await;
