@@ -9,20 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::TcpListener;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use stint::broker::ManualClock;
-use stint::cli::serve::Daemon;
-use stint::core::authn::totp;
-use stint::core::secret::SecretString;
-use stint::proto::get_session_token_request::Credential;
-use stint::proto::iam_client::IamClient;
-use stint::proto::sts_client::StsClient;
-use stint::proto::tokens_client::TokensClient;
 use stint::proto::{self, ContextEntry, Decision};
-use stint::store::seal::MasterKey;
 
 use crate::common::*;
 
@@ -401,59 +390,19 @@ fn tls_only_policy() -> String {
     .to_string()
 }
 
-/// Logs in as admin over `channel`, creates `dev` with the TLS-only policy, and asks
-/// Authorize (over the same channel) whether dev may read an object.
-async fn secure_transport_decision(
-    channel: Channel,
-    admin_code: String,
-    mut sts: StsClient<Channel>,
-) -> Decision {
-    let login = |user: &str, password: &str, code: &str| proto::GetSessionTokenRequest {
-        credential: Some(Credential::Password(proto::PasswordCredential {
-            user_name: user.into(),
-            password: password.into(),
-        })),
-        token_code: code.into(),
-        ..Default::default()
-    };
-    let admin = sts
-        .get_session_token(login(ADMIN, ADMIN_PASSWORD, &admin_code))
-        .await
-        .expect("admin login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    let mut iam = IamClient::with_interceptor(channel.clone(), Bearer::new(&admin));
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "tls".into(),
-        policy_document: tls_only_policy(),
-    })
-    .await
-    .expect("PutUserPolicy");
-    let dev = sts
-        .get_session_token(login("dev", "dev-password-1", ""))
-        .await
-        .expect("dev login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    TokensClient::with_interceptor(channel, Bearer::new(&admin))
+/// Logs in as admin, creates `dev` with the TLS-only policy, and asks Authorize whether
+/// dev may read an object.
+async fn secure_transport_decision(server: &TestServer) -> Decision {
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    server
+        .put_user_policy(&admin, "dev", "tls", &tls_only_policy())
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
+    server
+        .tokens_as(&admin)
         .authorize(proto::AuthorizeRequest {
             session_token: dev,
             action: "s3:GetObject".into(),
@@ -470,53 +419,14 @@ async fn secure_transport_decision(
 async fn secure_transport_is_true_over_tls_only() {
     // Over plain TCP (the usual test server): false, so the TLS-only policy denies.
     let plain = TestServer::start().await;
-    let code = plain.fresh_code(&plain.admin_seed.clone());
-    let decision = secure_transport_decision(plain.channel(), code, plain.sts()).await;
+    let decision = secure_transport_decision(&plain).await;
     assert_eq!(decision, Decision::ImplicitDeny);
 
     // The same daemon over TLS: true, so it allows.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = test_config(dir.path().join("data"));
-    config.validate().expect("test config is valid");
-    let clock = Arc::new(ManualClock::new(plain.now()));
-    let master = MasterKey::generate(&ring::rand::SystemRandom::new()).expect("master key");
-    let daemon = Daemon::open_with_master(config, master, clock.clone()).expect("daemon opens");
-    let (_, _, seed) = daemon
-        .broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-        .await
-        .expect("bootstrap admin");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let tls = stint::rpc::TlsFiles {
-            cert_pem: TEST_CERT.as_bytes().to_vec(),
-            key_pem: TEST_KEY.as_bytes().to_vec(),
-        };
-        daemon
-            .serve(listener, Some(tls), async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    let channel = Channel::from_shared(format!("https://localhost:{port}"))
-        .expect("uri")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(TEST_CERT))
-                .domain_name("localhost"),
-        )
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("TLS connect");
-    let code = totp::code_at(seed.expose(), totp::step_at(plain.now()));
-    let decision = secure_transport_decision(channel.clone(), code, StsClient::new(channel)).await;
+    let tls = TestServer::builder().tls(TEST_CERT, TEST_KEY).start().await;
+    let decision = secure_transport_decision(&tls).await;
     assert_eq!(decision, Decision::Allow);
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean TLS shutdown");
+    tls.stop().await.expect("clean TLS shutdown");
 }
 
 // ---- #5 a must-change-password session can do nothing else ---------------------------

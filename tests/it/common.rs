@@ -19,7 +19,7 @@ use tokio_stream::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request, Status, Streaming};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -37,6 +37,7 @@ use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
 use stint::proto::{self, AuditEvent};
+use stint::rpc::TlsFiles;
 use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
 use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
@@ -213,6 +214,15 @@ pub struct TestServer {
     master: MasterKey,
     /// The store given to the builder (`None`: sled in `dir`).
     injected_store: Option<Arc<dyn Store>>,
+    /// The server's certificate and key, when it serves TLS.
+    tls: Option<TestTls>,
+}
+
+/// A PEM certificate for `localhost` and its private key.
+#[derive(Clone)]
+pub struct TestTls {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// A daemon over the injected store, or over sled in `config.data_dir`.
@@ -237,25 +247,36 @@ struct Running {
     task: JoinHandle<Result<(), String>>,
 }
 
-/// Serves `daemon` on `127.0.0.1:0` until told to stop.
-async fn serve_daemon(daemon: Daemon) -> Running {
+/// Serves `daemon` on `127.0.0.1:0` (over TLS when given) until told to stop.
+async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
     let broker = daemon.broker.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (shutdown, rx) = oneshot::channel::<()>();
+    let files = tls.map(|tls| TlsFiles {
+        cert_pem: tls.cert_pem.as_bytes().to_vec(),
+        key_pem: tls.key_pem.as_bytes().to_vec(),
+    });
     let task = tokio::spawn(async move {
         daemon
-            .serve(listener, None, async {
+            .serve(listener, files, async {
                 let _ = rx.await;
             })
             .await
             .map_err(|e| e.to_string())
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let endpoint = match tls {
+        None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
+        Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .expect("uri")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.cert_pem))
+                    .domain_name("localhost"),
+            )
+            .expect("tls config"),
+    };
+    let channel = endpoint.connect().await.expect("connect");
     Running {
         addr,
         channel,
@@ -285,6 +306,7 @@ pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
 #[derive(Default)]
 pub struct TestServerBuilder {
     store: Option<Arc<dyn Store>>,
+    tls: Option<TestTls>,
     tweaks: Vec<ConfigTweak>,
 }
 
@@ -302,6 +324,15 @@ impl TestServerBuilder {
         })
     }
 
+    /// Serves TLS with `cert_pem` (for `localhost`) and `key_pem`; the clients trust it.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some(TestTls {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        });
+        self
+    }
+
     /// Writes an audit chain checkpoint every `events` events or `seconds` seconds.
     pub fn checkpoints(self, events: u64, seconds: u64) -> Self {
         self.config(move |config| {
@@ -317,8 +348,8 @@ impl TestServerBuilder {
     }
 
     pub async fn start(self) -> TestServer {
-        let Self { store, tweaks } = self;
-        TestServer::launch(store, move |config| {
+        let Self { store, tls, tweaks } = self;
+        TestServer::launch(store, tls, move |config| {
             for tweak in tweaks {
                 tweak(config);
             }
@@ -334,7 +365,7 @@ impl TestServer {
 
     /// Starts a server with the test config, adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::launch(None, tweak).await
+        Self::launch(None, None, tweak).await
     }
 
     /// A builder, for a server over another store (or several config tweaks).
@@ -342,7 +373,11 @@ impl TestServer {
         TestServerBuilder::default()
     }
 
-    async fn launch(store: Option<Arc<dyn Store>>, tweak: impl FnOnce(&mut Config)) -> Self {
+    async fn launch(
+        store: Option<Arc<dyn Store>>,
+        tls: Option<TestTls>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path().join("data"));
         tweak(&mut config);
@@ -356,7 +391,7 @@ impl TestServer {
             .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
             .await
             .expect("bootstrap admin");
-        let running = serve_daemon(daemon).await;
+        let running = serve_daemon(daemon, tls.as_ref()).await;
         Self {
             addr: running.addr,
             clock,
@@ -371,6 +406,7 @@ impl TestServer {
             dir: Some(dir),
             master,
             injected_store: store,
+            tls,
         }
     }
 
@@ -385,7 +421,7 @@ impl TestServer {
             &self.master,
             &self.clock,
         );
-        let running = serve_daemon(daemon).await;
+        let running = serve_daemon(daemon, self.tls.as_ref()).await;
         self.addr = running.addr;
         self.channel = running.channel;
         self.broker = Some(running.broker);
