@@ -555,6 +555,22 @@ fn lockout_rows(store: &FaultStore) -> Vec<(Vec<u8>, Vec<u8>)> {
         .expect("scan lockouts")
 }
 
+/// `attempt`, made while `refuse` has the store fail, answers UNAVAILABLE and leaves the
+/// lockout rows as they were.
+async fn unavailable_and_unchanged<T: std::fmt::Debug>(
+    store: &FaultStore,
+    refuse: fn(&FaultStore, bool),
+    attempt: impl Future<Output = Result<T, tonic::Status>>,
+    why: &str,
+) {
+    let rows = lockout_rows(store);
+    refuse(store, true);
+    let refused = attempt.await;
+    refuse(store, false);
+    assert_status(refused, Code::Unavailable, &[]);
+    assert_eq!(lockout_rows(store), rows, "{why}");
+}
+
 fn events_named(server: &TestServer, name: &str) -> usize {
     let filter = EventFilter {
         event_name: Some(name.into()),
@@ -593,27 +609,11 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
     }
     // The failure that locks, while the store refuses audit records, or everything:
     // nothing happens.
-    let rows = lockout_rows(&store);
-    store.refuse_audit(true);
-    assert_status(
-        server.login("dev", "guess", None).await,
-        Code::Unavailable,
-        &[],
-    );
-    store.refuse_audit(false);
-    assert_eq!(
-        lockout_rows(&store),
-        rows,
-        "a failure written without its event"
-    );
-    store.refuse_all(true);
-    assert_status(
-        server.login("dev", "guess", None).await,
-        Code::Unavailable,
-        &[],
-    );
-    store.refuse_all(false);
-    assert_eq!(lockout_rows(&store), rows, "a half-written failure");
+    let guess = || server.login("dev", "guess", None);
+    let why = "a failure written without its event";
+    unavailable_and_unchanged(&store, FaultStore::refuse_audit, guess(), why).await;
+    let why = "a half-written failure";
+    unavailable_and_unchanged(&store, FaultStore::refuse_all, guess(), why).await;
     assert_eq!(events_named(&server, "stint:Lockout"), 0);
 
     // Again with a store that works: locked, and recorded once.
@@ -623,19 +623,9 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
 
     // The lock is served; ending it while the store refuses writes changes nothing.
     server.advance(Duration::from_secs(test_lockout().lockout_seconds));
-    let rows = lockout_rows(&store);
-    store.refuse_audit(true);
-    assert_status(
-        server.login("dev", "dev-password-1", None).await,
-        Code::Unavailable,
-        &[],
-    );
-    store.refuse_audit(false);
-    assert_eq!(
-        lockout_rows(&store),
-        rows,
-        "an unlock written without its event"
-    );
+    let login = server.login("dev", "dev-password-1", None);
+    let why = "an unlock written without its event";
+    unavailable_and_unchanged(&store, FaultStore::refuse_audit, login, why).await;
     assert_eq!(events_named(&server, "stint:LockoutEnded"), 0);
 
     server

@@ -108,13 +108,8 @@ async fn adversarial_glob_on_a_huge_resource_is_refused_and_server_stays_healthy
 async fn policy_with_duplicate_keys_is_refused() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, USER).await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: USER.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     let document = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     let refused = iam
         .put_user_policy(proto::PutUserPolicyRequest {
@@ -146,13 +141,8 @@ async fn policy_with_duplicate_keys_is_refused() {
 async fn tags_with_nul_or_bidi_controls_are_refused() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, USER).await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: USER.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     for (key, value, shown) in [
         ("team\0", "red", "U+0000"),
         ("team", "red\0admin", "U+0000"),
@@ -162,10 +152,7 @@ async fn tags_with_nul_or_bidi_controls_are_refused() {
         let refused = iam
             .tag_user(proto::TagUserRequest {
                 user_name: USER.into(),
-                tags: vec![proto::Tag {
-                    key: key.into(),
-                    value: value.into(),
-                }],
+                tags: vec![tag(key, value)],
             })
             .await;
         assert_status(refused, Code::InvalidArgument, &["tags", shown]);
@@ -173,10 +160,7 @@ async fn tags_with_nul_or_bidi_controls_are_refused() {
     // IAM's own alphabet still works.
     iam.tag_user(proto::TagUserRequest {
         user_name: USER.into(),
-        tags: vec![proto::Tag {
-            key: "cost-center".into(),
-            value: "Human Resources: 42/a@b".into(),
-        }],
+        tags: vec![tag("cost-center", "Human Resources: 42/a@b")],
     })
     .await
     .expect("TagUser with IAM's characters");

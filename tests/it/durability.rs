@@ -329,32 +329,13 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
         .start()
         .await;
     let admin = server.admin_login().await;
-    let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
-    iam.create_role(proto::CreateRoleRequest {
-        role_name: "worker".into(),
-        assume_role_policy_document: trust(&arn("user", "dev"), None),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateRole");
-    let dev = server
-        .login("dev", "dev-password-1", None)
-        .await
-        .expect("dev login")
-        .session_token;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    server
+        .create_role(&admin, "worker", trust(&arn("user", "dev"), None))
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
     assume(&server, &dev)
         .await
         .expect("AssumeRole while healthy");
