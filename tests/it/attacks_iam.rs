@@ -473,13 +473,8 @@ async fn refused_then_committed<T: std::fmt::Debug, F: Future<Output = Result<T,
 /// audit event). With writes accepted, the change and its event are both there.
 #[tokio::test]
 async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
-    let store = Arc::new(FaultStore::default());
     // No chain checkpoints: the newest audit record is always the last change's own.
-    let server = TestServer::builder()
-        .faults(&store)
-        .checkpoints(100_000_000, 604_800)
-        .start()
-        .await;
+    let (server, store) = TestServer::over_faults(100_000_000, 604_800).await;
     let admin = server.admin_login().await;
     let mut iam = server.iam_as(&admin);
     let policy_arn = arn("policy", "ec2-read");

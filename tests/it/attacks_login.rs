@@ -591,12 +591,7 @@ fn events_named(server: &TestServer, name: &str) -> usize {
 /// rows exactly as they were. So does a store that refuses every write.
 #[tokio::test]
 async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
-    let store = Arc::new(FaultStore::default());
-    let server = TestServer::builder()
-        .faults(&store)
-        .checkpoints(1_000, 3_600)
-        .start()
-        .await;
+    let (server, store) = TestServer::over_faults(1_000, 3_600).await;
     let admin = server.admin_login().await;
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")

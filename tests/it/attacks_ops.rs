@@ -202,8 +202,7 @@ fn keys_in(store: &dyn Store) -> Vec<(String, KeyState)> {
 /// were, and the caller is told the truth ("audit log unavailable").
 #[tokio::test]
 async fn a_rotation_is_not_carried_out_without_its_audit_record() {
-    let store = Arc::new(FaultStore::default());
-    let server = TestServer::builder().faults(&store).start().await;
+    let (server, store) = TestServer::over_faults(1_000, 300).await;
     let admin = server.admin_login().await;
     let before = keys_in(store.as_ref());
     let jwks_before = server.broker().jwks();
@@ -235,8 +234,7 @@ async fn a_rotation_is_not_carried_out_without_its_audit_record() {
 /// lands in the same batch.
 #[tokio::test]
 async fn key_purge_and_audit_prune_need_their_audit_record() {
-    let store = Arc::new(FaultStore::default());
-    let server = TestServer::builder().faults(&store).start().await;
+    let (server, store) = TestServer::over_faults(1_000, 300).await;
     let broker = server.broker().clone();
     broker
         .rotate_keys(&Default::default(), "test")

@@ -20,19 +20,9 @@ async fn user_with_adversarial_policy(server: &TestServer) -> String {
         .await;
     let pattern = format!("arn:aws:s3:::*{}b*", "a".repeat(1000));
     server
-        .iam_as(&admin)
-        .put_user_policy(proto::PutUserPolicyRequest {
-            user_name: USER.into(),
-            policy_name: "glob".into(),
-            policy_document: allow(&["s3:GetObject"], &[&pattern]),
-        })
-        .await
-        .expect("PutUserPolicy");
-    server
-        .login(USER, PASSWORD, None)
-        .await
-        .expect("login")
-        .session_token
+        .put_user_policy(&admin, USER, "glob", &allow(&["s3:GetObject"], &[&pattern]))
+        .await;
+    server.session(USER, PASSWORD).await
 }
 
 async fn authorize(

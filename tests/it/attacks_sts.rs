@@ -5,7 +5,6 @@
 //! role sessions outliving the revoked session they came from, oversized requests, and
 //! `aws:SecureTransport` claimed over plain TCP.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -199,10 +198,7 @@ async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() 
         .await;
     let dev = server.session("dev", "dev-password-1").await;
     let tagged = proto::AssumeRoleRequest {
-        tags: vec![proto::Tag {
-            key: "team".into(),
-            value: "red".into(),
-        }],
+        tags: vec![tag("team", "red")],
         ..assume("abac", "s1")
     };
     let sourced = proto::AssumeRoleRequest {
@@ -278,20 +274,13 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
             trust_actions(&root, &["sts:AssumeRole", "sts:TagSession"]),
         )
         .await;
-    let mut iam = server.iam_as(&admin);
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "assume".into(),
-        policy_document: allow(&["sts:AssumeRole"], &[&arn("role", "acct")]),
-    })
-    .await
-    .expect("PutUserPolicy");
+    let assume_acct = allow(&["sts:AssumeRole"], &[&arn("role", "acct")]);
+    server
+        .put_user_policy(&admin, "dev", "assume", &assume_acct)
+        .await;
     let dev = server.session("dev", "dev-password-1").await;
     let tagged = proto::AssumeRoleRequest {
-        tags: vec![proto::Tag {
-            key: "team".into(),
-            value: "red".into(),
-        }],
+        tags: vec![tag("team", "red")],
         ..assume("acct", "s1")
     };
     assert_status(
@@ -299,16 +288,13 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
         Code::PermissionDenied,
         &["sts:TagSession"],
     );
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "assume".into(),
-        policy_document: allow(
-            &["sts:AssumeRole", "sts:TagSession"],
-            &[&arn("role", "acct")],
-        ),
-    })
-    .await
-    .expect("PutUserPolicy");
+    let assume_and_tag = allow(
+        &["sts:AssumeRole", "sts:TagSession"],
+        &[&arn("role", "acct")],
+    );
+    server
+        .put_user_policy(&admin, "dev", "assume", &assume_and_tag)
+        .await;
     assume_ok(&server, &dev, tagged).await;
 }
 
@@ -765,10 +751,7 @@ async fn oversized_requests_are_refused_naming_the_field() {
         ),
         (
             proto::AssumeRoleRequest {
-                tags: vec![proto::Tag {
-                    key: long(100_000),
-                    value: "v".into(),
-                }],
+                tags: vec![tag(&long(100_000), "v")],
                 ..assume("x", "s1")
             },
             "tags",
@@ -814,12 +797,7 @@ async fn oversized_requests_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn a_revocation_the_store_refuses_changes_nothing() {
-    let store = Arc::new(FaultStore::default());
-    let server = TestServer::builder()
-        .faults(&store)
-        .checkpoints(5, 60)
-        .start()
-        .await;
+    let (server, store) = TestServer::over_faults(5, 60).await;
     let admin = server.admin_login().await;
     let mut tokens = server.tokens_as(&admin);
     let mut whoami = server.sts_as(&admin);

@@ -368,6 +368,21 @@ impl TestServer {
         Self::launch(None, None, tweak).await
     }
 
+    /// A server over a new [`FaultStore`] (see [`TestServerBuilder::faults`]) that writes a
+    /// chain checkpoint every `checkpoint_events` events or `checkpoint_seconds` seconds.
+    pub async fn over_faults(
+        checkpoint_events: u64,
+        checkpoint_seconds: u64,
+    ) -> (Self, Arc<FaultStore>) {
+        let store = Arc::new(FaultStore::default());
+        let server = Self::builder()
+            .faults(&store)
+            .checkpoints(checkpoint_events, checkpoint_seconds)
+            .start()
+            .await;
+        (server, store)
+    }
+
     /// A builder, for a server over another store (or several config tweaks).
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder::default()

@@ -2,7 +2,6 @@
 //! right fields; no credential without its durable record when the store fails; watching
 //! the log live; tampering found offline.
 
-use std::sync::Arc;
 
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -322,12 +321,7 @@ async fn assume(
 
 #[tokio::test]
 async fn no_credential_leaves_while_the_store_refuses_writes() {
-    let store = Arc::new(FaultStore::default());
-    let server = TestServer::builder()
-        .faults(&store)
-        .checkpoints(5, 60)
-        .start()
-        .await;
+    let (server, store) = TestServer::over_faults(5, 60).await;
     let admin = server.admin_login().await;
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
