@@ -29,6 +29,19 @@ fn revoke(session_id: &str, principal_arn: &str, role_arn: &str) -> proto::Revok
     }
 }
 
+const DEV_PASSWORD: &str = "dev-password-1";
+
+/// A server and its admin's token, with the user `dev` (password [`DEV_PASSWORD`], no
+/// policies).
+async fn server_with_dev() -> (TestServer, String) {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    (server, admin)
+}
+
 /// A trust policy statement list letting `principal` do `actions` on the role.
 fn trust_actions(principal: &str, actions: &[&str]) -> String {
     json!({"Version": "2012-10-17", "Statement": [{
@@ -63,12 +76,8 @@ async fn is_alive(server: &TestServer, token: &str) -> bool {
 
 #[tokio::test]
 async fn revoke_session_takes_exactly_one_target() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let (server, admin) = server_with_dev().await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let mut tokens = server.tokens_as(&dev);
 
     // The attack: its own principal (allowed) smuggling in the admin's session and a role.
@@ -118,7 +127,7 @@ async fn revoke_session_takes_exactly_one_target() {
     assert!(is_alive(&server, &admin).await);
 
     // Its own session and its own principal need no policy (`stint logout`).
-    let other = server.session("dev", "dev-password-1").await;
+    let other = server.session("dev", DEV_PASSWORD).await;
     tokens
         .revoke_session(revoke(&jti(&dev), "", ""))
         .await
@@ -138,12 +147,8 @@ async fn revoke_session_takes_exactly_one_target() {
 
 #[tokio::test]
 async fn a_later_revocation_cannot_lower_the_cutoff() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let (server, admin) = server_with_dev().await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     server.advance(Duration::from_secs(5));
     let mut tokens = server.tokens_as(&admin);
     tokens
@@ -184,11 +189,7 @@ async fn a_later_revocation_cannot_lower_the_cutoff() {
 
 #[tokio::test]
 async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     server
         .create_role(
             &admin,
@@ -196,7 +197,7 @@ async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() 
             trust_actions(&arn("user", "dev"), &["sts:AssumeRole"]),
         )
         .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let tagged = proto::AssumeRoleRequest {
         tags: vec![tag("team", "red")],
         ..assume("abac", "s1")
@@ -260,11 +261,7 @@ async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() 
 
 #[tokio::test]
 async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     // The trust names the account only: the caller's own policies must allow too.
     let root = format!("arn:stint:iam::{ACCOUNT}:root");
     server
@@ -278,7 +275,7 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
     server
         .put_user_policy(&admin, "dev", "assume", &assume_acct)
         .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let tagged = proto::AssumeRoleRequest {
         tags: vec![tag("team", "red")],
         ..assume("acct", "s1")
@@ -302,11 +299,7 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
 
 #[tokio::test]
 async fn trust_conditions_see_session_name_external_id_and_source_identity() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": arn("user", "dev")},
         "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
@@ -316,7 +309,7 @@ async fn trust_conditions_see_session_name_external_id_and_source_identity() {
     }]})
     .to_string();
     server.create_role(&admin, "keyed", policy).await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let good = proto::AssumeRoleRequest {
         external_id: "ext-1".into(),
         source_identity: "dev".into(),
@@ -381,12 +374,12 @@ fn tls_only_policy() -> String {
 async fn secure_transport_decision(server: &TestServer) -> Decision {
     let admin = server.admin_login().await;
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
         .await;
     server
         .put_user_policy(&admin, "dev", "tls", &tls_only_policy())
         .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     server
         .tokens_as(&admin)
         .authorize(proto::AuthorizeRequest {
@@ -430,7 +423,7 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
     .expect("CreateUser");
     iam.create_login_profile(proto::CreateLoginProfileRequest {
         user_name: "dev".into(),
-        password: "dev-password-1".into(),
+        password: DEV_PASSWORD.into(),
         password_reset_required: true,
     })
     .await
@@ -446,7 +439,7 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
     })
     .await
     .expect("AttachUserPolicy");
-    let restricted = server.session("dev", "dev-password-1").await;
+    let restricted = server.session("dev", DEV_PASSWORD).await;
 
     assert_status(
         server
@@ -491,15 +484,11 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
 
 #[tokio::test]
 async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     server
         .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
         .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let role_session = assume_ok(&server, &dev, assume("ops", "s1")).await;
     let user_id = jwt_claims(&dev)["stint"]["user_id"]
         .as_str()
@@ -529,7 +518,7 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     .await
     .expect("DeleteUser");
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
         .await;
     assert_status(
         server.sts_as(&dev).get_caller_identity(WHOAMI).await,
@@ -553,7 +542,7 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     assert!(!introspected.active);
 
     // Same for the role: a new ops does not take the old ops's sessions.
-    let fresh = server.session("dev", "dev-password-1").await;
+    let fresh = server.session("dev", DEV_PASSWORD).await;
     let old_ops = assume_ok(&server, &fresh, assume("ops", "s2")).await;
     iam.delete_role(proto::DeleteRoleRequest {
         role_name: "ops".into(),
@@ -576,21 +565,17 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
 
 #[tokio::test]
 async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     server
         .create_role(&admin, "a", trust(&arn("user", "dev"), None))
         .await;
     server
         .create_role(&admin, "b", trust(&arn("role", "a"), None))
         .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let in_a = assume_ok(&server, &dev, assume("a", "s1")).await;
     let in_b = assume_ok(&server, &in_a, assume("b", "s1")).await;
-    let other = server.session("dev", "dev-password-1").await;
+    let other = server.session("dev", DEV_PASSWORD).await;
     let other_a = assume_ok(&server, &other, assume("a", "t1")).await;
 
     // Vault-like: revoking the user session (here by itself: `stint logout`) takes the
@@ -634,18 +619,14 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
 
 #[tokio::test]
 async fn a_role_chain_is_bounded() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": [arn("user", "dev"), arn("role", "loop")]},
         "Action": "sts:AssumeRole"
     }]})
     .to_string();
     server.create_role(&admin, "loop", policy).await;
-    let mut token = server.session("dev", "dev-password-1").await;
+    let mut token = server.session("dev", DEV_PASSWORD).await;
     // The user session and five role sessions: each new one keeps all its ancestors.
     for hop in 0..5 {
         token = assume_ok(&server, &token, assume("loop", &format!("hop{hop}"))).await;

@@ -2,7 +2,6 @@
 //! right fields; no credential without its durable record when the store fails; watching
 //! the log live; tampering found offline.
 
-
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
