@@ -164,22 +164,11 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
 async fn watch_without_after_seq_starts_at_the_tail() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    let mut iam = server.iam_as(&admin);
     for name in ["old-1", "old-2"] {
-        iam.create_user(proto::CreateUserRequest {
-            user_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("CreateUser");
+        server.create_user(&admin, name).await;
     }
     let mut live = server.watch(&admin, 0).await.expect("WatchEvents");
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "new-1".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
+    server.create_user(&admin, "new-1").await;
     let first = next_event(&mut live).await;
     assert_eq!(first.event_name, "iam:CreateUser", "{first:?}");
     assert!(first.event_json.contains("\"new-1\""), "{first:?}");

@@ -101,11 +101,7 @@ async fn user_session(server: &TestServer, admin: &str, user: &str) -> String {
     server
         .create_user_with_password(admin, user, &password)
         .await;
-    server
-        .login(user, &password, None)
-        .await
-        .unwrap_or_else(|s| panic!("login {user}: {s}"))
-        .session_token
+    server.session(user, &password).await
 }
 
 async fn caller_identity(server: &TestServer, token: &str) -> Result<String, tonic::Status> {
