@@ -8,7 +8,8 @@ pub enum Error {
     /// The configuration is unusable (names the field).
     #[error("invalid client configuration: {0}")]
     Config(String),
-    /// Could not reach Stint (connection refused, TLS handshake failed, …).
+    /// Could not reach Stint (connection refused, TLS handshake failed, …), or Stint said
+    /// it is unavailable.
     #[error("cannot reach Stint: {0}")]
     Transport(String),
     /// Stint answered with an error status.
@@ -45,6 +46,10 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
+        // A lazy channel reports a failed connect as UNAVAILABLE: say what it is.
+        if status.code() == tonic::Code::Unavailable {
+            return Error::Transport(status.message().to_owned());
+        }
         Error::Rpc {
             code: status.code(),
             message: status.message().to_owned(),
