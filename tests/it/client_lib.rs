@@ -439,3 +439,54 @@ async fn bearer_layer_refuses_forged_expired_and_wrong_audience_tokens() {
         &["expired"],
     );
 }
+
+/// What `examples/guarded_service.rs` does where offline claims are not enough: the app,
+/// with its own session, asks `Authorize` about the caller's token.
+#[tokio::test]
+async fn an_app_asks_authorize_about_its_caller() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let key = service_setup(&server, &admin).await;
+    server
+        .iam_as(&admin)
+        .put_role_policy(proto::PutRolePolicyRequest {
+            role_name: "worker".into(),
+            policy_name: "health".into(),
+            policy_document: allow(&["health:Check"], &["arn:stint:health:::reports"]),
+        })
+        .await
+        .expect("PutRolePolicy");
+    let client = client(&server).await;
+    let app = client
+        .login_access_key(
+            &key.access_key_id,
+            &Secret::new(key.secret_access_key.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    let caller = app.assume_role(worker_role(900)).await.unwrap();
+    let token = &caller.credentials().session_token;
+    for (resource, want) in [
+        ("arn:stint:health:::reports", stint_client::Decision::Allow),
+        (
+            "arn:stint:health:::billing",
+            stint_client::Decision::ImplicitDeny,
+        ),
+    ] {
+        assert_eq!(
+            app.authorize(token, "health:Check", resource)
+                .await
+                .unwrap(),
+            want,
+            "{resource}"
+        );
+    }
+    // A garbage subject token is the server's INVALID_ARGUMENT, naming the field.
+    let err = app
+        .authorize(&Secret::new("garbage"), "health:Check", "*")
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("session_token"), "{err}");
+}
