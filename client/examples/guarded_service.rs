@@ -8,7 +8,7 @@
 //! [`RefreshingCredentials`] keeps fresh).
 //!
 //! ```text
-//! STINT_ENDPOINT=http://127.0.0.1:8443 \
+//! STINT_ENDPOINT=http://127.0.0.1:7420 \
 //! STINT_ACCESS_KEY_ID=AKIA… STINT_SECRET_ACCESS_KEY=… \
 //!   cargo run -p stint-client --example guarded_service
 //! # then, with a token from `stint login`:
@@ -100,7 +100,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = ClientConfig::new(env_or("STINT_ENDPOINT", "http://127.0.0.1:8443"));
+    let mut config = ClientConfig::new(env_or("STINT_ENDPOINT", "http://127.0.0.1:7420"));
     if let Ok(path) = std::env::var("STINT_CA_CERT") {
         config = config.with_ca_cert_pem(std::fs::read(path)?);
     }
