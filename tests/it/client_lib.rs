@@ -490,3 +490,79 @@ async fn an_app_asks_authorize_about_its_caller() {
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("session_token"), "{err}");
 }
+
+/// A daemon serving TLS with `fixtures/server.pem` (signed by `fixtures/ca.pem`).
+async fn tls_daemon() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    use ring::rand::SystemRandom;
+    use stint::config::{Argon2Config, Config};
+    use stint::core::secret::SecretString;
+    use stint::daemon::Daemon;
+    use stint::rpc::TlsFiles;
+    use stint::store::seal::MasterKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        argon2: Argon2Config {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Config::default()
+    };
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let master = MasterKey::generate(&SystemRandom::new()).unwrap();
+    let daemon = Daemon::open_with_master(config, master, clock).expect("daemon");
+    daemon
+        .broker
+        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+        .await
+        .expect("bootstrap");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tls = TlsFiles {
+        cert_pem: include_bytes!("fixtures/server.pem").to_vec(),
+        key_pem: include_bytes!("fixtures/server.key").to_vec(),
+    };
+    tokio::spawn(async move {
+        daemon
+            .serve(listener, Some(tls), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, stop, dir)
+}
+
+const TEST_CA: &[u8] = include_bytes!("fixtures/ca.pem");
+
+#[tokio::test]
+async fn https_trusts_the_given_ca_and_refuses_an_unknown_issuer() {
+    let (addr, _stop, _dir) = tls_daemon().await;
+    let port = addr.port();
+    for host in ["localhost", "127.0.0.1"] {
+        let config = stint_client::ClientConfig::new(format!("https://{host}:{port}"))
+            .with_ca_cert_pem(TEST_CA);
+        let client = Client::connect(config).await.expect("TLS with the CA");
+        let verifier = Verifier::new(client, VerifierConfig::new("stint", "stint"))
+            .await
+            .expect("GetJwks over TLS");
+        assert!(!verifier.cached_kids().is_empty(), "{host}");
+    }
+    // System roots only: the test CA is not among them, so the handshake fails.
+    let err = Client::connect(format!("https://localhost:{port}"))
+        .await
+        .expect_err("an unknown issuer is refused");
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // Plain HTTP to a non-loopback name is refused before any connection.
+    let err = Client::connect("http://stint.example:7420")
+        .await
+        .expect_err("plaintext");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
