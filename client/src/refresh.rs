@@ -760,6 +760,31 @@ mod tests {
         assert_eq!(fake.fetches.load(Ordering::SeqCst), 2);
     }
 
+    /// The background task refreshes without any caller (tokio's paused time stands in for
+    /// the sleeps; the fake clock for the credentials' lifetime).
+    #[tokio::test(start_paused = true)]
+    async fn the_background_task_refreshes_on_its_own() {
+        let (fake, source, clock) = fake_setup(S(1000));
+        let creds = RefreshingCredentials::start_with_clock(
+            lazy_client(),
+            source,
+            RefreshConfig::default(),
+            clock,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(S(120)).await;
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 1, "not due yet");
+        fake.advance(S(950));
+        tokio::time::sleep(S(61)).await;
+        assert_eq!(
+            fake.fetches.load(Ordering::SeqCst),
+            2,
+            "refreshed in the background"
+        );
+        assert_eq!(creds.state(), CredentialState::Fresh);
+    }
+
     #[tokio::test]
     async fn a_failed_start_is_an_error() {
         let (fake, source, clock) = fake_setup(S(1000));
