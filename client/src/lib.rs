@@ -9,7 +9,8 @@
 //!   fresh (refresh ahead of expiry with jitter, back-off while Stint is down, the last
 //!   good credentials until they expire) and reports its [`CredentialState`].
 //! - [`Verifier`]: for apps; verifies Stint tokens offline against the cached JWKS and
-//!   returns typed [`Claims`].
+//!   returns typed [`Claims`]; optionally it follows Stint's revocation stream
+//!   ([`Verifier::follow_revocations`]) so a revoked token is refused within seconds.
 //! - [`BearerAuthLayer`]: puts verified [`Claims`] into the request extensions of another
 //!   gRPC service, refusing bad tokens with `UNAUTHENTICATED`.
 //!
@@ -60,5 +61,6 @@ pub use refresh::{
 };
 pub use secret::Secret;
 pub use verifier::{
-    MAX_JWKS_KEYS, MAX_TOKEN_BYTES, Verifier, VerifierConfig, VerifyError, check_claims,
+    MAX_JWKS_KEYS, MAX_REVOCATIONS, MAX_TOKEN_BYTES, RevocationFollower, Verifier, VerifierConfig,
+    VerifyError, check_claims,
 };

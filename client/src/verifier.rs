@@ -18,11 +18,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::claims::Claims;
-use crate::client::Client;
+use crate::client::{Client, bearer_channel};
 use crate::clock::{SharedClock, system_clock};
 use crate::error::Error;
 use crate::proto;
 use crate::proto::tokens_client::TokensClient;
+use crate::refresh::{RefreshingCredentials, backoff_delay};
 
 /// Tokens longer than this are refused unparsed (Stint's are well under 2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -88,6 +89,9 @@ pub enum VerifyError {
     /// `aud` is not this app.
     #[error("wrong audience")]
     WrongAudience,
+    /// Revoked (learned from the `WatchRevocations` stream).
+    #[error("token revoked")]
+    Revoked,
     /// The JWKS could not be fetched or parsed.
     #[error("cannot load the JWKS: {0}")]
     Jwks(String),
@@ -174,7 +178,87 @@ struct KeyCache {
     last_attempt: Option<SystemTime>,
 }
 
+/// Revocations learned from `Tokens.WatchRevocations`, each kept until every token it
+/// could match has expired.
+#[derive(Default)]
+struct Revoked {
+    /// jti → keep until (Unix ms).
+    sessions: HashMap<String, i64>,
+    /// principal ARN → (issued-before cutoff, keep until), both Unix ms.
+    principals: HashMap<String, (i64, i64)>,
+    /// role ARN → (cutoff, keep until).
+    roles: HashMap<String, (i64, i64)>,
+    synced: bool,
+}
+
+/// Bound on the revocations a verifier keeps (the server's own bound on a stream).
+pub const MAX_REVOCATIONS: usize = 100_000;
+
+impl Revoked {
+    fn len(&self) -> usize {
+        self.sessions.len() + self.principals.len() + self.roles.len()
+    }
+
+    fn apply(&mut self, entry: proto::RevocationEntry, now_ms: i64) {
+        if entry.end_of_snapshot {
+            self.synced = true;
+            return;
+        }
+        if self.len() >= MAX_REVOCATIONS {
+            self.forget_expired(now_ms);
+            if self.len() >= MAX_REVOCATIONS {
+                tracing::warn!("more than {MAX_REVOCATIONS} revocations; ignoring the rest");
+                return;
+            }
+        }
+        let raise = |slot: &mut (i64, i64)| {
+            slot.0 = slot.0.max(entry.issued_before_ms);
+            slot.1 = slot.1.max(entry.keep_until_ms);
+        };
+        if !entry.session_id.is_empty() {
+            let keep = self.sessions.entry(entry.session_id.clone()).or_default();
+            *keep = (*keep).max(entry.keep_until_ms);
+        } else if !entry.principal_arn.is_empty() {
+            raise(
+                self.principals
+                    .entry(entry.principal_arn.clone())
+                    .or_default(),
+            );
+        } else if !entry.role_arn.is_empty() {
+            raise(self.roles.entry(entry.role_arn.clone()).or_default());
+        }
+    }
+
+    fn forget_expired(&mut self, now_ms: i64) {
+        self.sessions.retain(|_, keep| *keep > now_ms);
+        self.principals.retain(|_, (_, keep)| *keep > now_ms);
+        self.roles.retain(|_, (_, keep)| *keep > now_ms);
+    }
+
+    /// The server's rule, offline: the session's id, or a cutoff on its subject,
+    /// principal or role later than its issue time. `iat` has whole seconds, so a token
+    /// issued in the cutoff's own second counts as revoked (the safe side). A role
+    /// session assumed from a session revoked by id is not caught here (its claims do
+    /// not name its parent); `Authorize`/`Introspect` still refuse it.
+    fn covers(&self, claims: &Claims) -> bool {
+        if self.sessions.contains_key(&claims.jti) {
+            return true;
+        }
+        let issued_ms = claims.iat.saturating_mul(1000);
+        let before =
+            |slot: Option<&(i64, i64)>| slot.is_some_and(|(cutoff, _)| issued_ms < *cutoff);
+        before(self.principals.get(&claims.sub))
+            || before(self.principals.get(&claims.stint.principal_arn))
+            || claims
+                .stint
+                .role_arn
+                .as_ref()
+                .is_some_and(|role| before(self.roles.get(role)))
+    }
+}
+
 struct Inner {
+    revoked: RwLock<Revoked>,
     client: Option<Client>,
     config: VerifierConfig,
     clock: SharedClock,
@@ -254,6 +338,7 @@ impl Verifier {
         let fetched_at = clock.now();
         Self {
             inner: Arc::new(Inner {
+                revoked: RwLock::new(Revoked::default()),
                 client,
                 config,
                 clock,
@@ -367,7 +452,107 @@ impl Verifier {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         check_claims(&data.claims, &self.inner.config, now)?;
+        if self
+            .inner
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .covers(&data.claims)
+        {
+            return Err(VerifyError::Revoked);
+        }
         Ok(data.claims)
+    }
+
+    /// Follows `Tokens.WatchRevocations` with `credentials` (which need
+    /// `stint:WatchRevocations`), so [`verify`](Self::verify) refuses a revoked token
+    /// within seconds of its revocation instead of at its expiry. Reconnects with back-off
+    /// when the stream breaks (the server resends its snapshot). Stops when the returned
+    /// guard is dropped.
+    pub fn follow_revocations(&self, credentials: RefreshingCredentials) -> RevocationFollower {
+        let inner = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let Some(verifier) = inner.upgrade().map(|inner| Verifier { inner }) else {
+                    return;
+                };
+                match verifier.follow_once(&credentials).await {
+                    Ok(()) => failures = 0,
+                    Err(err) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(error = %err, failures, "stint revocation stream broke");
+                    }
+                }
+                verifier
+                    .inner
+                    .revoked
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .synced = false;
+                drop(verifier);
+                let delay = backoff_delay(
+                    failures.max(1),
+                    Duration::from_secs(1),
+                    Duration::from_secs(30),
+                    0.1,
+                    0.5,
+                );
+                tokio::time::sleep(delay).await;
+            }
+        });
+        RevocationFollower(task.abort_handle())
+    }
+
+    async fn follow_once(&self, credentials: &RefreshingCredentials) -> Result<(), Error> {
+        let session = credentials.session().await?;
+        let mut stream = TokensClient::new(bearer_channel(
+            self.inner
+                .client
+                .as_ref()
+                .ok_or_else(|| {
+                    Error::Config("a verifier over fixed keys cannot follow revocations".into())
+                })?
+                .channel(),
+            &session.credentials().session_token,
+        )?)
+        .watch_revocations(proto::WatchRevocationsRequest {})
+        .await?
+        .into_inner();
+        while let Some(entry) = stream.message().await? {
+            let now_ms = unix_ms(self.inner.clock.now());
+            let mut revoked = self
+                .inner
+                .revoked
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            revoked.apply(entry, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Whether the revocation stream has delivered its snapshot (and is still connected).
+    pub fn revocations_synced(&self) -> bool {
+        self.inner
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .synced
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Keeps a [`Verifier::follow_revocations`] task running; dropping it stops the task.
+#[derive(Debug)]
+pub struct RevocationFollower(tokio::task::AbortHandle);
+
+impl Drop for RevocationFollower {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -557,6 +742,107 @@ pub(crate) mod tests {
             verifier.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).await,
             Err(VerifyError::Malformed)
         );
+    }
+
+    #[test]
+    fn revocations_apply_like_the_server_rule() {
+        let entry = |f: fn(&mut proto::RevocationEntry)| {
+            let mut e = proto::RevocationEntry {
+                keep_until_ms: (NOW + 3600) * 1000,
+                ..Default::default()
+            };
+            f(&mut e);
+            e
+        };
+        let mut role_session = sample();
+        role_session.sub = "arn:stint:sts::000000000000:assumed-role/worker/batch".into();
+        role_session.stint.role_arn = Some("arn:stint:iam::000000000000:role/worker".into());
+        let cases: Vec<(&str, proto::RevocationEntry, Claims, bool)> = vec![
+            (
+                "its jti",
+                entry(|e| e.session_id = "ASIA0000000000000001".into()),
+                sample(),
+                true,
+            ),
+            (
+                "another jti",
+                entry(|e| e.session_id = "ASIA9".into()),
+                sample(),
+                false,
+            ),
+            (
+                "principal, cutoff after iat",
+                entry(|e| {
+                    e.principal_arn = "arn:stint:iam::000000000000:user/svc".into();
+                    e.issued_before_ms = (NOW - 60) * 1000 + 1;
+                }),
+                sample(),
+                true,
+            ),
+            (
+                "principal, cutoff at iat",
+                entry(|e| {
+                    e.principal_arn = "arn:stint:iam::000000000000:user/svc".into();
+                    e.issued_before_ms = (NOW - 60) * 1000;
+                }),
+                sample(),
+                false,
+            ),
+            (
+                "principal behind an assumed role",
+                entry(|e| {
+                    e.principal_arn = "arn:stint:iam::000000000000:user/svc".into();
+                    e.issued_before_ms = NOW * 1000;
+                }),
+                role_session.clone(),
+                true,
+            ),
+            (
+                "its role",
+                entry(|e| {
+                    e.role_arn = "arn:stint:iam::000000000000:role/worker".into();
+                    e.issued_before_ms = NOW * 1000;
+                }),
+                role_session.clone(),
+                true,
+            ),
+            (
+                "another role",
+                entry(|e| {
+                    e.role_arn = "arn:stint:iam::000000000000:role/other".into();
+                    e.issued_before_ms = NOW * 1000;
+                }),
+                role_session,
+                false,
+            ),
+        ];
+        for (name, entry, claims, want) in cases {
+            let mut revoked = Revoked::default();
+            revoked.apply(entry, NOW * 1000);
+            assert_eq!(revoked.covers(&claims), want, "{name}");
+        }
+        // Cutoffs only rise; expired entries are forgotten; the marker syncs.
+        let mut revoked = Revoked::default();
+        let principal = |cutoff: i64, keep: i64| proto::RevocationEntry {
+            principal_arn: "p".into(),
+            issued_before_ms: cutoff,
+            keep_until_ms: keep,
+            ..Default::default()
+        };
+        revoked.apply(principal(200, 1000), 0);
+        revoked.apply(principal(100, 500), 0);
+        assert_eq!(revoked.principals["p"], (200, 1000));
+        revoked.forget_expired(1000);
+        assert_eq!(revoked.len(), 0);
+        assert!(!revoked.synced);
+        revoked.apply(
+            proto::RevocationEntry {
+                end_of_snapshot: true,
+                ..Default::default()
+            },
+            0,
+        );
+        assert!(revoked.synced && revoked.len() == 0);
     }
 
     #[tokio::test]

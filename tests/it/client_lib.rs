@@ -566,3 +566,142 @@ async fn https_trusts_the_given_ca_and_refuses_an_unknown_issuer() {
         .expect_err("plaintext");
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
+
+/// Polls `done` for up to 10 s: waits for the revocation stream to deliver (real time;
+/// no expiry is involved).
+async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn verifier_follows_revocations_within_seconds() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let key = service_setup(&server, &admin).await;
+    server
+        .iam_as(&admin)
+        .put_user_policy(proto::PutUserPolicyRequest {
+            user_name: "svc".into(),
+            policy_name: "follow-revocations".into(),
+            policy_document: allow(&["stint:WatchRevocations"], &["*"]),
+        })
+        .await
+        .expect("PutUserPolicy");
+    let client = client(&server).await;
+    let clock = shared_clock(&server.clock);
+    let app = RefreshingCredentials::start_with_clock(
+        client.clone(),
+        source(&key),
+        RefreshConfig {
+            background: false,
+            ..RefreshConfig::default()
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let config = VerifierConfig::new(&server.config.tokens.issuer, &server.config.tokens.audience);
+    let verifier = Verifier::with_clock(client.clone(), config, clock)
+        .await
+        .unwrap();
+    let _following = verifier.follow_revocations(app.clone());
+    assert!(
+        eventually(async || verifier.revocations_synced()).await,
+        "never synced"
+    );
+
+    // Callers: two role sessions assumed by the service user.
+    let base = app.session().await.unwrap();
+    let first = base.assume_role(worker_role(900)).await.unwrap();
+    let second = base.assume_role(worker_role(900)).await.unwrap();
+    let (first, second) = (
+        first.credentials().session_token.clone(),
+        second.credentials().session_token.clone(),
+    );
+    verifier
+        .verify(first.expose())
+        .await
+        .expect("valid before revocation");
+
+    // Revoked by session id: refused offline within seconds, the other still fine.
+    let jti = jwt_claims(first.expose())["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .tokens_as(&admin)
+        .revoke_session(proto::RevokeSessionRequest {
+            session_id: jti,
+            ..Default::default()
+        })
+        .await
+        .expect("RevokeSession");
+    assert!(
+        eventually(async || verifier.verify(first.expose()).await == Err(VerifyError::Revoked))
+            .await,
+        "revocation by id never arrived"
+    );
+    verifier.verify(second.expose()).await.expect("not revoked");
+
+    // Everything issued for the role: the second session goes too; a session assumed
+    // after the cutoff verifies.
+    server
+        .tokens_as(&admin)
+        .revoke_session(proto::RevokeSessionRequest {
+            role_arn: arn("role", "worker"),
+            ..Default::default()
+        })
+        .await
+        .expect("RevokeSession by role");
+    assert!(
+        eventually(async || verifier.verify(second.expose()).await == Err(VerifyError::Revoked))
+            .await,
+        "revocation by role never arrived"
+    );
+    server.advance(Duration::from_secs(1));
+    let later = base.assume_role(worker_role(900)).await.unwrap();
+    verifier
+        .verify(later.credentials().session_token.expose())
+        .await
+        .expect("issued after the cutoff");
+}
+
+#[tokio::test]
+async fn watch_revocations_needs_a_grant() {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let key = service_setup(&server, &admin).await;
+    let token = client(&server)
+        .await
+        .login_access_key(
+            &key.access_key_id,
+            &Secret::new(key.secret_access_key.clone()),
+            None,
+        )
+        .await
+        .unwrap()
+        .credentials()
+        .session_token
+        .clone();
+    // No bearer token: UNAUTHENTICATED.
+    let anonymous = proto::tokens_client::TokensClient::new(server.channel())
+        .watch_revocations(proto::WatchRevocationsRequest {})
+        .await;
+    assert_status(anonymous.map(|_| ()), Code::Unauthenticated, &[]);
+    // A session without stint:WatchRevocations: PERMISSION_DENIED, naming the action.
+    let denied = server
+        .tokens_as(token.expose())
+        .watch_revocations(proto::WatchRevocationsRequest {})
+        .await;
+    assert_status(
+        denied.map(|_| ()),
+        Code::PermissionDenied,
+        &["stint:WatchRevocations"],
+    );
+}
