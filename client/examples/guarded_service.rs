@@ -119,6 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )
     .await?;
+    // Refuse revoked tokens within seconds (needs `stint:WatchRevocations`; without it the
+    // follower logs the refusal and retries, and tokens are refused at expiry only).
+    let _following = verifier.follow_revocations(credentials.clone());
 
     let addr = env_or("GUARDED_ADDR", "127.0.0.1:50061").parse()?;
     println!("guarded grpc.health.v1.Health on {addr}");
