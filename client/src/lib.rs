@@ -1,6 +1,6 @@
 //! # stint-client
 //!
-//! The client side of [Stint](https://github.com/) for Rust services and apps, without the
+//! The client side of Stint for Rust services and apps, without the
 //! server: no sled, no argon2, no server stubs.
 //!
 //! - [`Client`]: connect (TLS by default: system roots plus an optional CA), log in with a
