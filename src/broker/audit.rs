@@ -56,18 +56,22 @@ pub(crate) struct WatchSlots {
 }
 
 impl WatchSlots {
-    fn acquire(self: &Arc<Self>, caller: &str) -> Result<WatchSlot, BrokerError> {
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        caller: &str,
+        what: &str,
+    ) -> Result<WatchSlot, BrokerError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_caller) = &mut *open;
         if *total >= WATCHES_TOTAL {
             return Err(BrokerError::LimitExceeded(format!(
-                "the server already serves {WATCHES_TOTAL} WatchEvents streams; retry later"
+                "the server already serves {WATCHES_TOTAL} {what} streams; retry later"
             )));
         }
         let mine = per_caller.entry(caller.to_string()).or_default();
         if *mine >= WATCHES_PER_CALLER {
             return Err(BrokerError::LimitExceeded(format!(
-                "{caller} already holds {WATCHES_PER_CALLER} WatchEvents streams; close one first"
+                "{caller} already holds {WATCHES_PER_CALLER} {what} streams; close one first"
             )));
         }
         *mine += 1;
@@ -216,7 +220,7 @@ impl Broker {
             .role_arn
             .as_deref()
             .unwrap_or(caller.arn());
-        let slot = match self.watches.acquire(holder) {
+        let slot = match self.watches.acquire(holder, "WatchEvents") {
             Ok(slot) => slot,
             Err(err) => {
                 // Refused before anything is read: recorded as such, not as a read.
@@ -315,10 +319,10 @@ mod tests {
     fn watch_slots_cap_each_caller_and_the_total_and_come_back_on_drop() {
         let slots = Arc::new(WatchSlots::default());
         let mine: Vec<WatchSlot> = (0..WATCHES_PER_CALLER)
-            .map(|_| slots.acquire("alice").unwrap())
+            .map(|_| slots.acquire("alice", "WatchEvents").unwrap())
             .collect();
         assert!(matches!(
-            slots.acquire("alice"),
+            slots.acquire("alice", "WatchEvents"),
             Err(BrokerError::LimitExceeded(m)) if m.contains("alice")
         ));
         drop(mine);
@@ -327,16 +331,16 @@ mod tests {
         for i in 0..WATCHES_TOTAL {
             held.push(
                 slots
-                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER))
+                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER), "WatchEvents")
                     .unwrap(),
             );
         }
         assert!(matches!(
-            slots.acquire("newcomer"),
+            slots.acquire("newcomer", "WatchEvents"),
             Err(BrokerError::LimitExceeded(m)) if m.contains("server")
         ));
         held.pop();
-        slots.acquire("newcomer").unwrap();
+        slots.acquire("newcomer", "WatchEvents").unwrap();
         assert_eq!(slots.open(), WATCHES_TOTAL - 1);
     }
 }

@@ -25,7 +25,7 @@ pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use sweep::SweepReport;
-pub use tokens::AuthorizeOutcome;
+pub use tokens::{AuthorizeOutcome, MAX_REVOCATIONS_STREAMED, RevocationEntry, RevocationWatch};
 
 /// The clock lives in `core::time`; re-exported here where the use cases take it.
 pub use crate::core::time::{Clock, ManualClock, SystemClock, unix_ms, unix_secs};
@@ -87,6 +87,10 @@ pub struct Broker {
     hash_slots: Arc<tokio::sync::Semaphore>,
     /// Open `WatchEvents` streams, capped per caller and in all.
     pub(crate) watches: Arc<audit::WatchSlots>,
+    /// Open `WatchRevocations` streams, capped like `WatchEvents` (slots of their own).
+    pub(crate) revocation_watches: Arc<audit::WatchSlots>,
+    /// Bumped after each committed revocation: wakes the `WatchRevocations` streams.
+    pub(crate) revocations_changed: tokio::sync::watch::Sender<u64>,
     /// Compiled policies by kind, then by document text (looked up without allocating).
     compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
     dummy_phc: String,
@@ -117,6 +121,8 @@ impl Broker {
                 settings.hash_concurrency.max(1),
             )),
             watches: Arc::new(audit::WatchSlots::default()),
+            revocation_watches: Arc::new(audit::WatchSlots::default()),
+            revocations_changed: tokio::sync::watch::Sender::new(0),
             store,
             audit,
             master,

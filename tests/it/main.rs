@@ -15,6 +15,7 @@ mod attacks_policy;
 mod attacks_sts;
 mod audit;
 mod authn;
+mod client_lib;
 mod durability;
 mod iam;
 mod lifecycle;
