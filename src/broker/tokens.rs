@@ -310,7 +310,7 @@ impl Broker {
                 ));
             }
         }
-        let subject = self.authenticate(session_token).map_err(|err| match err {
+        let subject = self.authenticate_subject(session_token).map_err(|err| match err {
             BrokerError::Unauthenticated(m) => BrokerError::invalid("session_token", m),
             other => other,
         })?;
@@ -345,7 +345,7 @@ impl Broker {
 
     /// RFC 7662: inactive tokens say nothing but `active: false`.
     pub fn introspect(&self, token: &str) -> Option<Claims> {
-        self.authenticate(token).ok().map(|caller| caller.claims)
+        self.authenticate_subject(token).ok().map(|caller| caller.claims)
     }
 
     pub fn jwks(&self) -> std::sync::Arc<str> {
