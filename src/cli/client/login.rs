@@ -236,7 +236,7 @@ pub fn login(args: LoginArgs, env: &Env) -> Result<ExitCode, CliError> {
 }
 
 /// Default role session name: the user name from the session's ARN, else `stint-cli`.
-fn default_session_name(token: &SecretString) -> String {
+pub(super) fn default_session_name(token: &SecretString) -> String {
     let name = session::peek(token)
         .and_then(|p| p.sub.rsplit('/').next().map(str::to_string))
         .unwrap_or_default();

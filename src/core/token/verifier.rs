@@ -327,7 +327,10 @@ mod tests {
         claims.aud = "billing".into();
         let app_token = s.sign(&claims).unwrap();
         let own = s.sign(&sample()).unwrap();
-        assert_eq!(kind(v.verify(&app_token, now)), "invalid: audience mismatch");
+        assert_eq!(
+            kind(v.verify(&app_token, now)),
+            "invalid: audience mismatch"
+        );
         let apps = |aud: &str| aud == "stint" || aud == "billing";
         assert_eq!(kind(v.verify_for(&app_token, now, &apps)), "ok");
         assert_eq!(kind(v.verify_for(&own, now, &apps)), "ok");
