@@ -14,6 +14,7 @@ mod attacks_sts;
 mod audit;
 mod authn;
 mod durability;
+mod exec;
 mod iam;
 mod lifecycle;
 mod login;

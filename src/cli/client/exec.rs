@@ -462,6 +462,8 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 
 pub fn exec(args: ExecArgs, env: &Env) -> Result<ExitCode, CliError> {
     let plan = plan(&args, env)?;
+    // Say which login to run before trying to reach any server.
+    source_session(&plan, super::now())?;
     let code = match args.code.clone() {
         Some(code) => Some(code.trim().to_string()),
         None if !plan.mfa_serial.is_empty() && std::io::stdin().is_terminal() => {
