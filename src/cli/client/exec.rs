@@ -46,7 +46,22 @@ use crate::core::secret::SecretString;
 use crate::proto::AssumeRoleRequest;
 use crate::proto::sts_client::StsClient;
 
+/// `stint exec --help`: what the child gets.
+const EXEC_AFTER_HELP: &str = "\
+The child's environment: STINT_SESSION_TOKEN (also STINT_TOKEN), STINT_ACCESS_KEY_ID,
+STINT_EXPIRATION (RFC 3339), STINT_ENDPOINT, STINT_CA_CERT (when the profile has a CA) and
+STINT_CREDENTIALS_FILE: a 0600 JSON file {access_key_id, session_token, expiration,
+endpoint} in a private directory. Before the credentials expire, exec assumes the role
+again, replaces the file atomically and sends the child --refresh-signal (SIGHUP by
+default). SIGINT, SIGTERM and SIGHUP are forwarded to the child; exec exits with the
+child's status.
+
+  stint configure --profile deploy --role-arn arn:stint:iam::000000000000:role/deploy \\
+      --source-profile default
+  stint exec --profile deploy -- ./release.sh";
+
 #[derive(Args, Debug)]
+#[command(after_long_help = EXEC_AFTER_HELP)]
 pub struct ExecArgs {
     #[command(flatten)]
     pub conn: ConnFlags,
@@ -180,7 +195,11 @@ pub fn configure(args: ConfigureArgs, env: &Env) -> Result<ExitCode, CliError> {
 
 /// Copies a PEM CA into the Stint home (so the profile does not depend on where the file
 /// was), after checking it looks like a certificate.
-fn store_ca(file: &ProfilesFile, profile: &str, from: &Path) -> Result<PathBuf, CliError> {
+pub(super) fn store_ca(
+    file: &ProfilesFile,
+    profile: &str,
+    from: &Path,
+) -> Result<PathBuf, CliError> {
     let pem = std::fs::read(from).map_err(|e| {
         CliError::new(format!(
             "cannot read CA certificate {}: {e}",
