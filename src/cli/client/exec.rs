@@ -7,7 +7,7 @@
 //!
 //! | variable | value |
 //! |---|---|
-//! | `STINT_SESSION_TOKEN` (and `STINT_TOKEN`, for nested `stint` commands) | the bearer token |
+//! | `STINT_SESSION_TOKEN` (and `STINT_TOKEN` for nested `stint` commands, unless `--audience`) | the bearer token |
 //! | `STINT_ACCESS_KEY_ID` | the `ASIA…` session id |
 //! | `STINT_EXPIRATION` | RFC 3339 expiry |
 //! | `STINT_ENDPOINT` | the server URL |
@@ -48,7 +48,7 @@ use crate::proto::sts_client::StsClient;
 
 /// `stint exec --help`: what the child gets.
 const EXEC_AFTER_HELP: &str = "\
-The child's environment: STINT_SESSION_TOKEN (also STINT_TOKEN), STINT_ACCESS_KEY_ID,
+The child's environment: STINT_SESSION_TOKEN (and STINT_TOKEN), STINT_ACCESS_KEY_ID,
 STINT_EXPIRATION (RFC 3339), STINT_ENDPOINT, STINT_CA_CERT (when the profile has a CA) and
 STINT_CREDENTIALS_FILE: a 0600 JSON file {access_key_id, session_token, expiration,
 endpoint} in a private directory. Before the credentials expire, exec assumes the role
@@ -517,13 +517,18 @@ async fn run(plan: Plan, args: ExecArgs, code: Option<String>) -> Result<ExitCod
     command
         .args(rest)
         .env("STINT_SESSION_TOKEN", issued.session_token.expose())
-        .env("STINT_TOKEN", issued.session_token.expose())
         .env("STINT_ACCESS_KEY_ID", &issued.access_key_id)
         .env("STINT_EXPIRATION", session::rfc3339(issued.expiration))
         .env("STINT_ENDPOINT", &plan.endpoint)
         .env("STINT_CREDENTIALS_FILE", &file);
     if let Some(ca) = &plan.ca_cert {
         command.env("STINT_CA_CERT", ca);
+    }
+    // Nested `stint` commands act as the role; an app-audience token is no Stint session.
+    if plan.audience.is_empty() {
+        command.env("STINT_TOKEN", issued.session_token.expose());
+    } else {
+        command.env_remove("STINT_TOKEN");
     }
     let mut child = command
         .spawn()

@@ -80,6 +80,10 @@ pub struct AssumeRoleArgs {
     /// Source identity, sticky across role chaining.
     #[arg(long)]
     pub source_identity: Option<String>,
+    /// Mint the token for this app (its `aud`) instead of a Stint session; the trust
+    /// policy sees it as `stint:Audience`.
+    #[arg(long)]
+    pub audience: Option<String>,
     /// How to print the credentials.
     #[arg(long, value_enum, default_value = "json")]
     pub output: CredentialsOutput,
@@ -302,6 +306,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             })
             .collect(),
         source_identity: args.source_identity.clone().unwrap_or_default(),
+        audience: args.audience.clone().unwrap_or_default(),
         ..Default::default()
     };
     let request = bearer(request, &token)?;
@@ -326,7 +331,9 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
         kind: Kind::AssumedRole,
     };
     let role_profile = format!("{}/role", ctx.profile);
-    if !args.no_cache {
+    // An app's token is no Stint session: nothing to cache for later commands.
+    let cache = !args.no_cache && args.audience.as_deref().unwrap_or_default().is_empty();
+    if cache {
         ctx.creds.put(&role_profile, &cached);
         ctx.creds.save()?;
     }
@@ -360,7 +367,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             }
         }
     }
-    if !args.no_cache {
+    if cache {
         eprintln!(
             "Assumed {arn}; cached as profile '{role_profile}', expires {}",
             expiry(cached.expiration, super::now())
