@@ -530,14 +530,15 @@ async fn run(plan: Plan, args: ExecArgs, code: Option<String>) -> Result<ExitCod
     } else {
         command.env_remove("STINT_TOKEN");
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| CliError::new(format!("cannot run {}: {e}", Path::new(program).display())))?;
-    let pid = child.id();
+    // Watch the signals before the child exists, so none is lost in between.
     let signal_error = |e: std::io::Error| CliError::new(format!("cannot watch signals: {e}"));
     let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| CliError::new(format!("cannot run {}: {e}", Path::new(program).display())))?;
+    let pid = child.id();
     let mut failures = 0u32;
     loop {
         let wait = next_refresh(super::now(), received, issued.expiration, failures);
@@ -550,9 +551,13 @@ async fn run(plan: Plan, args: ExecArgs, code: Option<String>) -> Result<ExitCod
             _ = terminate.recv() => send(pid, rustix::process::Signal::TERM),
             _ = hangup.recv() => send(pid, rustix::process::Signal::HUP),
             () = tokio::time::sleep(wait) => {
-                match assume(&plan, &channel, None, super::now()).await {
+                // A failed write counts as a failed refresh: the child keeps running.
+                let refreshed = match assume(&plan, &channel, None, super::now()).await {
+                    Ok(fresh) => write_credentials(&file, &fresh, &plan.endpoint).map(|()| fresh),
+                    Err(e) => Err(e),
+                };
+                match refreshed {
                     Ok(fresh) => {
-                        write_credentials(&file, &fresh, &plan.endpoint)?;
                         issued = fresh;
                         received = super::now();
                         failures = 0;
