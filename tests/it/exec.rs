@@ -554,3 +554,96 @@ async fn tokens_and_discovery_name_the_server_url_as_issuer() {
         assert_eq!(oidc["issuer"], want);
     }
 }
+
+/// The profile's MFA serial: `stint exec --code` sends it with the code, so a trust policy
+/// that wants a recent MFA (AWS: `aws:MultiFactorAuthAge`) is met by the first AssumeRole
+/// even when the login's MFA is old; a code for another device is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sends_the_profiles_mfa_serial_with_the_code() {
+    let server = TestServer::start().await;
+    deploy_role(
+        &server,
+        Some(json!({"NumericLessThan": {"aws:MultiFactorAuthAge": "300"}})),
+    )
+    .await;
+    let admin = server.admin_login().await;
+    let seed = server.enroll_mfa(&admin, "carol").await;
+    let serial = server
+        .iam_as(&admin)
+        .list_mfa_devices(proto::ListMfaDevicesRequest {
+            user_name: "carol".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListMfaDevices")
+        .into_inner()
+        .mfa_devices[0]
+        .serial_number
+        .clone();
+
+    let client = Client::new(&server);
+    let mut login = client
+        .command()
+        .args(["login", "--endpoint", &client.endpoint, "--user", "carol"])
+        .args(["--password-stdin", "--code", &server.fresh_code(&seed)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{CAROL_PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "login: {}", text(&out.stderr));
+    // The login's MFA grows old.
+    server.advance(Duration::from_secs(3600));
+    client.configure_deploy();
+    let configure = |serial: &str| {
+        let out = client.run(&["configure", "--profile", "deploy", "--mfa-serial", serial]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    configure(&serial);
+
+    let exec = |code: Option<String>| {
+        let mut cmd = client.command();
+        cmd.args(["exec", "--profile", "deploy"]);
+        if let Some(code) = code {
+            cmd.args(["--code", &code]);
+        }
+        cmd.args(["--", "sh", "-c", "echo \"$STINT_SESSION_TOKEN\""]);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = exec(None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = exec(Some(server.fresh_code(&seed))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let claims = jwt_claims(text(&out.stdout).trim());
+    assert_eq!(claims["stint"]["mfa_present"], true);
+    assert_eq!(
+        claims["stint"]["mfa_auth_time"].as_i64(),
+        Some(server.now_secs())
+    );
+
+    configure("arn:stint:iam::000000000000:mfa/someone-else");
+    let out = exec(Some(server.fresh_code(&seed))).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unauthenticated"),
+        "{}",
+        text(&out.stderr)
+    );
+}
