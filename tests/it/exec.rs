@@ -647,3 +647,95 @@ async fn exec_sends_the_profiles_mfa_serial_with_the_code() {
         text(&out.stderr)
     );
 }
+
+/// The source session disappears while the child runs: the refresh fails, exec says which
+/// login to run and keeps the child alive, and the next `stint login` is picked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_survives_a_lost_source_session_and_picks_up_the_next_login() {
+    let server = TestServer::start().await;
+    deploy_role(&server, None).await;
+    let client = Client::new(&server);
+    client.configure_deploy();
+    let rewound = wall_secs() - 896;
+    server
+        .clock
+        .set(UNIX_EPOCH + Duration::from_secs(rewound as u64));
+    client.login_carol("1h");
+
+    let work = client.home.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let script = r#"echo "$STINT_CREDENTIALS_FILE" > "$WORK/file.tmp" && mv "$WORK/file.tmp" "$WORK/file"
+while :; do sleep 0.1; done"#;
+    let mut exec = client
+        .command()
+        .env("WORK", &work)
+        .args(["exec", "--profile", "deploy", "--duration", "15m"])
+        .args(["--refresh-signal", "none", "--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stint exec starts");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let mut pipe = exec.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let file_path: PathBuf = eventually(Duration::from_secs(20), "the child to start", || {
+        std::fs::read_to_string(work.join("file"))
+            .ok()
+            .map(|s| PathBuf::from(s.trim()))
+    });
+    let first: Value = serde_json::from_slice(&std::fs::read(&file_path).unwrap()).unwrap();
+
+    let out = client.run(&["logout", "--no-revoke"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(Duration::from_secs(20), "the login hint", || {
+        stderr
+            .lock()
+            .unwrap()
+            .contains("cannot refresh the credentials")
+            .then_some(())
+    });
+    assert!(
+        stderr
+            .lock()
+            .unwrap()
+            .contains("run `stint login --profile default` first"),
+        "{}",
+        stderr.lock().unwrap()
+    );
+    assert_eq!(exec.try_wait().unwrap(), None, "the child keeps running");
+
+    client.login_carol("1h");
+    server.advance(Duration::from_secs(896));
+    let first_exp = parse_time(first["expiration"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(40),
+        "a refresh with the new login",
+        || {
+            let now: Value = serde_json::from_slice(&std::fs::read(&file_path).ok()?).ok()?;
+            (parse_time(now["expiration"].as_str()?) > first_exp + 800).then_some(())
+        },
+    );
+
+    let pid = rustix::process::Pid::from_raw(exec.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::task::spawn_blocking(move || exec.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    // sh dies of the forwarded SIGINT: 128 + 2.
+    assert_eq!(status.code(), Some(130), "{}", stderr.lock().unwrap());
+}
