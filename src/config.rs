@@ -179,7 +179,10 @@ impl Default for AccountConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
-    /// `iss` claim of issued tokens.
+    /// `iss` claim of issued tokens, and the `issuer` of `/.well-known/openid-configuration`.
+    /// Empty (the default): the server's URL, derived from `listen` and TLS (see
+    /// [`Config::issuer`]); set it to the URL clients use when that differs (a DNS name,
+    /// a proxy, a wildcard listen address), so strict OIDC libraries accept discovery.
     pub issuer: String,
     /// `aud` claim of issued tokens.
     pub audience: String,
@@ -194,7 +197,7 @@ pub struct TokenConfig {
 impl Default for TokenConfig {
     fn default() -> Self {
         Self {
-            issuer: "stint".into(),
+            issuer: String::new(),
             audience: "stint".into(),
             clock_skew_seconds: 60,
             rotation_interval_hours: 720,
@@ -597,6 +600,23 @@ impl Config {
         self.dev |= o.dev;
     }
 
+    /// The effective token issuer: `tokens.issuer`, or else the server's own URL,
+    /// `https://<listen>` with TLS and `http://<listen>` without. A wildcard listen
+    /// address (`0.0.0.0`, `::`) names no host clients could use, so `localhost` stands
+    /// in for it: deployments reached by a DNS name set `tokens.issuer`.
+    pub fn issuer(&self) -> String {
+        if !self.tokens.issuer.is_empty() {
+            return self.tokens.issuer.clone();
+        }
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        let port = self.listen.port();
+        match self.listen.ip() {
+            ip if ip.is_unspecified() => format!("{scheme}://localhost:{port}"),
+            std::net::IpAddr::V4(ip) => format!("{scheme}://{ip}:{port}"),
+            std::net::IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}"),
+        }
+    }
+
     /// Where the master key lives: `master_key_file`, or `<data_dir>/master.key`.
     pub fn master_key_path(&self) -> PathBuf {
         self.master_key_file
@@ -677,8 +697,11 @@ impl Config {
         }
 
         let t = &self.tokens;
-        if t.issuer.is_empty() {
-            return invalid("tokens.issuer", "must not be empty");
+        if t.issuer.len() > 1024 || t.issuer.chars().any(char::is_whitespace) {
+            return invalid(
+                "tokens.issuer",
+                "must be a URL without spaces, at most 1024 bytes (empty: derived from listen)",
+            );
         }
         if t.audience.is_empty() {
             return invalid("tokens.audience", "must not be empty");
@@ -1242,6 +1265,39 @@ mod tests {
     }
 
     #[test]
+    fn issuer_defaults_to_the_server_url() {
+        let tls = TlsConfig {
+            cert_file: Some("/c.pem".into()),
+            key_file: Some("/k.pem".into()),
+        };
+        let cases: &[(&str, bool, &str, &str)] = &[
+            ("127.0.0.1:7420", false, "", "http://127.0.0.1:7420"),
+            ("127.0.0.1:7420", true, "", "https://127.0.0.1:7420"),
+            ("10.1.2.3:443", true, "", "https://10.1.2.3:443"),
+            ("[::1]:9000", false, "", "http://[::1]:9000"),
+            ("0.0.0.0:7420", true, "", "https://localhost:7420"),
+            ("[::]:7420", true, "", "https://localhost:7420"),
+            (
+                "0.0.0.0:7420",
+                true,
+                "https://stint.example.com",
+                "https://stint.example.com",
+            ),
+        ];
+        for (listen, with_tls, explicit, want) in cases {
+            let mut c = Config {
+                listen: listen.parse().unwrap(),
+                ..Config::default()
+            };
+            if *with_tls {
+                c.tls = tls.clone();
+            }
+            c.tokens.issuer = explicit.to_string();
+            assert_eq!(c.issuer(), *want, "{listen} tls={with_tls} {explicit:?}");
+        }
+    }
+
+    #[test]
     fn listen_address_rules() {
         let tls = |c: &mut Config| {
             c.tls.cert_file = Some("/c".into());
@@ -1345,7 +1401,10 @@ mod tests {
             ),
             ("argon2.iterations", Box::new(|c| c.argon2.iterations = 0)),
             ("argon2.parallelism", Box::new(|c| c.argon2.parallelism = 0)),
-            ("tokens.issuer", Box::new(|c| c.tokens.issuer.clear())),
+            (
+                "tokens.issuer",
+                Box::new(|c| c.tokens.issuer = "https://a b".into()),
+            ),
             ("tokens.audience", Box::new(|c| c.tokens.audience.clear())),
             (
                 "tokens.rotation_interval_hours",

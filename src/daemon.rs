@@ -53,7 +53,7 @@ pub struct Daemon {
 pub fn broker_settings(config: &Config) -> BrokerSettings {
     BrokerSettings {
         account: Account::new(config.account.partition.clone(), config.account.id.clone()),
-        issuer: config.tokens.issuer.clone(),
+        issuer: config.issuer(),
         audience: config.tokens.audience.clone(),
         clock_skew: Duration::from_secs(config.tokens.clock_skew_seconds),
         argon2: Argon2Params {

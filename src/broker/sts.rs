@@ -76,6 +76,8 @@ pub struct AssumeRoleInput {
     pub tags: Vec<Tag>,
     pub transitive_tag_keys: Vec<String>,
     pub source_identity: String,
+    /// The minted token's `aud`; empty: the server's own audience (see [`check_audience`]).
+    pub audience: String,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,8 @@ pub(super) struct MintSpec {
     ancestors: Vec<SessionLink>,
     /// May only change its password (see [`Session::restricted`]).
     restricted: bool,
+    /// `aud` when it is not the server's own (an app's token, never a Stint session).
+    audience: Option<String>,
 }
 
 impl MintSpec {
@@ -146,6 +150,7 @@ impl MintSpec {
             session_policies,
             principal_id: user.id.clone(),
             ancestors: Vec::new(),
+            audience: None,
         }
     }
 }
@@ -237,7 +242,10 @@ impl Broker {
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: spec.sub.clone(),
-            aud: self.settings.audience.clone(),
+            aud: spec
+                .audience
+                .clone()
+                .unwrap_or_else(|| self.settings.audience.clone()),
             iat,
             nbf: iat,
             exp,
@@ -310,12 +318,28 @@ impl Broker {
         })
     }
 
-    /// Verifies a bearer token: signature, issuer, audience, expiry, and revocation.
+    /// Verifies a bearer token for Stint itself: signature, issuer, the server's own
+    /// audience (a token minted for an app is not a Stint session), expiry, revocation.
     pub fn authenticate(&self, token: &str) -> Result<Caller, BrokerError> {
+        self.authenticate_for(token, &|aud| aud == self.settings.audience)
+    }
+
+    /// Verifies a token an app presents to `Tokens.Authorize` / `Introspect`: like
+    /// [`authenticate`](Self::authenticate), but any audience this server minted is
+    /// accepted (checking it against the app is the app's side of the contract).
+    pub fn authenticate_subject(&self, token: &str) -> Result<Caller, BrokerError> {
+        self.authenticate_for(token, &|_| true)
+    }
+
+    fn authenticate_for(
+        &self,
+        token: &str,
+        accept_audience: &dyn Fn(&str) -> bool,
+    ) -> Result<Caller, BrokerError> {
         let claims = self
             .keys
             .verifier()
-            .verify(token, self.now())
+            .verify_for(token, self.now(), accept_audience)
             .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
         // Every minted session has a record (written with its audit event); one without
         // is not a session this broker stands behind, so it fails closed.
@@ -361,6 +385,7 @@ impl Broker {
             "policy_arns": input.policy_arns,
             "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
             "source_identity": input.source_identity,
+            "audience": input.audience,
         });
         let result = self
             .assume_role_inner(meta, caller, &input, now, params.clone())
@@ -440,6 +465,12 @@ impl Broker {
             })?;
         }
         validate_tags(&input.tags).map_err(|m| BrokerError::invalid("tags", m))?;
+        check_audience(&input.audience)?;
+        let audience = if input.audience.is_empty() {
+            self.settings.audience.clone()
+        } else {
+            input.audience.clone()
+        };
         if input.policy_arns.len() > 10 {
             return Err(BrokerError::invalid(
                 "policy_arns",
@@ -592,6 +623,9 @@ impl Broker {
             ctx.insert("sts:ExternalId", input.external_id.clone());
         }
         ctx.insert("sts:RoleSessionName", input.role_session_name.clone());
+        // Stint's analogue of the web-identity `aud` keys: which app the token is for,
+        // the server's own audience when the request names none.
+        ctx.insert("stint:Audience", audience.clone());
         if let Some(source) = &source_identity {
             ctx.insert("sts:SourceIdentity", source.clone());
         }
@@ -696,6 +730,7 @@ impl Broker {
             },
             ancestors,
             restricted: false,
+            audience: (audience != self.settings.audience).then_some(audience),
         };
         let credentials = self.mint(meta, "sts:AssumeRole", params, spec, now).await?;
         Ok(AssumedRole {
@@ -741,6 +776,7 @@ fn check_assume_role_bounds(input: &AssumeRoleInput) -> Result<(), BrokerError> 
         ("source_identity", &input.source_identity, 64),
         ("policy", &input.policy, 2_048),
         ("serial_number", &input.serial_number, 256),
+        ("audience", &input.audience, MAX_AUDIENCE_CHARS),
         (
             "token_code",
             input.token_code.as_ref().map_or("", |c| c.expose()),
@@ -795,6 +831,27 @@ fn check_assume_role_bounds(input: &AssumeRoleInput) -> Result<(), BrokerError> 
     Ok(())
 }
 
+/// Longest `audience` an `AssumeRole` request may name.
+pub const MAX_AUDIENCE_CHARS: usize = 256;
+
+/// An app audience: 1..=256 printable ASCII characters without spaces (it is matched by
+/// policy conditions and compared byte for byte by verifiers), or empty for the default.
+pub(crate) fn check_audience(audience: &str) -> Result<(), BrokerError> {
+    if audience.len() > MAX_AUDIENCE_CHARS {
+        return Err(BrokerError::invalid(
+            "audience",
+            format!("must be at most {MAX_AUDIENCE_CHARS} characters"),
+        ));
+    }
+    if !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BrokerError::invalid(
+            "audience",
+            "must be printable ASCII without spaces (e.g. https://app.example.com or billing)",
+        ));
+    }
+    Ok(())
+}
+
 /// The only rights of a session whose password must be changed first.
 pub(super) const CHANGE_PASSWORD_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ChangePasswordOnly","Effect":"Allow","Action":["iam:ChangePassword","iam:GetAccountPasswordPolicy","sts:GetCallerIdentity"],"Resource":"*"}]}"#;
 
@@ -823,6 +880,24 @@ pub(crate) fn access_key_hash(access_key_id: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audience_rules() {
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("billing", true),
+            ("https://app.example.com/api", true),
+            (&"a".repeat(256), true),
+            (&"a".repeat(257), false),
+            ("two words", false),
+            ("tab\there", false),
+            ("caf\u{e9}", false),
+            ("line\nbreak", false),
+        ];
+        for (audience, ok) in cases {
+            assert_eq!(check_audience(audience).is_ok(), *ok, "{audience:?}");
+        }
+    }
 
     #[test]
     fn assume_role_bounds_name_the_field() {
@@ -876,6 +951,13 @@ mod tests {
                     ..base.clone()
                 },
                 "serial_number",
+            ),
+            (
+                AssumeRoleInput {
+                    audience: long(257),
+                    ..base.clone()
+                },
+                "audience",
             ),
             (
                 AssumeRoleInput {

@@ -310,10 +310,12 @@ impl Broker {
                 ));
             }
         }
-        let subject = self.authenticate(session_token).map_err(|err| match err {
-            BrokerError::Unauthenticated(m) => BrokerError::invalid("session_token", m),
-            other => other,
-        })?;
+        let subject = self
+            .authenticate_subject(session_token)
+            .map_err(|err| match err {
+                BrokerError::Unauthenticated(m) => BrokerError::invalid("session_token", m),
+                other => other,
+            })?;
         if subject.is_restricted() {
             return Ok(AuthorizeOutcome {
                 decision: Decision::ImplicitDeny,
@@ -345,7 +347,9 @@ impl Broker {
 
     /// RFC 7662: inactive tokens say nothing but `active: false`.
     pub fn introspect(&self, token: &str) -> Option<Claims> {
-        self.authenticate(token).ok().map(|caller| caller.claims)
+        self.authenticate_subject(token)
+            .ok()
+            .map(|caller| caller.claims)
     }
 
     pub fn jwks(&self) -> std::sync::Arc<str> {

@@ -95,6 +95,10 @@ pub enum Command {
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
     Review(client::admin::ReviewCommand),
+    /// Run a command with a role's credentials in its environment, refreshed before expiry.
+    Exec(client::exec::ExecArgs),
+    /// Set (or show) a profile's role, source profile, MFA serial, endpoint and CA.
+    Configure(client::exec::ConfigureArgs),
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -256,6 +260,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
         Command::Apply(args) => client::apply::apply(args, &client::Env::from_process()),
         Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
+        Command::Exec(args) => client::exec::exec(args, &client::Env::from_process()),
+        Command::Configure(args) => client::exec::configure(args, &client::Env::from_process()),
     };
     match result {
         Ok(code) => code,

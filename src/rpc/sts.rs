@@ -85,6 +85,7 @@ impl sts_server::Sts for StsService {
             policy_arns,
             transitive_tag_keys,
             serial_number,
+            audience,
         } = request.into_inner();
         let packed = policy.chars().filter(|c| !c.is_whitespace()).count();
         let assumed = self
@@ -104,6 +105,7 @@ impl sts_server::Sts for StsService {
                     tags: convert::tags_in(tags),
                     transitive_tag_keys,
                     source_identity,
+                    audience,
                 },
             )
             .await?;

@@ -17,6 +17,7 @@ mod audit;
 mod authn;
 mod client_lib;
 mod durability;
+mod exec;
 mod iam;
 mod lifecycle;
 mod login;

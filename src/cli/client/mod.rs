@@ -17,6 +17,7 @@ pub mod admin;
 pub mod apply;
 pub mod call;
 pub mod duration;
+pub mod exec;
 pub mod login;
 pub mod mfa;
 pub mod session;
@@ -97,11 +98,19 @@ impl Context {
             return Err(CliError::new("--profile must not be empty"));
         }
         let path = session::credentials_path(env.stint_home.as_deref(), env.home.as_deref())?;
+        // Flags and environment first, then the profile's settings (`stint configure`).
+        let settings = session::ProfilesFile::beside(&path)?.get(&conn.profile);
+        let endpoint_flag = conn.endpoint.clone().filter(|e| !e.trim().is_empty());
+        let profile_ca = settings.ca_cert.filter(|_| {
+            endpoint_flag
+                .as_ref()
+                .is_none_or(|e| e.starts_with("https://"))
+        });
         Ok(Context {
             creds: CredentialsFile::load(&path)?,
             profile: conn.profile.clone(),
-            endpoint_flag: conn.endpoint.clone().filter(|e| !e.trim().is_empty()),
-            ca_cert: conn.ca_cert.clone(),
+            endpoint_flag: endpoint_flag.or(settings.endpoint),
+            ca_cert: conn.ca_cert.clone().or(profile_ca),
         })
     }
 
