@@ -49,6 +49,9 @@ impl From<crate::config::ConfigError> for CliError {
     about = "Temporary-credential broker: IAM policies, MFA, short-lived signed credentials"
 )]
 pub struct Cli {
+    /// Output format of client commands: text for people, json for programs.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -90,7 +93,7 @@ pub enum Command {
     /// MFA devices.
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
-    /// Make users, groups, roles and policies match a JSON declaration (idempotent).
+    /// Make users, groups, roles and policies match a JSON, YAML or TOML declaration.
     Apply(client::apply::ApplyArgs),
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
@@ -166,10 +169,14 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+/// The global `--output`. `env` is `assume-role`'s (`export …` lines for `eval`); elsewhere
+/// it means text.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Text,
     Json,
+    #[value(hide = true)]
+    Env,
 }
 
 #[derive(Subcommand)]
@@ -236,26 +243,46 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Runs a parsed command; the exit code follows the command's own rules.
 pub fn run(cli: Cli) -> ExitCode {
+    let output = cli.output;
     let result = match cli.command {
         Command::Policy(command) => return policy::run(command),
         Command::Serve(args) => run_serve(args),
-        Command::Init(args) => run_init(args),
-        Command::Audit(command) => run_audit(command),
+        Command::Init(mut args) => {
+            args.output = max_output(args.output, output);
+            run_init(args)
+        }
+        Command::Audit(command) => run_audit(command, output),
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
         }
         Command::Login(args) => client::login::login(args, &client::Env::from_process()),
         Command::AssumeRole(args) => client::login::assume_role(args, &client::Env::from_process()),
-        Command::Whoami(args) => client::login::whoami(args, &client::Env::from_process()),
+        Command::Whoami(mut args) => {
+            args.output = max_output(args.output, output);
+            client::login::whoami(args, &client::Env::from_process())
+        }
         Command::Logout(args) => client::login::logout(args, &client::Env::from_process()),
-        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process()),
-        Command::Keys(command) => client::admin::keys(command, &client::Env::from_process()),
-        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process()),
-        Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
-        Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
+        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process(), output),
+        Command::Keys(command) => {
+            client::admin::keys(command, &client::Env::from_process(), output)
+        }
+        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process(), output),
+        // Like grep: 0 allowed, 1 denied, 2 could not tell.
+        Command::Authorize(args) => {
+            return match client::admin::authorize(args, &client::Env::from_process(), output) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("stint: {err}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Call(args) => client::admin::call(args, &client::Env::from_process(), output),
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
-        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process()),
-        Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
+        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process(), output),
+        Command::Review(command) => {
+            client::admin::review(command, &client::Env::from_process(), output)
+        }
     };
     match result {
         Ok(code) => code,
@@ -338,7 +365,17 @@ fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
+/// A subcommand's own `--output` (kept for old scripts) or the global one, whichever asks
+/// for JSON.
+fn max_output(own: OutputFormat, global: OutputFormat) -> OutputFormat {
+    if own == OutputFormat::Json || global == OutputFormat::Json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Text
+    }
+}
+
+fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
@@ -365,10 +402,14 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::List(args) => client::admin::audit_list(args, &client::Env::from_process()),
-        AuditCommand::Watch(args) => client::admin::audit_watch(args, &client::Env::from_process()),
+        AuditCommand::List(args) => {
+            client::admin::audit_list(args, &client::Env::from_process(), output)
+        }
+        AuditCommand::Watch(args) => {
+            client::admin::audit_watch(args, &client::Env::from_process(), output)
+        }
         AuditCommand::ChainVerify(auth) => {
-            client::admin::audit_chain_verify(auth, &client::Env::from_process())
+            client::admin::audit_chain_verify(auth, &client::Env::from_process(), output)
         }
     }
 }
