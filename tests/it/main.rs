@@ -13,6 +13,7 @@ mod attacks_policy;
 mod attacks_sts;
 mod audit;
 mod authn;
+mod cli_output;
 mod durability;
 mod iam;
 mod lifecycle;
