@@ -245,7 +245,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 pub fn run(cli: Cli) -> ExitCode {
     let output = cli.output;
     let result = match cli.command {
-        Command::Policy(command) => return policy::run(command),
+        Command::Policy(command) => return policy::run(command, output),
         Command::Serve(args) => run_serve(args),
         Command::Init(mut args) => {
             args.output = max_output(args.output, output);

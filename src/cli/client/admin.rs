@@ -448,7 +448,7 @@ pub fn audit_watch(
 pub fn audit_chain_verify(
     auth: AuthFlags,
     env: &Env,
-    _output: OutputFormat,
+    output: OutputFormat,
 ) -> Result<ExitCode, CliError> {
     let method = method("Audit", "VerifyChain")?;
     let ctx = Context::open(&auth.conn, env)?;
@@ -461,11 +461,26 @@ pub fn audit_chain_verify(
             .map_err(super::status_error)
     })?;
     let json = call::to_json(&answer)?;
-    super::say(format_args!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    ))?;
-    Ok(if json["intact"] == Value::Bool(true) {
+    let intact = json["intact"] == Value::Bool(true);
+    if output == OutputFormat::Json {
+        super::say(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ))?;
+    } else if intact {
+        super::say(format_args!(
+            "intact: {} events checked",
+            json["events_checked"]
+        ))?;
+    } else {
+        super::say(format_args!(
+            "BROKEN at seq {}: {} ({} events checked)",
+            json["first_broken_seq"],
+            json["reason"].as_str().unwrap_or_default(),
+            json["events_checked"]
+        ))?;
+    }
+    Ok(if intact {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -640,6 +655,95 @@ mod tests {
         let typed: crate::proto::AuthorizeRequest =
             prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice()).unwrap();
         assert_eq!(typed.context[0].values, ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn object_documents_become_strings() {
+        let doc = json!({"Version": "2012-10-17", "Statement": []});
+        let rows = [
+            // (request, field, want: the field's value after)
+            (
+                json!({"policy_name": "P", "policy_document": doc}),
+                "policy_document",
+                Value::String(doc.to_string()),
+            ),
+            (
+                json!({"assume_role_policy_document": doc}),
+                "assume_role_policy_document",
+                Value::String(doc.to_string()),
+            ),
+            (
+                json!({"policy": doc}),
+                "policy",
+                Value::String(doc.to_string()),
+            ),
+            // A string stays as it was.
+            (
+                json!({"policy_document": "{}"}),
+                "policy_document",
+                json!("{}"),
+            ),
+            // Other object fields are not documents.
+            (
+                json!({"password_policy": {"minimum_password_length": 14}}),
+                "password_policy",
+                json!({"minimum_password_length": 14}),
+            ),
+        ];
+        for (request, field, want) in rows {
+            let out: Value =
+                serde_json::from_str(&documents_as_strings(&request.to_string()).unwrap()).unwrap();
+            assert_eq!(out[field], want, "{request}");
+        }
+        // The result is a valid request: the object arrives as the JSON text.
+        let body = documents_as_strings(
+            &json!({"role_name": "r", "policy_name": "p", "policy_document": doc}).to_string(),
+        )
+        .unwrap();
+        let msg = from_json(&method("Iam", "PutRolePolicy").unwrap().input(), &body).unwrap();
+        let typed: crate::proto::PutRolePolicyRequest =
+            prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&typed.policy_document).unwrap(),
+            doc
+        );
+        // Not JSON: handed on unchanged, for the request parser to name the error.
+        assert_eq!(documents_as_strings("{nope").unwrap(), "{nope");
+        assert_eq!(documents_as_strings("  ").unwrap(), "{}");
+    }
+
+    #[test]
+    fn credential_report_format_follows_output() {
+        let rows = [
+            (None, OutputFormat::Text, Some("csv")),
+            (None, OutputFormat::Json, Some("json")),
+            (Some("json"), OutputFormat::Text, Some("json")),
+            (Some("CSV"), OutputFormat::Json, Some("csv")),
+            (Some("xml"), OutputFormat::Text, None),
+        ];
+        for (old, output, want) in rows {
+            assert_eq!(report_format(old, output).ok(), want, "{old:?} {output:?}");
+        }
+    }
+
+    #[test]
+    fn describe_types() {
+        let create_user = method("Iam", "CreateUser").unwrap().input();
+        let ty =
+            |m: &MessageDescriptor, name: &str| type_of(&m.get_field_by_name(name).unwrap(), 0);
+        assert_eq!(ty(&create_user, "user_name"), "string");
+        assert_eq!(
+            ty(&create_user, "tags"),
+            "repeated Tag {key: string, value: string}"
+        );
+        let put = method("Iam", "PutUserPolicy").unwrap().input();
+        assert_eq!(
+            ty(&put, "policy_document"),
+            "policy document (JSON object or string)"
+        );
+        let list = method("Audit", "ListEvents").unwrap().input();
+        assert_eq!(ty(&list, "start_time"), "timestamp (RFC 3339)");
+        assert_eq!(ty(&list, "max_results"), "int32");
     }
 
     #[test]

@@ -461,6 +461,95 @@ mod tests {
     }
 
     #[test]
+    fn normalised_json_for_programs() {
+        use serde_json::json;
+        // (method, response JSON as proto3 prints it, field, printed value)
+        let rows = [
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"seq": "18446744073709551615", "event_json": "{\"a\":[1]}"}]}),
+                "/events/0/seq",
+                json!(18446744073709551615u64),
+            ),
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"seq": "7", "event_json": "{\"a\":[1]}"}]}),
+                "/events/0/event_json",
+                json!({"a": [1]}),
+            ),
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"event_json": ""}]}),
+                "/events/0/event_json",
+                Value::Null,
+            ),
+            (
+                "Tokens/Introspect",
+                json!({"exp": "-5", "claims_json": "{\"sub\":\"x\"}"}),
+                "/exp",
+                json!(-5),
+            ),
+            (
+                "Tokens/Introspect",
+                json!({"exp": "1", "claims_json": "{\"sub\":\"x\"}"}),
+                "/claims_json",
+                json!({"sub": "x"}),
+            ),
+            // Not JSON: left as the string it was.
+            (
+                "Tokens/Introspect",
+                json!({"claims_json": "not json"}),
+                "/claims_json",
+                json!("not json"),
+            ),
+            (
+                "Tokens/Authorize",
+                json!({"decision": "DECISION_EXPLICIT_DENY"}),
+                "/decision",
+                json!("ExplicitDeny"),
+            ),
+            (
+                "Tokens/Authorize",
+                json!({"decision": "DECISION_ALLOW"}),
+                "/decision",
+                json!("Allow"),
+            ),
+            (
+                "Iam/SimulatePrincipalPolicy",
+                json!({"evaluation_results": [{"eval_decision": "DECISION_IMPLICIT_DENY"}]}),
+                "/evaluation_results/0/eval_decision",
+                json!("ImplicitDeny"),
+            ),
+            (
+                "Tokens/RevokeSession",
+                json!({"revoked": "3"}),
+                "/revoked",
+                json!(3),
+            ),
+            // Timestamps keep their RFC 3339 form.
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"time": "2026-01-02T03:04:05Z"}]}),
+                "/events/0/time",
+                json!("2026-01-02T03:04:05Z"),
+            ),
+        ];
+        for (path, mut json, pointer, want) in rows {
+            let m = method_by_path(path).unwrap();
+            normalise(&m.output(), &mut json);
+            assert_eq!(
+                json.pointer(pointer),
+                Some(&want),
+                "{path} {pointer}: {json}"
+            );
+        }
+        // And through a real message: to_json applies it.
+        let m = method_by_path("Audit/VerifyChain").unwrap();
+        let msg = from_value(&m.output(), &json!({"events_checked": "12"})).unwrap();
+        assert_eq!(to_json(&msg).unwrap()["events_checked"], 12);
+    }
+
+    #[test]
     fn unknown_action_lists_close_matches() {
         let iam = service("Iam").unwrap();
         let err = method(&iam, "CreatUser").unwrap_err().to_string();
