@@ -496,7 +496,7 @@ mod tests {
             )
         );
         let mut out = Vec::new();
-        assert!(!validate_files(&[trust.clone()], KindArg::Managed, &mut out).unwrap());
+        assert!(!validate_files(std::slice::from_ref(&trust), KindArg::Managed, &mut out).unwrap());
 
         // --output json: the same verdicts, one object.
         let mut out = Vec::new();

@@ -1010,13 +1010,17 @@ fn tag_map(tags: Vec<proto::Tag>) -> BTreeMap<String, String> {
 /// Every page of a list call: `$call` on `$request` (with `marker`/`max_items` fields),
 /// collecting `$field`.
 macro_rules! all_pages {
-    ($self:ident, $call:ident, $request:expr, $field:ident) => {{
+    ($self:ident, $call:ident, $($ty:ident)::+ { $($f:ident: $v:expr),* $(,)? }, $field:ident) => {{
         let mut items = Vec::new();
         let mut marker = String::new();
         loop {
-            let mut request = $request;
-            request.marker = marker.clone();
-            request.max_items = 1000;
+            #[allow(clippy::needless_update)] // some list requests have no other fields
+            let request = $($ty)::+ {
+                $($f: $v,)*
+                marker: marker.clone(),
+                max_items: 1000,
+                ..Default::default()
+            };
             let page = $self
                 .iam
                 .$call($self.req(request)?)
@@ -1052,7 +1056,6 @@ impl Applier {
                     list_attached_user_policies,
                     proto::ListAttachedUserPoliciesRequest {
                         user_name: name.clone(),
-                        ..Default::default()
                     },
                     attached_policies
                 ),
@@ -1061,7 +1064,6 @@ impl Applier {
                     list_user_policies,
                     proto::ListUserPoliciesRequest {
                         user_name: name.clone(),
-                        ..Default::default()
                     },
                     policy_names
                 ),
@@ -1072,7 +1074,6 @@ impl Applier {
                     list_attached_group_policies,
                     proto::ListAttachedGroupPoliciesRequest {
                         group_name: name.clone(),
-                        ..Default::default()
                     },
                     attached_policies
                 ),
@@ -1081,7 +1082,6 @@ impl Applier {
                     list_group_policies,
                     proto::ListGroupPoliciesRequest {
                         group_name: name.clone(),
-                        ..Default::default()
                     },
                     policy_names
                 ),
@@ -1092,7 +1092,6 @@ impl Applier {
                     list_attached_role_policies,
                     proto::ListAttachedRolePoliciesRequest {
                         role_name: name.clone(),
-                        ..Default::default()
                     },
                     attached_policies
                 ),
@@ -1101,7 +1100,6 @@ impl Applier {
                     list_role_policies,
                     proto::ListRolePoliciesRequest {
                         role_name: name.clone(),
-                        ..Default::default()
                     },
                     policy_names
                 ),
@@ -1222,7 +1220,6 @@ impl Applier {
             list_groups_for_user,
             proto::ListGroupsForUserRequest {
                 user_name: name.into(),
-                ..Default::default()
             },
             groups
         );
@@ -1250,7 +1247,6 @@ impl Applier {
                 list_access_keys,
                 proto::ListAccessKeysRequest {
                     user_name: name.into(),
-                    ..Default::default()
                 },
                 access_key_metadata
             );
@@ -1260,7 +1256,6 @@ impl Applier {
                 list_mfa_devices,
                 proto::ListMfaDevicesRequest {
                     user_name: name.into(),
-                    ..Default::default()
                 },
                 mfa_devices
             );
@@ -1340,21 +1335,15 @@ impl Applier {
                 list_policies,
                 proto::ListPoliciesRequest {
                     scope: "Local".into(),
-                    ..Default::default()
                 },
                 policies
             );
             policy_names.extend(policies.into_iter().map(|p| p.policy_name));
-            let groups = all_pages!(
-                self,
-                list_groups,
-                proto::ListGroupsRequest::default(),
-                groups
-            );
+            let groups = all_pages!(self, list_groups, proto::ListGroupsRequest {}, groups);
             group_names.extend(groups.into_iter().map(|g| g.group_name));
-            let users = all_pages!(self, list_users, proto::ListUsersRequest::default(), users);
+            let users = all_pages!(self, list_users, proto::ListUsersRequest {}, users);
             user_names.extend(users.into_iter().map(|u| u.user_name));
-            let roles = all_pages!(self, list_roles, proto::ListRolesRequest::default(), roles);
+            let roles = all_pages!(self, list_roles, proto::ListRolesRequest {}, roles);
             role_names.extend(roles.into_iter().map(|r| r.role_name));
         }
         for name in policy_names {
