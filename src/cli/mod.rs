@@ -94,6 +94,11 @@ pub enum Command {
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
     /// Make users, groups, roles and policies match a JSON, YAML or TOML declaration.
+    ///
+    /// Reads what exists, plans the changes (pure: the same file and server state give the
+    /// same plan), prints each change and makes it through the audited Iam RPCs. Running it
+    /// twice changes nothing the second time. With --dry-run only the plan is printed;
+    /// with --output json it is one JSON object ({"dry_run", "changes": [...]}).
     Apply(client::apply::ApplyArgs),
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
