@@ -74,7 +74,8 @@ a new default version (the oldest non-default version goes when there are five).
 the file does not mention are left alone, unless --prune: then users, groups, roles and
 customer policies it does not declare are deleted (after their memberships, attachments,
 inline policies, login profile, access keys and MFA devices), except the caller, the groups
-the caller is in, policies still attached to those, and built-in policies.
+the caller is in, policies still attached to those, and built-in policies. Changes to the
+caller's own user or role run last, so they cannot take away the rights the rest needs.
 --dry-run prints the plan and changes nothing."#;
 
 #[derive(Args, Debug)]
@@ -580,7 +581,29 @@ pub fn plan(declaration: &Declaration, snapshot: &Snapshot, scope: &Scope) -> Ve
     if scope.prune {
         plan_prune(declaration, snapshot, scope, &mut changes);
     }
-    changes
+    // What the file changes about the caller itself (a detached policy, a left group) could
+    // take away the rights the rest of the plan needs: it goes last.
+    let (own, others): (Vec<Change>, Vec<Change>) =
+        changes.into_iter().partition(|c| touches_caller(c, scope));
+    others.into_iter().chain(own).collect()
+}
+
+fn touches_caller(change: &Change, scope: &Scope) -> bool {
+    let is = |kind: Kind, name: &str| match kind {
+        Kind::User => scope.caller_user.as_deref() == Some(name),
+        Kind::Role => scope.caller_role.as_deref() == Some(name),
+        Kind::Group => false,
+    };
+    match change {
+        Change::Detach { kind, name, .. }
+        | Change::DeleteInline { kind, name, .. }
+        | Change::PutInline { kind, name, .. }
+        | Change::PutBoundary { kind, name, .. }
+        | Change::DeleteBoundary { kind, name } => is(*kind, name),
+        Change::RemoveFromGroup { user, .. } => is(Kind::User, user),
+        Change::UpdateTrust { role, .. } => is(Kind::Role, role),
+        _ => false,
+    }
 }
 
 fn plan_policy(decl: &PolicyDecl, snapshot: &Snapshot, scope: &Scope, out: &mut Vec<Change>) {
@@ -1309,10 +1332,19 @@ impl Applier {
         scope: &Scope,
     ) -> Result<Snapshot, CliError> {
         let mut snapshot = Snapshot::default();
-        let mut policy_names: BTreeSet<String> = declaration
+        // Customer policies by name → ARN (with the declared or listed path).
+        let mut policy_names: BTreeMap<String, String> = declaration
             .policies
             .iter()
-            .map(|p| p.policy_name.clone())
+            .map(|p| {
+                let path = p.path.trim_matches('/');
+                let qualified = if path.is_empty() {
+                    p.policy_name.clone()
+                } else {
+                    format!("{path}/{}", p.policy_name)
+                };
+                (p.policy_name.clone(), scope.arn(&qualified))
+            })
             .collect();
         let mut group_names: BTreeSet<String> = declaration
             .groups
@@ -1338,7 +1370,7 @@ impl Applier {
                 },
                 policies
             );
-            policy_names.extend(policies.into_iter().map(|p| p.policy_name));
+            policy_names.extend(policies.into_iter().map(|p| (p.policy_name, p.arn)));
             let groups = all_pages!(self, list_groups, proto::ListGroupsRequest {}, groups);
             group_names.extend(groups.into_iter().map(|g| g.group_name));
             let users = all_pages!(self, list_users, proto::ListUsersRequest {}, users);
@@ -1346,8 +1378,8 @@ impl Applier {
             let roles = all_pages!(self, list_roles, proto::ListRolesRequest {}, roles);
             role_names.extend(roles.into_iter().map(|r| r.role_name));
         }
-        for name in policy_names {
-            if let Some(state) = self.policy_state(&scope.arn(&name)).await? {
+        for (name, arn) in policy_names {
+            if let Some(state) = self.policy_state(&arn).await? {
                 snapshot.policies.insert(name, state);
             }
         }
@@ -2304,6 +2336,49 @@ mod tests {
                 },
                 Change::DeletePolicy {
                     policy_arn: arn("Legacy"),
+                },
+            ],
+        });
+
+        // Changes to the caller itself run after everything else.
+        let mut d = Declaration::default();
+        d.users.push(UserDecl {
+            attached_policies: vec!["ReadOnlyAccess".into()],
+            ..user("admin")
+        });
+        d.users.push(user("bob"));
+        let mut s = Snapshot::default();
+        s.users.insert(
+            "admin".into(),
+            UserState {
+                policies: Policies {
+                    attached: ["arn:stint:iam::aws:policy/AdministratorAccess".to_string()].into(),
+                    inline: BTreeMap::new(),
+                },
+                ..UserState::default()
+            },
+        );
+        cases.push(Case {
+            name: "caller's own changes last",
+            declaration: d,
+            snapshot: s,
+            prune: false,
+            want: vec![
+                Change::Attach {
+                    kind: Kind::User,
+                    name: "admin".into(),
+                    policy_arn: "arn:stint:iam::aws:policy/ReadOnlyAccess".into(),
+                },
+                Change::CreateUser {
+                    name: "bob".into(),
+                    path: String::new(),
+                    tags: BTreeMap::new(),
+                    boundary: String::new(),
+                },
+                Change::Detach {
+                    kind: Kind::User,
+                    name: "admin".into(),
+                    policy_arn: "arn:stint:iam::aws:policy/AdministratorAccess".into(),
                 },
             ],
         });
