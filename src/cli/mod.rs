@@ -418,3 +418,80 @@ fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, Cl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn global_output_parses_everywhere_and_keeps_old_spellings() {
+        Cli::command().debug_assert();
+        let rows: &[(&[&str], OutputFormat)] = &[
+            (&["stint", "keys", "list"], OutputFormat::Text),
+            (
+                &["stint", "--output", "json", "keys", "list"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "keys", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "audit", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "policy", "validate", "p.json", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "authorize",
+                    "--action",
+                    "s3:GetObject",
+                    "--resource",
+                    "*",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "iam",
+                    "CreateUser",
+                    "--describe",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+        ];
+        for (line, want) in rows {
+            let cli = Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.output, *want, "{line:?}");
+        }
+        // Commands that had their own --output keep it (same values, plus assume-role's env).
+        let cli = Cli::try_parse_from(["stint", "whoami", "--output", "json"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli = Cli::try_parse_from(["stint", "--output", "json", "whoami"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli =
+            Cli::try_parse_from(["stint", "assume-role", "--role-arn", "r", "--output", "env"])
+                .unwrap();
+        let Command::AssumeRole(args) = cli.command else {
+            panic!("assume-role")
+        };
+        assert_eq!(args.output, OutputFormat::Env);
+        assert!(Cli::try_parse_from(["stint", "keys", "list", "--output", "yaml"]).is_err());
+    }
+}

@@ -544,6 +544,12 @@ async fn output_json_prints_numbers_and_nested_json() {
         )
         .await;
     assert!(serde_json::from_str::<Value>(&old).is_ok(), "{old}");
+    // whoami had its own --output; the global one before the subcommand works too.
+    let out = cli.ok(&admin, &["--output", "json"], &["whoami"]).await;
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["arn"], arn("user", ADMIN), "{json}");
+    assert!(json["expires_in_seconds"].is_i64(), "{json}");
+
     // Global flag after the subcommand works too.
     let out = cli
         .ok(
