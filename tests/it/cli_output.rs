@@ -227,6 +227,28 @@ async fn apply_yaml_creates_then_toml_converges_tags_memberships_and_attachments
         .into_inner()
         .policy_document;
     assert!(inline.contains("s3:ListBucket"), "{inline}");
+    // --format overrides the extension; --dry-run plans the way back and changes nothing.
+    let txt = cli.file("iam.txt", APPLY_YAML);
+    let out = cli
+        .ok(
+            &admin,
+            &[],
+            &["apply", "-f", &txt, "--format", "yaml", "--dry-run"],
+        )
+        .await;
+    assert!(out.contains("would add user carol to group dev"), "{out}");
+    let (_, groups, _) = user_state(&server, &admin, "carol").await;
+    assert!(
+        groups.is_empty(),
+        "--dry-run changed memberships: {groups:?}"
+    );
+    let out = cli.run(&admin, &[], &["apply", "-f", &txt]).await;
+    assert!(!out.status.success(), "YAML read as JSON should fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("iam.txt"),
+        "{out:?}"
+    );
+
     // Without --prune the group, role and policy the TOML file omits are still there.
     assert!(
         server
