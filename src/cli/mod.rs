@@ -49,6 +49,9 @@ impl From<crate::config::ConfigError> for CliError {
     about = "Temporary-credential broker: IAM policies, MFA, short-lived signed credentials"
 )]
 pub struct Cli {
+    /// Output format of client commands: text for people, json for programs.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -90,7 +93,12 @@ pub enum Command {
     /// MFA devices.
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
-    /// Make users, groups, roles and policies match a JSON declaration (idempotent).
+    /// Make users, groups, roles and policies match a JSON, YAML or TOML declaration.
+    ///
+    /// Reads what exists, plans the changes (pure: the same file and server state give the
+    /// same plan), prints each change and makes it through the audited Iam RPCs. Running it
+    /// twice changes nothing the second time. With --dry-run only the plan is printed;
+    /// with --output json it is one JSON object ({"dry_run", "changes": [...]}).
     Apply(client::apply::ApplyArgs),
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
@@ -170,10 +178,14 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+/// The global `--output`. `env` is `assume-role`'s (`export …` lines for `eval`); elsewhere
+/// it means text.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Text,
     Json,
+    #[value(hide = true)]
+    Env,
 }
 
 #[derive(Subcommand)]
@@ -240,26 +252,46 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Runs a parsed command; the exit code follows the command's own rules.
 pub fn run(cli: Cli) -> ExitCode {
+    let output = cli.output;
     let result = match cli.command {
-        Command::Policy(command) => return policy::run(command),
+        Command::Policy(command) => return policy::run(command, output),
         Command::Serve(args) => run_serve(args),
-        Command::Init(args) => run_init(args),
-        Command::Audit(command) => run_audit(command),
+        Command::Init(mut args) => {
+            args.output = max_output(args.output, output);
+            run_init(args)
+        }
+        Command::Audit(command) => run_audit(command, output),
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
         }
         Command::Login(args) => client::login::login(args, &client::Env::from_process()),
         Command::AssumeRole(args) => client::login::assume_role(args, &client::Env::from_process()),
-        Command::Whoami(args) => client::login::whoami(args, &client::Env::from_process()),
+        Command::Whoami(mut args) => {
+            args.output = max_output(args.output, output);
+            client::login::whoami(args, &client::Env::from_process())
+        }
         Command::Logout(args) => client::login::logout(args, &client::Env::from_process()),
-        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process()),
-        Command::Keys(command) => client::admin::keys(command, &client::Env::from_process()),
-        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process()),
-        Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
-        Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
+        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process(), output),
+        Command::Keys(command) => {
+            client::admin::keys(command, &client::Env::from_process(), output)
+        }
+        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process(), output),
+        // Like grep: 0 allowed, 1 denied, 2 could not tell.
+        Command::Authorize(args) => {
+            return match client::admin::authorize(args, &client::Env::from_process(), output) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("stint: {err}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Call(args) => client::admin::call(args, &client::Env::from_process(), output),
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
-        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process()),
-        Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
+        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process(), output),
+        Command::Review(command) => {
+            client::admin::review(command, &client::Env::from_process(), output)
+        }
         Command::Exec(args) => client::exec::exec(args, &client::Env::from_process()),
         Command::Configure(args) => client::exec::configure(args, &client::Env::from_process()),
     };
@@ -344,7 +376,17 @@ fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
+/// A subcommand's own `--output` (kept for old scripts) or the global one, whichever asks
+/// for JSON.
+fn max_output(own: OutputFormat, global: OutputFormat) -> OutputFormat {
+    if own == OutputFormat::Json || global == OutputFormat::Json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Text
+    }
+}
+
+fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
@@ -371,10 +413,91 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::List(args) => client::admin::audit_list(args, &client::Env::from_process()),
-        AuditCommand::Watch(args) => client::admin::audit_watch(args, &client::Env::from_process()),
-        AuditCommand::ChainVerify(auth) => {
-            client::admin::audit_chain_verify(auth, &client::Env::from_process())
+        AuditCommand::List(args) => {
+            client::admin::audit_list(args, &client::Env::from_process(), output)
         }
+        AuditCommand::Watch(args) => {
+            client::admin::audit_watch(args, &client::Env::from_process(), output)
+        }
+        AuditCommand::ChainVerify(auth) => {
+            client::admin::audit_chain_verify(auth, &client::Env::from_process(), output)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn global_output_parses_everywhere_and_keeps_old_spellings() {
+        Cli::command().debug_assert();
+        let rows: &[(&[&str], OutputFormat)] = &[
+            (&["stint", "keys", "list"], OutputFormat::Text),
+            (
+                &["stint", "--output", "json", "keys", "list"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "keys", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "audit", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "policy", "validate", "p.json", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "authorize",
+                    "--action",
+                    "s3:GetObject",
+                    "--resource",
+                    "*",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "iam",
+                    "CreateUser",
+                    "--describe",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+        ];
+        for (line, want) in rows {
+            let cli = Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.output, *want, "{line:?}");
+        }
+        // Commands that had their own --output keep it (same values, plus assume-role's env).
+        let cli = Cli::try_parse_from(["stint", "whoami", "--output", "json"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli = Cli::try_parse_from(["stint", "--output", "json", "whoami"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli =
+            Cli::try_parse_from(["stint", "assume-role", "--role-arn", "r", "--output", "env"])
+                .unwrap();
+        let Command::AssumeRole(args) = cli.command else {
+            panic!("assume-role")
+        };
+        assert_eq!(args.output, OutputFormat::Env);
+        assert!(Cli::try_parse_from(["stint", "keys", "list", "--output", "yaml"]).is_err());
     }
 }

@@ -72,10 +72,17 @@ pub enum KindArg {
     Session,
 }
 
-pub fn run(command: PolicyCommand) -> ExitCode {
+pub fn run(command: PolicyCommand, output: crate::cli::OutputFormat) -> ExitCode {
+    let json = output == crate::cli::OutputFormat::Json;
     let result = match command {
         PolicyCommand::Validate { kind, files } => {
-            validate_files(&files, kind, &mut io::stdout().lock()).map(|ok| {
+            let out = &mut io::stdout().lock();
+            if json {
+                validate_files_json(&files, kind, out)
+            } else {
+                validate_files(&files, kind, out)
+            }
+            .map(|ok| {
                 if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -98,6 +105,29 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         eprintln!("stint policy: {e}");
         ExitCode::from(2)
     })
+}
+
+/// `--output json`: one object, `{"valid": bool, "files": [{"file", "errors": […]}]}`.
+pub fn validate_files_json(
+    files: &[PathBuf],
+    kind: KindArg,
+    out: &mut impl Write,
+) -> io::Result<bool> {
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for path in files {
+        let errors: Vec<String> = match fs::read_to_string(path) {
+            Ok(text) => validate(&text, resolve_kind(kind, &text))
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        ok &= errors.is_empty();
+        rows.push(json!({"file": path.display().to_string(), "errors": errors}));
+    }
+    writeln!(out, "{}", json!({"valid": ok, "files": rows}))?;
+    Ok(ok)
 }
 
 /// Prints every problem in `files`; `Ok(true)` when all are valid.
@@ -466,6 +496,16 @@ mod tests {
             )
         );
         let mut out = Vec::new();
-        assert!(!validate_files(&[trust], KindArg::Managed, &mut out).unwrap());
+        assert!(!validate_files(std::slice::from_ref(&trust), KindArg::Managed, &mut out).unwrap());
+
+        // --output json: the same verdicts, one object.
+        let mut out = Vec::new();
+        assert!(!validate_files_json(&[trust], KindArg::Managed, &mut out).unwrap());
+        let json: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["valid"], false);
+        assert!(
+            !json["files"][0]["errors"].as_array().unwrap().is_empty(),
+            "{json}"
+        );
     }
 }

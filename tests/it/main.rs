@@ -15,6 +15,7 @@ mod attacks_policy;
 mod attacks_sts;
 mod audit;
 mod authn;
+mod cli_output;
 mod client_lib;
 mod durability;
 mod exec;

@@ -86,7 +86,7 @@ pub struct AssumeRoleArgs {
     pub audience: Option<String>,
     /// How to print the credentials.
     #[arg(long, value_enum, default_value = "json")]
-    pub output: CredentialsOutput,
+    pub output: OutputFormat,
     /// Do not store the credentials under profile <profile>/role.
     #[arg(long)]
     pub no_cache: bool,
@@ -342,7 +342,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
         .map(|u| u.arn)
         .unwrap_or_default();
     match args.output {
-        CredentialsOutput::Json => {
+        OutputFormat::Json | OutputFormat::Text => {
             let json = serde_json::json!({
                 "access_key_id": cached.access_key_id,
                 "session_token": cached.session_token.expose(),
@@ -353,7 +353,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
                 serde_json::to_string_pretty(&json).unwrap_or_default()
             ))?;
         }
-        CredentialsOutput::Env => {
+        OutputFormat::Env => {
             super::say(format_args!(
                 "export STINT_TOKEN={}",
                 shell_quote(cached.session_token.expose())
@@ -423,7 +423,7 @@ pub fn whoami(args: WhoamiArgs, env: &Env) -> Result<ExitCode, CliError> {
                 serde_json::to_string_pretty(&json).unwrap_or_default()
             ))?;
         }
-        OutputFormat::Text => {
+        OutputFormat::Text | OutputFormat::Env => {
             super::say(format_args!("arn:      {}", identity.arn))?;
             super::say(format_args!("account:  {}", identity.account))?;
             super::say(format_args!("user id:  {}", identity.user_id))?;
