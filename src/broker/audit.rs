@@ -187,17 +187,31 @@ impl Broker {
         decision
     }
 
+    /// One page of durable events matching `filter`, oldest first after `cursor`, or with
+    /// `newest_first` newest first before `cursor`; the second value is the next page's
+    /// cursor (`None` at the end).
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_audit(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
         what: &str,
         filter: &EventFilter,
-        after: Option<u64>,
+        cursor: Option<u64>,
         max: usize,
+        newest_first: bool,
     ) -> Result<(Vec<Record>, Option<u64>), BrokerError> {
         self.audit_read(caller, meta, what).await?;
-        Ok(self.audit.list(filter, after, max)?)
+        if newest_first {
+            return list_newest_first(
+                self.store.as_ref(),
+                filter,
+                cursor,
+                max,
+                self.audit.durable_seq(),
+            );
+        }
+        Ok(self.audit.list(filter, cursor, max)?)
     }
 
     /// Follows the log: every record after `after_seq`, then new ones as they land. With
@@ -253,6 +267,71 @@ impl Broker {
             .map_err(|e| BrokerError::Internal(format!("verify task failed: {e}")))?
             .map_err(BrokerError::from)
     }
+}
+
+/// How many sequence numbers a newest-first listing reads per backward step.
+const NEWEST_FIRST_WINDOW: u64 = 256;
+
+/// Records matching `filter` with seq below `before` (and at most `upto`, the durable
+/// seq), newest first, at most `max`. The store scans only forward, so the log is read
+/// in windows of [`NEWEST_FIRST_WINDOW`] seqs walking back to its first record, within
+/// the same scan budget as the forward listing (a short page with a cursor when reached).
+fn list_newest_first(
+    store: &dyn Store,
+    filter: &EventFilter,
+    before: Option<u64>,
+    max: usize,
+    upto: u64,
+) -> Result<(Vec<Record>, Option<u64>), BrokerError> {
+    let max = max.max(1);
+    let Some(first) = store
+        .scan(store::Table::Audit, &[], None, 1)?
+        .first()
+        .and_then(|(key, _)| chain::seq_of_key(key))
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let mut hi = match before {
+        Some(0) => return Ok((Vec::new(), None)),
+        Some(before) => (before - 1).min(upto),
+        None => upto,
+    };
+    let mut out = Vec::new();
+    let mut scanned = 0;
+    while hi >= first {
+        let lo = hi.saturating_sub(NEWEST_FIRST_WINDOW - 1).max(first);
+        let start = lo.checked_sub(1).map(chain::record_key);
+        let window = store.scan(
+            store::Table::Audit,
+            &[],
+            start.as_ref().map(|k| &k[..]),
+            usize::try_from(hi - lo + 1).unwrap_or(usize::MAX),
+        )?;
+        for (key, value) in window.iter().rev() {
+            let Some(seq) = chain::seq_of_key(key) else {
+                continue;
+            };
+            if seq > hi {
+                continue;
+            }
+            scanned += 1;
+            let record = Record::decode(seq, value)?;
+            if filter.matches(&record.event) {
+                out.push(record);
+                if out.len() >= max {
+                    return Ok((out, (seq > first).then_some(seq)));
+                }
+            }
+            if scanned >= crate::audit::writer::LIST_SCAN_BUDGET {
+                return Ok((out, (seq > first).then_some(seq)));
+            }
+        }
+        if lo == first {
+            break;
+        }
+        hi = lo - 1;
+    }
+    Ok((out, None))
 }
 
 impl Broker {
