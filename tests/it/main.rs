@@ -16,6 +16,7 @@ mod authn;
 mod durability;
 mod iam;
 mod lifecycle;
+mod newuser;
 mod login;
 mod process;
 mod server;
