@@ -195,7 +195,10 @@ fn serve_dev_binds_before_creating_and_says_how_to_reset() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("cannot listen on {port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {port}")),
+        "{stderr}"
+    );
     assert!(!data.exists(), "nothing created when the port is taken");
     drop(taken);
 
@@ -367,7 +370,8 @@ async fn delete_virtual_mfa_device_follows_aws() {
         &["serial_number"],
     );
     assert_status(
-        iam.delete_virtual_mfa_device(delete(&"a".repeat(257))).await,
+        iam.delete_virtual_mfa_device(delete(&"a".repeat(257)))
+            .await,
         Code::InvalidArgument,
         &["serial_number"],
     );
@@ -554,10 +558,20 @@ async fn mfa_enroll_cannot_get_stuck() {
     assert!(!ok);
     assert!(stderr.contains("was not enabled"), "{stderr}");
 
-    // An interrupted enrolment (no codes at all) leaves a device created, not enabled…
-    let (ok, stdout, _) = run(enroll(), "");
-    assert!(!ok);
-    let stale = secret_in(&stdout);
+    // An interrupted enrolment (killed at the prompt, as by Ctrl-C) leaves a device
+    // created, not enabled…
+    let mut child = enroll()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Lines::follow(child.stdout.take().unwrap());
+    let stale = stdout.wait_for("the secret", |t| {
+        t.contains("serial:").then(|| secret_in(t))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
 
     // …which enrolling again replaces; the same code typed twice is asked for again.
     let mut child = enroll()
@@ -573,10 +587,7 @@ async fn mfa_enroll_cannot_get_stuck() {
     });
     assert_ne!(seed, stale, "a new seed");
     let step = totp::step_at(server.now());
-    let (first, second) = (
-        totp::code_at(&seed, step - 1),
-        totp::code_at(&seed, step),
-    );
+    let (first, second) = (totp::code_at(&seed, step - 1), totp::code_at(&seed, step));
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{first}\n{first}\n{second}").unwrap();
     drop(stdin);
@@ -798,7 +809,11 @@ fn walkthrough(readme: &str, name: &str) -> Vec<String> {
             continue;
         }
         let fence = lines.by_ref().find(|l| !l.trim().is_empty());
-        assert_eq!(fence.map(str::trim), Some("```sh"), "{marker} precedes a sh block");
+        assert_eq!(
+            fence.map(str::trim),
+            Some("```sh"),
+            "{marker} precedes a sh block"
+        );
         let mut current = String::new();
         let mut heredoc: Option<String> = None;
         for line in lines.by_ref() {
@@ -841,7 +856,10 @@ impl People {
     /// A code of `user`'s device not used yet, within the server's ±1 step (waiting for
     /// the next step only if the last one used is already ahead).
     fn fresh_code(&mut self, user: &str) -> String {
-        let seed = self.seeds.get(user).unwrap_or_else(|| panic!("no seed for {user}"));
+        let seed = self
+            .seeds
+            .get(user)
+            .unwrap_or_else(|| panic!("no seed for {user}"));
         let now = || totp::step_at(SystemTime::now());
         let step = match self.last_step.get(user) {
             Some(&last) if last >= now() => last + 1,
@@ -969,7 +987,9 @@ fn readme_contractor_walkthrough_works_as_written() {
     people.passwords.insert("admin".into(), dev.0);
     people.seeds.insert(
         "admin".into(),
-        data_encoding::BASE32_NOPAD.decode(dev.1.as_bytes()).unwrap(),
+        data_encoding::BASE32_NOPAD
+            .decode(dev.1.as_bytes())
+            .unwrap(),
     );
     let env = [
         ("STINT_HOME", home.display().to_string()),
@@ -1011,7 +1031,10 @@ fn readme_contractor_walkthrough_works_as_written() {
     )
     .unwrap();
     let lifetime = (expiration - time::OffsetDateTime::now_utc()).whole_seconds();
-    assert!((7100..=7200).contains(&lifetime), "--duration 2h: {lifetime}");
+    assert!(
+        (7100..=7200).contains(&lifetime),
+        "--duration 2h: {lifetime}"
+    );
     assert!(
         out("stint whoami --profile carol/role").contains("assumed-role/contractor"),
         "{}",
