@@ -76,7 +76,7 @@ pub fn reset_hint(config: &Config) -> String {
 /// `--dev`: initialises an empty data dir with an `admin` whose generated password and
 /// TOTP enrolment are printed once; on an existing one, says how to reset it.
 pub async fn init_dev(config: &Config) -> Result<(), CliError> {
-    if !(init::is_uninitialised(&config.data_dir) && !config.master_key_path().exists()) {
+    if !init::is_uninitialised(&config.data_dir) || config.master_key_path().exists() {
         eprintln!(
             "Development mode: using {} (its admin password was printed when it was created; {})",
             config.data_dir.display(),
