@@ -390,6 +390,73 @@ impl Broker {
 mod tests {
     use super::*;
 
+    /// A log holding seqs `first..=last` (a pruned start), every third event named "b".
+    fn log(first: u64, last: u64) -> crate::store::memory::MemoryStore {
+        let store = crate::store::memory::MemoryStore::new();
+        let mut batch = Batch::default();
+        for seq in first..=last {
+            let name = if seq % 3 == 0 { "b" } else { "a" };
+            let mut event = Event::new(seq as i64, name, Outcome::Allow);
+            event.seq = seq;
+            let record = Record::link(&[0; 32], event);
+            batch.writes.push((
+                store::Table::Audit,
+                chain::record_key(seq).to_vec(),
+                Some(store::encode(&record)),
+            ));
+        }
+        store.commit(&batch).unwrap();
+        store
+    }
+
+    /// Newest-first pages, followed to the end, are the forward order reversed: across
+    /// window edges, with a filter, a pruned start, records past the durable seq, and
+    /// any page size.
+    #[test]
+    fn newest_first_pages_are_the_forward_order_reversed() {
+        let cases = [
+            (1, 600, 600, None),
+            (5, 700, 650, Some("b")),
+            (300, 300, 300, None),
+            (10, 20, 5, None), // nothing durable yet
+            (1, 257, 257, Some("a")),
+        ];
+        for (first, last, durable, name) in cases {
+            let store = log(first, last);
+            let filter = EventFilter {
+                event_name: name.map(str::to_owned),
+                ..EventFilter::default()
+            };
+            let want: Vec<u64> = (first..=last.min(durable))
+                .rev()
+                .filter(|seq| name.is_none_or(|n| (n == "b") == (seq % 3 == 0)))
+                .collect();
+            for max in [1, 7, 256, 1000] {
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (page, next) =
+                        list_newest_first(&store, &filter, cursor, max, durable).unwrap();
+                    assert!(page.len() <= max);
+                    got.extend(page.iter().map(Record::seq));
+                    match next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(
+                    got, want,
+                    "{first}..={last} durable {durable} {name:?} max {max}"
+                );
+            }
+        }
+        let empty = crate::store::memory::MemoryStore::new();
+        assert_eq!(
+            list_newest_first(&empty, &EventFilter::default(), None, 10, 0).unwrap(),
+            (vec![], None)
+        );
+    }
+
     #[test]
     fn watch_slots_cap_each_caller_and_the_total_and_come_back_on_drop() {
         let slots = Arc::new(WatchSlots::default());

@@ -97,8 +97,9 @@ pub struct AuditListArgs {
 pub struct AuditWatchArgs {
     #[command(flatten)]
     pub auth: AuthFlags,
-    /// Replay events after this sequence number first (default: only new events).
-    #[arg(long)]
+    /// Replay events after this sequence number (1 or more) first; without it, only new
+    /// events (`audit list` reads the past).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub after_seq: Option<u64>,
 }
 
