@@ -294,7 +294,30 @@ fn init_validates_before_it_creates_anything() {
         "the retry needs no --force: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(data.join("master.key").exists());
+    let key = std::fs::read(data.join("master.key")).unwrap();
+
+    // --force validates before it wipes: a bad retry leaves the data dir alone.
+    let out = stint(dir.path())
+        .args([
+            "init",
+            "--force",
+            "--admin-user",
+            "admin",
+            "--password-stdin",
+        ])
+        .env("STINT_DATA_DIR", &data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"short\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(data.join("master.key")).unwrap(), key);
+    assert!(data.join("db").exists());
 }
 
 // ---- 2. MFA enrolment -------------------------------------------------------------------
