@@ -45,14 +45,14 @@ fn stint(cwd: &Path) -> Command {
     cmd
 }
 
-/// Output lines collected from a child's pipe by a thread.
+/// Output collected from a child's pipe by a thread, until the pipe closes.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<String>>);
+struct Lines(Arc<Mutex<String>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
     fn follow(pipe: impl Read + Send + 'static) -> Self {
         let lines = Lines::default();
-        let sink = lines.0.clone();
+        let (sink, closed) = (lines.0.clone(), lines.1.clone());
         std::thread::spawn(move || {
             let mut pipe = pipe;
             let mut buf = [0u8; 4096];
@@ -64,12 +64,23 @@ impl Lines {
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         lines
     }
 
     fn text(&self) -> String {
         self.0.lock().unwrap().clone()
+    }
+
+    /// Everything, once the child has closed the pipe (it exited).
+    fn finish(&self) -> String {
+        self.wait_for("the pipe to close", |_| {
+            self.1
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        });
+        self.text()
     }
 
     /// Waits (bounded) until `find` finds something in the text.
@@ -615,7 +626,7 @@ async fn mfa_enroll_cannot_get_stuck() {
     writeln!(stdin, "{first}\n{first}\n{second}").unwrap();
     drop(stdin);
     let status = child.wait().unwrap();
-    let (stdout, stderr) = (stdout.text(), stderr.text());
+    let (stdout, stderr) = (stdout.finish(), stderr.finish());
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("Replacing MFA device"), "{stderr}");
     assert!(stderr.contains("same code again"), "{stderr}");
@@ -972,9 +983,7 @@ fn run_as_written(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Let the readers drain.
-    std::thread::sleep(Duration::from_millis(50));
-    (status.success(), stdout.text(), stderr.text())
+    (status.success(), stdout.finish(), stderr.finish())
 }
 
 /// README's contractor walkthrough, every command as written, with the real binary
