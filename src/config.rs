@@ -9,10 +9,13 @@
 //!    section (`STINT_ARGON2__MEMORY_KIB`, `STINT_TLS__CERT_FILE`);
 //! 4. command-line flags ([`Overrides`]).
 //!
-//! Strict: an unknown key in the file, an unknown `STINT_*` variable (other than the
-//! client-side ones in [`CLIENT_ENV_VARS`]) or a value that does not parse is an error that
-//! names the key, variable or file. There are no inline secrets: secrets come from files
-//! (`*_file` keys). Relative paths are relative to the working directory of the process.
+//! Strict where it is safe to be: an unknown key in the file or a value that does not parse
+//! is an error that names the key, variable or file. The environment is shared with the
+//! client (a shell that ran `stint login` may start the server), so the client's own
+//! variables ([`CLIENT_ENV_VARS`]) are ignored and any other unknown `STINT_*` variable is
+//! a [warning](EnvWarning) naming the closest config key, not a refusal. There are no
+//! inline secrets: secrets come from files (`*_file` keys). Relative paths are relative
+//! to the working directory of the process.
 //!
 //! [`deploy/stint.toml`](example_toml) documents every key.
 
@@ -26,15 +29,23 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every environment variable Stint reads.
 pub const ENV_PREFIX: &str = "STINT_";
 
-/// `STINT_*` variables used by `main` or the client-side commands; the server ignores them
-/// instead of refusing them as unknown.
+/// `STINT_*` variables used by `main`, the client-side commands (`env = "STINT_…"` in
+/// `src/cli/`, `STINT_HOME`) or set by them for a shell or a child (`assume-role --output
+/// env`, `stint exec`); the server ignores them silently. A unit test keeps this list in
+/// step with `src/cli/`.
 pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_CONFIG",
+    "STINT_HOME",
     "STINT_ENDPOINT",
+    "STINT_CA_CERT",
     "STINT_TOKEN",
+    "STINT_TOKEN_EXPIRATION",
     "STINT_PROFILE",
     "STINT_ACCESS_KEY_ID",
     "STINT_SECRET_ACCESS_KEY_FILE",
+    "STINT_SESSION_TOKEN",
+    "STINT_EXPIRATION",
+    "STINT_PASSWORD",
 ];
 
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
@@ -447,14 +458,6 @@ pub enum ConfigError {
         /// Dotted path of the key, e.g. `argon2.memory_kb`.
         key: String,
     },
-    /// A `STINT_*` environment variable Stint does not know.
-    #[error(
-        "unknown environment variable {var} (expected STINT_<KEY> or STINT_<SECTION>__<KEY> for a config key)"
-    )]
-    UnknownEnv {
-        /// The variable name.
-        var: String,
-    },
     /// A `STINT_*` environment variable whose value does not parse.
     #[error("environment variable {var}: {reason}")]
     EnvValue {
@@ -481,23 +484,55 @@ pub enum ConfigError {
     },
 }
 
+/// An unknown `STINT_*` variable: ignored, and shown to the operator with the config key
+/// it most resembles (a typo such as `STINT_ARGON2_MEMORY_KIB` is then obvious).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvWarning {
+    /// The variable name.
+    pub var: String,
+    /// The closest known variable and its config key (`None`: nothing is close).
+    pub closest: Option<(String, String)>,
+}
+
+impl fmt::Display for EnvWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring unknown environment variable {}", self.var)?;
+        match &self.closest {
+            Some((var, key)) => write!(f, " (did you mean {var}, config key `{key}`?)"),
+            None => f.write_str(
+                " (config keys are STINT_<KEY> or STINT_<SECTION>__<KEY>, e.g. STINT_ARGON2__MEMORY_KIB)",
+            ),
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then the `STINT_*`
     /// variables in `env` (pass `std::env::vars()`; other variables are ignored), then
-    /// `overrides`; and [validates](Config::validate) the result.
+    /// `overrides`; and [validates](Config::validate) the result. Unknown variables are
+    /// dropped; [`Config::load_with_warnings`] returns them.
     pub fn load(
         file: Option<&Path>,
         env: &[(String, String)],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
+        Self::load_with_warnings(file, env, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with a warning for each unknown `STINT_*` variable.
+    pub fn load_with_warnings(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<(Self, Vec<EnvWarning>), ConfigError> {
         let mut config = match file {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
-        config.apply_env(env)?;
+        let warnings = config.apply_env(env)?;
         config.apply_overrides(overrides);
         config.validate()?;
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// Parses a config file over the defaults (no env, no flags, no validation).
@@ -526,11 +561,13 @@ impl Config {
         toml::from_str(text).map_err(parse_err)
     }
 
-    /// Applies the `STINT_*` variables of `env`, in order, over `self`.
-    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+    /// Applies the `STINT_*` variables of `env`, in order, over `self`; returns a warning
+    /// for each unknown one (client variables are known, and ignored).
+    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<Vec<EnvWarning>, ConfigError> {
         let schema = schema();
         let defaults = toml_table(&Self::default());
         let mut table = toml_table(self);
+        let mut warnings = Vec::new();
         for (var, value) in env {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -538,9 +575,17 @@ impl Config {
             if CLIENT_ENV_VARS.contains(&var.as_str()) {
                 continue;
             }
-            let unknown = || ConfigError::UnknownEnv { var: var.clone() };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            let kind = lookup(&schema, &path).ok_or_else(unknown)?;
+            let kind = match lookup(&schema, &path) {
+                Some(kind) if !kind.is_table() => kind,
+                _ => {
+                    warnings.push(EnvWarning {
+                        var: var.clone(),
+                        closest: closest_env_var(var, &schema),
+                    });
+                    continue;
+                }
+            };
             let bad = |reason: String| ConfigError::EnvValue {
                 var: var.clone(),
                 reason,
@@ -564,7 +609,13 @@ impl Config {
                         || bad("expected a boolean (true/false, 1/0, yes/no, on/off)".into()),
                     )?))
                 }
-                _ => return Err(unknown()),
+                _ => {
+                    warnings.push(EnvWarning {
+                        var: var.clone(),
+                        closest: closest_env_var(var, &schema),
+                    });
+                    continue;
+                }
             };
             set(&mut table, &path, new);
             // Deserialize after each variable so a bad value is blamed on its variable.
@@ -573,7 +624,7 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Applies command-line flags over `self`.
@@ -885,6 +936,63 @@ fn unknown_key(table: &toml::Table, schema: &toml::Table, prefix: &str) -> Optio
         }
     }
     None
+}
+
+/// Every config key as (`STINT_…` variable, dotted key), in schema order.
+fn env_keys(table: &toml::Table, section: Option<&str>, out: &mut Vec<(String, String)>) {
+    for (key, value) in table {
+        match (value, section) {
+            (toml::Value::Table(inner), None) => env_keys(inner, Some(key), out),
+            (_, None) => out.push((
+                format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                key.clone(),
+            )),
+            (_, Some(s)) => out.push((
+                format!(
+                    "{ENV_PREFIX}{}__{}",
+                    s.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                ),
+                format!("{s}.{key}"),
+            )),
+        }
+    }
+}
+
+/// The config key whose variable is nearest to `var` by edit distance, if it is near
+/// enough to be a likely typo (at most a third of the name after `STINT_`, at least 1) or
+/// starts with `var` (a section or a truncated name).
+fn closest_env_var(var: &str, schema: &toml::Table) -> Option<(String, String)> {
+    let rest = var.strip_prefix(ENV_PREFIX).unwrap_or(var);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut keys = Vec::new();
+    env_keys(schema, None, &mut keys);
+    let budget = (rest.len() / 3).max(1);
+    keys.into_iter()
+        .map(|(name, key)| (edit_distance(var, &name), name, key))
+        .filter(|(d, name, _)| *d <= budget || name.starts_with(var))
+        .min_by_key(|(d, _, _)| *d)
+        .map(|(_, name, key)| (name, key))
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII; anything else just differs).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
@@ -1210,36 +1318,119 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/stint.toml"), "{err}");
     }
 
+    /// An unknown `STINT_*` variable is a warning naming the closest key, not a refusal:
+    /// the server starts with the rest of its configuration.
     #[test]
-    fn unknown_env_var_is_named() {
-        for var in [
-            "STINT_LISTN",
-            "STINT_",
-            "STINT_TLS",
-            "STINT_TLS__CERT",
-            "STINT_ARGON2_MEMORY_KIB",
-            "STINT_ARGON2__MEMORY_KIB__X",
-            "STINT_PASSWORD",
-        ] {
-            let err = load_env(&[(var, "1")]).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::UnknownEnv { var: v } if v == var),
-                "{var}: {err}"
+    fn unknown_env_var_is_a_warning_naming_the_closest_key() {
+        let cases: [(&str, Option<(&str, &str)>); 8] = [
+            ("STINT_LISTN", Some(("STINT_LISTEN", "listen"))),
+            (
+                "STINT_ARGON2_MEMORY_KIB",
+                Some(("STINT_ARGON2__MEMORY_KIB", "argon2.memory_kib")),
+            ),
+            (
+                "STINT_TLS__CERT",
+                Some(("STINT_TLS__CERT_FILE", "tls.cert_file")),
+            ),
+            (
+                "STINT_ARGON2__MEMORY_KIB__X",
+                Some(("STINT_ARGON2__MEMORY_KIB", "argon2.memory_kib")),
+            ),
+            ("STINT_DATADIR", Some(("STINT_DATA_DIR", "data_dir"))),
+            ("STINT_TLS", Some(("STINT_TLS__KEY_FILE", "tls.key_file"))),
+            ("STINT_", None),
+            ("STINT_SOMETHING_ELSE_ENTIRELY", None),
+        ];
+        for (var, closest) in cases {
+            let (config, warnings) = Config::load_with_warnings(
+                None,
+                &env(&[(var, "1"), ("STINT_STORE__CACHE_MB", "9")]),
+                &Overrides::default(),
+            )
+            .unwrap_or_else(|e| panic!("{var} must not be refused: {e}"));
+            assert_eq!(config.store.cache_mb, 9, "{var}: the rest still applies");
+            assert_eq!(warnings.len(), 1, "{var}: {warnings:?}");
+            assert_eq!(warnings[0].var, var);
+            assert_eq!(
+                warnings[0]
+                    .closest
+                    .as_ref()
+                    .map(|(v, k)| (v.as_str(), k.as_str())),
+                closest,
+                "{var}"
             );
-            assert!(err.to_string().contains(var), "{err}");
+            let text = warnings[0].to_string();
+            assert!(text.contains(var), "{text}");
+            if let Some((_, key)) = closest {
+                assert!(text.contains(key), "{text}");
+            }
         }
     }
 
     #[test]
-    fn client_and_foreign_env_vars_are_ignored() {
-        let mut pairs: Vec<(&str, &str)> =
-            CLIENT_ENV_VARS.iter().map(|v| (*v, "whatever")).collect();
-        pairs.extend([
-            ("HOME", "/root"),
-            ("stint_listen", "junk"),
-            ("XSTINT_FOO", "1"),
-        ]);
-        assert_eq!(load_env(&pairs).unwrap(), Config::default());
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("abc", "", 3),
+            ("kitten", "sitting", 3),
+            ("STINT_LISTN", "STINT_LISTEN", 1),
+            ("same", "same", 0),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+            assert_eq!(edit_distance(b, a), d, "{b} {a}");
+        }
+    }
+
+    /// Every `STINT_*` name the command line reads or prints (clap `env = "STINT_…"`,
+    /// `STINT_HOME`, the `export` lines of `assume-role --output env`) is either a config
+    /// key or in [`CLIENT_ENV_VARS`], so a shell that uses the client can start the server.
+    #[test]
+    fn every_stint_variable_of_the_cli_is_known_to_the_server() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+            &mut files,
+        );
+        let schema = schema();
+        let mut seen = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(ENV_PREFIX) {
+                let tail = &rest[at..];
+                let len = tail
+                    .bytes()
+                    .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+                    .count();
+                let name = tail[..len].trim_end_matches('_');
+                rest = &tail[len.max(1)..];
+                if name.len() <= ENV_PREFIX.len() {
+                    continue;
+                }
+                seen += 1;
+                let path: Vec<String> = name[ENV_PREFIX.len()..]
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let config_key = lookup(&schema, &path).is_some_and(|v| !v.is_table());
+                assert!(
+                    config_key || CLIENT_ENV_VARS.contains(&name),
+                    "{name} (in {}) is neither a config key nor in CLIENT_ENV_VARS",
+                    file.display()
+                );
+            }
+        }
+        assert!(seen >= 8, "the scan found the CLI's variables ({seen})");
     }
 
     #[test]

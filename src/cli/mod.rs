@@ -223,11 +223,12 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.insecure = more.insecure;
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
-    Ok(Config::load(
-        flags.config.as_deref(),
-        &env_vars(),
-        &overrides,
-    )?)
+    let (config, warnings) =
+        Config::load_with_warnings(flags.config.as_deref(), &env_vars(), &overrides)?;
+    for warning in warnings {
+        eprintln!("stint: warning: {warning}");
+    }
+    Ok(config)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -323,34 +324,18 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     init_tracing(config.log_format);
     runtime()?.block_on(async move {
-        if config.dev && init::is_uninitialised(&config.data_dir) && !config.master_key_path().exists() {
-            let password = generate_password()?;
-            let out = init::initialise(&config, "admin", &password, false).await?;
-            let mut stdout = std::io::stdout();
-            println!("Development mode: initialised {}", config.data_dir.display());
-            init::print(&mut stdout, &out, false, Some(&password)).map_err(|e| CliError::new(e.to_string()))?;
+        // Bind first: when the port is taken, nothing has been created (nor a password lost).
+        let listener = serve::bind(config.listen).await?;
+        if config.dev {
+            serve::init_dev(&config).await?;
         }
         let daemon = serve::Daemon::open(config.clone(), Arc::new(SystemClock))?;
         let tls = serve::tls_files(&config)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
         tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "stint serving");
         daemon.serve(listener, tls, serve::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn generate_password() -> Result<SecretString, CliError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 18];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CliError::new("random generator failed"))?;
-    Ok(SecretString::new(
-        data_encoding::BASE64URL_NOPAD.encode(&bytes),
-    ))
 }
 
 fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {

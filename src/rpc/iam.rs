@@ -1307,14 +1307,16 @@ impl iam_server::Iam for IamService {
             .broker
             .create_virtual_mfa_device(&caller, &meta, &user_name, &virtual_mfa_device_name)
             .await?;
-        let account = caller.user_name().map(str::to_owned).unwrap_or(user_name);
-        let account = if account.is_empty() {
-            serial_number.clone()
+        // Labelled with the device's owner at the account, as AWS labels it
+        // (`Stint:carol@000000000000`), not with the caller who created it.
+        let owner = if user_name.is_empty() {
+            caller.user_name().unwrap_or_default().to_owned()
         } else {
-            account
+            user_name
         };
+        let label = format!("{owner}@{}", self.broker.account().id);
         let base32 = crate::core::authn::totp::seed_base32(seed.expose());
-        let uri = crate::core::authn::totp::otpauth_uri("Stint", &account, seed.expose())
+        let uri = crate::core::authn::totp::otpauth_uri("Stint", &label, seed.expose())
             .map_err(BrokerError::from)?;
         ok(proto::CreateVirtualMfaDeviceResponse {
             serial_number,
@@ -1379,6 +1381,18 @@ impl iam_server::Iam for IamService {
             .deactivate_mfa_device(&caller, &meta, &user_name, &serial_number)
             .await?;
         ok(proto::DeactivateMfaDeviceResponse {})
+    }
+
+    async fn delete_virtual_mfa_device(
+        &self,
+        request: Request<proto::DeleteVirtualMfaDeviceRequest>,
+    ) -> Reply<proto::DeleteVirtualMfaDeviceResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteVirtualMfaDeviceRequest { serial_number } = request.into_inner();
+        self.broker
+            .delete_virtual_mfa_device(&caller, &meta, &serial_number)
+            .await?;
+        ok(proto::DeleteVirtualMfaDeviceResponse {})
     }
 
     async fn list_mfa_devices(

@@ -87,7 +87,10 @@ impl tokens_server::Tokens for TokensService {
         &self,
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::AuthorizeResponse>, Status> {
-        let (_caller, meta) = auth::context(&self.broker, &request)?;
+        let (_caller, meta) = auth::context(&self.broker, &request).map_err(|s| match request.metadata().get("authorization") {
+            None => Status::unauthenticated("Authorize needs the calling app's own session token as `authorization: Bearer <token>` (session_token is the one being checked)"),
+            Some(_) => s,
+        })?;
         let proto::AuthorizeRequest {
             session_token,
             action,

@@ -22,6 +22,7 @@ mod exec;
 mod iam;
 mod lifecycle;
 mod login;
+mod newuser;
 mod process;
 mod server;
 mod tokens;

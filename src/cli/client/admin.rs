@@ -96,15 +96,19 @@ pub struct AuditListArgs {
     /// Continue from a previous answer's next_token.
     #[arg(long)]
     pub next_token: Option<String>,
+    /// Newest events first (next_token then pages back in time).
+    #[arg(long)]
+    pub newest_first: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct AuditWatchArgs {
     #[command(flatten)]
     pub auth: AuthFlags,
-    /// Replay events after this sequence number first (default: only new events).
-    #[arg(long, default_value_t = 0)]
-    pub after_seq: u64,
+    /// Replay events after this sequence number (1 or more) first; without it, only new
+    /// events (`audit list` reads the past).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub after_seq: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -413,6 +417,10 @@ pub fn list_events_body(args: &AuditListArgs) -> Value {
     put("end_time", args.until.map(rfc3339));
     put("max_results", args.max.map(Value::from));
     put("next_token", args.next_token.clone().map(Value::from));
+    put(
+        "newest_first",
+        args.newest_first.then_some(Value::Bool(true)),
+    );
     Value::Object(body)
 }
 
@@ -435,7 +443,11 @@ pub fn audit_watch(
     env: &Env,
     _output: OutputFormat,
 ) -> Result<ExitCode, CliError> {
-    let body = json!({ "after_seq": args.after_seq.to_string() });
+    // Unset means "from the tail": only events that happen from now on.
+    let body = match args.after_seq {
+        Some(seq) => json!({ "after_seq": seq.to_string() }),
+        None => json!({}),
+    };
     invoke(
         &args.auth,
         env,
@@ -600,6 +612,7 @@ mod tests {
             until: None,
             max: Some(10),
             next_token: None,
+            newest_first: true,
         };
         let msg = from_value(
             &method("Audit", "ListEvents").unwrap().input(),
@@ -610,6 +623,7 @@ mod tests {
         assert_eq!(json["start_time"], "2026-01-02T03:04:05Z");
         assert_eq!(json["principal_arn"], "arn:stint:iam::1:user/bob");
         assert_eq!(json["max_results"], 10);
+        assert_eq!(json["newest_first"], true);
 
         let revoke = RevokeArgs {
             auth: AuthFlags::default(),

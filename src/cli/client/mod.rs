@@ -283,8 +283,24 @@ pub fn say(text: impl std::fmt::Display) -> Result<(), CliError> {
     }
 }
 
-/// Reads a secret line from the terminal without echo.
+/// Reads a secret line from the terminal without echo; when standard input is not a
+/// terminal (a script, a test), one line from standard input, the prompt on stderr.
 pub fn prompt_secret(prompt: &str) -> Result<SecretString, CliError> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut line = zeroize::Zeroizing::new(String::new());
+        return match std::io::stdin().read_line(&mut line) {
+            Ok(0) => Err(CliError::new(format!(
+                "no answer on standard input to: {prompt}"
+            ))),
+            Ok(_) => Ok(SecretString::new(
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )),
+            Err(e) => Err(CliError::new(format!("cannot read standard input: {e}"))),
+        };
+    }
     rpassword::prompt_password(prompt)
         .map(|s| SecretString::new(s.trim_end_matches(['\r', '\n']).to_string()))
         .map_err(|e| CliError::new(format!("cannot prompt on the terminal: {e}")))
