@@ -46,6 +46,8 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_SESSION_TOKEN",
     "STINT_EXPIRATION",
     "STINT_PASSWORD",
+    "STINT_CREDENTIALS_FILE",
+    "STINT_SECRET_ACCESS_KEY",
 ];
 
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.

@@ -272,7 +272,7 @@ async fn verifier_refetches_the_jwks_on_an_unknown_kid_rate_limited() {
     let admin = server.admin_login().await;
     let key = service_setup(&server, &admin).await;
     let client = client(&server).await;
-    let config = VerifierConfig::new(&server.config.tokens.issuer, &server.config.tokens.audience);
+    let config = VerifierConfig::new(server.broker().issuer(), &server.config.tokens.audience);
     let verifier = Verifier::with_clock(client.clone(), config, shared_clock(&server.clock))
         .await
         .expect("JWKS fetched");
@@ -359,7 +359,7 @@ async fn bearer_layer_refuses_forged_expired_and_wrong_audience_tokens() {
     let key = service_setup(&server, &admin).await;
     let client = client(&server).await;
     let clock = shared_clock(&server.clock);
-    let issuer = server.config.tokens.issuer.clone();
+    let issuer = server.broker().issuer().to_string();
     let ours = VerifierConfig::new(&issuer, &server.config.tokens.audience);
     let mut guarded = guarded_health(
         Verifier::with_clock(client.clone(), ours, clock.clone())
@@ -606,7 +606,7 @@ async fn verifier_follows_revocations_within_seconds() {
     )
     .await
     .unwrap();
-    let config = VerifierConfig::new(&server.config.tokens.issuer, &server.config.tokens.audience);
+    let config = VerifierConfig::new(server.broker().issuer(), &server.config.tokens.audience);
     let verifier = Verifier::with_clock(client.clone(), config, clock)
         .await
         .unwrap();
