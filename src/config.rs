@@ -125,7 +125,8 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// TLS for the listener: both files or neither.
+/// TLS for the listener: both files, or `dev` (a generated local CA), or neither. The
+/// files are re-read on SIGHUP.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -133,12 +134,18 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key for `cert_file`.
     pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, every client must present a certificate signed by
+    /// one of them (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Generate a local CA and a server certificate signed by it in `<data_dir>/tls` and
+    /// serve with them (`--dev-tls`); instead of `cert_file`/`key_file`.
+    pub dev: bool,
 }
 
 impl TlsConfig {
-    /// Whether TLS is configured (both files given).
+    /// Whether TLS is configured (both files given, or dev certificates).
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some() && self.key_file.is_some()
+        self.dev || (self.cert_file.is_some() && self.key_file.is_some())
     }
 }
 
@@ -408,6 +415,10 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key FILE`
     pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca FILE`
+    pub tls_client_ca: Option<PathBuf>,
+    /// `--dev-tls`
+    pub dev_tls: bool,
     /// `--insecure`
     pub insecure: bool,
     /// `--log-format text|json`
@@ -590,6 +601,10 @@ impl Config {
         if let Some(file) = &o.tls_key {
             self.tls.key_file = Some(file.clone());
         }
+        if let Some(file) = &o.tls_client_ca {
+            self.tls.client_ca_file = Some(file.clone());
+        }
+        self.tls.dev |= o.dev_tls;
         if let Some(format) = o.log_format {
             self.log_format = format;
         }
@@ -619,6 +634,7 @@ impl Config {
             ("master_key_file", self.master_key_file.as_ref()),
             ("tls.cert_file", self.tls.cert_file.as_ref()),
             ("tls.key_file", self.tls.key_file.as_ref()),
+            ("tls.client_ca_file", self.tls.client_ca_file.as_ref()),
         ];
         for (key, path) in paths {
             if let Some(path) = path {
@@ -658,6 +674,18 @@ impl Config {
             return invalid(
                 "tls",
                 "give both tls.cert_file and tls.key_file (--tls-cert and --tls-key), or neither",
+            );
+        }
+        if self.tls.dev && self.tls.cert_file.is_some() {
+            return invalid(
+                "tls.dev",
+                "generated dev certificates (--dev-tls) replace tls.cert_file/tls.key_file: give one or the other",
+            );
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            return invalid(
+                "tls.client_ca_file",
+                "client certificates need TLS: give tls.cert_file and tls.key_file, or --dev-tls",
             );
         }
         let loopback = is_loopback(&self.listen);
@@ -839,6 +867,7 @@ fn schema() -> toml::Table {
     };
     full.tls.cert_file = Some(PathBuf::new());
     full.tls.key_file = Some(PathBuf::new());
+    full.tls.client_ca_file = Some(PathBuf::new());
     toml_table(&full)
 }
 
@@ -1072,6 +1101,7 @@ mod tests {
             ("STINT_DEV", "false"),
             ("STINT_TLS__CERT_FILE", "/c"),
             ("STINT_TLS__KEY_FILE", "/k"),
+            ("STINT_TLS__CLIENT_CA_FILE", "/ca"),
             ("STINT_STORE__CACHE_MB", "8"),
             ("STINT_ACCOUNT__PARTITION", "aws-cn"),
             ("STINT_ACCOUNT__ID", "123456789012"),
@@ -1098,6 +1128,7 @@ mod tests {
         assert!(c.insecure && !c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.tls.enabled());
+        assert_eq!(c.tls.client_ca_file, Some("/ca".into()));
         assert_eq!(c.store.cache_mb, 8);
         assert_eq!(c.account.partition, "aws-cn");
         assert_eq!(c.account.id, "123456789012");
@@ -1250,8 +1281,10 @@ mod tests {
         let insecure = |c: &mut Config| c.insecure = true;
         let dev = |c: &mut Config| c.dev = true;
         let none = |_: &mut Config| {};
+        let dev_tls = |c: &mut Config| c.tls.dev = true;
         type Tweak<'a> = &'a dyn Fn(&mut Config);
-        let cases: [(&str, Tweak, bool); 12] = [
+        let cases: [(&str, Tweak, bool); 13] = [
+            ("0.0.0.0:7420", &dev_tls, true),
             ("127.0.0.1:7420", &none, true),
             ("127.8.9.10:1", &none, true),
             ("[::1]:7420", &none, true),
@@ -1335,6 +1368,18 @@ mod tests {
             ),
             ("tls", Box::new(|c| c.tls.cert_file = Some("/c".into()))),
             ("tls", Box::new(|c| c.tls.key_file = Some("/k".into()))),
+            (
+                "tls.dev",
+                Box::new(|c| {
+                    c.tls.dev = true;
+                    c.tls.cert_file = Some("/c".into());
+                    c.tls.key_file = Some("/k".into());
+                }),
+            ),
+            (
+                "tls.client_ca_file",
+                Box::new(|c| c.tls.client_ca_file = Some("/ca".into())),
+            ),
             ("argon2.memory_kib", Box::new(|c| c.argon2.memory_kib = 7)),
             (
                 "argon2.memory_kib",
@@ -1523,6 +1568,7 @@ mod tests {
         };
         full.tls.cert_file = Some("/c.pem".into());
         full.tls.key_file = Some("/k.pem".into());
+        full.tls.client_ca_file = Some("/ca.pem".into());
         full.argon2.memory_kib = 65536;
         for config in [Config::default(), full] {
             let text = config.to_redacted_toml();
