@@ -1070,6 +1070,8 @@ mod tests {
             master_key_file: Some("/k".into()),
             tls_cert: Some("/c.pem".into()),
             tls_key: Some("/k.pem".into()),
+            tls_client_ca: Some("/ca.pem".into()),
+            dev_tls: false,
             insecure: true,
             log_format: Some(LogFormat::Json),
             dev: true,
@@ -1088,8 +1090,16 @@ mod tests {
         assert_eq!(c.master_key_path(), PathBuf::from("/k"));
         assert_eq!(c.tls.cert_file, Some("/c.pem".into()));
         assert_eq!(c.tls.key_file, Some("/k.pem".into()));
+        assert_eq!(c.tls.client_ca_file, Some("/ca.pem".into()));
         assert!(c.insecure && c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
+
+        let dev_tls = Overrides {
+            dev_tls: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &[], &dev_tls).unwrap();
+        assert!(c.tls.dev && c.tls.enabled());
     }
 
     #[test]
