@@ -1675,7 +1675,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
+        assert_eq!(n, 6 + 4 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

@@ -178,7 +178,8 @@ fn names(extra: &[String]) -> Result<Vec<String>, TlsError> {
     Ok(names)
 }
 
-/// Whether `cert` (with `key`) verifies under `ca` for every name at `at`.
+/// Whether `cert` (with `key`) verifies under `ca` for every name at `at`, and `ca` itself
+/// is still valid then (webpki does not check a trust anchor's dates; other TLS stacks do).
 fn still_good(
     ca: &[u8],
     cert: &[u8],
@@ -187,6 +188,13 @@ fn still_good(
     at: SystemTime,
 ) -> Result<(), TlsError> {
     server_config(cert, key, None)?;
+    for anchor in certificates(ca)? {
+        let not_after = not_after(&anchor)
+            .ok_or_else(|| TlsError::new("cannot read the CA certificate's validity"))?;
+        if offset(at)? > not_after {
+            return Err(TlsError::new(format!("the CA expires at {not_after}")));
+        }
+    }
     let chain = certificates(cert)?;
     let (leaf, intermediates) = chain
         .split_first()
@@ -206,6 +214,55 @@ fn still_good(
             .map_err(|e| TlsError::new(format!("{name}: {e}")))?;
     }
     Ok(())
+}
+
+/// The `notAfter` of a DER X.509 certificate: Certificate → tbsCertificate → (optional
+/// version, serial, signature algorithm, issuer) → validity → second time.
+fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
+    /// One DER element of `input`: (tag, contents, rest).
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let (bytes, tail) = rest.split_at(n);
+            rest = tail;
+            bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    let (_, cert, _) = element(der)?;
+    let (_, tbs, _) = element(cert)?;
+    let (tag, _, mut rest) = element(tbs)?;
+    if tag == 0xa0 {
+        (_, _, rest) = element(rest)?; // the explicit version was first: skip the serial
+    }
+    let (_, _, rest) = element(rest)?; // signature algorithm
+    let (_, _, rest) = element(rest)?; // issuer
+    let (_, validity, _) = element(rest)?;
+    let (_, _, validity) = element(validity)?; // notBefore
+    let (tag, time, _) = element(validity)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        // UTCTime YYMMDDHHMMSSZ: 50..99 are 19xx (RFC 5280 §4.1.2.5.1).
+        0x17 if text.len() == 13 => {
+            let century = if text[..2].parse::<u8>().ok()? >= 50 { "19" } else { "20" };
+            format!("{century}{text}")
+        }
+        0x18 if text.len() == 15 => text.to_string(),
+        _ => return None,
+    };
+    let format = time::macros::format_description!(
+        "[year][month][day][hour][minute][second]Z"
+    );
+    time::PrimitiveDateTime::parse(&full, &format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
 }
 
 fn gen_error(err: rcgen::Error) -> TlsError {
@@ -356,6 +413,20 @@ mod tests {
         std::fs::remove_file(&first.ca_key).unwrap();
         std::fs::write(&first.server_key, "garbage").unwrap();
         assert_eq!(ensure(dir.path(), &[], now).unwrap().outcome, Outcome::NewCa);
+    }
+
+    #[test]
+    fn reads_not_after_in_both_time_forms() {
+        let key = KeyPair::generate().unwrap();
+        // UTCTime up to 2049, GeneralizedTime from 2050 (RFC 5280).
+        for secs in [1_800_000_000, 4_102_444_800] {
+            let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+            params.not_after = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            assert_eq!(not_after(cert.der()).unwrap().unix_timestamp(), secs);
+        }
+        assert_eq!(not_after(b"\x30\x82\xff"), None);
+        assert_eq!(not_after(b""), None);
     }
 
     #[test]
