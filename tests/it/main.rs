@@ -19,4 +19,5 @@ mod lifecycle;
 mod login;
 mod process;
 mod server;
+mod tls;
 mod tokens;
