@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::broker::Broker;
 use crate::proto;

@@ -242,9 +242,8 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError
 /// The first private key of `pem` (PKCS#8, PKCS#1 or SEC1). The parser's own error is not
 /// repeated: it could quote part of the key file.
 pub fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
-        TlsError::new("no PEM private key found (PKCS#8, PKCS#1 or SEC1 expected)")
-    })
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|_| TlsError::new("no PEM private key found (PKCS#8, PKCS#1 or SEC1 expected)"))
 }
 
 /// The certificates of `pem` as a root store (for mTLS clients, or a client's extra CA).
@@ -258,7 +257,9 @@ pub fn root_store(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn client_verifier(pem: &[u8]) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+fn client_verifier(
+    pem: &[u8],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(pem)?), provider())
         .build()
         .map_err(|e| TlsError::new(format!("client CA: {e}")))
@@ -355,14 +356,14 @@ pub fn reload_on_sighup(tls: &ServerTls) -> Option<AbortOnDrop> {
     #[cfg(unix)]
     {
         tls.source()?;
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(signal) => signal,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot watch SIGHUP: TLS reload disabled");
-                    return None;
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch SIGHUP: TLS reload disabled");
+                return None;
+            }
+        };
         let tls = tls.clone();
         Some(AbortOnDrop(tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -401,14 +402,23 @@ mod tests {
         let (cert, key) = pair("localhost");
         let (_, other_key) = pair("localhost");
         let config = server_config(cert.as_bytes(), key.as_bytes(), None).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-        let cases: &[(&[u8], &[u8], Option<&[u8]>, &str)] = &[
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        type Case<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>, &'a str);
+        let cases: &[Case] = &[
             (b"", key.as_bytes(), None, "no CERTIFICATE block"),
             (key.as_bytes(), key.as_bytes(), None, "no CERTIFICATE block"),
             (cert.as_bytes(), b"", None, "no PEM private key"),
             (cert.as_bytes(), cert.as_bytes(), None, "no PEM private key"),
             (cert.as_bytes(), other_key.as_bytes(), None, "do not fit"),
-            (cert.as_bytes(), key.as_bytes(), Some(b"junk"), "no CERTIFICATE block"),
+            (
+                cert.as_bytes(),
+                key.as_bytes(),
+                Some(b"junk"),
+                "no CERTIFICATE block",
+            ),
         ];
         for (cert, key, ca, want) in cases {
             let err = server_config(cert, key, *ca).unwrap_err().to_string();
@@ -434,13 +444,19 @@ mod tests {
         std::fs::write(&source.key_file, &other_key).unwrap();
         let err = tls.reload().unwrap_err().to_string();
         assert!(err.contains("k.pem") && err.contains("do not fit"), "{err}");
-        assert_eq!(Arc::as_ptr(&tls.inner.current.read().unwrap().clone()), before);
+        assert_eq!(
+            Arc::as_ptr(&tls.inner.current.read().unwrap().clone()),
+            before
+        );
 
         let (cert2, key2) = pair("localhost");
         std::fs::write(&source.cert_file, &cert2).unwrap();
         std::fs::write(&source.key_file, &key2).unwrap();
         tls.reload().unwrap();
-        assert_ne!(Arc::as_ptr(&tls.inner.current.read().unwrap().clone()), before);
+        assert_ne!(
+            Arc::as_ptr(&tls.inner.current.read().unwrap().clone()),
+            before
+        );
 
         let static_tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), None).unwrap();
         assert!(static_tls.reload().is_err());

@@ -148,7 +148,10 @@ async fn https_get(port: u16, ca: &Path, path: &str) -> (String, String) {
     let _ = tls.read_to_end(&mut raw).await;
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 #[tokio::test]
@@ -184,17 +187,24 @@ async fn dev_tls_is_trusted_through_its_ca_and_refused_otherwise() {
     assert!(err.contains("cannot connect"), "{err}");
     // Plain HTTP/2 to the TLS port is not served.
     assert!(
-        health(&format!("http://127.0.0.1:{}", server.port), &ClientTls::default())
-            .await
-            .is_err()
+        health(
+            &format!("http://127.0.0.1:{}", server.port),
+            &ClientTls::default()
+        )
+        .await
+        .is_err()
     );
 
     // The .well-known routes work over TLS too (HTTP/1.1 by ALPN).
     let (status, body) = https_get(server.port, &dev.ca_cert, "/.well-known/jwks.json").await;
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("\"keys\""), "{body}");
-    let (status, body) =
-        https_get(server.port, &dev.ca_cert, "/.well-known/openid-configuration").await;
+    let (status, body) = https_get(
+        server.port,
+        &dev.ca_cert,
+        "/.well-known/openid-configuration",
+    )
+    .await;
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("https://localhost"), "{body}");
     server.stop().await;
@@ -243,7 +253,9 @@ async fn mtls_requires_a_certificate_from_the_client_ca() {
         TlsServer::start(ServerTls::from_files(source(&dev, Some(client_ca))).unwrap()).await;
     let endpoint = server.endpoint("localhost");
 
-    let err = health(&endpoint, &trusting(&dev.ca_cert)).await.unwrap_err();
+    let err = health(&endpoint, &trusting(&dev.ca_cert))
+        .await
+        .unwrap_err();
     assert!(
         err.to_lowercase().contains("certificate"),
         "no client certificate: {err}"
@@ -269,7 +281,10 @@ async fn mtls_requires_a_certificate_from_the_client_ca() {
         client_cert: Some(cert),
         ..trusting(&dev.ca_cert)
     };
-    let err = connect_with(&endpoint, &half).await.unwrap_err().to_string();
+    let err = connect_with(&endpoint, &half)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--tls-cert and --tls-key"), "{err}");
     server.stop().await;
 }
@@ -328,7 +343,7 @@ async fn reload_switches_the_certificate_and_keeps_open_connections() {
 #[tokio::test]
 async fn the_tls_acceptor_reports_secure_transport_and_peer_address() {
     use stint::rpc::auth::meta;
-    use tonic::transport::server::{Connected, TlsConnectInfo, TcpConnectInfo};
+    use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
     let dir = tempfile::tempdir().unwrap();
     let dev = dev_certs(dir.path());
     let tls = ServerTls::from_files(source(&dev, None)).unwrap();
@@ -351,14 +366,54 @@ async fn the_tls_acceptor_reports_secure_transport_and_peer_address() {
     request.extensions_mut().insert(info);
     let meta = meta(&request);
     assert!(meta.secure_transport);
-    assert_eq!(
-        meta.source_ip,
-        Some(std::net::IpAddr::from([127, 0, 0, 1]))
-    );
+    assert_eq!(meta.source_ip, Some(std::net::IpAddr::from([127, 0, 0, 1])));
     client.abort();
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_stint");
+
+/// Kills the process if the test fails before stopping it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_binary() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for word in ["serve", "assume-role", "dev-tls", "ca-cert"] {
+            assert!(text.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        ".TH stint 1",
+        "stint\\-serve",
+        "stint\\-completions",
+        "stint\\-man",
+    ] {
+        assert!(text.contains(word), "man page lacks {word}");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
 
 #[tokio::test]
 async fn serve_dev_tls_prints_how_to_trust_it_and_reloads_on_sighup() {
@@ -385,6 +440,7 @@ async fn serve_dev_tls_prints_how_to_trust_it_and_reloads_on_sighup() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("stint serve starts");
+    let mut guard = KillOnDrop(None);
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let tx = lines_tx.clone();
@@ -399,6 +455,8 @@ async fn serve_dev_tls_prints_how_to_trust_it_and_reloads_on_sighup() {
             let _ = lines_tx.send(format!("err {line}"));
         }
     });
+    let pid = child.id().to_string();
+    guard.0 = Some(child);
     let mut out = String::new();
     let mut log = Vec::new();
     let mut port = None;
@@ -446,10 +504,7 @@ async fn serve_dev_tls_prints_how_to_trust_it_and_reloads_on_sighup() {
     let other = dev_certs(&dir.path().join("other"));
     std::fs::copy(&other.server_cert, data.join("tls/server.pem")).unwrap();
     std::fs::copy(&other.server_key, data.join("tls/server.key")).unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(hup.success());
     let mut switched = false;
     for _ in 0..100 {
@@ -460,13 +515,14 @@ async fn serve_dev_tls_prints_how_to_trust_it_and_reloads_on_sighup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(switched, "SIGHUP did not switch the certificate");
-    health_on(open).await.expect("the open connection survives SIGHUP");
+    health_on(open)
+        .await
+        .expect("the open connection survives SIGHUP");
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
     // Wait off the runtime: the client connections must be able to see the server's
     // GOAWAY and close, or the graceful shutdown waits for them.
+    let mut child = guard.0.take().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

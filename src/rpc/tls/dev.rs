@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{ServerName, UnixTime};
 use time::OffsetDateTime;
 
@@ -107,7 +107,11 @@ impl DevTls {
 
 /// Makes sure `<data_dir>/tls` holds a CA and a server certificate for the default names
 /// plus `extra_names`, valid at `now` and for at least [`REUSE_MARGIN`] more.
-pub fn ensure(data_dir: &Path, extra_names: &[String], now: SystemTime) -> Result<DevTls, TlsError> {
+pub fn ensure(
+    data_dir: &Path,
+    extra_names: &[String],
+    now: SystemTime,
+) -> Result<DevTls, TlsError> {
     let mut dev = DevTls::paths(data_dir);
     dev.names = names(extra_names)?;
     create_private_dir(&dev.dir)?;
@@ -134,7 +138,15 @@ pub fn ensure(data_dir: &Path, extra_names: &[String], now: SystemTime) -> Resul
     {
         let issuer = Issuer::new(ca_params(&ca_key, now)?, ca_key);
         let (cert, key) = issue_server(&issuer, &dev.names, now)?;
-        if still_good(&ca_pem, cert.as_bytes(), key.as_bytes(), &dev.names, check_at).is_ok() {
+        if still_good(
+            &ca_pem,
+            cert.as_bytes(),
+            key.as_bytes(),
+            &dev.names,
+            check_at,
+        )
+        .is_ok()
+        {
             write_file(&dev.server_key, key.as_bytes(), true)?;
             write_file(&dev.server_cert, cert.as_bytes(), false)?;
             dev.outcome = Outcome::ServerReissued;
@@ -199,12 +211,10 @@ fn still_good(
     let (leaf, intermediates) = chain
         .split_first()
         .ok_or_else(|| TlsError::new("empty certificate chain"))?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(
-        Arc::new(root_store(ca)?),
-        super::provider(),
-    )
-    .build()
-    .map_err(|e| TlsError::new(e.to_string()))?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(ca)?), super::provider())
+            .build()
+            .map_err(|e| TlsError::new(e.to_string()))?;
     let at = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
     for name in names {
         let server_name = ServerName::try_from(name.as_str())
@@ -232,7 +242,9 @@ fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
             }
             let (bytes, tail) = rest.split_at(n);
             rest = tail;
-            bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
         };
         (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
     }
@@ -251,15 +263,17 @@ fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
     let full = match tag {
         // UTCTime YYMMDDHHMMSSZ: 50..99 are 19xx (RFC 5280 §4.1.2.5.1).
         0x17 if text.len() == 13 => {
-            let century = if text[..2].parse::<u8>().ok()? >= 50 { "19" } else { "20" };
+            let century = if text[..2].parse::<u8>().ok()? >= 50 {
+                "19"
+            } else {
+                "20"
+            };
             format!("{century}{text}")
         }
         0x18 if text.len() == 15 => text.to_string(),
         _ => return None,
     };
-    let format = time::macros::format_description!(
-        "[year][month][day][hour][minute][second]Z"
-    );
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]Z");
     time::PrimitiveDateTime::parse(&full, &format)
         .ok()
         .map(time::PrimitiveDateTime::assume_utc)
@@ -389,18 +403,42 @@ mod tests {
         assert!(still_good(&cert, &cert, &key, &first.names, now).is_err());
 
         let table: &[(&str, Vec<String>, SystemTime, Outcome)] = &[
-            ("restart", vec!["stint.test".into()], now + Duration::from_secs(86_400), Outcome::Reused),
-            ("new name", vec!["other.test".into()], now, Outcome::ServerReissued),
+            (
+                "restart",
+                vec!["stint.test".into()],
+                now + Duration::from_secs(86_400),
+                Outcome::Reused,
+            ),
+            (
+                "new name",
+                vec!["other.test".into()],
+                now,
+                Outcome::ServerReissued,
+            ),
             // The server certificate lives 397 days: within 30 days of its end it is renewed.
-            ("expiring", vec!["other.test".into()], now + Duration::from_secs(370 * 86_400), Outcome::ServerReissued),
+            (
+                "expiring",
+                vec!["other.test".into()],
+                now + Duration::from_secs(370 * 86_400),
+                Outcome::ServerReissued,
+            ),
             // The CA lives 10 years.
-            ("CA expiring", vec![], now + Duration::from_secs(3640 * 86_400), Outcome::NewCa),
+            (
+                "CA expiring",
+                vec![],
+                now + Duration::from_secs(3640 * 86_400),
+                Outcome::NewCa,
+            ),
         ];
         for (what, extra, at, want) in table {
             let got = ensure(dir.path(), extra, *at).unwrap();
             assert_eq!(got.outcome, *want, "{what}");
         }
-        assert_ne!(std::fs::read(&first.ca_cert).unwrap(), ca, "a new CA was written");
+        assert_ne!(
+            std::fs::read(&first.ca_cert).unwrap(),
+            ca,
+            "a new CA was written"
+        );
     }
 
     #[test]
@@ -409,10 +447,16 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let first = ensure(dir.path(), &[], now).unwrap();
         std::fs::write(&first.server_key, "garbage").unwrap();
-        assert_eq!(ensure(dir.path(), &[], now).unwrap().outcome, Outcome::ServerReissued);
+        assert_eq!(
+            ensure(dir.path(), &[], now).unwrap().outcome,
+            Outcome::ServerReissued
+        );
         std::fs::remove_file(&first.ca_key).unwrap();
         std::fs::write(&first.server_key, "garbage").unwrap();
-        assert_eq!(ensure(dir.path(), &[], now).unwrap().outcome, Outcome::NewCa);
+        assert_eq!(
+            ensure(dir.path(), &[], now).unwrap().outcome,
+            Outcome::NewCa
+        );
     }
 
     #[test]
@@ -442,7 +486,12 @@ mod tests {
     #[test]
     fn instructions_name_the_ca_and_endpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let dev = ensure(dir.path(), &[], UNIX_EPOCH + Duration::from_secs(1_800_000_000)).unwrap();
+        let dev = ensure(
+            dir.path(),
+            &[],
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        )
+        .unwrap();
         let text = dev.trust_instructions("https://localhost:7420");
         let ca = dev.ca_cert.display().to_string();
         assert!(text.contains(&format!("--ca-cert {ca}")), "{text}");
