@@ -35,6 +35,8 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_PROFILE",
     "STINT_ACCESS_KEY_ID",
     "STINT_SECRET_ACCESS_KEY_FILE",
+    "STINT_CLIENT_CERT",
+    "STINT_CLIENT_KEY",
 ];
 
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
