@@ -79,7 +79,7 @@ impl DevTls {
         let state = match self.outcome {
             Outcome::Reused => "reused",
             Outcome::ServerReissued => "reused; server certificate renewed",
-            Outcome::NewCa => "new: clients must trust it again",
+            Outcome::NewCa => "new",
         };
         let mut text = String::new();
         let _ = writeln!(
