@@ -49,10 +49,20 @@ pub struct ConnFlags {
     #[arg(long, env = "STINT_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// PEM client certificate, for servers that require one (mTLS).
-    #[arg(long = "tls-cert", env = "STINT_CLIENT_CERT", requires = "client_key")]
+    #[arg(
+        long = "tls-cert",
+        value_name = "FILE",
+        env = "STINT_CLIENT_CERT",
+        requires = "client_key"
+    )]
     pub client_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long = "tls-key", env = "STINT_CLIENT_KEY", requires = "client_cert")]
+    #[arg(
+        long = "tls-key",
+        value_name = "FILE",
+        env = "STINT_CLIENT_KEY",
+        requires = "client_cert"
+    )]
     pub client_key: Option<PathBuf>,
     /// Credentials profile in the cache.
     #[arg(long, env = "STINT_PROFILE", default_value = "default")]
