@@ -463,6 +463,37 @@ mod tests {
     }
 
     #[test]
+    fn from_config_picks_files_dev_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        assert!(from_config(&config, &[], now).unwrap().is_none());
+        let err = from_config(&config, &["x.lan".into()], now).err().unwrap();
+        assert!(err.to_string().contains("--dev-tls"), "{err}");
+
+        config.tls.dev = true;
+        let (tls, dev) = from_config(&config, &["x.lan".into()], now)
+            .unwrap()
+            .unwrap();
+        let dev = dev.unwrap();
+        assert!(dev.names.contains(&"x.lan".to_string()));
+        assert_eq!(tls.source().unwrap().cert_file, dev.server_cert);
+
+        config.tls.dev = false;
+        config.tls.cert_file = Some(dev.server_cert.clone());
+        config.tls.key_file = Some(dev.server_key.clone());
+        config.tls.client_ca_file = Some(dir.path().join("missing-ca.pem"));
+        let err = from_config(&config, &[], now).err().unwrap().to_string();
+        assert!(err.contains("missing-ca.pem"), "{err}");
+        config.tls.client_ca_file = Some(dev.ca_cert.clone());
+        let (_, dev) = from_config(&config, &[], now).unwrap().unwrap();
+        assert!(dev.is_none());
+    }
+
+    #[test]
     fn oversized_pem_is_refused_before_parsing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.pem");

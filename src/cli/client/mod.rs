@@ -519,6 +519,29 @@ mod tests {
             ],
             &["stint", "call", "Tokens/GetJwks"],
             &["stint", "mfa", "enroll", "--user", "bob"],
+            &[
+                "stint",
+                "whoami",
+                "--endpoint",
+                "https://h:1",
+                "--ca-cert",
+                "/ca.pem",
+                "--tls-cert",
+                "/c.pem",
+                "--tls-key",
+                "/k.pem",
+            ],
+            &[
+                "stint",
+                "serve",
+                "--dev",
+                "--dev-tls",
+                "--tls-san",
+                "stint.lan",
+            ],
+            &["stint", "serve", "--tls-client-ca", "/ca.pem"],
+            &["stint", "completions", "zsh"],
+            &["stint", "man"],
         ];
         for line in lines {
             if let Err(e) = crate::cli::Cli::try_parse_from(*line) {
@@ -537,6 +560,19 @@ mod tests {
             &["stint", "revoke"],
             &["stint", "revoke", "--session-id", "a", "--role-arn", "r"],
             &["stint", "login", "--duration", "0"],
+            // A client certificate needs its key, and the other way round.
+            &["stint", "whoami", "--tls-cert", "/c.pem"],
+            &["stint", "whoami", "--tls-key", "/k.pem"],
+            &[
+                "stint",
+                "serve",
+                "--dev-tls",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            &["stint", "completions", "powershell"],
         ];
         for line in bad {
             assert!(
