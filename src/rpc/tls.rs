@@ -37,7 +37,7 @@ pub const MAX_PEM_BYTES: u64 = 1 << 20;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+const MAX_CONCURRENT_HANDSHAKES: usize = 4096;
 
 /// Why TLS material could not be used: names the file or part at fault, never key bytes.
 #[derive(Debug, thiserror::Error)]
