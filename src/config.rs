@@ -48,6 +48,8 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_PASSWORD",
     "STINT_CREDENTIALS_FILE",
     "STINT_SECRET_ACCESS_KEY",
+    "STINT_CLIENT_CERT",
+    "STINT_CLIENT_KEY",
 ];
 
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
@@ -138,7 +140,8 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// TLS for the listener: both files or neither.
+/// TLS for the listener: both files, or `dev` (a generated local CA), or neither. The
+/// files are re-read on SIGHUP.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -146,12 +149,18 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key for `cert_file`.
     pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, every client must present a certificate signed by
+    /// one of them (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Generate a local CA and a server certificate signed by it in `<data_dir>/tls` and
+    /// serve with them (`--dev-tls`); instead of `cert_file`/`key_file`.
+    pub dev: bool,
 }
 
 impl TlsConfig {
-    /// Whether TLS is configured (both files given).
+    /// Whether TLS is configured (both files given, or dev certificates).
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some() && self.key_file.is_some()
+        self.dev || (self.cert_file.is_some() && self.key_file.is_some())
     }
 }
 
@@ -424,6 +433,10 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key FILE`
     pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca FILE`
+    pub tls_client_ca: Option<PathBuf>,
+    /// `--dev-tls`
+    pub dev_tls: bool,
     /// `--insecure`
     pub insecure: bool,
     /// `--log-format text|json`
@@ -646,6 +659,10 @@ impl Config {
         if let Some(file) = &o.tls_key {
             self.tls.key_file = Some(file.clone());
         }
+        if let Some(file) = &o.tls_client_ca {
+            self.tls.client_ca_file = Some(file.clone());
+        }
+        self.tls.dev |= o.dev_tls;
         if let Some(format) = o.log_format {
             self.log_format = format;
         }
@@ -692,6 +709,7 @@ impl Config {
             ("master_key_file", self.master_key_file.as_ref()),
             ("tls.cert_file", self.tls.cert_file.as_ref()),
             ("tls.key_file", self.tls.key_file.as_ref()),
+            ("tls.client_ca_file", self.tls.client_ca_file.as_ref()),
         ];
         for (key, path) in paths {
             if let Some(path) = path {
@@ -731,6 +749,18 @@ impl Config {
             return invalid(
                 "tls",
                 "give both tls.cert_file and tls.key_file (--tls-cert and --tls-key), or neither",
+            );
+        }
+        if self.tls.dev && self.tls.cert_file.is_some() {
+            return invalid(
+                "tls.dev",
+                "generated dev certificates (--dev-tls) replace tls.cert_file/tls.key_file: give one or the other",
+            );
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            return invalid(
+                "tls.client_ca_file",
+                "client certificates need TLS: give tls.cert_file and tls.key_file, or --dev-tls",
             );
         }
         let loopback = is_loopback(&self.listen);
@@ -915,6 +945,7 @@ fn schema() -> toml::Table {
     };
     full.tls.cert_file = Some(PathBuf::new());
     full.tls.key_file = Some(PathBuf::new());
+    full.tls.client_ca_file = Some(PathBuf::new());
     toml_table(&full)
 }
 
@@ -1174,6 +1205,8 @@ mod tests {
             master_key_file: Some("/k".into()),
             tls_cert: Some("/c.pem".into()),
             tls_key: Some("/k.pem".into()),
+            tls_client_ca: Some("/ca.pem".into()),
+            dev_tls: false,
             insecure: true,
             log_format: Some(LogFormat::Json),
             dev: true,
@@ -1192,8 +1225,16 @@ mod tests {
         assert_eq!(c.master_key_path(), PathBuf::from("/k"));
         assert_eq!(c.tls.cert_file, Some("/c.pem".into()));
         assert_eq!(c.tls.key_file, Some("/k.pem".into()));
+        assert_eq!(c.tls.client_ca_file, Some("/ca.pem".into()));
         assert!(c.insecure && c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
+
+        let dev_tls = Overrides {
+            dev_tls: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &[], &dev_tls).unwrap();
+        assert!(c.tls.dev && c.tls.enabled());
     }
 
     #[test]
@@ -1205,6 +1246,7 @@ mod tests {
             ("STINT_DEV", "false"),
             ("STINT_TLS__CERT_FILE", "/c"),
             ("STINT_TLS__KEY_FILE", "/k"),
+            ("STINT_TLS__CLIENT_CA_FILE", "/ca"),
             ("STINT_STORE__CACHE_MB", "8"),
             ("STINT_ACCOUNT__PARTITION", "aws-cn"),
             ("STINT_ACCOUNT__ID", "123456789012"),
@@ -1231,6 +1273,7 @@ mod tests {
         assert!(c.insecure && !c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.tls.enabled());
+        assert_eq!(c.tls.client_ca_file, Some("/ca".into()));
         assert_eq!(c.store.cache_mb, 8);
         assert_eq!(c.account.partition, "aws-cn");
         assert_eq!(c.account.id, "123456789012");
@@ -1462,6 +1505,7 @@ mod tests {
         let tls = TlsConfig {
             cert_file: Some("/c.pem".into()),
             key_file: Some("/k.pem".into()),
+            ..TlsConfig::default()
         };
         let cases: &[(&str, bool, &str, &str)] = &[
             ("127.0.0.1:7420", false, "", "http://127.0.0.1:7420"),
@@ -1499,8 +1543,10 @@ mod tests {
         let insecure = |c: &mut Config| c.insecure = true;
         let dev = |c: &mut Config| c.dev = true;
         let none = |_: &mut Config| {};
+        let dev_tls = |c: &mut Config| c.tls.dev = true;
         type Tweak<'a> = &'a dyn Fn(&mut Config);
-        let cases: [(&str, Tweak, bool); 12] = [
+        let cases: [(&str, Tweak, bool); 13] = [
+            ("0.0.0.0:7420", &dev_tls, true),
             ("127.0.0.1:7420", &none, true),
             ("127.8.9.10:1", &none, true),
             ("[::1]:7420", &none, true),
@@ -1584,6 +1630,18 @@ mod tests {
             ),
             ("tls", Box::new(|c| c.tls.cert_file = Some("/c".into()))),
             ("tls", Box::new(|c| c.tls.key_file = Some("/k".into()))),
+            (
+                "tls.dev",
+                Box::new(|c| {
+                    c.tls.dev = true;
+                    c.tls.cert_file = Some("/c".into());
+                    c.tls.key_file = Some("/k".into());
+                }),
+            ),
+            (
+                "tls.client_ca_file",
+                Box::new(|c| c.tls.client_ca_file = Some("/ca".into())),
+            ),
             ("argon2.memory_kib", Box::new(|c| c.argon2.memory_kib = 7)),
             (
                 "argon2.memory_kib",
@@ -1775,6 +1833,7 @@ mod tests {
         };
         full.tls.cert_file = Some("/c.pem".into());
         full.tls.key_file = Some("/k.pem".into());
+        full.tls.client_ca_file = Some("/ca.pem".into());
         full.argon2.memory_kib = 65536;
         for config in [Config::default(), full] {
             let text = config.to_redacted_toml();
@@ -1871,7 +1930,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 2 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
+        assert_eq!(n, 6 + 4 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

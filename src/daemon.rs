@@ -188,9 +188,23 @@ impl Daemon {
         tls: Option<TlsFiles>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
+        let tls = tls
+            .map(|f| rpc::tls::ServerTls::from_pem(&f.cert_pem, &f.key_pem, None))
+            .transpose()
+            .map_err(|e| DaemonError::new(format!("TLS: {e}")))?;
+        self.serve_tls(listener, tls, shutdown).await
+    }
+
+    /// [`serve`](Self::serve) with reloadable TLS (SIGHUP) and optional client certificates.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<rpc::tls::ServerTls>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
         let jobs = tokio::spawn(background_jobs(self.broker.clone(), schedule));
-        let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
+        let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, shutdown).await;
         jobs.abort();
         self.flush()?;
         result.map_err(|e| DaemonError::new(e.to_string()))

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod client;
+pub mod completions;
 pub mod init;
 pub mod policy;
 pub mod serve;
@@ -107,6 +108,10 @@ pub enum Command {
     Exec(client::exec::ExecArgs),
     /// Set (or show) a profile's role, source profile, MFA serial, endpoint and CA.
     Configure(client::exec::ConfigureArgs),
+    /// Print a shell completion script: `stint completions bash > /etc/bash_completion.d/stint`.
+    Completions(completions::CompletionsArgs),
+    /// Print the stint(1) man page: `stint man > stint.1 && man ./stint.1`.
+    Man,
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -146,6 +151,16 @@ pub struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Generate a local CA and a server certificate signed by it in <data-dir>/tls, serve
+    /// TLS with them and print how clients trust the CA.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub dev_tls: bool,
+    /// Extra DNS name or IP address for the --dev-tls certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Allow plain gRPC on a non-loopback address.
     #[arg(long)]
     pub insecure: bool,
@@ -220,6 +235,8 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.listen = more.listen;
     overrides.tls_cert = more.tls_cert;
     overrides.tls_key = more.tls_key;
+    overrides.tls_client_ca = more.tls_client_ca;
+    overrides.dev_tls = more.dev_tls;
     overrides.insecure = more.insecure;
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
@@ -295,6 +312,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Exec(args) => client::exec::exec(args, &client::Env::from_process()),
         Command::Configure(args) => client::exec::configure(args, &client::Env::from_process()),
+        Command::Completions(args) => completions::print(&completions::completions(args.shell)),
+        Command::Man => completions::man_page().and_then(|page| completions::print(&page)),
     };
     match result {
         Ok(code) => code,
@@ -312,6 +331,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             listen: args.listen,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
+            tls_client_ca: args.tls_client_ca.clone(),
+            dev_tls: args.dev_tls,
             insecure: args.insecure,
             log_format: args.log_format,
             dev: args.dev,
@@ -330,10 +351,14 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             serve::init_dev(&config).await?;
         }
         let daemon = serve::Daemon::open(config.clone(), Arc::new(SystemClock))?;
-        let tls = serve::tls_files(&config)?;
+        let tls = crate::rpc::tls::from_config(&config, &args.tls_san, crate::core::time::Clock::now(&SystemClock))
+            .map_err(|e| CliError::new(format!("TLS: {e}")))?;
         let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
         tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "stint serving");
-        daemon.serve(listener, tls, serve::shutdown_signal()).await?;
+        if let Some((_, Some(dev))) = &tls {
+            client::say(dev.trust_instructions(&format!("https://localhost:{}", addr.port())))?;
+        }
+        daemon.serve_tls(listener, tls.map(|(tls, _)| tls), serve::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -25,4 +25,5 @@ mod login;
 mod newuser;
 mod process;
 mod server;
+mod tls;
 mod tokens;

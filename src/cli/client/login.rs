@@ -592,13 +592,13 @@ mod tests {
         );
         // The next command of that profile trusts it without the flag…
         let again = Context::open(&conn, &env).unwrap();
-        assert_eq!(again.ca_cert.as_deref(), Some(stored.as_path()));
+        assert_eq!(again.tls.ca_cert.as_deref(), Some(stored.as_path()));
         // …unless it is pointed at a plain-text endpoint.
         let plain = ConnFlags {
             endpoint: Some("http://127.0.0.1:7420".into()),
             ..conn.clone()
         };
-        assert_eq!(Context::open(&plain, &env).unwrap().ca_cert, None);
+        assert_eq!(Context::open(&plain, &env).unwrap().tls.ca_cert, None);
         // Not a certificate: refused, naming the file.
         std::fs::write(&pem, "hello").unwrap();
         let err = remember_ca(&ctx, &pem).unwrap_err().to_string();
