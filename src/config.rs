@@ -1006,7 +1006,8 @@ fn closest_env_var(var: &str, schema: &toml::Table) -> Option<(String, String)> 
     keys.into_iter()
         .map(|(name, key)| (edit_distance(var, &name), name, key))
         .filter(|(d, name, _)| *d <= budget || name.starts_with(var))
-        .min_by_key(|(d, _, _)| *d)
+        // A key the variable is a prefix of (a truncated name) beats a merely similar one.
+        .min_by_key(|(d, name, _)| (!name.starts_with(var), *d))
         .map(|(_, name, key)| (name, key))
 }
 
@@ -1382,7 +1383,7 @@ mod tests {
                 Some(("STINT_ARGON2__MEMORY_KIB", "argon2.memory_kib")),
             ),
             ("STINT_DATADIR", Some(("STINT_DATA_DIR", "data_dir"))),
-            ("STINT_TLS", Some(("STINT_TLS__KEY_FILE", "tls.key_file"))),
+            ("STINT_TLS", Some(("STINT_TLS__DEV", "tls.dev"))),
             ("STINT_", None),
             ("STINT_SOMETHING_ELSE_ENTIRELY", None),
         ];
