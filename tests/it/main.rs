@@ -24,6 +24,7 @@ mod lifecycle;
 mod login;
 mod newuser;
 mod process;
+mod python_example;
 mod server;
 mod tls;
 mod tokens;
