@@ -89,8 +89,12 @@ pub fn check_url(url: &str) -> Result<String, BrokerError> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(bad("must be at most 255 characters"));
     }
-    let url = url.trim_end_matches('/');
-    let rest = url_host_path(url).ok_or_else(|| bad("must start with https://"))?;
+    let scheme = ["https://", "http://"]
+        .into_iter()
+        .find(|s| url.starts_with(s))
+        .ok_or_else(|| bad("must start with https://"))?;
+    let rest = url[scheme.len()..].trim_end_matches('/');
+    let url = format!("{scheme}{rest}");
     if rest.is_empty() || rest.starts_with('/') {
         return Err(bad("has no host"));
     }
@@ -103,7 +107,7 @@ pub fn check_url(url: &str) -> Result<String, BrokerError> {
     if url.starts_with("http://") && !is_loopback_host(host) {
         return Err(bad("must use https (plain http only for loopback hosts)"));
     }
-    Ok(url.to_string())
+    Ok(url)
 }
 
 fn check_client_id(id: &str) -> Result<(), BrokerError> {
