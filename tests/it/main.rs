@@ -22,3 +22,4 @@ mod login;
 mod process;
 mod server;
 mod tokens;
+mod web_identity;
