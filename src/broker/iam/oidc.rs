@@ -315,6 +315,7 @@ impl Broker {
     }
 
     /// One change to an existing provider, authorized on its ARN and tags.
+    #[allow(clippy::too_many_arguments)] // the IAM frame's arguments plus the change
     async fn oidc_change(
         &self,
         caller: &Caller,
