@@ -15,7 +15,11 @@ use crate::cli::{CliError, runtime};
 use crate::core::secret::SecretString;
 
 /// Methods that take no bearer token.
-const NO_AUTH: &[&str] = &["stint.v1.Sts.GetSessionToken", "stint.v1.Tokens.GetJwks"];
+const NO_AUTH: &[&str] = &[
+    "stint.v1.Sts.GetSessionToken",
+    "stint.v1.Sts.AssumeRoleWithWebIdentity",
+    "stint.v1.Tokens.GetJwks",
+];
 
 #[derive(Args, Debug)]
 pub struct IamArgs {
