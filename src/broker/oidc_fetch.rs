@@ -39,11 +39,23 @@ pub async fn fetch_jwks(issuer: &str) -> Result<String, String> {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or("discovery document has no jwks_uri")?;
+        if !jwks_uri_allowed(issuer, jwks_uri) {
+            return Err(format!(
+                "jwks_uri of an https issuer must be https, got {:?}",
+                jwks_uri.chars().take(256).collect::<String>()
+            ));
+        }
         let jwks = get(jwks_uri).await?;
         String::from_utf8(jwks).map_err(|_| "JWKS is not UTF-8".to_string())
     })
     .await
     .map_err(|_| format!("timed out after {} s", FETCH_TIMEOUT.as_secs()))?
+}
+
+/// An https issuer's discovery document cannot send the broker to plain http (even on
+/// loopback, where a compromised issuer would reach the broker host's local services).
+fn jwks_uri_allowed(issuer: &str, jwks_uri: &str) -> bool {
+    jwks_uri.starts_with("https://") || issuer.starts_with("http://")
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
@@ -135,4 +147,32 @@ where
     .await;
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_https_issuer_cannot_point_the_fetch_at_plain_http() {
+        let cases = [
+            ("https://issuer.example", "https://keys.example/jwks", true),
+            (
+                "https://issuer.example",
+                "http://127.0.0.1:8080/admin",
+                false,
+            ),
+            ("https://issuer.example", "file:///etc/passwd", false),
+            ("http://127.0.0.1:9/x", "http://127.0.0.1:9/x/keys", true),
+        ];
+        for (issuer, uri, want) in cases {
+            assert_eq!(jwks_uri_allowed(issuer, uri), want, "{issuer} {uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_a_remote_host_is_refused_before_connecting() {
+        let err = get("http://192.0.2.1/keys").await.unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+    }
 }
