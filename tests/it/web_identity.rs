@@ -528,6 +528,26 @@ async fn an_inline_jwks_provider_works_without_any_fetch() {
     assert_eq!(issuer.fetches(), 0);
 }
 
+/// A hostile or broken issuer cannot make the broker read an unbounded JWKS: 64 KiB at most.
+#[tokio::test]
+async fn an_oversized_jwks_is_refused() {
+    let server = TestServer::start().await;
+    let key = Key::ed();
+    let mut keys = jwks(&[("k", &key)]);
+    keys["padding"] = json!("x".repeat(70 * 1024));
+    let issuer = Issuer::start(keys).await;
+    let admin = setup(&server, &issuer, "").await;
+    assert_invalid_token(assume(&server, &token(&key, "k", &claims(&server, &issuer.url))).await);
+    assert_eq!(issuer.fetches(), 1);
+    let reasons = refusal_reasons(&server, &admin).await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unavailable") && r.contains("body")),
+        "{reasons:?}"
+    );
+}
+
 #[tokio::test]
 async fn oidc_providers_in_iam() {
     let server = TestServer::start().await;
@@ -681,6 +701,32 @@ async fn oidc_providers_in_iam() {
         Code::NotFound,
         &[],
     );
+    // Every change committed with its audit event.
+    let events = server
+        .audit_as(&admin)
+        .list_events(proto::ListEventsRequest {
+            max_results: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    for action in [
+        "iam:CreateOpenIDConnectProvider",
+        "iam:AddClientIDToOpenIDConnectProvider",
+        "iam:RemoveClientIDFromOpenIDConnectProvider",
+        "iam:UpdateOpenIDConnectProviderThumbprint",
+        "iam:UntagOpenIDConnectProvider",
+        "iam:DeleteOpenIDConnectProvider",
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event_name == action && e.outcome == "Allow"),
+            "no allowed {action} event"
+        );
+    }
     assert_status(
         iam.get_open_id_connect_provider(id("arn:stint:iam::999999999999:oidc-provider/x"))
             .await,
