@@ -734,3 +734,76 @@ async fn oidc_providers_in_iam() {
         &["open_id_connect_provider_arn"],
     );
 }
+
+/// An issuer that never answers holds up only the call that fetches from it, for at most
+/// the 5 s fetch timeout; other calls (here: another provider's tokens and an ordinary
+/// bearer call) go on meanwhile, since no lock is held across the fetch.
+#[tokio::test]
+async fn a_hanging_issuer_times_out_and_blocks_nothing_else() {
+    let server = TestServer::start().await;
+    // The hanging issuer: discovery answers, the key endpoint never does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = json!({"issuer": hanging_url, "jwks_uri": format!("{hanging_url}/keys")});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let d = discovery.clone();
+                async move { axum::Json(d) }
+            }),
+        )
+        .route(
+            "/keys",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "{}"
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let key = Key::ed();
+    let inline = Issuer::start(json!({"keys": []})).await;
+    let admin = setup(&server, &inline, &jwks(&[("k", &key)]).to_string()).await;
+    server
+        .iam_as(&admin)
+        .create_open_id_connect_provider(proto::CreateOpenIdConnectProviderRequest {
+            url: hanging_url.clone(),
+            client_id_list: vec!["stint".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("hanging provider");
+
+    let started = std::time::Instant::now();
+    let hanging_token = token(&key, "k", &claims(&server, &hanging_url));
+    let channel = server.channel();
+    let pending = tokio::spawn(async move {
+        stint::proto::sts_client::StsClient::new(channel)
+            .assume_role_with_web_identity(request(&hanging_token))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the fetch start
+    assume(&server, &token(&key, "k", &claims(&server, &inline.url)))
+        .await
+        .expect("another provider's token while the fetch hangs");
+    server
+        .sts_as(&admin)
+        .get_caller_identity(proto::GetCallerIdentityRequest {})
+        .await
+        .expect("a bearer call while the fetch hangs");
+    assert!(!pending.is_finished());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_invalid_token(pending.await.unwrap());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4_900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let reasons = refusal_reasons(&server, &admin).await;
+    assert!(
+        reasons.iter().any(|r| r.contains("timed out")),
+        "{reasons:?}"
+    );
+}
