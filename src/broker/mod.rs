@@ -12,20 +12,23 @@ mod error;
 mod iam;
 mod keys;
 mod login;
+mod oidc_fetch;
 mod review;
 mod sts;
 mod sweep;
 mod tokens;
+mod web_identity;
 
 pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
-pub use iam::{Holder, Page};
+pub use iam::{Holder, OidcProvider, OidcProviderInput, Page};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use sweep::SweepReport;
 pub use tokens::{AuthorizeOutcome, MAX_REVOCATIONS_STREAMED, RevocationEntry, RevocationWatch};
+pub use web_identity::{WebIdentityAssumed, WebIdentityInput};
 
 /// The clock lives in `core::time`; re-exported here where the use cases take it.
 pub use crate::core::time::{Clock, ManualClock, SystemClock, unix_ms, unix_secs};
@@ -94,6 +97,8 @@ pub struct Broker {
     /// Compiled policies by kind, then by document text (looked up without allocating).
     compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
     dummy_phc: String,
+    /// OIDC providers' fetched signing keys (`AssumeRoleWithWebIdentity`).
+    web_identity_keys: web_identity::KeyCache,
 }
 
 impl Broker {
@@ -132,6 +137,7 @@ impl Broker {
             rng,
             compiled: Mutex::new(HashMap::new()),
             dummy_phc,
+            web_identity_keys: web_identity::KeyCache::default(),
         });
         Ok(broker)
     }

@@ -113,6 +113,8 @@ pub(super) struct MintSpec {
     restricted: bool,
     /// `aud` when it is not the server's own (an app's token, never a Stint session).
     audience: Option<String>,
+    /// The web identity token's `sub` (see [`Session::web_identity_subject`]).
+    web_identity_subject: Option<String>,
 }
 
 impl MintSpec {
@@ -151,6 +153,49 @@ impl MintSpec {
             principal_id: user.id.clone(),
             ancestors: Vec::new(),
             audience: None,
+            web_identity_subject: None,
+        }
+    }
+
+    /// An `AssumeRoleWithWebIdentity` session: the role's, on behalf of `provider_arn`'s
+    /// `subject` (no Stint user behind it, so no principal id and no ancestors).
+    #[allow(clippy::too_many_arguments)] // one constructor, each field named at the call
+    pub(super) fn web_identity_session(
+        role: &Role,
+        session_name: &str,
+        session_arn: &str,
+        assumed_role_id: &str,
+        provider_arn: &str,
+        subject: &str,
+        now: SystemTime,
+        duration: Duration,
+        session_policies: Vec<String>,
+    ) -> Self {
+        MintSpec {
+            kind: TokenKind::AssumedRole,
+            sub: session_arn.to_string(),
+            principal_arn: provider_arn.to_string(),
+            user_id: assumed_role_id.to_string(),
+            role_arn: Some(role.arn.clone()),
+            session_name: Some(session_name.to_string()),
+            source_identity: None,
+            mfa_auth_time: None,
+            auth_time: unix_secs(now),
+            amr: vec!["web_identity".into()],
+            tags: role
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
+            transitive_tag_keys: vec![],
+            chained: false,
+            duration,
+            session_policies,
+            principal_id: String::new(),
+            ancestors: Vec::new(),
+            restricted: false,
+            audience: None,
+            web_identity_subject: Some(subject.to_string()),
         }
     }
 }
@@ -280,6 +325,7 @@ impl Broker {
             principal_id: spec.principal_id,
             ancestors: spec.ancestors,
             restricted: spec.restricted,
+            web_identity_subject: spec.web_identity_subject,
         };
         let mut event = self.event(meta, event_name, &spec.principal_arn, Outcome::Allow, now);
         event.params = params;
@@ -731,6 +777,7 @@ impl Broker {
             ancestors,
             restricted: false,
             audience: (audience != self.settings.audience).then_some(audience),
+            web_identity_subject: None,
         };
         let credentials = self.mint(meta, "sts:AssumeRole", params, spec, now).await?;
         Ok(AssumedRole {

@@ -28,3 +28,4 @@ mod python_example;
 mod server;
 mod tls;
 mod tokens;
+mod web_identity;

@@ -18,10 +18,13 @@ mod bootstrap;
 mod groups;
 mod index;
 mod mfa;
+mod oidc;
 mod passwords;
 mod policies;
 mod roles;
 mod users;
+
+pub use oidc::{OidcProvider, OidcProviderInput, is_loopback_host};
 
 use std::collections::BTreeMap;
 

@@ -18,7 +18,11 @@ use super::{AuthFlags, Context, Env, bearer, parse_key_value, parse_rfc3339};
 use crate::cli::{CliError, OutputFormat, runtime};
 
 /// Methods that take no bearer token.
-const NO_AUTH: &[&str] = &["stint.v1.Sts.GetSessionToken", "stint.v1.Tokens.GetJwks"];
+const NO_AUTH: &[&str] = &[
+    "stint.v1.Sts.GetSessionToken",
+    "stint.v1.Sts.AssumeRoleWithWebIdentity",
+    "stint.v1.Tokens.GetJwks",
+];
 
 #[derive(Args, Debug)]
 pub struct IamArgs {
