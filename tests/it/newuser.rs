@@ -1120,6 +1120,11 @@ fn readme_contractor_walkthrough_works_as_written() {
         decision.contains("allow") && !decision.contains("deny"),
         "{decision}"
     );
+    let exec = out("stint exec --profile contractor");
+    assert!(
+        exec.contains("assumed-role/contractor/") && exec.contains("STINT_TOKEN"),
+        "{exec}"
+    );
     assert!(out("stint mfa enroll").contains("is enabled for carol"));
     let carol_events = out("stint audit list --principal");
     assert!(carol_events.contains("sts:AssumeRole"), "{carol_events}");
