@@ -64,3 +64,9 @@ pub use verifier::{
     MAX_JWKS_KEYS, MAX_REVOCATIONS, MAX_TOKEN_BYTES, RevocationFollower, Verifier, VerifierConfig,
     VerifyError, check_claims,
 };
+
+/// README.md's Rust snippets (the `rust,no_run` blocks of the service and app
+/// walkthroughs), compiled by `cargo test --doc` so README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

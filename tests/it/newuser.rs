@@ -986,30 +986,21 @@ fn run_as_written(
     (status.success(), stdout.finish(), stderr.finish())
 }
 
-/// README's contractor walkthrough, every command as written, with the real binary
-/// (`stint` first on the PATH) against a real daemon. The one line that is not run as
-/// written is `cargo run -- serve --dev`: it is the same binary's `serve --dev`, started by
-/// the test on a free port (`STINT_LISTEN=127.0.0.1:0`) in a temp dir, with cheap password
-/// hashing; clients reach it through `STINT_ENDPOINT`. The passwords and codes are typed by
-/// the test at the prompts: the admin's from what `serve --dev` prints, carol's from the
-/// walkthrough's own `CreateLoginProfile` and `mfa enroll`.
-#[test]
-fn readme_contractor_walkthrough_works_as_written() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let commands = walkthrough(&readme, "contractor");
-    assert!(commands.len() >= 10, "{commands:#?}");
-    assert_eq!(commands[0], "cargo run -- serve --dev");
-
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().to_path_buf();
-    let home: PathBuf = work.join("home");
-    // The server starts from a shell that uses the client (item 1 of issue 10).
-    let mut serve = stint(&work);
+/// A `stint serve <args>` (from README: `serve --dev`) on a free port in `work`, in a shell
+/// that uses the client, with the admin's password and TOTP seed as it printed them.
+fn start_dev(work: &Path, home: &Path, args: &[&str]) -> (Served, People) {
+    // A concrete free port, not `:0`: the issuer is derived from the configured `listen`,
+    // and `:0` would name port 0 (as `--listen 127.0.0.1:7420` names 7420 in README).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = stint(work);
     serve
-        .args(commands[0].trim_start_matches("cargo run -- ").split(' '))
-        .env("STINT_LISTEN", "127.0.0.1:0")
-        .env("STINT_HOME", &home)
+        .args(args)
+        .env("STINT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("STINT_HOME", home)
         .env("STINT_PROFILE", "default");
     let served = Served::start(serve);
     let dev = served.stdout.wait_for("the admin's enrolment", |t| {
@@ -1023,13 +1014,27 @@ fn readme_contractor_walkthrough_works_as_written() {
             .decode(dev.1.as_bytes())
             .unwrap(),
     );
+    (served, people)
+}
+
+/// Runs README's walkthrough commands in order, each as written, in `work` with `stint`
+/// first on the PATH; asserts each succeeds and returns (command, stdout) pairs. The one
+/// rewrite: README's address `http://127.0.0.1:7420` (used by `curl`) becomes the test
+/// server's, which clients otherwise reach through `STINT_ENDPOINT`.
+fn run_walkthrough(
+    commands: &[String],
+    work: &Path,
+    home: &Path,
+    served: &Served,
+    people: &mut People,
+) -> Vec<(String, String)> {
+    let endpoint = format!("http://{}", served.addr);
     let env = [
         ("STINT_HOME", home.display().to_string()),
-        ("STINT_ENDPOINT", format!("http://{}", served.addr)),
+        ("STINT_ENDPOINT", endpoint.clone()),
     ];
-
-    let mut outputs: Vec<(String, String)> = Vec::new();
-    for command in &commands[1..] {
+    let mut outputs = Vec::new();
+    for command in commands {
         // The passwords the walkthrough sets, as the person would be told them.
         if command.contains("CreateLoginProfile")
             && let Some(json) = command.split('\'').nth(1)
@@ -1040,22 +1045,60 @@ fn readme_contractor_walkthrough_works_as_written() {
                 v["password"].as_str().unwrap().into(),
             );
         }
-        let (ok, stdout, stderr) = run_as_written(command, &work, &env, &mut people);
+        let runnable = command.replace("http://127.0.0.1:7420", &endpoint);
+        let (ok, stdout, stderr) = run_as_written(&runnable, work, &env, people);
         assert!(
             ok,
             "README command failed: {command}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
         );
         outputs.push((command.clone(), stdout));
     }
+    outputs
+}
+
+/// The stdout of the first command starting with `prefix`.
+fn output_of<'a>(outputs: &'a [(String, String)], prefix: &str) -> &'a str {
+    &outputs
+        .iter()
+        .find(|(c, _)| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no command starts with {prefix}"))
+        .1
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+}
+
+/// README's contractor walkthrough, every command as written, with the real binary
+/// (`stint` first on the PATH) against a real daemon. The one line that is not run as
+/// written is `cargo run -- serve --dev`: it is the same binary's `serve --dev`, started by
+/// the test on a free port (`STINT_LISTEN=127.0.0.1:<port>`) in a temp dir, with cheap password
+/// hashing; clients reach it through `STINT_ENDPOINT`. The passwords and codes are typed by
+/// the test at the prompts: the admin's from what `serve --dev` prints, carol's from the
+/// walkthrough's own `CreateLoginProfile` and `mfa enroll`.
+#[test]
+fn readme_contractor_walkthrough_works_as_written() {
+    let commands = walkthrough(&readme(), "contractor");
+    assert!(commands.len() >= 10, "{commands:#?}");
+    assert_eq!(commands[0], "cargo run -- serve --dev");
+    assert!(
+        commands.iter().all(|c| !c.contains("jq ")),
+        "the walkthrough needs only stint and a shell: {commands:#?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    let home: PathBuf = work.join("home");
+    // The server starts from a shell that uses the client (item 1 of issue 10).
+    let serve_args: Vec<&str> = commands[0]
+        .trim_start_matches("cargo run -- ")
+        .split(' ')
+        .collect();
+    let (served, mut people) = start_dev(&work, &home, &serve_args);
+    let outputs = run_walkthrough(&commands[1..], &work, &home, &served, &mut people);
 
     // It did what the text says.
-    let out = |prefix: &str| -> &str {
-        &outputs
-            .iter()
-            .find(|(c, _)| c.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no command starts with {prefix}"))
-            .1
-    };
+    let out = |prefix: &str| output_of(&outputs, prefix);
     let creds: Value = serde_json::from_str(out("stint assume-role")).unwrap();
     let expiration = time::OffsetDateTime::parse(
         creds["expiration"].as_str().unwrap(),
@@ -1077,8 +1120,162 @@ fn readme_contractor_walkthrough_works_as_written() {
         decision.contains("allow") && !decision.contains("deny"),
         "{decision}"
     );
+    let exec = out("stint exec --profile contractor");
+    assert!(
+        exec.contains("assumed-role/contractor/") && exec.contains("STINT_TOKEN"),
+        "{exec}"
+    );
     assert!(out("stint mfa enroll").contains("is enabled for carol"));
     let carol_events = out("stint audit list --principal");
     assert!(carol_events.contains("sts:AssumeRole"), "{carol_events}");
     assert!(work.join("trust.json").exists());
+}
+
+/// README's service walkthrough, as written, against a fresh `serve --dev`: an access key
+/// for `reporter`, a role it may assume, an access-key login, a profile, and `stint exec`
+/// whose child prints the credentials it was given, asks who it is, and exits.
+#[test]
+fn readme_service_walkthrough_works_as_written() {
+    let commands = walkthrough(&readme(), "service");
+    assert!(commands.len() >= 9, "{commands:#?}");
+    assert_eq!(commands[0], "stint login --user admin");
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    let home: PathBuf = work.join("home");
+    let (served, mut people) = start_dev(&work, &home, &["serve", "--dev"]);
+    let outputs = run_walkthrough(&commands, &work, &home, &served, &mut people);
+    let out = |prefix: &str| output_of(&outputs, prefix);
+
+    // The key as CreateAccessKey printed it, kept private; the secret alone in its file.
+    let key: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("key.json")).unwrap()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.join("key.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(work.join("reporter.secret")).unwrap();
+    assert_eq!(
+        secret.trim(),
+        key["access_key"]["secret_access_key"].as_str().unwrap()
+    );
+    let login = out("stint login --profile reporter");
+    assert!(login.contains("user/reporter"), "{login}");
+
+    // The child got the role's credentials and acted as the role.
+    let exec = out("stint exec --profile svc");
+    let first = exec.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("ASIA")
+            && first.contains(" until 20")
+            && first.ends_with(&format!(" from http://{}", served.addr)),
+        "{exec}"
+    );
+    assert!(
+        exec.contains("arn:stint:sts::000000000000:assumed-role/reports-reader/reporter"),
+        "{exec}"
+    );
+}
+
+/// README's app-developer walkthrough, as written, against a fresh `serve --dev`: a token
+/// minted for the `billing` audience, OIDC discovery naming the server's URL as issuer,
+/// and `Tokens.Authorize` asked with the app's own session. Then what the text promises
+/// besides: the role refuses a token for another audience, and Stint refuses the app token
+/// as a session.
+#[test]
+fn readme_app_walkthrough_works_as_written() {
+    let commands = walkthrough(&readme(), "app");
+    assert!(commands.len() >= 9, "{commands:#?}");
+    assert_eq!(commands[0], "stint login --user admin");
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    let home: PathBuf = work.join("home");
+    let (served, mut people) = start_dev(&work, &home, &["serve", "--dev"]);
+    let outputs = run_walkthrough(&commands, &work, &home, &served, &mut people);
+    let out = |prefix: &str| output_of(&outputs, prefix);
+    let endpoint = format!("http://{}", served.addr);
+
+    // The token is for billing.
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("clerk-token.json")).unwrap())
+            .unwrap();
+    let token = creds["session_token"].as_str().unwrap().to_string();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "billing", "{claims}");
+    assert_eq!(claims["iss"], endpoint.as_str(), "{claims}");
+
+    // Discovery names the server's URL as issuer, and its keys.
+    let discovery: Value =
+        serde_json::from_str(out("curl -s http://127.0.0.1:7420/.well-known/openid")).unwrap();
+    assert_eq!(discovery["issuer"], endpoint.as_str());
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{endpoint}/.well-known/jwks.json").as_str()
+    );
+    let jwks: Value =
+        serde_json::from_str(out("curl -s http://127.0.0.1:7420/.well-known/jwks")).unwrap();
+    let kid = token_kid(&token);
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str()),
+        "{jwks}"
+    );
+
+    // The app's own session asked, and the clerk may read the invoice.
+    let decision: Value = serde_json::from_str(out("stint call --profile billing-app")).unwrap();
+    assert_eq!(decision["decision"], "Allow", "{decision}");
+    assert!(
+        decision["principal_arn"]
+            .as_str()
+            .unwrap()
+            .contains("assumed-role/billing-clerk/"),
+        "{decision}"
+    );
+
+    // "Without `--audience billing` the trust policy refuses the role."
+    let env = [
+        ("STINT_HOME", home.display().to_string()),
+        ("STINT_ENDPOINT", endpoint.clone()),
+    ];
+    let (ok, _, stderr) = run_as_written(
+        "stint assume-role --role-arn arn:stint:iam::000000000000:role/billing-clerk",
+        &work,
+        &env,
+        &mut people,
+    );
+    assert!(!ok && stderr.contains("permission denied"), "{stderr}");
+    // "Stint itself refuses it as a session."
+    let (ok, _, stderr) = run_as_written(
+        &format!("stint whoami --token {token}"),
+        &work,
+        &env,
+        &mut people,
+    );
+    assert!(!ok && stderr.contains("audience"), "{stderr}");
+}
+
+/// The `kid` in a JWT's header.
+fn token_kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(header.as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_string()
 }
