@@ -244,9 +244,13 @@ pub fn iam(args: IamArgs, env: &Env, output: OutputFormat) -> Result<ExitCode, C
     invoke(&args.auth, env, &method, Body::Text(body))
 }
 
-/// Whether a request field holds a policy document (sent as a JSON string).
+/// Whether a request field holds a JSON document sent as a string (a policy, or an
+/// inline JWKS such as `jwks_json`).
 fn is_document_field(name: &str) -> bool {
-    name == "policy" || name.contains("policy_document") || name.ends_with("_document")
+    name == "policy"
+        || name.contains("policy_document")
+        || name.ends_with("_document")
+        || name.ends_with("_json")
 }
 
 /// Serialises object (or array) values of document fields, at any depth, to strings.
@@ -694,6 +698,11 @@ mod tests {
                 json!({"policy": doc}),
                 "policy",
                 Value::String(doc.to_string()),
+            ),
+            (
+                json!({"url": "https://k8s", "jwks_json": {"keys": []}}),
+                "jwks_json",
+                json!(r#"{"keys":[]}"#),
             ),
             // A string stays as it was.
             (

@@ -417,6 +417,51 @@ class IamStub:
                 request_serializer=stint_dot_v1_dot_iam__pb2.WhoCanRequest.SerializeToString,
                 response_deserializer=stint_dot_v1_dot_iam__pb2.WhoCanResponse.FromString,
                 _registered_method=True)
+        self.CreateOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/CreateOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.GetOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/GetOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.ListOpenIDConnectProviders = channel.unary_unary(
+                '/stint.v1.Iam/ListOpenIDConnectProviders',
+                request_serializer=stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersResponse.FromString,
+                _registered_method=True)
+        self.DeleteOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/DeleteOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.AddClientIDToOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/AddClientIDToOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.RemoveClientIDFromOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/RemoveClientIDFromOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.UpdateOpenIDConnectProviderThumbprint = channel.unary_unary(
+                '/stint.v1.Iam/UpdateOpenIDConnectProviderThumbprint',
+                request_serializer=stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintResponse.FromString,
+                _registered_method=True)
+        self.TagOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/TagOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
+        self.UntagOpenIDConnectProvider = channel.unary_unary(
+                '/stint.v1.Iam/UntagOpenIDConnectProvider',
+                request_serializer=stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderResponse.FromString,
+                _registered_method=True)
 
 
 class IamServicer:
@@ -899,6 +944,61 @@ class IamServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOpenIDConnectProvider(self, request, context):
+        """OpenID Connect identity providers (workload identity: AssumeRoleWithWebIdentity).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOpenIDConnectProviders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddClientIDToOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveClientIDFromOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateOpenIDConnectProviderThumbprint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TagOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UntagOpenIDConnectProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IamServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1281,6 +1381,51 @@ def add_IamServicer_to_server(servicer, server):
                     servicer.WhoCan,
                     request_deserializer=stint_dot_v1_dot_iam__pb2.WhoCanRequest.FromString,
                     response_serializer=stint_dot_v1_dot_iam__pb2.WhoCanResponse.SerializeToString,
+            ),
+            'CreateOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'GetOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'ListOpenIDConnectProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenIDConnectProviders,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersResponse.SerializeToString,
+            ),
+            'DeleteOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'AddClientIDToOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddClientIDToOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'RemoveClientIDFromOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveClientIDFromOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'UpdateOpenIDConnectProviderThumbprint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateOpenIDConnectProviderThumbprint,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintResponse.SerializeToString,
+            ),
+            'TagOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.TagOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderResponse.SerializeToString,
+            ),
+            'UntagOpenIDConnectProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.UntagOpenIDConnectProvider,
+                    request_deserializer=stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -3338,6 +3483,249 @@ class Iam:
             '/stint.v1.Iam/WhoCan',
             stint_dot_v1_dot_iam__pb2.WhoCanRequest.SerializeToString,
             stint_dot_v1_dot_iam__pb2.WhoCanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/CreateOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.CreateOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/GetOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.GetOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenIDConnectProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/ListOpenIDConnectProviders',
+            stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.ListOpenIDConnectProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/DeleteOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.DeleteOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddClientIDToOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/AddClientIDToOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.AddClientIDToOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveClientIDFromOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/RemoveClientIDFromOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.RemoveClientIDFromOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateOpenIDConnectProviderThumbprint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/UpdateOpenIDConnectProviderThumbprint',
+            stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.UpdateOpenIDConnectProviderThumbprintResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TagOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/TagOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.TagOpenIDConnectProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UntagOpenIDConnectProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Iam/UntagOpenIDConnectProvider',
+            stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderRequest.SerializeToString,
+            stint_dot_v1_dot_iam__pb2.UntagOpenIDConnectProviderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,11 @@ class StsStub:
                 request_serializer=stint_dot_v1_dot_sts__pb2.GetCallerIdentityRequest.SerializeToString,
                 response_deserializer=stint_dot_v1_dot_sts__pb2.GetCallerIdentityResponse.FromString,
                 _registered_method=True)
+        self.AssumeRoleWithWebIdentity = channel.unary_unary(
+                '/stint.v1.Sts/AssumeRoleWithWebIdentity',
+                request_serializer=stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityRequest.SerializeToString,
+                response_deserializer=stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityResponse.FromString,
+                _registered_method=True)
 
 
 class StsServicer:
@@ -77,6 +82,16 @@ class StsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AssumeRoleWithWebIdentity(self, request, context):
+        """A platform-issued OIDC token (Kubernetes service account, CI job) -> role credentials,
+        if the token verifies against a registered OpenID Connect provider and the role's trust
+        policy allows that provider. Takes no bearer token: the web identity token is the
+        credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +109,11 @@ def add_StsServicer_to_server(servicer, server):
                     servicer.GetCallerIdentity,
                     request_deserializer=stint_dot_v1_dot_sts__pb2.GetCallerIdentityRequest.FromString,
                     response_serializer=stint_dot_v1_dot_sts__pb2.GetCallerIdentityResponse.SerializeToString,
+            ),
+            'AssumeRoleWithWebIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssumeRoleWithWebIdentity,
+                    request_deserializer=stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityRequest.FromString,
+                    response_serializer=stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +198,33 @@ class Sts:
             '/stint.v1.Sts/GetCallerIdentity',
             stint_dot_v1_dot_sts__pb2.GetCallerIdentityRequest.SerializeToString,
             stint_dot_v1_dot_sts__pb2.GetCallerIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssumeRoleWithWebIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stint.v1.Sts/AssumeRoleWithWebIdentity',
+            stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityRequest.SerializeToString,
+            stint_dot_v1_dot_sts__pb2.AssumeRoleWithWebIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,
