@@ -7,6 +7,7 @@
 //! whole against the state it read, or is retried. Nothing is ever half-written.
 
 pub mod memory;
+pub mod postgres;
 pub mod seal;
 pub mod sled;
 
