@@ -3,7 +3,8 @@
 //! [`Daemon::assemble`] builds the server over any `Arc<dyn Store>` (sled in production,
 //! the in-memory store or a fault-injecting one in tests), so `stint serve`, `stint init`,
 //! the benchmark and every integration test run the same assembly. [`Daemon::open`] is
-//! the production path: the sled store in the configured data dir and its master key.
+//! the production path: the configured store (sled in the data dir, or PostgreSQL when
+//! `store.url` is set) and the master key file.
 
 use std::fmt;
 use std::future::Future;
@@ -21,8 +22,29 @@ use crate::core::model::Account;
 use crate::core::time::Clock;
 use crate::rpc::{self, TlsFiles};
 use crate::store::Store;
+use crate::store::postgres::{PostgresStore, redact_url};
 use crate::store::seal::MasterKey;
 use crate::store::sled::SledStore;
+
+/// Opens the configured store: PostgreSQL (migrated to this build's schema) when
+/// `store.url` is set, else sled in `data_dir`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, DaemonError> {
+    if let Some(url) = &config.store.url {
+        let pool = usize::try_from(config.store.pool_size).unwrap_or(1);
+        let store = PostgresStore::open(url, pool)
+            .map_err(|e| DaemonError::new(format!("store {}: {e}", redact_url(url))))?;
+        return Ok(Arc::new(store));
+    }
+    let cache_bytes = config
+        .store
+        .cache_mb
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| DaemonError::new("store.cache_mb is too large"))?;
+    Ok(Arc::new(
+        SledStore::open(&config.data_dir, cache_bytes)
+            .map_err(|e| DaemonError::new(e.to_string()))?,
+    ))
+}
 
 /// Why the daemon could not be assembled or served: a message for a person.
 #[derive(Debug)]
@@ -103,6 +125,12 @@ impl Daemon {
     /// tokio runtime.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, DaemonError> {
         let master_path = config.master_key_path();
+        if !master_path.exists() && config.store.url.is_some() {
+            return Err(DaemonError::new(format!(
+                "master key {} not found: every replica on a PostgreSQL store needs the key file `stint init --store-url … --master-key-file PATH` created (--master-key-file)",
+                master_path.display()
+            )));
+        }
         if !master_path.exists() {
             return Err(DaemonError::new(format!(
                 "master key {} not found: run `stint init --data-dir {}` first (or `stint serve --dev`), or point --master-key-file at it",
@@ -115,21 +143,13 @@ impl Daemon {
         Self::open_with_master(config, master, clock)
     }
 
-    /// Opens the sled store in `config.data_dir` with `master`.
+    /// Opens the configured store ([`open_store`]) with `master`.
     pub fn open_with_master(
         config: Config,
         master: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DaemonError> {
-        let cache_bytes = config
-            .store
-            .cache_mb
-            .checked_mul(1024 * 1024)
-            .ok_or_else(|| DaemonError::new("store.cache_mb is too large"))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&config.data_dir, cache_bytes)
-                .map_err(|e| DaemonError::new(e.to_string()))?,
-        );
+        let store = open_store(&config)?;
         Self::assemble(config, store, master, clock)
     }
 

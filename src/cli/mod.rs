@@ -109,6 +109,10 @@ pub struct ServerFlags {
     /// File with the 256-bit master key (default: <data-dir>/master.key).
     #[arg(long)]
     pub master_key_file: Option<PathBuf>,
+    /// Use this PostgreSQL database (postgres://user@host:port/db) instead of sled in
+    /// the data dir; every replica needs the same --master-key-file.
+    #[arg(long)]
+    pub store_url: Option<String>,
 }
 
 impl ServerFlags {
@@ -116,6 +120,7 @@ impl ServerFlags {
         Overrides {
             data_dir: self.data_dir.clone(),
             master_key_file: self.master_key_file.clone(),
+            store_url: self.store_url.clone(),
             ..Overrides::default()
         }
     }
@@ -174,7 +179,8 @@ pub enum OutputFormat {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain and checkpoints of a stopped daemon's store; exit 0 only if intact.
+    /// Walk the hash chain and checkpoints of a stopped daemon's data dir (or, with
+    /// --store-url, of the PostgreSQL store, live); exit 0 only if intact.
     Verify {
         #[command(flatten)]
         server: ServerFlags,
@@ -342,9 +348,10 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let report =
-                audit::verify_offline(&config.data_dir, config.store.cache_mb * 1024 * 1024)
-                    .map_err(|e| CliError::new(e.to_string()))?;
+            // sled: the stopped daemon's data dir; PostgreSQL (--store-url): live is fine.
+            let store = crate::daemon::open_store(&config)?;
+            let report = crate::audit::chain::verify(&*store, None)
+                .map_err(|e| CliError::new(e.to_string()))?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(if report.intact {
                 ExitCode::SUCCESS
@@ -354,14 +361,10 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
         }
         AuditCommand::Export { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let store = crate::store::sled::SledStore::open(
-                &config.data_dir,
-                config.store.cache_mb * 1024 * 1024,
-            )
-            .map_err(|e| CliError::new(e.to_string()))?;
+            let store = crate::daemon::open_store(&config)?;
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            audit::export_jsonl(&store, &mut lock, &Default::default())
+            audit::export_jsonl(&*store, &mut lock, &Default::default())
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
