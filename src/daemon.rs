@@ -217,15 +217,56 @@ impl Daemon {
     }
 }
 
-/// Sweeps, purges expired keys, prunes the audit log and rotates keys on schedule.
+/// The lease that lets one replica at a time run the jobs that must run once.
+pub const JOBS_LEASE: &str = "jobs";
+
+/// How long a job lease lasts unrenewed: three rounds (at least 30 s), so a live holder
+/// renews it well before it lapses and a dead one is replaced within that time.
+pub fn jobs_lease_ttl(schedule: &Schedule) -> Duration {
+    schedule
+        .sweep_every
+        .saturating_mul(3)
+        .max(Duration::from_secs(30))
+}
+
+/// A random id naming this process as a lease holder.
+pub fn replica_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    data_encoding::HEXLOWER.encode(&bytes)
+}
+
+/// Every round: re-reads the signing keys (another replica may have rotated them); then,
+/// on the one replica holding the jobs lease, sweeps, purges expired keys, prunes the
+/// audit log and rotates keys on schedule.
 async fn background_jobs(broker: Arc<Broker>, schedule: Schedule) {
+    let holder = replica_id();
     let mut tick = tokio::time::interval(schedule.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::SystemTime> = None;
     loop {
         tick.tick().await;
-        run_jobs_once(&broker, &schedule, &mut last_prune).await;
+        if let Err(err) = broker.reload_keys() {
+            tracing::warn!(error = %err, "signing-key reload failed");
+        }
+        match holds_jobs_lease(&broker, &schedule, &holder) {
+            Ok(true) => run_jobs_once(&broker, &schedule, &mut last_prune).await,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "jobs lease unavailable"),
+        }
     }
+}
+
+/// Takes or renews the jobs lease for `holder` (by the broker's clock).
+pub fn holds_jobs_lease(
+    broker: &Broker,
+    schedule: &Schedule,
+    holder: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let now_ms = crate::core::time::unix_ms(broker.now());
+    let ttl_ms = i64::try_from(jobs_lease_ttl(schedule).as_millis()).unwrap_or(i64::MAX);
+    crate::store::lease::try_acquire(broker.store().as_ref(), JOBS_LEASE, holder, now_ms, ttl_ms)
 }
 
 /// One round of the background jobs (also what tests call, with a manual clock).

@@ -312,11 +312,18 @@ impl Broker {
 
     /// Verifies a bearer token: signature, issuer, audience, expiry, and revocation.
     pub fn authenticate(&self, token: &str) -> Result<Caller, BrokerError> {
-        let claims = self
-            .keys
-            .verifier()
-            .verify(token, self.now())
-            .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
+        let now = self.now();
+        let claims = match self.keys.verifier().verify(token, now) {
+            // Signed by a key another replica created since we last read the keys.
+            Err(crate::core::error::Error::UnknownKey(_))
+                if self.keys.may_reload_for_unknown_kid(now) =>
+            {
+                self.reload_keys()?;
+                self.keys.verifier().verify(token, now)
+            }
+            verified => verified,
+        }
+        .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
         // Every minted session has a record (written with its audit event); one without
         // is not a session this broker stands behind, so it fails closed.
         let session: Option<Session> =

@@ -6,6 +6,7 @@
 //! [`Tx`] becomes a precondition of the commit, so a multi-record change either lands
 //! whole against the state it read, or is retried. Nothing is ever half-written.
 
+pub mod lease;
 pub mod memory;
 pub mod postgres;
 pub mod seal;

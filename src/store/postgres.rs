@@ -561,6 +561,10 @@ mod tests {
         contract::scans_are_ordered_and_paged(&b);
         let Some(c) = store("contract_c") else { return };
         contract::transact_retries_conflicts(&c);
+        let Some(d) = store("contract_lease") else {
+            return;
+        };
+        crate::store::lease::tests::one_holder_at_a_time(&d);
     }
 
     #[test]
