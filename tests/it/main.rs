@@ -19,6 +19,7 @@ mod durability;
 mod iam;
 mod lifecycle;
 mod login;
+mod postgres;
 mod process;
 mod server;
 mod tokens;
