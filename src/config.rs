@@ -37,6 +37,9 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_SECRET_ACCESS_KEY_FILE",
 ];
 
+/// Variables of the test harness (e.g. `STINT_TEST_POSTGRES_URL`), ignored by the server.
+pub const TEST_ENV_PREFIX: &str = "STINT_TEST_";
+
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
 const SECRET_KEY_SUFFIXES: &[&str] = &["secret", "password", "passphrase", "private_key"];
 
@@ -544,7 +547,9 @@ impl Config {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if CLIENT_ENV_VARS.contains(&var.as_str()) {
+            // Client variables, and the test harness's (`STINT_TEST_POSTGRES_URL`), are
+            // not server configuration.
+            if CLIENT_ENV_VARS.contains(&var.as_str()) || var.starts_with(TEST_ENV_PREFIX) {
                 continue;
             }
             let unknown = || ConfigError::UnknownEnv { var: var.clone() };
@@ -1115,6 +1120,13 @@ mod tests {
             Some("postgres://stint:hunter2@db:5432/stint")
         );
         assert_eq!(c.store.pool_size, 3);
+        // The test harness's variable is not a config key, and not an error either.
+        Config::load(
+            None,
+            &env(&[("STINT_TEST_POSTGRES_URL", "postgres://x@y/z")]),
+            &Overrides::default(),
+        )
+        .unwrap();
         let printed = c.to_redacted_toml();
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(

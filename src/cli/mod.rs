@@ -7,6 +7,7 @@ pub mod client;
 pub mod init;
 pub mod policy;
 pub mod serve;
+pub mod store;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -68,6 +69,9 @@ pub enum Command {
     Audit(AuditCommand),
     /// Load-test a throwaway in-process broker over loopback gRPC.
     Bench(bench::BenchArgs),
+    /// Store maintenance: move a sled data dir into PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Log in (password + MFA code, or an access key) and cache the session.
     Login(client::login::LoginArgs),
     /// Assume a role with the cached session; print and cache its credentials.
@@ -178,6 +182,20 @@ pub enum OutputFormat {
 }
 
 #[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy a stopped daemon's sled data dir (every table, the audit chain) into an
+    /// empty PostgreSQL database; the replicas then use the same master key file.
+    Migrate {
+        /// The sled data dir.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database (postgres://user@host:port/db).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and checkpoints of a stopped daemon's data dir (or, with
     /// --store-url, of the PostgreSQL store, live); exit 0 only if intact.
@@ -247,6 +265,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Init(args) => run_init(args),
         Command::Audit(command) => run_audit(command),
+        Command::Store(StoreCommand::Migrate { from, to }) => {
+            store::migrate(&from, &to, 64 * 1024 * 1024).map(|report| {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            })
+        }
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
         }

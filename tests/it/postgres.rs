@@ -202,3 +202,144 @@ async fn scheduled_jobs_run_on_one_replica_and_move_when_it_dies() {
     assert!(holds_jobs_lease(b.broker(), &schedule, "replica-b").unwrap());
     assert!(!holds_jobs_lease(a.broker(), &schedule, "replica-a").unwrap());
 }
+
+// ---- the binary: init, audit verify and store migrate on PostgreSQL ------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_stint");
+
+fn stint(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("STINT_ARGON2__MEMORY_KIB", "8")
+        .env("STINT_ARGON2__ITERATIONS", "1")
+        .env_remove("STINT_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stint starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "stint failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_creates_the_shared_key_and_audit_verify_reads_the_database() {
+    let Some(base) = testing::url("cli_init") else {
+        return;
+    };
+    let url = testing::fresh_database(&base, "cli_init").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys/master.key");
+    let key = key.to_str().unwrap();
+    let init = [
+        "init",
+        "--store-url",
+        &url,
+        "--master-key-file",
+        key,
+        "--admin-user",
+        "admin",
+        "--password-stdin",
+        "--output",
+        "json",
+    ];
+    let out = ok(&stint(&init, "a long enough password 1\n"));
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(out["user_name"], "admin");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second init must not take over an initialised database.
+    let again = stint(&init, "a long enough password 1\n");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a Stint store"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let verified = ok(&stint(&["audit", "verify", "--store-url", &url], ""));
+    assert!(verified.contains("\"intact\":true"), "{verified}");
+    // A replica with another master key is refused at start.
+    stint::store::seal::MasterKey::create(
+        &dir.path().join("other.key"),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let daemon = stint::daemon::Daemon::open(
+        stint::config::Config {
+            master_key_file: Some(dir.path().join("other.key")),
+            store: stint::config::StoreConfig {
+                url: Some(url.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        Arc::new(stint::broker::SystemClock),
+    );
+    let err = daemon.err().expect("refused").to_string();
+    assert!(err.contains("master key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_data_dir_migrates_into_postgres_with_its_chain() {
+    let Some(base) = testing::url("migrate") else {
+        return;
+    };
+    let url = testing::fresh_database(&base, "migrate").unwrap();
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    let data_dir = server.config.data_dir.clone();
+    let dir = server.stop_keeping_data().await;
+    let data = data_dir.to_str().unwrap();
+    let report = ok(&stint(
+        &["store", "migrate", "--from", data, "--to", &url],
+        "",
+    ));
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["audit_intact"], true);
+    // Everything, in order: the two stores hold the same records.
+    let sled = stint::store::sled::SledStore::open(&data_dir, 1 << 20).unwrap();
+    let pg = PostgresStore::open(&url, 1).unwrap();
+    let mut total = 0;
+    for table in Table::ALL {
+        let want = sled.scan(table, &[], None, usize::MAX).unwrap();
+        total += want.len();
+        assert_eq!(
+            pg.scan(table, &[], None, usize::MAX).unwrap(),
+            want,
+            "{table:?}"
+        );
+    }
+    assert_eq!(report["records"], total as u64);
+    assert!(total > 0);
+    assert!(chain::verify(&pg, None).unwrap().intact);
+    drop(sled);
+    // Into a database that is no longer empty: refused, nothing merged.
+    let again = stint(&["store", "migrate", "--from", data, "--to", &url], "");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    drop(dir);
+}
