@@ -619,6 +619,55 @@ mod tests {
         store.flush().unwrap();
     }
 
+    /// A dropped connection (database restart, failover) fails the call in flight with an
+    /// I/O error at worst, and the next call reconnects: no restart of Stint needed.
+    #[test]
+    fn dropped_connections_are_reopened() {
+        let Some(base) = testing::url("reconnect") else {
+            return;
+        };
+        let url = testing::fresh_database(&base, "reconnect").unwrap();
+        let store = PostgresStore::open(&url, 2).unwrap();
+        let put = |value: &[u8]| {
+            store.commit(&Batch {
+                expects: vec![],
+                writes: vec![(Table::Meta, b"k".to_vec(), Some(value.to_vec()))],
+            })
+        };
+        put(b"1").unwrap();
+        store.get(Table::Meta, b"k").unwrap();
+        let config = parse_config(&url).unwrap();
+        let killed = std::thread::spawn(move || {
+            let mut admin = config.connect(NoTls).unwrap();
+            admin
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .len()
+        })
+        .join()
+        .unwrap();
+        assert!(killed >= 1, "the store's connections were open");
+        let mut failures = 0;
+        for _ in 0..4 {
+            match store.get(Table::Meta, b"k") {
+                Ok(value) => assert_eq!(value.as_deref(), Some(&b"1"[..])),
+                Err(StoreError::Io(_)) => failures += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(failures <= 2, "each connection fails at most once");
+        put(b"2").unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"k").unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+        store.flush().unwrap();
+    }
+
     #[test]
     fn an_unreachable_database_is_an_io_error() {
         // Port 1 on loopback refuses at once.
