@@ -212,6 +212,8 @@ impl Daemon {
         let jobs = tokio::spawn(background_jobs(self.broker.clone(), schedule));
         let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
         jobs.abort();
+        // Wait until the jobs task is gone: it holds the broker (and so the store).
+        let _ = jobs.await;
         self.flush()?;
         result.map_err(|e| DaemonError::new(e.to_string()))
     }
@@ -264,9 +266,19 @@ pub fn holds_jobs_lease(
     schedule: &Schedule,
     holder: &str,
 ) -> Result<bool, crate::store::StoreError> {
+    holds_lease(broker, schedule, JOBS_LEASE, holder)
+}
+
+/// Takes or renews lease `name` for `holder`, with the jobs lease's lifetime.
+pub fn holds_lease(
+    broker: &Broker,
+    schedule: &Schedule,
+    name: &str,
+    holder: &str,
+) -> Result<bool, crate::store::StoreError> {
     let now_ms = crate::core::time::unix_ms(broker.now());
     let ttl_ms = i64::try_from(jobs_lease_ttl(schedule).as_millis()).unwrap_or(i64::MAX);
-    crate::store::lease::try_acquire(broker.store().as_ref(), JOBS_LEASE, holder, now_ms, ttl_ms)
+    crate::store::lease::try_acquire(broker.store().as_ref(), name, holder, now_ms, ttl_ms)
 }
 
 /// One round of the background jobs (also what tests call, with a manual clock).

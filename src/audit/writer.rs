@@ -52,6 +52,8 @@ use crate::store::{self, Batch, Store, StoreError, Table};
 
 /// How often an append re-links after other writers took its seq before giving up.
 const RELINK_ATTEMPTS: usize = 64;
+/// How often a watch on a shared store looks for other replicas' records.
+const SHARED_POLL: Duration = Duration::from_millis(500);
 /// How often the flusher retries while unhealthy.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Records a filtered [`AuditLog::list`] reads at most per call before returning a page
@@ -370,6 +372,16 @@ impl AuditLog {
         }
     }
 
+    /// The last seq readers may see: this process's durable head, or on a shared store
+    /// (whose commits are durable, some made by other replicas) everything committed.
+    fn readable_upto(&self) -> u64 {
+        if self.store.shared() {
+            u64::MAX
+        } else {
+            self.durable_seq()
+        }
+    }
+
     /// The last durable seq.
     pub fn durable_seq(&self) -> u64 {
         self.flushed.borrow().durable
@@ -404,13 +416,13 @@ impl AuditLog {
             filter,
             after_seq.unwrap_or(0),
             max,
-            self.durable_seq(),
+            self.readable_upto(),
         )
     }
 
     /// Up to `max` durable records with seq > `seq`, in order.
     pub fn records_after(&self, seq: u64, max: usize) -> Result<Vec<Record>, AuditError> {
-        let durable = self.durable_seq();
+        let durable = self.readable_upto();
         let mut out = Vec::new();
         for (key, value) in self.store.scan(
             Table::Audit,
@@ -464,11 +476,14 @@ impl AuditLog {
                         }
                     }
                 }
-                // Live, until a gap or a lag sends us back to the store.
+                // Live, until a gap or a lag sends us back to the store; on a shared
+                // store also every poll interval, for other replicas' records.
+                let shared = log.store.shared();
                 loop {
                     let received = tokio::select! {
                         received = live.recv() => received,
                         () = tx.closed() => return,
+                        () = tokio::time::sleep(SHARED_POLL), if shared => break,
                     };
                     match received {
                         Ok(record) if record.seq() <= last => continue,

@@ -473,6 +473,10 @@ impl Store for PostgresStore {
         // Commits are already durable; answer whether the database is reachable.
         self.call(|conn| conn.query("SELECT 1", &[]).map(|_| ()))
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// Test support: a fresh, empty database schema per test, from `STINT_TEST_POSTGRES_URL`.

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tonic::Code;
 
 use stint::audit::chain;
-use stint::daemon::{Schedule, holds_jobs_lease, jobs_lease_ttl};
+use stint::daemon::{JOBS_LEASE, Schedule, holds_lease, jobs_lease_ttl};
 use stint::proto;
+use stint::store::lease::lease_key;
 use stint::store::postgres::{PostgresStore, testing};
 use stint::store::{Store, Table};
 
@@ -149,6 +150,21 @@ async fn concurrent_logins_on_both_replicas_form_one_chain() {
         );
     }
     assert!(a.broker().audit_log().healthy() && b.broker().audit_log().healthy());
+    // Each replica's readers see the whole chain, the other replica's events included,
+    // up to the last one (A's, appended after B's last).
+    a.login("dev", "dev-password-1", None).await.expect("login");
+    let total = store
+        .scan(Table::Audit, &[], None, usize::MAX)
+        .unwrap()
+        .len();
+    for server in [&a, &b] {
+        let (listed, _) = server
+            .broker()
+            .audit_log()
+            .list(&Default::default(), None, 10_000)
+            .unwrap();
+        assert_eq!(listed.len(), total);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,23 +200,38 @@ async fn a_rotation_on_one_replica_is_picked_up_by_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_jobs_run_on_one_replica_and_move_when_it_dies() {
-    let Some((a, b, _store)) = two_replicas("jobs_lease").await else {
+    let Some((a, b, store_b)) = two_replicas("jobs_lease").await else {
         return;
     };
     let schedule = Schedule::from_config(&a.config).unwrap();
-    // The daemons' own rounds took the lease at start; let that lapse first.
-    a.advance(jobs_lease_ttl(&schedule) + Duration::from_secs(1));
-    assert!(holds_jobs_lease(a.broker(), &schedule, "replica-a").unwrap());
-    assert!(!holds_jobs_lease(b.broker(), &schedule, "replica-b").unwrap());
+    // The daemons' own rounds contend for the jobs lease at start: one of them holds it.
+    let mut held = None;
+    for _ in 0..200 {
+        held = store_b
+            .get(Table::Meta, lease_key(JOBS_LEASE).as_bytes())
+            .unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(held.is_some(), "no replica took the jobs lease");
+    // The same lease logic under a name of the test's own (the daemons' rounds run on
+    // the wall clock, this test on the manual one).
+    let lease = |server: &TestServer, holder: &str| {
+        holds_lease(server.broker(), &schedule, "test-jobs", holder).unwrap()
+    };
+    assert!(lease(&a, "replica-a"));
+    assert!(!lease(&b, "replica-b"));
     // A renews while alive.
     a.advance(jobs_lease_ttl(&schedule) / 2);
-    assert!(holds_jobs_lease(a.broker(), &schedule, "replica-a").unwrap());
+    assert!(lease(&a, "replica-a"));
     a.advance(jobs_lease_ttl(&schedule) / 2);
-    assert!(!holds_jobs_lease(b.broker(), &schedule, "replica-b").unwrap());
+    assert!(!lease(&b, "replica-b"));
     // A stops renewing (dies): once its lease lapses, B takes the jobs over.
     a.advance(jobs_lease_ttl(&schedule) / 2 + Duration::from_secs(1));
-    assert!(holds_jobs_lease(b.broker(), &schedule, "replica-b").unwrap());
-    assert!(!holds_jobs_lease(a.broker(), &schedule, "replica-a").unwrap());
+    assert!(lease(&b, "replica-b"));
+    assert!(!lease(&a, "replica-a"));
 }
 
 // ---- the binary: init, audit verify and store migrate on PostgreSQL ------------------
