@@ -1112,6 +1112,60 @@ mod tests {
         assert!(verify(&*store, None).unwrap().intact);
     }
 
+    /// Appends per second on PostgreSQL with one and with two writers (replicas) on one
+    /// database. Run: `scripts/with-postgres.sh cargo test --lib measure_appends_on_postgres
+    /// -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement"]
+    async fn measure_appends_on_postgres() {
+        use crate::store::postgres::{PostgresStore, testing};
+        let Some(base) = testing::url("measure_appends") else {
+            return;
+        };
+        for writers in [1usize, 2] {
+            let url = testing::fresh_database(&base, "measure_appends").unwrap();
+            let logs: Vec<_> = (0..writers)
+                .map(|_| {
+                    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, 8).unwrap());
+                    AuditLog::open(store, config(0)).unwrap()
+                })
+                .collect();
+            let (tasks, per_task) = (64u64, 20u64);
+            let started = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let log = logs[t as usize % writers].clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_task {
+                            log.append_with(
+                                event(t * per_task + i),
+                                vec![(
+                                    Table::Sessions,
+                                    format!("s{t}-{i}").into_bytes(),
+                                    Some(vec![0; 300]),
+                                )],
+                            )
+                            .await
+                            .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let n = tasks * per_task;
+            println!(
+                "{writers} writer(s), {tasks} tasks x {per_task}: {elapsed:?}, {:.0} appends/s",
+                n as f64 / elapsed.as_secs_f64()
+            );
+            let store = PostgresStore::open(&url, 1).unwrap();
+            let report = verify(&store, None).unwrap();
+            assert!(report.intact && report.events_checked == n, "{report:?}");
+        }
+    }
+
     #[test]
     fn open_needs_a_runtime() {
         assert!(matches!(
