@@ -209,11 +209,20 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
-        let jobs = tokio::spawn(background_jobs(self.broker.clone(), schedule));
+        let holder = replica_id();
+        let jobs = tokio::spawn(background_jobs(
+            self.broker.clone(),
+            schedule,
+            holder.clone(),
+        ));
         let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
         jobs.abort();
         // Wait until the jobs task is gone: it holds the broker (and so the store).
         let _ = jobs.await;
+        // Hand the jobs to another replica now rather than when the lease expires.
+        if let Err(err) = crate::store::lease::release(self.store.as_ref(), JOBS_LEASE, &holder) {
+            tracing::warn!(error = %err, "jobs lease not released");
+        }
         self.flush()?;
         result.map_err(|e| DaemonError::new(e.to_string()))
     }
@@ -242,8 +251,7 @@ pub fn replica_id() -> String {
 /// Every round: re-reads the signing keys (another replica may have rotated them); then,
 /// on the one replica holding the jobs lease, sweeps, purges expired keys, prunes the
 /// audit log and rotates keys on schedule.
-async fn background_jobs(broker: Arc<Broker>, schedule: Schedule) {
-    let holder = replica_id();
+async fn background_jobs(broker: Arc<Broker>, schedule: Schedule, holder: String) {
     let mut tick = tokio::time::interval(schedule.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::SystemTime> = None;

@@ -232,6 +232,16 @@ async fn scheduled_jobs_run_on_one_replica_and_move_when_it_dies() {
     a.advance(jobs_lease_ttl(&schedule) / 2 + Duration::from_secs(1));
     assert!(lease(&b, "replica-b"));
     assert!(!lease(&a, "replica-a"));
+    // A replica that shuts down hands the jobs lease back at once.
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_eq!(
+        store_b
+            .get(Table::Meta, lease_key(JOBS_LEASE).as_bytes())
+            .unwrap(),
+        None,
+        "the holder released the jobs lease on shutdown"
+    );
 }
 
 // ---- the binary: init, audit verify and store migrate on PostgreSQL ------------------
