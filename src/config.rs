@@ -9,10 +9,13 @@
 //!    section (`STINT_ARGON2__MEMORY_KIB`, `STINT_TLS__CERT_FILE`);
 //! 4. command-line flags ([`Overrides`]).
 //!
-//! Strict: an unknown key in the file, an unknown `STINT_*` variable (other than the
-//! client-side ones in [`CLIENT_ENV_VARS`]) or a value that does not parse is an error that
-//! names the key, variable or file. There are no inline secrets: secrets come from files
-//! (`*_file` keys). Relative paths are relative to the working directory of the process.
+//! Strict where it is safe to be: an unknown key in the file or a value that does not parse
+//! is an error that names the key, variable or file. The environment is shared with the
+//! client (a shell that ran `stint login` may start the server), so the client's own
+//! variables ([`CLIENT_ENV_VARS`]) are ignored and any other unknown `STINT_*` variable is
+//! a [warning](EnvWarning) naming the closest config key, not a refusal. There are no
+//! inline secrets: secrets come from files (`*_file` keys). Relative paths are relative
+//! to the working directory of the process.
 //!
 //! [`deploy/stint.toml`](example_toml) documents every key.
 
@@ -26,15 +29,27 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every environment variable Stint reads.
 pub const ENV_PREFIX: &str = "STINT_";
 
-/// `STINT_*` variables used by `main` or the client-side commands; the server ignores them
-/// instead of refusing them as unknown.
+/// `STINT_*` variables used by `main`, the client-side commands (`env = "STINT_…"` in
+/// `src/cli/`, `STINT_HOME`) or set by them for a shell or a child (`assume-role --output
+/// env`, `stint exec`); the server ignores them silently. A unit test keeps this list in
+/// step with `src/cli/`.
 pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_CONFIG",
+    "STINT_HOME",
     "STINT_ENDPOINT",
+    "STINT_CA_CERT",
     "STINT_TOKEN",
+    "STINT_TOKEN_EXPIRATION",
     "STINT_PROFILE",
     "STINT_ACCESS_KEY_ID",
     "STINT_SECRET_ACCESS_KEY_FILE",
+    "STINT_SESSION_TOKEN",
+    "STINT_EXPIRATION",
+    "STINT_PASSWORD",
+    "STINT_CREDENTIALS_FILE",
+    "STINT_SECRET_ACCESS_KEY",
+    "STINT_CLIENT_CERT",
+    "STINT_CLIENT_KEY",
 ];
 
 /// Variables of the test harness (e.g. `STINT_TEST_POSTGRES_URL`), ignored by the server.
@@ -128,7 +143,8 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// TLS for the listener: both files or neither.
+/// TLS for the listener: both files, or `dev` (a generated local CA), or neither. The
+/// files are re-read on SIGHUP.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -136,12 +152,18 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key for `cert_file`.
     pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, every client must present a certificate signed by
+    /// one of them (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Generate a local CA and a server certificate signed by it in `<data_dir>/tls` and
+    /// serve with them (`--dev-tls`); instead of `cert_file`/`key_file`.
+    pub dev: bool,
 }
 
 impl TlsConfig {
-    /// Whether TLS is configured (both files given).
+    /// Whether TLS is configured (both files given, or dev certificates).
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some() && self.key_file.is_some()
+        self.dev || (self.cert_file.is_some() && self.key_file.is_some())
     }
 }
 
@@ -192,7 +214,10 @@ impl Default for AccountConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
-    /// `iss` claim of issued tokens.
+    /// `iss` claim of issued tokens, and the `issuer` of `/.well-known/openid-configuration`.
+    /// Empty (the default): the server's URL, derived from `listen` and TLS (see
+    /// [`Config::issuer`]); set it to the URL clients use when that differs (a DNS name,
+    /// a proxy, a wildcard listen address), so strict OIDC libraries accept discovery.
     pub issuer: String,
     /// `aud` claim of issued tokens.
     pub audience: String,
@@ -207,7 +232,7 @@ pub struct TokenConfig {
 impl Default for TokenConfig {
     fn default() -> Self {
         Self {
-            issuer: "stint".into(),
+            issuer: String::new(),
             audience: "stint".into(),
             clock_skew_seconds: 60,
             rotation_interval_hours: 720,
@@ -423,6 +448,10 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key FILE`
     pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca FILE`
+    pub tls_client_ca: Option<PathBuf>,
+    /// `--dev-tls`
+    pub dev_tls: bool,
     /// `--insecure`
     pub insecure: bool,
     /// `--log-format text|json`
@@ -459,14 +488,6 @@ pub enum ConfigError {
         /// Dotted path of the key, e.g. `argon2.memory_kb`.
         key: String,
     },
-    /// A `STINT_*` environment variable Stint does not know.
-    #[error(
-        "unknown environment variable {var} (expected STINT_<KEY> or STINT_<SECTION>__<KEY> for a config key)"
-    )]
-    UnknownEnv {
-        /// The variable name.
-        var: String,
-    },
     /// A `STINT_*` environment variable whose value does not parse.
     #[error("environment variable {var}: {reason}")]
     EnvValue {
@@ -493,23 +514,55 @@ pub enum ConfigError {
     },
 }
 
+/// An unknown `STINT_*` variable: ignored, and shown to the operator with the config key
+/// it most resembles (a typo such as `STINT_ARGON2_MEMORY_KIB` is then obvious).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvWarning {
+    /// The variable name.
+    pub var: String,
+    /// The closest known variable and its config key (`None`: nothing is close).
+    pub closest: Option<(String, String)>,
+}
+
+impl fmt::Display for EnvWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring unknown environment variable {}", self.var)?;
+        match &self.closest {
+            Some((var, key)) => write!(f, " (did you mean {var}, config key `{key}`?)"),
+            None => f.write_str(
+                " (config keys are STINT_<KEY> or STINT_<SECTION>__<KEY>, e.g. STINT_ARGON2__MEMORY_KIB)",
+            ),
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then the `STINT_*`
     /// variables in `env` (pass `std::env::vars()`; other variables are ignored), then
-    /// `overrides`; and [validates](Config::validate) the result.
+    /// `overrides`; and [validates](Config::validate) the result. Unknown variables are
+    /// dropped; [`Config::load_with_warnings`] returns them.
     pub fn load(
         file: Option<&Path>,
         env: &[(String, String)],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
+        Self::load_with_warnings(file, env, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with a warning for each unknown `STINT_*` variable.
+    pub fn load_with_warnings(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<(Self, Vec<EnvWarning>), ConfigError> {
         let mut config = match file {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
-        config.apply_env(env)?;
+        let warnings = config.apply_env(env)?;
         config.apply_overrides(overrides);
         config.validate()?;
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// Parses a config file over the defaults (no env, no flags, no validation).
@@ -538,11 +591,13 @@ impl Config {
         toml::from_str(text).map_err(parse_err)
     }
 
-    /// Applies the `STINT_*` variables of `env`, in order, over `self`.
-    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+    /// Applies the `STINT_*` variables of `env`, in order, over `self`; returns a warning
+    /// for each unknown one (client variables are known, and ignored).
+    pub fn apply_env(&mut self, env: &[(String, String)]) -> Result<Vec<EnvWarning>, ConfigError> {
         let schema = schema();
         let defaults = toml_table(&Self::default());
         let mut table = toml_table(self);
+        let mut warnings = Vec::new();
         for (var, value) in env {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -552,9 +607,17 @@ impl Config {
             if CLIENT_ENV_VARS.contains(&var.as_str()) || var.starts_with(TEST_ENV_PREFIX) {
                 continue;
             }
-            let unknown = || ConfigError::UnknownEnv { var: var.clone() };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            let kind = lookup(&schema, &path).ok_or_else(unknown)?;
+            let kind = match lookup(&schema, &path) {
+                Some(kind) if !kind.is_table() => kind,
+                _ => {
+                    warnings.push(EnvWarning {
+                        var: var.clone(),
+                        closest: closest_env_var(var, &schema),
+                    });
+                    continue;
+                }
+            };
             let bad = |reason: String| ConfigError::EnvValue {
                 var: var.clone(),
                 reason,
@@ -578,7 +641,13 @@ impl Config {
                         || bad("expected a boolean (true/false, 1/0, yes/no, on/off)".into()),
                     )?))
                 }
-                _ => return Err(unknown()),
+                _ => {
+                    warnings.push(EnvWarning {
+                        var: var.clone(),
+                        closest: closest_env_var(var, &schema),
+                    });
+                    continue;
+                }
             };
             set(&mut table, &path, new);
             // Deserialize after each variable so a bad value is blamed on its variable.
@@ -587,7 +656,7 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Applies command-line flags over `self`.
@@ -610,11 +679,32 @@ impl Config {
         if let Some(file) = &o.tls_key {
             self.tls.key_file = Some(file.clone());
         }
+        if let Some(file) = &o.tls_client_ca {
+            self.tls.client_ca_file = Some(file.clone());
+        }
+        self.tls.dev |= o.dev_tls;
         if let Some(format) = o.log_format {
             self.log_format = format;
         }
         self.insecure |= o.insecure;
         self.dev |= o.dev;
+    }
+
+    /// The effective token issuer: `tokens.issuer`, or else the server's own URL,
+    /// `https://<listen>` with TLS and `http://<listen>` without. A wildcard listen
+    /// address (`0.0.0.0`, `::`) names no host clients could use, so `localhost` stands
+    /// in for it: deployments reached by a DNS name set `tokens.issuer`.
+    pub fn issuer(&self) -> String {
+        if !self.tokens.issuer.is_empty() {
+            return self.tokens.issuer.clone();
+        }
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        let port = self.listen.port();
+        match self.listen.ip() {
+            ip if ip.is_unspecified() => format!("{scheme}://localhost:{port}"),
+            std::net::IpAddr::V4(ip) => format!("{scheme}://{ip}:{port}"),
+            std::net::IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}"),
+        }
     }
 
     /// Where the master key lives: `master_key_file`, or `<data_dir>/master.key`.
@@ -639,6 +729,7 @@ impl Config {
             ("master_key_file", self.master_key_file.as_ref()),
             ("tls.cert_file", self.tls.cert_file.as_ref()),
             ("tls.key_file", self.tls.key_file.as_ref()),
+            ("tls.client_ca_file", self.tls.client_ca_file.as_ref()),
         ];
         for (key, path) in paths {
             if let Some(path) = path {
@@ -680,6 +771,18 @@ impl Config {
                 "give both tls.cert_file and tls.key_file (--tls-cert and --tls-key), or neither",
             );
         }
+        if self.tls.dev && self.tls.cert_file.is_some() {
+            return invalid(
+                "tls.dev",
+                "generated dev certificates (--dev-tls) replace tls.cert_file/tls.key_file: give one or the other",
+            );
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            return invalid(
+                "tls.client_ca_file",
+                "client certificates need TLS: give tls.cert_file and tls.key_file, or --dev-tls",
+            );
+        }
         let loopback = is_loopback(&self.listen);
         if !loopback && !self.tls.enabled() && !self.insecure {
             return Err(ConfigError::NotLoopback {
@@ -697,8 +800,11 @@ impl Config {
         }
 
         let t = &self.tokens;
-        if t.issuer.is_empty() {
-            return invalid("tokens.issuer", "must not be empty");
+        if t.issuer.len() > 1024 || t.issuer.chars().any(char::is_whitespace) {
+            return invalid(
+                "tokens.issuer",
+                "must be a URL without spaces, at most 1024 bytes (empty: derived from listen)",
+            );
         }
         if t.audience.is_empty() {
             return invalid("tokens.audience", "must not be empty");
@@ -878,6 +984,7 @@ fn schema() -> toml::Table {
     full.tls.cert_file = Some(PathBuf::new());
     full.tls.key_file = Some(PathBuf::new());
     full.store.url = Some(String::new());
+    full.tls.client_ca_file = Some(PathBuf::new());
     toml_table(&full)
 }
 
@@ -901,6 +1008,64 @@ fn unknown_key(table: &toml::Table, schema: &toml::Table, prefix: &str) -> Optio
         }
     }
     None
+}
+
+/// Every config key as (`STINT_…` variable, dotted key), in schema order.
+fn env_keys(table: &toml::Table, section: Option<&str>, out: &mut Vec<(String, String)>) {
+    for (key, value) in table {
+        match (value, section) {
+            (toml::Value::Table(inner), None) => env_keys(inner, Some(key), out),
+            (_, None) => out.push((
+                format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                key.clone(),
+            )),
+            (_, Some(s)) => out.push((
+                format!(
+                    "{ENV_PREFIX}{}__{}",
+                    s.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                ),
+                format!("{s}.{key}"),
+            )),
+        }
+    }
+}
+
+/// The config key whose variable is nearest to `var` by edit distance, if it is near
+/// enough to be a likely typo (at most a third of the name after `STINT_`, at least 1) or
+/// starts with `var` (a section or a truncated name).
+fn closest_env_var(var: &str, schema: &toml::Table) -> Option<(String, String)> {
+    let rest = var.strip_prefix(ENV_PREFIX).unwrap_or(var);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut keys = Vec::new();
+    env_keys(schema, None, &mut keys);
+    let budget = (rest.len() / 3).max(1);
+    keys.into_iter()
+        .map(|(name, key)| (edit_distance(var, &name), name, key))
+        .filter(|(d, name, _)| *d <= budget || name.starts_with(var))
+        // A key the variable is a prefix of (a truncated name) beats a merely similar one.
+        .min_by_key(|(d, name, _)| (!name.starts_with(var), *d))
+        .map(|(_, name, key)| (name, key))
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII; anything else just differs).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
@@ -1081,6 +1246,8 @@ mod tests {
             store_url: Some("postgres://flag@db/stint".into()),
             tls_cert: Some("/c.pem".into()),
             tls_key: Some("/k.pem".into()),
+            tls_client_ca: Some("/ca.pem".into()),
+            dev_tls: false,
             insecure: true,
             log_format: Some(LogFormat::Json),
             dev: true,
@@ -1099,9 +1266,17 @@ mod tests {
         assert_eq!(c.master_key_path(), PathBuf::from("/k"));
         assert_eq!(c.tls.cert_file, Some("/c.pem".into()));
         assert_eq!(c.tls.key_file, Some("/k.pem".into()));
+        assert_eq!(c.tls.client_ca_file, Some("/ca.pem".into()));
         assert!(c.insecure && c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.store.url.as_deref(), Some("postgres://flag@db/stint"));
+
+        let dev_tls = Overrides {
+            dev_tls: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &[], &dev_tls).unwrap();
+        assert!(c.tls.dev && c.tls.enabled());
     }
 
     #[test]
@@ -1163,6 +1338,7 @@ mod tests {
             ("STINT_DEV", "false"),
             ("STINT_TLS__CERT_FILE", "/c"),
             ("STINT_TLS__KEY_FILE", "/k"),
+            ("STINT_TLS__CLIENT_CA_FILE", "/ca"),
             ("STINT_STORE__CACHE_MB", "8"),
             ("STINT_ACCOUNT__PARTITION", "aws-cn"),
             ("STINT_ACCOUNT__ID", "123456789012"),
@@ -1189,6 +1365,7 @@ mod tests {
         assert!(c.insecure && !c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.tls.enabled());
+        assert_eq!(c.tls.client_ca_file, Some("/ca".into()));
         assert_eq!(c.store.cache_mb, 8);
         assert_eq!(c.account.partition, "aws-cn");
         assert_eq!(c.account.id, "123456789012");
@@ -1278,36 +1455,119 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/stint.toml"), "{err}");
     }
 
+    /// An unknown `STINT_*` variable is a warning naming the closest key, not a refusal:
+    /// the server starts with the rest of its configuration.
     #[test]
-    fn unknown_env_var_is_named() {
-        for var in [
-            "STINT_LISTN",
-            "STINT_",
-            "STINT_TLS",
-            "STINT_TLS__CERT",
-            "STINT_ARGON2_MEMORY_KIB",
-            "STINT_ARGON2__MEMORY_KIB__X",
-            "STINT_PASSWORD",
-        ] {
-            let err = load_env(&[(var, "1")]).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::UnknownEnv { var: v } if v == var),
-                "{var}: {err}"
+    fn unknown_env_var_is_a_warning_naming_the_closest_key() {
+        let cases: [(&str, Option<(&str, &str)>); 8] = [
+            ("STINT_LISTN", Some(("STINT_LISTEN", "listen"))),
+            (
+                "STINT_ARGON2_MEMORY_KIB",
+                Some(("STINT_ARGON2__MEMORY_KIB", "argon2.memory_kib")),
+            ),
+            (
+                "STINT_TLS__CERT",
+                Some(("STINT_TLS__CERT_FILE", "tls.cert_file")),
+            ),
+            (
+                "STINT_ARGON2__MEMORY_KIB__X",
+                Some(("STINT_ARGON2__MEMORY_KIB", "argon2.memory_kib")),
+            ),
+            ("STINT_DATADIR", Some(("STINT_DATA_DIR", "data_dir"))),
+            ("STINT_TLS", Some(("STINT_TLS__DEV", "tls.dev"))),
+            ("STINT_", None),
+            ("STINT_SOMETHING_ELSE_ENTIRELY", None),
+        ];
+        for (var, closest) in cases {
+            let (config, warnings) = Config::load_with_warnings(
+                None,
+                &env(&[(var, "1"), ("STINT_STORE__CACHE_MB", "9")]),
+                &Overrides::default(),
+            )
+            .unwrap_or_else(|e| panic!("{var} must not be refused: {e}"));
+            assert_eq!(config.store.cache_mb, 9, "{var}: the rest still applies");
+            assert_eq!(warnings.len(), 1, "{var}: {warnings:?}");
+            assert_eq!(warnings[0].var, var);
+            assert_eq!(
+                warnings[0]
+                    .closest
+                    .as_ref()
+                    .map(|(v, k)| (v.as_str(), k.as_str())),
+                closest,
+                "{var}"
             );
-            assert!(err.to_string().contains(var), "{err}");
+            let text = warnings[0].to_string();
+            assert!(text.contains(var), "{text}");
+            if let Some((_, key)) = closest {
+                assert!(text.contains(key), "{text}");
+            }
         }
     }
 
     #[test]
-    fn client_and_foreign_env_vars_are_ignored() {
-        let mut pairs: Vec<(&str, &str)> =
-            CLIENT_ENV_VARS.iter().map(|v| (*v, "whatever")).collect();
-        pairs.extend([
-            ("HOME", "/root"),
-            ("stint_listen", "junk"),
-            ("XSTINT_FOO", "1"),
-        ]);
-        assert_eq!(load_env(&pairs).unwrap(), Config::default());
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("abc", "", 3),
+            ("kitten", "sitting", 3),
+            ("STINT_LISTN", "STINT_LISTEN", 1),
+            ("same", "same", 0),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+            assert_eq!(edit_distance(b, a), d, "{b} {a}");
+        }
+    }
+
+    /// Every `STINT_*` name the command line reads or prints (clap `env = "STINT_…"`,
+    /// `STINT_HOME`, the `export` lines of `assume-role --output env`) is either a config
+    /// key or in [`CLIENT_ENV_VARS`], so a shell that uses the client can start the server.
+    #[test]
+    fn every_stint_variable_of_the_cli_is_known_to_the_server() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+            &mut files,
+        );
+        let schema = schema();
+        let mut seen = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(ENV_PREFIX) {
+                let tail = &rest[at..];
+                let len = tail
+                    .bytes()
+                    .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+                    .count();
+                let name = tail[..len].trim_end_matches('_');
+                rest = &tail[len.max(1)..];
+                if name.len() <= ENV_PREFIX.len() {
+                    continue;
+                }
+                seen += 1;
+                let path: Vec<String> = name[ENV_PREFIX.len()..]
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let config_key = lookup(&schema, &path).is_some_and(|v| !v.is_table());
+                assert!(
+                    config_key || CLIENT_ENV_VARS.contains(&name),
+                    "{name} (in {}) is neither a config key nor in CLIENT_ENV_VARS",
+                    file.display()
+                );
+            }
+        }
+        assert!(seen >= 8, "the scan found the CLI's variables ({seen})");
     }
 
     #[test]
@@ -1333,6 +1593,40 @@ mod tests {
     }
 
     #[test]
+    fn issuer_defaults_to_the_server_url() {
+        let tls = TlsConfig {
+            cert_file: Some("/c.pem".into()),
+            key_file: Some("/k.pem".into()),
+            ..TlsConfig::default()
+        };
+        let cases: &[(&str, bool, &str, &str)] = &[
+            ("127.0.0.1:7420", false, "", "http://127.0.0.1:7420"),
+            ("127.0.0.1:7420", true, "", "https://127.0.0.1:7420"),
+            ("10.1.2.3:443", true, "", "https://10.1.2.3:443"),
+            ("[::1]:9000", false, "", "http://[::1]:9000"),
+            ("0.0.0.0:7420", true, "", "https://localhost:7420"),
+            ("[::]:7420", true, "", "https://localhost:7420"),
+            (
+                "0.0.0.0:7420",
+                true,
+                "https://stint.example.com",
+                "https://stint.example.com",
+            ),
+        ];
+        for (listen, with_tls, explicit, want) in cases {
+            let mut c = Config {
+                listen: listen.parse().unwrap(),
+                ..Config::default()
+            };
+            if *with_tls {
+                c.tls = tls.clone();
+            }
+            c.tokens.issuer = explicit.to_string();
+            assert_eq!(c.issuer(), *want, "{listen} tls={with_tls} {explicit:?}");
+        }
+    }
+
+    #[test]
     fn listen_address_rules() {
         let tls = |c: &mut Config| {
             c.tls.cert_file = Some("/c".into());
@@ -1341,8 +1635,10 @@ mod tests {
         let insecure = |c: &mut Config| c.insecure = true;
         let dev = |c: &mut Config| c.dev = true;
         let none = |_: &mut Config| {};
+        let dev_tls = |c: &mut Config| c.tls.dev = true;
         type Tweak<'a> = &'a dyn Fn(&mut Config);
-        let cases: [(&str, Tweak, bool); 12] = [
+        let cases: [(&str, Tweak, bool); 13] = [
+            ("0.0.0.0:7420", &dev_tls, true),
             ("127.0.0.1:7420", &none, true),
             ("127.8.9.10:1", &none, true),
             ("[::1]:7420", &none, true),
@@ -1426,6 +1722,18 @@ mod tests {
             ),
             ("tls", Box::new(|c| c.tls.cert_file = Some("/c".into()))),
             ("tls", Box::new(|c| c.tls.key_file = Some("/k".into()))),
+            (
+                "tls.dev",
+                Box::new(|c| {
+                    c.tls.dev = true;
+                    c.tls.cert_file = Some("/c".into());
+                    c.tls.key_file = Some("/k".into());
+                }),
+            ),
+            (
+                "tls.client_ca_file",
+                Box::new(|c| c.tls.client_ca_file = Some("/ca".into())),
+            ),
             ("argon2.memory_kib", Box::new(|c| c.argon2.memory_kib = 7)),
             (
                 "argon2.memory_kib",
@@ -1436,7 +1744,10 @@ mod tests {
             ),
             ("argon2.iterations", Box::new(|c| c.argon2.iterations = 0)),
             ("argon2.parallelism", Box::new(|c| c.argon2.parallelism = 0)),
-            ("tokens.issuer", Box::new(|c| c.tokens.issuer.clear())),
+            (
+                "tokens.issuer",
+                Box::new(|c| c.tokens.issuer = "https://a b".into()),
+            ),
             ("tokens.audience", Box::new(|c| c.tokens.audience.clear())),
             (
                 "tokens.rotation_interval_hours",
@@ -1614,6 +1925,7 @@ mod tests {
         };
         full.tls.cert_file = Some("/c.pem".into());
         full.tls.key_file = Some("/k.pem".into());
+        full.tls.client_ca_file = Some("/ca.pem".into());
         full.argon2.memory_kib = 65536;
         for config in [Config::default(), full] {
             let text = config.to_redacted_toml();
@@ -1710,7 +2022,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 2 + 3 + 2 + 5 + 3 + 10 + 4 + 1);
+        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

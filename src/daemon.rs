@@ -75,7 +75,7 @@ pub struct Daemon {
 pub fn broker_settings(config: &Config) -> BrokerSettings {
     BrokerSettings {
         account: Account::new(config.account.partition.clone(), config.account.id.clone()),
-        issuer: config.tokens.issuer.clone(),
+        issuer: config.issuer(),
         audience: config.tokens.audience.clone(),
         clock_skew: Duration::from_secs(config.tokens.clock_skew_seconds),
         argon2: Argon2Params {
@@ -208,6 +208,20 @@ impl Daemon {
         tls: Option<TlsFiles>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
+        let tls = tls
+            .map(|f| rpc::tls::ServerTls::from_pem(&f.cert_pem, &f.key_pem, None))
+            .transpose()
+            .map_err(|e| DaemonError::new(format!("TLS: {e}")))?;
+        self.serve_tls(listener, tls, shutdown).await
+    }
+
+    /// [`serve`](Self::serve) with reloadable TLS (SIGHUP) and optional client certificates.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<rpc::tls::ServerTls>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
         let holder = replica_id();
         let jobs = tokio::spawn(background_jobs(
@@ -215,7 +229,7 @@ impl Daemon {
             schedule,
             holder.clone(),
         ));
-        let result = rpc::serve(listener, self.broker.clone(), tls, shutdown).await;
+        let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, shutdown).await;
         jobs.abort();
         // Wait until the jobs task is gone: it holds the broker (and so the store).
         let _ = jobs.await;

@@ -56,18 +56,22 @@ pub(crate) struct WatchSlots {
 }
 
 impl WatchSlots {
-    fn acquire(self: &Arc<Self>, caller: &str) -> Result<WatchSlot, BrokerError> {
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        caller: &str,
+        what: &str,
+    ) -> Result<WatchSlot, BrokerError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_caller) = &mut *open;
         if *total >= WATCHES_TOTAL {
             return Err(BrokerError::LimitExceeded(format!(
-                "the server already serves {WATCHES_TOTAL} WatchEvents streams; retry later"
+                "the server already serves {WATCHES_TOTAL} {what} streams; retry later"
             )));
         }
         let mine = per_caller.entry(caller.to_string()).or_default();
         if *mine >= WATCHES_PER_CALLER {
             return Err(BrokerError::LimitExceeded(format!(
-                "{caller} already holds {WATCHES_PER_CALLER} WatchEvents streams; close one first"
+                "{caller} already holds {WATCHES_PER_CALLER} {what} streams; close one first"
             )));
         }
         *mine += 1;
@@ -187,17 +191,31 @@ impl Broker {
         decision
     }
 
+    /// One page of durable events matching `filter`, oldest first after `cursor`, or with
+    /// `newest_first` newest first before `cursor`; the second value is the next page's
+    /// cursor (`None` at the end).
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_audit(
         &self,
         caller: &Caller,
         meta: &RequestMeta,
         what: &str,
         filter: &EventFilter,
-        after: Option<u64>,
+        cursor: Option<u64>,
         max: usize,
+        newest_first: bool,
     ) -> Result<(Vec<Record>, Option<u64>), BrokerError> {
         self.audit_read(caller, meta, what).await?;
-        Ok(self.audit.list(filter, after, max)?)
+        if newest_first {
+            return list_newest_first(
+                self.store.as_ref(),
+                filter,
+                cursor,
+                max,
+                self.audit.durable_seq(),
+            );
+        }
+        Ok(self.audit.list(filter, cursor, max)?)
     }
 
     /// Follows the log: every record after `after_seq`, then new ones as they land. With
@@ -216,7 +234,7 @@ impl Broker {
             .role_arn
             .as_deref()
             .unwrap_or(caller.arn());
-        let slot = match self.watches.acquire(holder) {
+        let slot = match self.watches.acquire(holder, "WatchEvents") {
             Ok(slot) => slot,
             Err(err) => {
                 // Refused before anything is read: recorded as such, not as a read.
@@ -253,6 +271,71 @@ impl Broker {
             .map_err(|e| BrokerError::Internal(format!("verify task failed: {e}")))?
             .map_err(BrokerError::from)
     }
+}
+
+/// How many sequence numbers a newest-first listing reads per backward step.
+const NEWEST_FIRST_WINDOW: u64 = 256;
+
+/// Records matching `filter` with seq below `before` (and at most `upto`, the durable
+/// seq), newest first, at most `max`. The store scans only forward, so the log is read
+/// in windows of [`NEWEST_FIRST_WINDOW`] seqs walking back to its first record, within
+/// the same scan budget as the forward listing (a short page with a cursor when reached).
+fn list_newest_first(
+    store: &dyn Store,
+    filter: &EventFilter,
+    before: Option<u64>,
+    max: usize,
+    upto: u64,
+) -> Result<(Vec<Record>, Option<u64>), BrokerError> {
+    let max = max.max(1);
+    let Some(first) = store
+        .scan(store::Table::Audit, &[], None, 1)?
+        .first()
+        .and_then(|(key, _)| chain::seq_of_key(key))
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let mut hi = match before {
+        Some(0) => return Ok((Vec::new(), None)),
+        Some(before) => (before - 1).min(upto),
+        None => upto,
+    };
+    let mut out = Vec::new();
+    let mut scanned = 0;
+    while hi >= first {
+        let lo = hi.saturating_sub(NEWEST_FIRST_WINDOW - 1).max(first);
+        let start = lo.checked_sub(1).map(chain::record_key);
+        let window = store.scan(
+            store::Table::Audit,
+            &[],
+            start.as_ref().map(|k| &k[..]),
+            usize::try_from(hi - lo + 1).unwrap_or(usize::MAX),
+        )?;
+        for (key, value) in window.iter().rev() {
+            let Some(seq) = chain::seq_of_key(key) else {
+                continue;
+            };
+            if seq > hi {
+                continue;
+            }
+            scanned += 1;
+            let record = Record::decode(seq, value)?;
+            if filter.matches(&record.event) {
+                out.push(record);
+                if out.len() >= max {
+                    return Ok((out, (seq > first).then_some(seq)));
+                }
+            }
+            if scanned >= crate::audit::writer::LIST_SCAN_BUDGET {
+                return Ok((out, (seq > first).then_some(seq)));
+            }
+        }
+        if lo == first {
+            break;
+        }
+        hi = lo - 1;
+    }
+    Ok((out, None))
 }
 
 impl Broker {
@@ -311,14 +394,81 @@ impl Broker {
 mod tests {
     use super::*;
 
+    /// A log holding seqs `first..=last` (a pruned start), every third event named "b".
+    fn log(first: u64, last: u64) -> crate::store::memory::MemoryStore {
+        let store = crate::store::memory::MemoryStore::new();
+        let mut batch = Batch::default();
+        for seq in first..=last {
+            let name = if seq % 3 == 0 { "b" } else { "a" };
+            let mut event = Event::new(seq as i64, name, Outcome::Allow);
+            event.seq = seq;
+            let record = Record::link(&[0; 32], event);
+            batch.writes.push((
+                store::Table::Audit,
+                chain::record_key(seq).to_vec(),
+                Some(store::encode(&record)),
+            ));
+        }
+        store.commit(&batch).unwrap();
+        store
+    }
+
+    /// Newest-first pages, followed to the end, are the forward order reversed: across
+    /// window edges, with a filter, a pruned start, records past the durable seq, and
+    /// any page size.
+    #[test]
+    fn newest_first_pages_are_the_forward_order_reversed() {
+        let cases = [
+            (1, 600, 600, None),
+            (5, 700, 650, Some("b")),
+            (300, 300, 300, None),
+            (10, 20, 5, None), // nothing durable yet
+            (1, 257, 257, Some("a")),
+        ];
+        for (first, last, durable, name) in cases {
+            let store = log(first, last);
+            let filter = EventFilter {
+                event_name: name.map(str::to_owned),
+                ..EventFilter::default()
+            };
+            let want: Vec<u64> = (first..=last.min(durable))
+                .rev()
+                .filter(|seq| name.is_none_or(|n| (n == "b") == (seq % 3 == 0)))
+                .collect();
+            for max in [1, 7, 256, 1000] {
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (page, next) =
+                        list_newest_first(&store, &filter, cursor, max, durable).unwrap();
+                    assert!(page.len() <= max);
+                    got.extend(page.iter().map(Record::seq));
+                    match next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(
+                    got, want,
+                    "{first}..={last} durable {durable} {name:?} max {max}"
+                );
+            }
+        }
+        let empty = crate::store::memory::MemoryStore::new();
+        assert_eq!(
+            list_newest_first(&empty, &EventFilter::default(), None, 10, 0).unwrap(),
+            (vec![], None)
+        );
+    }
+
     #[test]
     fn watch_slots_cap_each_caller_and_the_total_and_come_back_on_drop() {
         let slots = Arc::new(WatchSlots::default());
         let mine: Vec<WatchSlot> = (0..WATCHES_PER_CALLER)
-            .map(|_| slots.acquire("alice").unwrap())
+            .map(|_| slots.acquire("alice", "WatchEvents").unwrap())
             .collect();
         assert!(matches!(
-            slots.acquire("alice"),
+            slots.acquire("alice", "WatchEvents"),
             Err(BrokerError::LimitExceeded(m)) if m.contains("alice")
         ));
         drop(mine);
@@ -327,16 +477,16 @@ mod tests {
         for i in 0..WATCHES_TOTAL {
             held.push(
                 slots
-                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER))
+                    .acquire(&format!("caller-{}", i / WATCHES_PER_CALLER), "WatchEvents")
                     .unwrap(),
             );
         }
         assert!(matches!(
-            slots.acquire("newcomer"),
+            slots.acquire("newcomer", "WatchEvents"),
             Err(BrokerError::LimitExceeded(m)) if m.contains("server")
         ));
         held.pop();
-        slots.acquire("newcomer").unwrap();
+        slots.acquire("newcomer", "WatchEvents").unwrap();
         assert_eq!(slots.open(), WATCHES_TOTAL - 1);
     }
 }

@@ -299,6 +299,32 @@ impl Broker {
         event
     }
 
+    /// Refuses a login the lockout gate holds back (back-off, lock or address budget),
+    /// audited as a Deny, before any secret is looked at.
+    async fn refuse_if_held_back(
+        &self,
+        meta: &RequestMeta,
+        subject: &Subject,
+        keys: &LockoutKeys,
+        now: SystemTime,
+        params: &serde_json::Value,
+    ) -> Result<(), BrokerError> {
+        let Err(refusal) = self.gate_check(meta, keys, now).await? else {
+            return Ok(());
+        };
+        let event = self.login_event(
+            meta,
+            subject,
+            Outcome::Deny,
+            refusal_reason(refusal),
+            params.clone(),
+        );
+        self.audit.append(event).await?;
+        Err(BrokerError::LockedOut {
+            retry_after: refusal.retry_after(),
+        })
+    }
+
     async fn login_with_password(
         &self,
         meta: &RequestMeta,
@@ -311,19 +337,8 @@ impl Broker {
         let now = self.now();
         let params = json!({ "user_name": subject.shown, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
         let keys = lockout_keys(user_name, meta);
-        if let Err(refusal) = self.gate_check(meta, &keys, now).await? {
-            let event = self.login_event(
-                meta,
-                subject,
-                Outcome::Deny,
-                refusal_reason(refusal),
-                params,
-            );
-            self.audit.append(event).await?;
-            return Err(BrokerError::LockedOut {
-                retry_after: refusal.retry_after(),
-            });
-        }
+        self.refuse_if_held_back(meta, subject, &keys, now, &params)
+            .await?;
 
         let user = self.load_user(user_name)?;
         let phc = user
@@ -459,19 +474,8 @@ impl Broker {
         let now = self.now();
         let params = json!({ "access_key_id": subject.shown, "duration_seconds": duration.as_secs(), "mfa": token_code.is_some() });
         let keys = access_key_lockout_keys(access_key_id, meta);
-        if let Err(refusal) = self.gate_check(meta, &keys, now).await? {
-            let event = self.login_event(
-                meta,
-                subject,
-                Outcome::Deny,
-                refusal_reason(refusal),
-                params,
-            );
-            self.audit.append(event).await?;
-            return Err(BrokerError::LockedOut {
-                retry_after: refusal.retry_after(),
-            });
-        }
+        self.refuse_if_held_back(meta, subject, &keys, now, &params)
+            .await?;
         let record: Option<AccessKey> =
             store::read(self.store.as_ref(), Table::AccessKeys, access_key_id)?;
         let expected = record

@@ -12,20 +12,23 @@ mod error;
 mod iam;
 mod keys;
 mod login;
+mod oidc_fetch;
 mod review;
 mod sts;
 mod sweep;
 mod tokens;
+mod web_identity;
 
 pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
-pub use iam::{Holder, Page};
+pub use iam::{Holder, OidcProvider, OidcProviderInput, Page};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use sweep::SweepReport;
-pub use tokens::AuthorizeOutcome;
+pub use tokens::{AuthorizeOutcome, MAX_REVOCATIONS_STREAMED, RevocationEntry, RevocationWatch};
+pub use web_identity::{WebIdentityAssumed, WebIdentityInput};
 
 /// The clock lives in `core::time`; re-exported here where the use cases take it.
 pub use crate::core::time::{Clock, ManualClock, SystemClock, unix_ms, unix_secs};
@@ -87,9 +90,15 @@ pub struct Broker {
     hash_slots: Arc<tokio::sync::Semaphore>,
     /// Open `WatchEvents` streams, capped per caller and in all.
     pub(crate) watches: Arc<audit::WatchSlots>,
+    /// Open `WatchRevocations` streams, capped like `WatchEvents` (slots of their own).
+    pub(crate) revocation_watches: Arc<audit::WatchSlots>,
+    /// Bumped after each committed revocation: wakes the `WatchRevocations` streams.
+    pub(crate) revocations_changed: tokio::sync::watch::Sender<u64>,
     /// Compiled policies by kind, then by document text (looked up without allocating).
     compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
     dummy_phc: String,
+    /// OIDC providers' fetched signing keys (`AssumeRoleWithWebIdentity`).
+    web_identity_keys: web_identity::KeyCache,
 }
 
 impl Broker {
@@ -121,6 +130,8 @@ impl Broker {
                 settings.hash_concurrency.max(1),
             )),
             watches: Arc::new(audit::WatchSlots::default()),
+            revocation_watches: Arc::new(audit::WatchSlots::default()),
+            revocations_changed: tokio::sync::watch::Sender::new(0),
             store,
             audit,
             master,
@@ -130,6 +141,7 @@ impl Broker {
             rng,
             compiled: Mutex::new(HashMap::new()),
             dummy_phc,
+            web_identity_keys: web_identity::KeyCache::default(),
         });
         Ok(broker)
     }

@@ -76,6 +76,8 @@ pub struct AssumeRoleInput {
     pub tags: Vec<Tag>,
     pub transitive_tag_keys: Vec<String>,
     pub source_identity: String,
+    /// The minted token's `aud`; empty: the server's own audience (see [`check_audience`]).
+    pub audience: String,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,10 @@ pub(super) struct MintSpec {
     ancestors: Vec<SessionLink>,
     /// May only change its password (see [`Session::restricted`]).
     restricted: bool,
+    /// `aud` when it is not the server's own (an app's token, never a Stint session).
+    audience: Option<String>,
+    /// The web identity token's `sub` (see [`Session::web_identity_subject`]).
+    web_identity_subject: Option<String>,
 }
 
 impl MintSpec {
@@ -146,6 +152,50 @@ impl MintSpec {
             session_policies,
             principal_id: user.id.clone(),
             ancestors: Vec::new(),
+            audience: None,
+            web_identity_subject: None,
+        }
+    }
+
+    /// An `AssumeRoleWithWebIdentity` session: the role's, on behalf of `provider_arn`'s
+    /// `subject` (no Stint user behind it, so no principal id and no ancestors).
+    #[allow(clippy::too_many_arguments)] // one constructor, each field named at the call
+    pub(super) fn web_identity_session(
+        role: &Role,
+        session_name: &str,
+        session_arn: &str,
+        assumed_role_id: &str,
+        provider_arn: &str,
+        subject: &str,
+        now: SystemTime,
+        duration: Duration,
+        session_policies: Vec<String>,
+    ) -> Self {
+        MintSpec {
+            kind: TokenKind::AssumedRole,
+            sub: session_arn.to_string(),
+            principal_arn: provider_arn.to_string(),
+            user_id: assumed_role_id.to_string(),
+            role_arn: Some(role.arn.clone()),
+            session_name: Some(session_name.to_string()),
+            source_identity: None,
+            mfa_auth_time: None,
+            auth_time: unix_secs(now),
+            amr: vec!["web_identity".into()],
+            tags: role
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
+            transitive_tag_keys: vec![],
+            chained: false,
+            duration,
+            session_policies,
+            principal_id: String::new(),
+            ancestors: Vec::new(),
+            restricted: false,
+            audience: None,
+            web_identity_subject: Some(subject.to_string()),
         }
     }
 }
@@ -237,7 +287,10 @@ impl Broker {
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: spec.sub.clone(),
-            aud: self.settings.audience.clone(),
+            aud: spec
+                .audience
+                .clone()
+                .unwrap_or_else(|| self.settings.audience.clone()),
             iat,
             nbf: iat,
             exp,
@@ -272,6 +325,7 @@ impl Broker {
             principal_id: spec.principal_id,
             ancestors: spec.ancestors,
             restricted: spec.restricted,
+            web_identity_subject: spec.web_identity_subject,
         };
         let mut event = self.event(meta, event_name, &spec.principal_arn, Outcome::Allow, now);
         event.params = params;
@@ -310,16 +364,32 @@ impl Broker {
         })
     }
 
-    /// Verifies a bearer token: signature, issuer, audience, expiry, and revocation.
+    /// Verifies a bearer token for Stint itself: signature, issuer, the server's own
+    /// audience (a token minted for an app is not a Stint session), expiry, revocation.
     pub fn authenticate(&self, token: &str) -> Result<Caller, BrokerError> {
+        self.authenticate_for(token, &|aud| aud == self.settings.audience)
+    }
+
+    /// Verifies a token an app presents to `Tokens.Authorize` / `Introspect`: like
+    /// [`authenticate`](Self::authenticate), but any audience this server minted is
+    /// accepted (checking it against the app is the app's side of the contract).
+    pub fn authenticate_subject(&self, token: &str) -> Result<Caller, BrokerError> {
+        self.authenticate_for(token, &|_| true)
+    }
+
+    fn authenticate_for(
+        &self,
+        token: &str,
+        accept_audience: &dyn Fn(&str) -> bool,
+    ) -> Result<Caller, BrokerError> {
         let now = self.now();
-        let claims = match self.keys.verifier().verify(token, now) {
+        let claims = match self.keys.verifier().verify_for(token, now, accept_audience) {
             // Signed by a key another replica created since we last read the keys.
             Err(crate::core::error::Error::UnknownKey(_))
                 if self.keys.may_reload_for_unknown_kid(now) =>
             {
                 self.reload_keys()?;
-                self.keys.verifier().verify(token, now)
+                self.keys.verifier().verify_for(token, now, accept_audience)
             }
             verified => verified,
         }
@@ -368,6 +438,7 @@ impl Broker {
             "policy_arns": input.policy_arns,
             "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
             "source_identity": input.source_identity,
+            "audience": input.audience,
         });
         let result = self
             .assume_role_inner(meta, caller, &input, now, params.clone())
@@ -447,6 +518,12 @@ impl Broker {
             })?;
         }
         validate_tags(&input.tags).map_err(|m| BrokerError::invalid("tags", m))?;
+        check_audience(&input.audience)?;
+        let audience = if input.audience.is_empty() {
+            self.settings.audience.clone()
+        } else {
+            input.audience.clone()
+        };
         if input.policy_arns.len() > 10 {
             return Err(BrokerError::invalid(
                 "policy_arns",
@@ -599,6 +676,9 @@ impl Broker {
             ctx.insert("sts:ExternalId", input.external_id.clone());
         }
         ctx.insert("sts:RoleSessionName", input.role_session_name.clone());
+        // Stint's analogue of the web-identity `aud` keys: which app the token is for,
+        // the server's own audience when the request names none.
+        ctx.insert("stint:Audience", audience.clone());
         if let Some(source) = &source_identity {
             ctx.insert("sts:SourceIdentity", source.clone());
         }
@@ -703,6 +783,8 @@ impl Broker {
             },
             ancestors,
             restricted: false,
+            audience: (audience != self.settings.audience).then_some(audience),
+            web_identity_subject: None,
         };
         let credentials = self.mint(meta, "sts:AssumeRole", params, spec, now).await?;
         Ok(AssumedRole {
@@ -748,6 +830,7 @@ fn check_assume_role_bounds(input: &AssumeRoleInput) -> Result<(), BrokerError> 
         ("source_identity", &input.source_identity, 64),
         ("policy", &input.policy, 2_048),
         ("serial_number", &input.serial_number, 256),
+        ("audience", &input.audience, MAX_AUDIENCE_CHARS),
         (
             "token_code",
             input.token_code.as_ref().map_or("", |c| c.expose()),
@@ -802,6 +885,27 @@ fn check_assume_role_bounds(input: &AssumeRoleInput) -> Result<(), BrokerError> 
     Ok(())
 }
 
+/// Longest `audience` an `AssumeRole` request may name.
+pub const MAX_AUDIENCE_CHARS: usize = 256;
+
+/// An app audience: 1..=256 printable ASCII characters without spaces (it is matched by
+/// policy conditions and compared byte for byte by verifiers), or empty for the default.
+pub(crate) fn check_audience(audience: &str) -> Result<(), BrokerError> {
+    if audience.len() > MAX_AUDIENCE_CHARS {
+        return Err(BrokerError::invalid(
+            "audience",
+            format!("must be at most {MAX_AUDIENCE_CHARS} characters"),
+        ));
+    }
+    if !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BrokerError::invalid(
+            "audience",
+            "must be printable ASCII without spaces (e.g. https://app.example.com or billing)",
+        ));
+    }
+    Ok(())
+}
+
 /// The only rights of a session whose password must be changed first.
 pub(super) const CHANGE_PASSWORD_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ChangePasswordOnly","Effect":"Allow","Action":["iam:ChangePassword","iam:GetAccountPasswordPolicy","sts:GetCallerIdentity"],"Resource":"*"}]}"#;
 
@@ -830,6 +934,24 @@ pub(crate) fn access_key_hash(access_key_id: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audience_rules() {
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("billing", true),
+            ("https://app.example.com/api", true),
+            (&"a".repeat(256), true),
+            (&"a".repeat(257), false),
+            ("two words", false),
+            ("tab\there", false),
+            ("caf\u{e9}", false),
+            ("line\nbreak", false),
+        ];
+        for (audience, ok) in cases {
+            assert_eq!(check_audience(audience).is_ok(), *ok, "{audience:?}");
+        }
+    }
 
     #[test]
     fn assume_role_bounds_name_the_field() {
@@ -883,6 +1005,13 @@ mod tests {
                     ..base.clone()
                 },
                 "serial_number",
+            ),
+            (
+                AssumeRoleInput {
+                    audience: long(257),
+                    ..base.clone()
+                },
+                "audience",
             ),
             (
                 AssumeRoleInput {

@@ -310,10 +310,12 @@ impl Broker {
                 ));
             }
         }
-        let subject = self.authenticate(session_token).map_err(|err| match err {
-            BrokerError::Unauthenticated(m) => BrokerError::invalid("session_token", m),
-            other => other,
-        })?;
+        let subject = self
+            .authenticate_subject(session_token)
+            .map_err(|err| match err {
+                BrokerError::Unauthenticated(m) => BrokerError::invalid("session_token", m),
+                other => other,
+            })?;
         if subject.is_restricted() {
             return Ok(AuthorizeOutcome {
                 decision: Decision::ImplicitDeny,
@@ -345,7 +347,9 @@ impl Broker {
 
     /// RFC 7662: inactive tokens say nothing but `active: false`.
     pub fn introspect(&self, token: &str) -> Option<Claims> {
-        self.authenticate(token).ok().map(|caller| caller.claims)
+        self.authenticate_subject(token)
+            .ok()
+            .map(|caller| caller.claims)
     }
 
     pub fn jwks(&self) -> std::sync::Arc<str> {
@@ -419,6 +423,7 @@ impl Broker {
             },
         )
         .await
+        .inspect(|_| self.revocations_changed.send_modify(|n| *n += 1))
     }
 }
 
@@ -437,6 +442,170 @@ fn revokes_itself(caller: &Caller, target: &RevokeTarget<'_>) -> bool {
 
 const RESTRICTED_REASON: &str =
     "this session may only change its password (the password must be changed first)";
+
+// ---- WatchRevocations ------------------------------------------------------------------
+
+/// One revocation as `WatchRevocations` sends it: exactly one of `session_id`,
+/// `principal_arn`, `role_arn` is set, or none on the end-of-snapshot marker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationEntry {
+    pub session_id: String,
+    pub principal_arn: String,
+    pub role_arn: String,
+    pub issued_before_ms: i64,
+    pub keep_until_ms: i64,
+    pub end_of_snapshot: bool,
+}
+
+/// Bound on the revocations one stream tracks (the sweeper keeps the table to entries
+/// whose tokens may still be alive, so a real table is far smaller).
+pub const MAX_REVOCATIONS_STREAMED: usize = 100_000;
+const REVOCATION_PAGE: usize = 1_000;
+/// A stream rescans at least this often, even without a wake-up.
+const REVOCATION_RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+const WATCH_ACTION: &str = "stint:WatchRevocations";
+
+fn revocation_entry(key: &str, revocation: &Revocation) -> Option<RevocationEntry> {
+    let (kind, target) = key.split_once(':')?;
+    let mut entry = RevocationEntry {
+        issued_before_ms: revocation.issued_before_ms,
+        keep_until_ms: revocation.keep_until_ms,
+        ..RevocationEntry::default()
+    };
+    match kind {
+        "jti" => entry.session_id = target.to_string(),
+        "principal" => entry.principal_arn = target.to_string(),
+        "role" => entry.role_arn = target.to_string(),
+        _ => return None,
+    }
+    Some(entry)
+}
+
+/// Every stored revocation, by key (at most [`MAX_REVOCATIONS_STREAMED`]).
+fn stored_revocations(
+    store: &dyn store::Store,
+) -> Result<Vec<(String, RevocationEntry)>, BrokerError> {
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Table::Revocations, b"", after.as_deref(), REVOCATION_PAGE)?;
+        let full = page.len() == REVOCATION_PAGE;
+        for (key, bytes) in &page {
+            let revocation: Revocation = store::decode(Table::Revocations, key, bytes)?;
+            let key = String::from_utf8_lossy(key).into_owned();
+            if let Some(entry) = revocation_entry(&key, &revocation) {
+                out.push((key, entry));
+            }
+        }
+        if out.len() > MAX_REVOCATIONS_STREAMED {
+            return Err(BrokerError::LimitExceeded(format!(
+                "more than {MAX_REVOCATIONS_STREAMED} revocations in force"
+            )));
+        }
+        match page.last() {
+            Some((key, _)) if full => after = Some(key.clone()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// A `WatchRevocations` stream, holding its slot until it is dropped.
+pub struct RevocationWatch {
+    entries: tokio_stream::wrappers::ReceiverStream<Result<RevocationEntry, BrokerError>>,
+    _slot: super::audit::WatchSlot,
+}
+
+impl tokio_stream::Stream for RevocationWatch {
+    type Item = Result<RevocationEntry, BrokerError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.entries).poll_next(cx)
+    }
+}
+
+impl Broker {
+    /// Follows revocations: every one in force, an end-of-snapshot marker, then each new
+    /// or raised one (woken by [`Broker::revoke_session`], rescanned every few seconds).
+    /// Authorized by `stint:WatchRevocations` on `*`; opening is audited, a refusal too.
+    /// Streams are capped per caller and in all, like `WatchEvents`.
+    pub async fn watch_revocations(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+    ) -> Result<RevocationWatch, BrokerError> {
+        let holder = caller
+            .claims
+            .stint
+            .role_arn
+            .as_deref()
+            .unwrap_or(caller.arn());
+        let opened = self
+            .require(caller, meta, WATCH_ACTION, "*")
+            .and_then(|()| self.revocation_watches.acquire(holder, "WatchRevocations"));
+        let outcome = match &opened {
+            Ok(_) => Outcome::Allow,
+            Err(BrokerError::AccessDenied { .. } | BrokerError::LimitExceeded(_)) => Outcome::Deny,
+            Err(_) => Outcome::Error,
+        };
+        let mut event = self.event(meta, WATCH_ACTION, caller.arn(), outcome, self.now());
+        if let Err(err) = &opened {
+            event.reason = err.to_string();
+        }
+        self.audit.append(event).await?;
+        let slot = opened?;
+
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let store = self.store.clone();
+        let mut changed = self.revocations_changed.subscribe();
+        tokio::spawn(async move {
+            let mut sent: std::collections::HashMap<String, (i64, i64)> = Default::default();
+            let mut snapshot = true;
+            loop {
+                let current = match stored_revocations(store.as_ref()) {
+                    Ok(current) => current,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                };
+                let mut seen = std::collections::HashSet::with_capacity(current.len());
+                for (key, entry) in current {
+                    let version = (entry.issued_before_ms, entry.keep_until_ms);
+                    if sent.get(&key) != Some(&version) {
+                        if tx.send(Ok(entry)).await.is_err() {
+                            return;
+                        }
+                        sent.insert(key.clone(), version);
+                    }
+                    seen.insert(key);
+                }
+                // Swept entries: their tokens have all expired; forget them.
+                sent.retain(|key, _| seen.contains(key));
+                if std::mem::take(&mut snapshot) {
+                    let marker = RevocationEntry {
+                        end_of_snapshot: true,
+                        ..RevocationEntry::default()
+                    };
+                    if tx.send(Ok(marker)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    woke = changed.changed() => if woke.is_err() { return },
+                    () = tokio::time::sleep(REVOCATION_RESCAN) => {}
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(RevocationWatch {
+            entries: tokio_stream::wrappers::ReceiverStream::new(rx),
+            _slot: slot,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use ring::rand::SystemRandom;
 use crate::broker::SystemClock;
 use crate::config::Config;
 use crate::core::authn::totp;
+use crate::core::model::{NameKind, PasswordPolicy, validate_name};
 use crate::core::secret::SecretString;
 use crate::store::Table;
 use crate::store::seal::MasterKey;
@@ -31,13 +32,16 @@ pub fn is_uninitialised(data_dir: &Path) -> bool {
 }
 
 /// Initialises `config.data_dir`. Refuses a dir that already holds data unless `force`
-/// (which wipes it).
+/// (which wipes it). Everything that can be checked is checked before anything is created
+/// (names, password policy, paths), and what this run created is removed again if a later
+/// step fails, so a corrected retry needs no `--force`.
 pub async fn initialise(
     config: &Config,
     admin_user: &str,
     password: &SecretString,
     force: bool,
 ) -> Result<InitOutput, CliError> {
+    check_inputs(config, admin_user, password)?;
     if config.store.url.is_some() {
         return initialise_database(config, admin_user, password, force).await;
     }
@@ -49,23 +53,86 @@ pub async fn initialise(
                 dir.display()
             )));
         }
-        for sub in ["db", "LOCK"] {
-            let path = dir.join(sub);
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else if path.exists() {
-                std::fs::remove_file(&path)
-            } else {
-                Ok(())
-            }
-            .map_err(|e| CliError::new(format!("cannot remove {}: {e}", path.display())))?;
-        }
-        let key = config.master_key_path();
-        if key.exists() {
-            std::fs::remove_file(&key)
-                .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
+        wipe(config)?;
+    }
+    let dir_existed = dir.exists();
+    let result = create(config, admin_user, password).await;
+    if result.is_err() {
+        // Best effort: leave the directory as this run found it.
+        let _ = wipe(config);
+        if !dir_existed {
+            let _ = std::fs::remove_dir(dir);
         }
     }
+    result
+}
+
+/// What `init` checks before it creates anything.
+fn check_inputs(
+    config: &Config,
+    admin_user: &str,
+    password: &SecretString,
+) -> Result<(), CliError> {
+    validate_name(NameKind::User, admin_user)
+        .map_err(|m| CliError::new(format!("--admin-user: {m}")))?;
+    // A new data dir has the default account password policy.
+    PasswordPolicy::default()
+        .check(password.expose())
+        .map_err(|m| CliError::new(format!("the administrator's {m}")))?;
+    let dir = &config.data_dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(CliError::new(format!(
+            "data dir {} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    let key = config.master_key_path();
+    if key.is_dir() {
+        return Err(CliError::new(format!(
+            "master key file {} is a directory",
+            key.display()
+        )));
+    }
+    if let Some(parent) = key.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.starts_with(dir)
+        && !parent.is_dir()
+    {
+        return Err(CliError::new(format!(
+            "the master key's directory {} does not exist",
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the store and the master key of `config` (not other files in the dir).
+fn wipe(config: &Config) -> Result<(), CliError> {
+    let dir = &config.data_dir;
+    for sub in ["db", "LOCK"] {
+        let path = dir.join(sub);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else if path.exists() {
+            std::fs::remove_file(&path)
+        } else {
+            Ok(())
+        }
+        .map_err(|e| CliError::new(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    let key = config.master_key_path();
+    if key.exists() {
+        std::fs::remove_file(&key)
+            .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
+    }
+    Ok(())
+}
+
+async fn create(
+    config: &Config,
+    admin_user: &str,
+    password: &SecretString,
+) -> Result<InitOutput, CliError> {
+    let dir = &config.data_dir;
     crate::store::sled::create_private_dir(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
     let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
@@ -125,14 +192,15 @@ async fn bootstrap(
     admin_user: &str,
     password: &SecretString,
 ) -> Result<InitOutput, CliError> {
-    let (user, serial, seed) = daemon
+    let (user, _serial, seed) = daemon
         .broker
         .bootstrap_admin(admin_user, password)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
-    let _ = serial;
     let totp_secret = totp::seed_base32(seed.expose());
-    let otpauth_uri = totp::otpauth_uri("Stint", &user.name, seed.expose())
+    // Labelled as AWS labels a virtual device: the user at the account.
+    let label = format!("{}@{}", user.name, daemon.config.account.id);
+    let otpauth_uri = totp::otpauth_uri("Stint", &label, seed.expose())
         .map_err(|e| CliError::new(e.to_string()))?;
     daemon.flush()?;
     Ok(InitOutput {

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod client;
+pub mod completions;
 pub mod init;
 pub mod policy;
 pub mod serve;
@@ -50,6 +51,9 @@ impl From<crate::config::ConfigError> for CliError {
     about = "Temporary-credential broker: IAM policies, MFA, short-lived signed credentials"
 )]
 pub struct Cli {
+    /// Output format of client commands: text for people, json for programs.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,11 +98,24 @@ pub enum Command {
     /// MFA devices.
     #[command(subcommand)]
     Mfa(client::mfa::MfaCommand),
-    /// Make users, groups, roles and policies match a JSON declaration (idempotent).
+    /// Make users, groups, roles and policies match a JSON, YAML or TOML declaration.
+    ///
+    /// Reads what exists, plans the changes (pure: the same file and server state give the
+    /// same plan), prints each change and makes it through the audited Iam RPCs. Running it
+    /// twice changes nothing the second time. With --dry-run only the plan is printed;
+    /// with --output json it is one JSON object ({"dry_run", "changes": [...]}).
     Apply(client::apply::ApplyArgs),
     /// Access review: who can do what, policy simulation, the credential report.
     #[command(subcommand)]
     Review(client::admin::ReviewCommand),
+    /// Run a command with a role's credentials in its environment, refreshed before expiry.
+    Exec(client::exec::ExecArgs),
+    /// Set (or show) a profile's role, source profile, MFA serial, endpoint and CA.
+    Configure(client::exec::ConfigureArgs),
+    /// Print a shell completion script: `stint completions bash > /etc/bash_completion.d/stint`.
+    Completions(completions::CompletionsArgs),
+    /// Print the stint(1) man page: `stint man > stint.1 && man ./stint.1`.
+    Man,
 }
 
 /// Server flags (they override the config file and `STINT_*` environment).
@@ -143,6 +160,16 @@ pub struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Generate a local CA and a server certificate signed by it in <data-dir>/tls, serve
+    /// TLS with them and print how clients trust the CA.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub dev_tls: bool,
+    /// Extra DNS name or IP address for the --dev-tls certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Allow plain gRPC on a non-loopback address.
     #[arg(long)]
     pub insecure: bool,
@@ -175,10 +202,14 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+/// The global `--output`. `env` is `assume-role`'s (`export …` lines for `eval`); elsewhere
+/// it means text.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Text,
     Json,
+    #[value(hide = true)]
+    Env,
 }
 
 #[derive(Subcommand)]
@@ -228,14 +259,17 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.listen = more.listen;
     overrides.tls_cert = more.tls_cert;
     overrides.tls_key = more.tls_key;
+    overrides.tls_client_ca = more.tls_client_ca;
+    overrides.dev_tls = more.dev_tls;
     overrides.insecure = more.insecure;
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
-    Ok(Config::load(
-        flags.config.as_deref(),
-        &env_vars(),
-        &overrides,
-    )?)
+    let (config, warnings) =
+        Config::load_with_warnings(flags.config.as_deref(), &env_vars(), &overrides)?;
+    for warning in warnings {
+        eprintln!("stint: warning: {warning}");
+    }
+    Ok(config)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -260,11 +294,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Runs a parsed command; the exit code follows the command's own rules.
 pub fn run(cli: Cli) -> ExitCode {
+    let output = cli.output;
     let result = match cli.command {
-        Command::Policy(command) => return policy::run(command),
+        Command::Policy(command) => return policy::run(command, output),
         Command::Serve(args) => run_serve(args),
-        Command::Init(args) => run_init(args),
-        Command::Audit(command) => run_audit(command),
+        Command::Init(mut args) => {
+            args.output = max_output(args.output, output);
+            run_init(args)
+        }
+        Command::Audit(command) => run_audit(command, output),
         Command::Store(StoreCommand::Migrate { from, to }) => {
             store::migrate(&from, &to, 64 * 1024 * 1024).map(|report| {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -276,16 +314,36 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Login(args) => client::login::login(args, &client::Env::from_process()),
         Command::AssumeRole(args) => client::login::assume_role(args, &client::Env::from_process()),
-        Command::Whoami(args) => client::login::whoami(args, &client::Env::from_process()),
+        Command::Whoami(mut args) => {
+            args.output = max_output(args.output, output);
+            client::login::whoami(args, &client::Env::from_process())
+        }
         Command::Logout(args) => client::login::logout(args, &client::Env::from_process()),
-        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process()),
-        Command::Keys(command) => client::admin::keys(command, &client::Env::from_process()),
-        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process()),
-        Command::Authorize(args) => client::admin::authorize(args, &client::Env::from_process()),
-        Command::Call(args) => client::admin::call(args, &client::Env::from_process()),
+        Command::Iam(args) => client::admin::iam(args, &client::Env::from_process(), output),
+        Command::Keys(command) => {
+            client::admin::keys(command, &client::Env::from_process(), output)
+        }
+        Command::Revoke(args) => client::admin::revoke(args, &client::Env::from_process(), output),
+        // Like grep: 0 allowed, 1 denied, 2 could not tell.
+        Command::Authorize(args) => {
+            return match client::admin::authorize(args, &client::Env::from_process(), output) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("stint: {err}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Call(args) => client::admin::call(args, &client::Env::from_process(), output),
         Command::Mfa(command) => client::mfa::run(command, &client::Env::from_process()),
-        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process()),
-        Command::Review(command) => client::admin::review(command, &client::Env::from_process()),
+        Command::Apply(args) => client::apply::apply(args, &client::Env::from_process(), output),
+        Command::Review(command) => {
+            client::admin::review(command, &client::Env::from_process(), output)
+        }
+        Command::Exec(args) => client::exec::exec(args, &client::Env::from_process()),
+        Command::Configure(args) => client::exec::configure(args, &client::Env::from_process()),
+        Command::Completions(args) => completions::print(&completions::completions(args.shell)),
+        Command::Man => completions::man_page().and_then(|page| completions::print(&page)),
     };
     match result {
         Ok(code) => code,
@@ -303,6 +361,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             listen: args.listen,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
+            tls_client_ca: args.tls_client_ca.clone(),
+            dev_tls: args.dev_tls,
             insecure: args.insecure,
             log_format: args.log_format,
             dev: args.dev,
@@ -315,34 +375,22 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     init_tracing(config.log_format);
     runtime()?.block_on(async move {
-        if config.dev && init::is_uninitialised(&config.data_dir) && !config.master_key_path().exists() {
-            let password = generate_password()?;
-            let out = init::initialise(&config, "admin", &password, false).await?;
-            let mut stdout = std::io::stdout();
-            println!("Development mode: initialised {}", config.data_dir.display());
-            init::print(&mut stdout, &out, false, Some(&password)).map_err(|e| CliError::new(e.to_string()))?;
+        // Bind first: when the port is taken, nothing has been created (nor a password lost).
+        let listener = serve::bind(config.listen).await?;
+        if config.dev {
+            serve::init_dev(&config).await?;
         }
         let daemon = serve::Daemon::open(config.clone(), Arc::new(SystemClock))?;
-        let tls = serve::tls_files(&config)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", config.listen)))?;
+        let tls = crate::rpc::tls::from_config(&config, &args.tls_san, crate::core::time::Clock::now(&SystemClock))
+            .map_err(|e| CliError::new(format!("TLS: {e}")))?;
         let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
         tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "stint serving");
-        daemon.serve(listener, tls, serve::shutdown_signal()).await?;
+        if let Some((_, Some(dev))) = &tls {
+            client::say(dev.trust_instructions(&format!("https://localhost:{}", addr.port())))?;
+        }
+        daemon.serve_tls(listener, tls.map(|(tls, _)| tls), serve::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn generate_password() -> Result<SecretString, CliError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 18];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CliError::new("random generator failed"))?;
-    Ok(SecretString::new(
-        data_encoding::BASE64URL_NOPAD.encode(&bytes),
-    ))
 }
 
 fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
@@ -368,7 +416,17 @@ fn run_init(args: InitArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
+/// A subcommand's own `--output` (kept for old scripts) or the global one, whichever asks
+/// for JSON.
+fn max_output(own: OutputFormat, global: OutputFormat) -> OutputFormat {
+    if own == OutputFormat::Json || global == OutputFormat::Json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Text
+    }
+}
+
+fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
@@ -392,10 +450,91 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::List(args) => client::admin::audit_list(args, &client::Env::from_process()),
-        AuditCommand::Watch(args) => client::admin::audit_watch(args, &client::Env::from_process()),
-        AuditCommand::ChainVerify(auth) => {
-            client::admin::audit_chain_verify(auth, &client::Env::from_process())
+        AuditCommand::List(args) => {
+            client::admin::audit_list(args, &client::Env::from_process(), output)
         }
+        AuditCommand::Watch(args) => {
+            client::admin::audit_watch(args, &client::Env::from_process(), output)
+        }
+        AuditCommand::ChainVerify(auth) => {
+            client::admin::audit_chain_verify(auth, &client::Env::from_process(), output)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn global_output_parses_everywhere_and_keeps_old_spellings() {
+        Cli::command().debug_assert();
+        let rows: &[(&[&str], OutputFormat)] = &[
+            (&["stint", "keys", "list"], OutputFormat::Text),
+            (
+                &["stint", "--output", "json", "keys", "list"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "keys", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "audit", "list", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &["stint", "policy", "validate", "p.json", "--output", "json"],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "authorize",
+                    "--action",
+                    "s3:GetObject",
+                    "--resource",
+                    "*",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+            (
+                &[
+                    "stint",
+                    "iam",
+                    "CreateUser",
+                    "--describe",
+                    "--output",
+                    "json",
+                ],
+                OutputFormat::Json,
+            ),
+        ];
+        for (line, want) in rows {
+            let cli = Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.output, *want, "{line:?}");
+        }
+        // Commands that had their own --output keep it (same values, plus assume-role's env).
+        let cli = Cli::try_parse_from(["stint", "whoami", "--output", "json"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli = Cli::try_parse_from(["stint", "--output", "json", "whoami"]).unwrap();
+        let Command::Whoami(args) = cli.command else {
+            panic!("whoami")
+        };
+        assert_eq!(max_output(args.output, cli.output), OutputFormat::Json);
+        let cli =
+            Cli::try_parse_from(["stint", "assume-role", "--role-arn", "r", "--output", "env"])
+                .unwrap();
+        let Command::AssumeRole(args) = cli.command else {
+            panic!("assume-role")
+        };
+        assert_eq!(args.output, OutputFormat::Env);
+        assert!(Cli::try_parse_from(["stint", "keys", "list", "--output", "yaml"]).is_err());
     }
 }

@@ -72,10 +72,17 @@ pub enum KindArg {
     Session,
 }
 
-pub fn run(command: PolicyCommand) -> ExitCode {
+pub fn run(command: PolicyCommand, output: crate::cli::OutputFormat) -> ExitCode {
+    let json = output == crate::cli::OutputFormat::Json;
     let result = match command {
         PolicyCommand::Validate { kind, files } => {
-            validate_files(&files, kind, &mut io::stdout().lock()).map(|ok| {
+            let out = &mut io::stdout().lock();
+            if json {
+                validate_files_json(&files, kind, out)
+            } else {
+                validate_files(&files, kind, out)
+            }
+            .map(|ok| {
                 if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -98,6 +105,29 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         eprintln!("stint policy: {e}");
         ExitCode::from(2)
     })
+}
+
+/// `--output json`: one object, `{"valid": bool, "files": [{"file", "errors": […]}]}`.
+pub fn validate_files_json(
+    files: &[PathBuf],
+    kind: KindArg,
+    out: &mut impl Write,
+) -> io::Result<bool> {
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for path in files {
+        let errors: Vec<String> = match fs::read_to_string(path) {
+            Ok(text) => validate(&text, resolve_kind(kind, &text))
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        ok &= errors.is_empty();
+        rows.push(json!({"file": path.display().to_string(), "errors": errors}));
+    }
+    writeln!(out, "{}", json!({"valid": ok, "files": rows}))?;
+    Ok(ok)
 }
 
 /// Prints every problem in `files`; `Ok(true)` when all are valid.
@@ -434,6 +464,55 @@ mod tests {
         );
     }
 
+    /// AWS, "Available keys for AWS web identity federation": a Kubernetes workload's trust
+    /// policy keyed on `<provider host/path>:sub` and `:aud` (and `:amr` where present),
+    /// as `AssumeRoleWithWebIdentity` fills them.
+    #[test]
+    fn simulate_federated_web_identity_trust() {
+        let role = "arn:stint:iam::111111111111:role/app";
+        let provider = "arn:stint:iam::111111111111:oidc-provider/oidc.cluster.example/id/C1";
+        let trust = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Pod","Effect":"Allow","Principal":{{"Federated":"{provider}"}},"Action":"sts:AssumeRoleWithWebIdentity","Condition":{{"StringEquals":{{"oidc.cluster.example/id/C1:sub":"system:serviceaccount:prod:app","oidc.cluster.example/id/C1:aud":"stint"}},"ForAnyValue:StringEquals":{{"oidc.cluster.example/id/C1:amr":"mfa"}}}}}}]}}"#
+        );
+        let case = |principal: &str, action: &str, sub: &str, aud: &str| {
+            format!(
+                r#"{{"policies":[],"action":"{action}","resource":"{role}","principal":"{principal}","trust_policy":{trust},"context":{{"oidc.cluster.example/id/C1:sub":"{sub}","oidc.cluster.example/id/C1:aud":"{aud}","oidc.cluster.example/id/C1:amr":["pwd","mfa"],"aws:FederatedProvider":"{provider}"}}}}"#
+            )
+        };
+        let app = "system:serviceaccount:prod:app";
+        let other_provider = "arn:stint:iam::111111111111:oidc-provider/other.example";
+        let lines = [
+            case(provider, "sts:AssumeRoleWithWebIdentity", app, "stint"),
+            case(
+                provider,
+                "sts:AssumeRoleWithWebIdentity",
+                "system:serviceaccount:prod:intruder",
+                "stint",
+            ),
+            case(
+                provider,
+                "sts:AssumeRoleWithWebIdentity",
+                app,
+                "sts.amazonaws.com",
+            ),
+            case(
+                other_provider,
+                "sts:AssumeRoleWithWebIdentity",
+                app,
+                "stint",
+            ),
+            case(provider, "sts:AssumeRole", app, "stint"),
+        ];
+        let out = sim(&lines.join("\n"));
+        let decision = |i: usize| out[i]["decision"].as_str().unwrap_or("error").to_string();
+        assert_eq!(decision(0), "Allow", "{}", out[0]);
+        assert_eq!(out[0]["matched"], json!(["trust_policy#Pod"]));
+        for (i, case) in out.iter().enumerate().skip(1) {
+            assert_eq!(case["decision"], "ImplicitDeny", "case {i}: {case}");
+        }
+        assert_eq!(out.len(), 5);
+    }
+
     #[test]
     fn validate_files_reports_locations() {
         let dir = tempfile::tempdir().unwrap();
@@ -466,6 +545,16 @@ mod tests {
             )
         );
         let mut out = Vec::new();
-        assert!(!validate_files(&[trust], KindArg::Managed, &mut out).unwrap());
+        assert!(!validate_files(std::slice::from_ref(&trust), KindArg::Managed, &mut out).unwrap());
+
+        // --output json: the same verdicts, one object.
+        let mut out = Vec::new();
+        assert!(!validate_files_json(&[trust], KindArg::Managed, &mut out).unwrap());
+        let json: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["valid"], false);
+        assert!(
+            !json["files"][0]["errors"].as_array().unwrap().is_empty(),
+            "{json}"
+        );
     }
 }

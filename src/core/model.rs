@@ -486,6 +486,10 @@ pub struct Session {
     /// nothing but the password change, whatever its policies say.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restricted: bool,
+    /// The `sub` of the web identity token a federated session was assumed with (its
+    /// provider is `principal_arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity_subject: Option<String>,
 }
 
 /// How many sessions a session may descend from (user session → role → role …): bounds

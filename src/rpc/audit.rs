@@ -73,6 +73,7 @@ impl audit_server::Audit for AuditService {
             outcome,
             next_token,
             max_results,
+            newest_first,
         } = request.into_inner();
         let outcome = match outcome.as_str() {
             "" => None,
@@ -100,6 +101,7 @@ impl audit_server::Audit for AuditService {
                 &filter,
                 token_in(&next_token)?,
                 max_in(max_results)?,
+                newest_first,
             )
             .await?;
         Ok(Response::new(proto::ListEventsResponse {
@@ -158,6 +160,7 @@ impl audit_server::Audit for AuditService {
                 &filter,
                 token_in(&next_token)?,
                 max_in(max_results)?,
+                false,
             )
             .await?;
         Ok(Response::new(proto::ListRotationsResponse {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, BrokerError, Caller, Holder, RequestMeta, SimulationInput};
+use crate::broker::{
+    Broker, BrokerError, Caller, Holder, OidcProviderInput, RequestMeta, SimulationInput,
+};
 use crate::core::model::AccessKeyStatus;
 use crate::core::secret::SecretString;
 use crate::proto::{self, iam_server};
@@ -1307,14 +1309,16 @@ impl iam_server::Iam for IamService {
             .broker
             .create_virtual_mfa_device(&caller, &meta, &user_name, &virtual_mfa_device_name)
             .await?;
-        let account = caller.user_name().map(str::to_owned).unwrap_or(user_name);
-        let account = if account.is_empty() {
-            serial_number.clone()
+        // Labelled with the device's owner at the account, as AWS labels it
+        // (`Stint:carol@000000000000`), not with the caller who created it.
+        let owner = if user_name.is_empty() {
+            caller.user_name().unwrap_or_default().to_owned()
         } else {
-            account
+            user_name
         };
+        let label = format!("{owner}@{}", self.broker.account().id);
         let base32 = crate::core::authn::totp::seed_base32(seed.expose());
-        let uri = crate::core::authn::totp::otpauth_uri("Stint", &account, seed.expose())
+        let uri = crate::core::authn::totp::otpauth_uri("Stint", &label, seed.expose())
             .map_err(BrokerError::from)?;
         ok(proto::CreateVirtualMfaDeviceResponse {
             serial_number,
@@ -1379,6 +1383,18 @@ impl iam_server::Iam for IamService {
             .deactivate_mfa_device(&caller, &meta, &user_name, &serial_number)
             .await?;
         ok(proto::DeactivateMfaDeviceResponse {})
+    }
+
+    async fn delete_virtual_mfa_device(
+        &self,
+        request: Request<proto::DeleteVirtualMfaDeviceRequest>,
+    ) -> Reply<proto::DeleteVirtualMfaDeviceResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteVirtualMfaDeviceRequest { serial_number } = request.into_inner();
+        self.broker
+            .delete_virtual_mfa_device(&caller, &meta, &serial_number)
+            .await?;
+        ok(proto::DeleteVirtualMfaDeviceResponse {})
     }
 
     async fn list_mfa_devices(
@@ -1623,5 +1639,196 @@ impl iam_server::Iam for IamService {
                 })
                 .collect(),
         })
+    }
+
+    // ---- OpenID Connect providers (see broker::iam::oidc)
+    async fn create_open_id_connect_provider(
+        &self,
+        request: Request<proto::CreateOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::CreateOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::CreateOpenIdConnectProviderRequest {
+            url,
+            client_id_list,
+            thumbprint_list,
+            tags,
+            jwks_json,
+        } = request.into_inner();
+        let provider = self
+            .broker
+            .create_oidc_provider(
+                &caller,
+                &meta,
+                OidcProviderInput {
+                    url,
+                    client_ids: client_id_list,
+                    thumbprints: thumbprint_list,
+                    tags: convert::tags_in(tags),
+                    jwks_json,
+                },
+            )
+            .await?;
+        ok(proto::CreateOpenIdConnectProviderResponse {
+            open_id_connect_provider_arn: provider.arn,
+            tags: convert::tags_out(&provider.tags),
+        })
+    }
+
+    async fn get_open_id_connect_provider(
+        &self,
+        request: Request<proto::GetOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::GetOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::GetOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+        } = request.into_inner();
+        let p = self
+            .broker
+            .get_oidc_provider(&caller, &meta, &open_id_connect_provider_arn)
+            .await?;
+        ok(proto::GetOpenIdConnectProviderResponse {
+            provider: Some(proto::OpenIdConnectProvider {
+                arn: p.arn,
+                url: p.url,
+                client_id_list: p.client_ids,
+                thumbprint_list: p.thumbprints,
+                create_date: Some(convert::timestamp_ms(p.create_date)),
+                tags: convert::tags_out(&p.tags),
+                jwks_json: p.jwks_json.unwrap_or_default(),
+            }),
+        })
+    }
+
+    async fn list_open_id_connect_providers(
+        &self,
+        request: Request<proto::ListOpenIdConnectProvidersRequest>,
+    ) -> Reply<proto::ListOpenIdConnectProvidersResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::ListOpenIdConnectProvidersRequest {} = request.into_inner();
+        let arns = self.broker.list_oidc_providers(&caller, &meta).await?;
+        ok(proto::ListOpenIdConnectProvidersResponse {
+            open_id_connect_provider_arns: arns,
+        })
+    }
+
+    async fn delete_open_id_connect_provider(
+        &self,
+        request: Request<proto::DeleteOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::DeleteOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::DeleteOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+        } = request.into_inner();
+        self.broker
+            .delete_oidc_provider(&caller, &meta, &open_id_connect_provider_arn)
+            .await?;
+        ok(proto::DeleteOpenIdConnectProviderResponse {})
+    }
+
+    async fn add_client_id_to_open_id_connect_provider(
+        &self,
+        request: Request<proto::AddClientIdToOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::AddClientIdToOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::AddClientIdToOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+            client_id,
+        } = request.into_inner();
+        self.broker
+            .change_oidc_client_id(
+                &caller,
+                &meta,
+                &open_id_connect_provider_arn,
+                &client_id,
+                true,
+            )
+            .await?;
+        ok(proto::AddClientIdToOpenIdConnectProviderResponse {})
+    }
+
+    async fn remove_client_id_from_open_id_connect_provider(
+        &self,
+        request: Request<proto::RemoveClientIdFromOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::RemoveClientIdFromOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::RemoveClientIdFromOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+            client_id,
+        } = request.into_inner();
+        self.broker
+            .change_oidc_client_id(
+                &caller,
+                &meta,
+                &open_id_connect_provider_arn,
+                &client_id,
+                false,
+            )
+            .await?;
+        ok(proto::RemoveClientIdFromOpenIdConnectProviderResponse {})
+    }
+
+    async fn update_open_id_connect_provider_thumbprint(
+        &self,
+        request: Request<proto::UpdateOpenIdConnectProviderThumbprintRequest>,
+    ) -> Reply<proto::UpdateOpenIdConnectProviderThumbprintResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::UpdateOpenIdConnectProviderThumbprintRequest {
+            open_id_connect_provider_arn,
+            thumbprint_list,
+        } = request.into_inner();
+        self.broker
+            .update_oidc_thumbprints(
+                &caller,
+                &meta,
+                &open_id_connect_provider_arn,
+                &thumbprint_list,
+            )
+            .await?;
+        ok(proto::UpdateOpenIdConnectProviderThumbprintResponse {})
+    }
+
+    async fn tag_open_id_connect_provider(
+        &self,
+        request: Request<proto::TagOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::TagOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::TagOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+            tags,
+        } = request.into_inner();
+        self.broker
+            .tag_oidc_provider(
+                &caller,
+                &meta,
+                &open_id_connect_provider_arn,
+                convert::tags_in(tags),
+                vec![],
+            )
+            .await?;
+        ok(proto::TagOpenIdConnectProviderResponse {})
+    }
+
+    async fn untag_open_id_connect_provider(
+        &self,
+        request: Request<proto::UntagOpenIdConnectProviderRequest>,
+    ) -> Reply<proto::UntagOpenIdConnectProviderResponse> {
+        let (caller, meta) = self.ctx(&request)?;
+        let proto::UntagOpenIdConnectProviderRequest {
+            open_id_connect_provider_arn,
+            tag_keys,
+        } = request.into_inner();
+        if tag_keys.is_empty() {
+            return Err(BrokerError::invalid("tag_keys", "is required").into());
+        }
+        self.broker
+            .tag_oidc_provider(
+                &caller,
+                &meta,
+                &open_id_connect_provider_arn,
+                vec![],
+                tag_keys,
+            )
+            .await?;
+        ok(proto::UntagOpenIdConnectProviderResponse {})
     }
 }

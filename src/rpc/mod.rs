@@ -13,6 +13,7 @@ pub mod keys;
 pub mod log;
 pub mod status;
 pub mod sts;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -20,8 +21,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::broker::Broker;
 use crate::proto;
@@ -36,7 +37,8 @@ pub enum ServeError {
     Transport(String),
 }
 
-/// PEM certificate chain and private key for TLS.
+/// PEM certificate chain and private key for TLS, fixed for the server's life (see
+/// [`tls::ServerTls`] for TLS that reloads and checks client certificates).
 pub struct TlsFiles {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
@@ -56,6 +58,21 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     tls: Option<TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let tls = tls
+        .map(|files| tls::ServerTls::from_pem(&files.cert_pem, &files.key_pem, None))
+        .transpose()
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    serve_with_tls(listener, broker, tls, shutdown).await
+}
+
+/// [`serve`] with TLS terminated by [`tls::ServerTls`]: reloaded from its files on
+/// SIGHUP, and with client certificates required when it has a client CA.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -100,24 +117,30 @@ pub async fn serve(
         .merge(http::routes(broker.clone(), tls.is_some()))
         .fallback(http::not_found);
 
-    let mut builder = Server::builder().accept_http1(true);
-    if let Some(tls) = tls {
-        let identity = Identity::from_pem(tls.cert_pem, tls.key_pem);
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-    }
     let prefix = format!("{:06x}", std::process::id() & 0xff_ffff);
-    builder
+    let router = Server::builder()
+        .accept_http1(true)
         .layer(log::RequestLogLayer::new(&prefix))
-        .add_routes(Routes::from(router))
+        .add_routes(Routes::from(router));
+    let served = match tls {
         // No Nagle: small gRPC frames would otherwise meet delayed ACKs (~40 ms stalls).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
-        .map_err(|e| ServeError::Transport(e.to_string()))
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await
+        }
+        Some(tls) => {
+            let _reload = tls::reload_on_sighup(&tls);
+            let (incoming, _accept) = tls::incoming(listener, tls);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| ServeError::Transport(e.to_string()))
 }
 
 async fn set_serving(health: &tonic_health::server::HealthReporter, serving: bool) {

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::broker::{AssumeRoleInput, Broker, LoginCredential, SessionTokenInput};
+use crate::broker::{
+    AssumeRoleInput, Broker, LoginCredential, SessionTokenInput, WebIdentityInput,
+};
 use crate::core::secret::SecretString;
 use crate::proto::{self, get_session_token_request::Credential, sts_server};
 
@@ -85,6 +87,7 @@ impl sts_server::Sts for StsService {
             policy_arns,
             transitive_tag_keys,
             serial_number,
+            audience,
         } = request.into_inner();
         let packed = policy.chars().filter(|c| !c.is_whitespace()).count();
         let assumed = self
@@ -104,6 +107,7 @@ impl sts_server::Sts for StsService {
                     tags: convert::tags_in(tags),
                     transitive_tag_keys,
                     source_identity,
+                    audience,
                 },
             )
             .await?;
@@ -129,6 +133,48 @@ impl sts_server::Sts for StsService {
             account,
             arn,
             user_id,
+        }))
+    }
+
+    /// Unauthenticated, like AWS's: the web identity token is the credential.
+    async fn assume_role_with_web_identity(
+        &self,
+        request: Request<proto::AssumeRoleWithWebIdentityRequest>,
+    ) -> Result<Response<proto::AssumeRoleWithWebIdentityResponse>, Status> {
+        let meta = auth::meta(&request);
+        let proto::AssumeRoleWithWebIdentityRequest {
+            role_arn,
+            role_session_name,
+            web_identity_token,
+            duration_seconds,
+            policy,
+            policy_arns,
+        } = request.into_inner();
+        let packed = policy.chars().filter(|c| !c.is_whitespace()).count();
+        let assumed = self
+            .broker
+            .assume_role_with_web_identity(
+                &meta,
+                WebIdentityInput {
+                    role_arn,
+                    role_session_name,
+                    web_identity_token: SecretString::new(web_identity_token),
+                    duration_seconds,
+                    policy,
+                    policy_arns,
+                },
+            )
+            .await?;
+        Ok(Response::new(proto::AssumeRoleWithWebIdentityResponse {
+            credentials: Some(convert::credentials(assumed.credentials)),
+            assumed_role_user: Some(proto::AssumedRoleUser {
+                assumed_role_id: assumed.assumed_role_id,
+                arn: assumed.arn,
+            }),
+            packed_policy_size: (packed * 100 / 2048) as i32,
+            subject_from_web_identity_token: assumed.subject,
+            audience: assumed.audience,
+            provider: assumed.provider,
         }))
     }
 }

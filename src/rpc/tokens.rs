@@ -2,12 +2,26 @@
 
 use std::sync::Arc;
 
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, RevocationEntry};
 use crate::proto::{self, tokens_server};
 
 use super::{auth, convert};
+
+type RevocationStream = tonic::codegen::BoxStream<proto::RevocationEntry>;
+
+fn revocation_out(entry: RevocationEntry) -> proto::RevocationEntry {
+    proto::RevocationEntry {
+        session_id: entry.session_id,
+        principal_arn: entry.principal_arn,
+        role_arn: entry.role_arn,
+        issued_before_ms: entry.issued_before_ms,
+        keep_until_ms: entry.keep_until_ms,
+        end_of_snapshot: entry.end_of_snapshot,
+    }
+}
 
 pub struct TokensService {
     pub broker: Arc<Broker>,
@@ -73,7 +87,10 @@ impl tokens_server::Tokens for TokensService {
         &self,
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::AuthorizeResponse>, Status> {
-        let (_caller, meta) = auth::context(&self.broker, &request)?;
+        let (_caller, meta) = auth::context(&self.broker, &request).map_err(|s| match request.metadata().get("authorization") {
+            None => Status::unauthenticated("Authorize needs the calling app's own session token as `authorization: Bearer <token>` (session_token is the one being checked)"),
+            Some(_) => s,
+        })?;
         let proto::AuthorizeRequest {
             session_token,
             action,
@@ -118,5 +135,15 @@ impl tokens_server::Tokens for TokensService {
             )
             .await?;
         Ok(Response::new(proto::RevokeSessionResponse { revoked }))
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<proto::WatchRevocationsRequest>,
+    ) -> Result<Response<RevocationStream>, Status> {
+        let (caller, meta) = auth::context(&self.broker, &request)?;
+        let stream = self.broker.watch_revocations(&caller, &meta).await?;
+        let stream = stream.map(|item| item.map(revocation_out).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

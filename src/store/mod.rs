@@ -29,10 +29,12 @@ pub enum Table {
     Lockouts,
     Meta,
     Audit,
+    /// OpenID Connect providers by host/path (the ARN's resource after `oidc-provider/`).
+    OidcProviders,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Users,
         Table::Groups,
         Table::Roles,
@@ -45,6 +47,7 @@ impl Table {
         Table::Lockouts,
         Table::Meta,
         Table::Audit,
+        Table::OidcProviders,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Table {
             Table::Lockouts => "lockouts",
             Table::Meta => "meta",
             Table::Audit => "audit",
+            Table::OidcProviders => "oidc_providers",
         }
     }
 }

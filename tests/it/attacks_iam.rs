@@ -5,36 +5,20 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::SystemRandom;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use stint::audit::chain::{CheckpointPolicy, Record};
-use stint::audit::writer::{AuditConfig, AuditLog};
-use stint::broker::{Broker, BrokerError, BrokerSettings, Clock as _, ManualClock};
-use stint::core::authn::password::Argon2Params;
-use stint::core::authn::totp;
-use stint::core::model::Account;
+use stint::audit::chain::Record;
+use stint::broker::{BrokerError, ManualClock};
 use stint::core::secret::SecretString;
 use stint::proto;
 use stint::proto::iam_client::IamClient;
-use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
-use stint::store::{self, Batch, Store, StoreError, Table};
+use stint::store::{self, Batch, Store, Table};
 
 use crate::common::*;
-
-fn tag(key: &str, value: &str) -> proto::Tag {
-    proto::Tag {
-        key: key.into(),
-        value: value.into(),
-    }
-}
 
 /// A policy document from statements.
 fn document(statements: serde_json::Value) -> String {
@@ -47,25 +31,13 @@ async fn fenced_admin(server: &TestServer, root: &str, name: &str, guardrail: &s
     server
         .create_user_with_password(root, name, "fenced-password-1")
         .await;
-    let mut iam = server.iam_as(root);
-    iam.attach_user_policy(proto::AttachUserPolicyRequest {
-        user_name: name.into(),
-        policy_arn: builtin("AdministratorAccess"),
-    })
-    .await
-    .expect("AttachUserPolicy");
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: name.into(),
-        policy_name: "guardrail".into(),
-        policy_document: guardrail.into(),
-    })
-    .await
-    .expect("PutUserPolicy");
     server
-        .login(name, "fenced-password-1", None)
-        .await
-        .expect("fenced admin login")
-        .session_token
+        .attach_builtin(root, name, &["AdministratorAccess"])
+        .await;
+    server
+        .put_user_policy(root, name, "guardrail", guardrail)
+        .await;
+    server.session(name, "fenced-password-1").await
 }
 
 async fn create_user(iam: &mut IamClient<Authed>, name: &str, tags: Vec<proto::Tag>) {
@@ -455,201 +427,45 @@ async fn the_boundary_guardrail_forces_the_boundary() {
 
 // ---- #14: a change and its audit event commit together or not at all -----------------
 
-/// A memory store that, when told to, refuses every batch that writes an audit record
-/// (and every flush) while accepting all others: a change committed apart from its
-/// event would get through, one committed with it cannot.
-#[derive(Default)]
-struct AuditRefusingStore {
-    inner: MemoryStore,
-    refuse: AtomicBool,
+/// The newest audit record in `store`.
+fn last_event(store: &FaultStore) -> Record {
+    let (key, value) = store
+        .last(Table::Audit)
+        .expect("audit table")
+        .expect("an event");
+    store::decode(Table::Audit, &key, &value).expect("record")
 }
 
-impl AuditRefusingStore {
-    fn refuse_audit(&self, refuse: bool) {
-        self.refuse.store(refuse, Ordering::SeqCst);
-    }
-    fn refusing(&self) -> bool {
-        self.refuse.load(Ordering::SeqCst)
-    }
-}
-
-impl Store for AuditRefusingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<store::Entries, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-    fn last(&self, table: Table) -> Result<Option<store::Entry>, StoreError> {
-        self.inner.last(table)
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        if self.refusing() && batch.writes.iter().any(|(t, _, _)| *t == Table::Audit) {
-            return Err(StoreError::Io("audit writes refused (test fault)".into()));
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        if self.refusing() {
-            return Err(StoreError::Io("flush refused (test fault)".into()));
-        }
-        self.inner.flush()
-    }
-}
-
-/// A broker over an [`AuditRefusingStore`], served on `127.0.0.1:0`.
-struct FaultyServer {
-    store: Arc<AuditRefusingStore>,
-    clock: Arc<ManualClock>,
-    channel: Channel,
-    admin_seed: Vec<u8>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-fn memory_broker(store: &Arc<AuditRefusingStore>) -> (Arc<Broker>, Arc<ManualClock>) {
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let audit = AuditLog::open(
-        dyn_store.clone(),
-        AuditConfig {
-            flush_timeout: Duration::from_millis(200),
-            checkpoint: CheckpointPolicy {
-                every_events: 1_000_000,
-                every_seconds: 1_000_000,
-            },
-        },
-    )
-    .expect("audit log");
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-    ));
-    let settings = BrokerSettings {
-        argon2: Argon2Params {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-    };
-    let broker = Broker::new(
-        dyn_store,
-        audit,
-        MasterKey::generate(&SystemRandom::new()).expect("master key"),
-        settings,
-        clock.clone(),
-    )
-    .expect("broker");
-    (broker, clock)
-}
-
-impl FaultyServer {
-    async fn start() -> Self {
-        let store = Arc::new(AuditRefusingStore::default());
-        let (broker, clock) = memory_broker(&store);
-        let (_, _, seed) = broker
-            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-            .await
-            .expect("bootstrap admin");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(stint::rpc::serve(listener, broker.clone(), None, async {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        Self {
-            store,
-            clock,
-            channel,
-            admin_seed: seed.expose().to_vec(),
-            _shutdown: tx,
-        }
-    }
-
-    async fn admin_iam(&self) -> IamClient<Authed> {
-        self.clock.advance(Duration::from_secs(totp::STEP_SECONDS));
-        let code = totp::code_at(&self.admin_seed, totp::step_at(self.clock.now()));
-        let token = proto::sts_client::StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(proto::get_session_token_request::Credential::Password(
-                    proto::PasswordCredential {
-                        user_name: ADMIN.into(),
-                        password: ADMIN_PASSWORD.into(),
-                    },
-                )),
-                token_code: code,
-                ..Default::default()
-            })
-            .await
-            .expect("admin login")
-            .into_inner()
-            .credentials
-            .expect("credentials")
-            .session_token;
-        IamClient::with_interceptor(self.channel.clone(), Bearer::new(&token))
-    }
-
-    /// Every row of every table.
-    fn snapshot(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
-        let mut rows = Vec::new();
-        for table in Table::ALL {
-            for (key, value) in self.store.scan(table, b"", None, usize::MAX).expect("scan") {
-                rows.push((table, key, value));
-            }
-        }
-        rows
-    }
-
-    fn last_event(&self) -> Record {
-        let (key, value) = self
-            .store
-            .last(Table::Audit)
-            .expect("audit table")
-            .expect("an event");
-        store::decode(Table::Audit, &key, &value).expect("record")
-    }
-
-    /// Runs `change` while the store refuses audit writes: UNAVAILABLE, and not one byte
-    /// of any table changed (no change without its event). Then runs it again with writes allowed: it
-    /// succeeds, something changed, and the newest event is its own Allow record.
-    async fn refused_then_committed<T: std::fmt::Debug, F: Future<Output = Result<T, Status>>>(
-        &self,
-        action: &str,
-        mut change: impl FnMut() -> F,
-    ) {
-        let before = self.snapshot();
-        self.store.refuse_audit(true);
-        let refused = change().await;
-        self.store.refuse_audit(false);
-        assert_status(refused, Code::Unavailable, &[]);
-        assert!(
-            before == self.snapshot(),
-            "{action}: the store changed although the change was refused"
-        );
-        change()
-            .await
-            .unwrap_or_else(|status| panic!("{action} once writes are accepted: {status:?}"));
-        assert!(before != self.snapshot(), "{action}: nothing was written");
-        let record = self.last_event();
-        assert_eq!(record.event.event_name, action);
-        assert_eq!(
-            serde_json::to_value(record.event.outcome).expect("outcome"),
-            json!("Allow")
-        );
-    }
+/// Runs `change` while the store refuses audit writes (and every flush): UNAVAILABLE, and
+/// not one byte of any table changed (no change without its event). Then runs it again
+/// with writes allowed: it succeeds, something changed, and the newest event is its own
+/// Allow record.
+async fn refused_then_committed<T: std::fmt::Debug, F: Future<Output = Result<T, Status>>>(
+    store: &FaultStore,
+    action: &str,
+    mut change: impl FnMut() -> F,
+) {
+    let before = store.snapshot();
+    store.refuse_audit(true);
+    store.refuse_flush(true);
+    let refused = change().await;
+    store.refuse_audit(false);
+    store.refuse_flush(false);
+    assert_status(refused, Code::Unavailable, &[]);
+    assert!(
+        before == store.snapshot(),
+        "{action}: the store changed although the change was refused"
+    );
+    change()
+        .await
+        .unwrap_or_else(|status| panic!("{action} once writes are accepted: {status:?}"));
+    assert!(before != store.snapshot(), "{action}: nothing was written");
+    let record = last_event(store);
+    assert_eq!(record.event.event_name, action);
+    assert_eq!(
+        serde_json::to_value(record.event.outcome).expect("outcome"),
+        json!("Allow")
+    );
 }
 
 /// Every kind of IAM change, tried while the store refuses audit writes: the caller hears
@@ -657,20 +473,21 @@ impl FaultyServer {
 /// audit event). With writes accepted, the change and its event are both there.
 #[tokio::test]
 async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
-    let server = FaultyServer::start().await;
-    let mut iam = server.admin_iam().await;
+    // No chain checkpoints: the newest audit record is always the last change's own.
+    let (server, store) = TestServer::over_faults(100_000_000, 604_800).await;
+    let admin = server.admin_login().await;
+    let mut iam = server.iam_as(&admin);
     let policy_arn = arn("policy", "ec2-read");
     let key_id = std::sync::Mutex::new(String::new());
 
     macro_rules! step {
         ($action:literal, $method:ident, $request:expr) => {
-            server
-                .refused_then_committed($action, || {
-                    let mut iam = iam.clone();
-                    let request = $request;
-                    async move { iam.$method(request).await }
-                })
-                .await;
+            refused_then_committed(&store, $action, || {
+                let mut iam = iam.clone();
+                let request = $request;
+                async move { iam.$method(request).await }
+            })
+            .await;
         };
     }
 
@@ -828,24 +645,23 @@ async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
         }
     );
     // Access keys: the refused create must leave neither the key nor its index row.
-    server
-        .refused_then_committed("iam:CreateAccessKey", || {
-            let mut iam = iam.clone();
-            let key_id = &key_id;
-            async move {
-                let key = iam
-                    .create_access_key(proto::CreateAccessKeyRequest {
-                        user_name: "dev".into(),
-                    })
-                    .await?
-                    .into_inner()
-                    .access_key
-                    .expect("key");
-                *key_id.lock().expect("lock") = key.access_key_id;
-                Ok(())
-            }
-        })
-        .await;
+    refused_then_committed(&store, "iam:CreateAccessKey", || {
+        let mut iam = iam.clone();
+        let key_id = &key_id;
+        async move {
+            let key = iam
+                .create_access_key(proto::CreateAccessKeyRequest {
+                    user_name: "dev".into(),
+                })
+                .await?
+                .into_inner()
+                .access_key
+                .expect("key");
+            *key_id.lock().expect("lock") = key.access_key_id;
+            Ok(())
+        }
+    })
+    .await;
     let id = key_id.lock().expect("lock").clone();
     step!(
         "iam:UpdateAccessKey",
@@ -949,7 +765,7 @@ async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
         Code::NotFound,
         &["user dev"],
     );
-    let report = stint::audit::chain::verify(server.store.as_ref(), None).expect("verify");
+    let report = stint::audit::chain::verify(store.as_ref(), None).expect("verify");
     assert!(report.intact, "{}", report.reason);
 }
 
@@ -957,16 +773,22 @@ async fn every_iam_change_commits_with_its_audit_event_or_not_at_all() {
 /// batch: with audit writes refused there is no admin afterwards (and no event).
 #[tokio::test]
 async fn bootstrap_commits_the_admin_with_its_event_or_not_at_all() {
-    let store = Arc::new(AuditRefusingStore::default());
-    let (broker, _clock) = memory_broker(&store);
+    let store = Arc::new(FaultStore::default());
+    let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let broker = unstarted_daemon(store.clone(), &master, &clock)
+        .expect("daemon")
+        .broker;
     let before = store
         .scan(Table::Audit, b"", None, usize::MAX)
         .expect("scan");
     store.refuse_audit(true);
+    store.refuse_flush(true);
     let refused = broker
         .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
         .await;
     store.refuse_audit(false);
+    store.refuse_flush(false);
     assert!(
         matches!(refused, Err(BrokerError::AuditUnavailable)),
         "{refused:?}"

@@ -7,29 +7,18 @@
 //! address (127.0.0.x) with `Endpoint::local_address`, so the daemon sees it as the peer.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ring::rand::SystemRandom;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use stint::audit::chain::CheckpointPolicy;
 use stint::audit::event::EventFilter;
-use stint::audit::writer::{AuditConfig, AuditLog};
-use stint::broker::{Broker, BrokerSettings, Clock as _, ManualClock};
-use stint::core::authn::password::Argon2Params;
 use stint::core::authn::totp;
-use stint::core::model::Account;
-use stint::core::secret::SecretString;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::sts_client::StsClient;
-use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
-use stint::store::seal::MasterKey;
-use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
+use stint::proto::{self};
+use stint::store::{Store, Table};
 
 use crate::common::*;
 
@@ -128,39 +117,6 @@ async fn create_access_key(server: &TestServer, admin: &str, user: &str) -> prot
         .expect("access key")
 }
 
-async fn create_user(server: &TestServer, admin: &str, user: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: user.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("CreateUser");
-}
-
-/// Every event after `after` (all pages), read with `token`.
-async fn events_after(server: &TestServer, token: &str, after: u64) -> Vec<AuditEvent> {
-    let mut audit = server.audit_as(token);
-    let mut out = Vec::new();
-    let mut next_token = after.to_string();
-    loop {
-        let page = audit
-            .list_events(proto::ListEventsRequest {
-                next_token: next_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("ListEvents")
-            .into_inner();
-        out.extend(page.events);
-        if page.next_token.is_empty() {
-            return out;
-        }
-        next_token = page.next_token;
-    }
-}
-
 fn last_seq(server: &TestServer) -> u64 {
     server.broker().audit_log().durable_seq()
 }
@@ -174,10 +130,10 @@ fn last_seq(server: &TestServer) -> u64 {
 async fn an_access_key_login_with_a_code_is_checked_against_the_owners_device() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let seed = server.enroll_mfa(&admin, "svc").await;
     let svc_key = create_access_key(&server, &admin, "svc").await;
-    create_user(&server, &admin, "nodevice").await;
+    server.create_user(&admin, "nodevice").await;
     let plain_key = create_access_key(&server, &admin, "nodevice").await;
     let svc = || key(&svc_key.access_key_id, &svc_key.secret_access_key);
 
@@ -278,7 +234,7 @@ async fn a_four_megabyte_user_name_is_refused_quickly_and_barely_grows_the_audit
     );
 
     // ListEvents still works, and five refusals took a few hundred bytes each.
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     let refused: Vec<_> = events
         .iter()
         .filter(|e| e.event_name == "sts:GetSessionToken")
@@ -340,7 +296,7 @@ async fn a_password_typed_as_the_user_name_never_reaches_the_audit_log_or_the_se
     assert_invalid(login_from(&server, 10, password("dev", "wrong"), None).await);
     assert_invalid(login_from(&server, 10, key(&dev_key.access_key_id, "wrong"), None).await);
 
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     let all: String = events.iter().map(|e| e.event_json.as_str()).collect();
     for secret in [typed_as_name, "horse", &unknown_key] {
         assert!(
@@ -414,7 +370,7 @@ async fn a_failure_slows_only_that_user_from_that_address() {
         .await
         .expect("bob from the same address");
     // The daemon really saw two addresses.
-    let events = events_after(&server, &admin, 0).await;
+    let events = server.events_after(&admin, 0).await;
     let from = |ip: &str| {
         events
             .iter()
@@ -443,7 +399,8 @@ async fn a_stranger_cannot_lock_the_owner_out_of_an_address_she_used_before() {
         assert_invalid(login_from(&server, stranger, password("alice", "guess"), None).await);
         server.after_failure();
     }
-    let locks: Vec<_> = events_after(&server, &admin, 0)
+    let locks: Vec<_> = server
+        .events_after(&admin, 0)
         .await
         .into_iter()
         .filter(|e| e.event_name == "stint:Lockout")
@@ -482,32 +439,24 @@ async fn a_stranger_cannot_lock_the_owner_out_of_an_address_she_used_before() {
 async fn guessing_a_services_access_key_never_locks_the_service_out() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let svc = create_access_key(&server, &admin, "svc").await;
     let (service_host, attacker) = (40, 41);
     let before = last_seq(&server);
 
-    for _ in 0..12 {
-        assert_invalid(
-            login_from(
-                &server,
-                attacker,
-                key(&svc.access_key_id, &"x".repeat(40)),
-                None,
-            )
-            .await,
-        );
-        server.after_failure();
-    }
-    assert_invalid(
+    let guess = || {
         login_from(
             &server,
             attacker,
             key(&svc.access_key_id, &"x".repeat(40)),
             None,
         )
-        .await,
-    );
+    };
+    for _ in 0..12 {
+        assert_invalid(guess().await);
+        server.after_failure();
+    }
+    assert_invalid(guess().await);
     // The attacker's address is slowed...
     assert_slowed(
         login_from(
@@ -527,7 +476,7 @@ async fn guessing_a_services_access_key_never_locks_the_service_out() {
     )
     .await
     .expect("the service logs in while its key id is being guessed");
-    let events = events_after(&server, &admin, before).await;
+    let events = server.events_after(&admin, before).await;
     assert!(
         !events.iter().any(|e| e.event_name == "stint:Lockout"),
         "{events:#?}"
@@ -592,165 +541,40 @@ async fn an_address_over_its_failure_budget_is_slowed_but_never_blocked() {
 
 // ---- #14: a lock and its record land together or not at all ------------------------------
 
-/// A [`MemoryStore`] that can refuse every batch carrying an audit record while still
-/// taking all others: a change written apart from its event would show.
-#[derive(Default)]
-struct AuditRefusingStore {
-    inner: MemoryStore,
-    refuse_audit: AtomicBool,
+fn lockout_rows(store: &FaultStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .scan(Table::Lockouts, &[], None, usize::MAX)
+        .expect("scan lockouts")
 }
 
-impl AuditRefusingStore {
-    fn refuse_audit(&self, refuse: bool) {
-        self.refuse_audit.store(refuse, Ordering::SeqCst);
-    }
+/// `attempt`, made while `refuse` has the store fail, answers UNAVAILABLE and leaves the
+/// lockout rows as they were.
+async fn unavailable_and_unchanged<T: std::fmt::Debug>(
+    store: &FaultStore,
+    refuse: fn(&FaultStore, bool),
+    attempt: impl Future<Output = Result<T, tonic::Status>>,
+    why: &str,
+) {
+    let rows = lockout_rows(store);
+    refuse(store, true);
+    let refused = attempt.await;
+    refuse(store, false);
+    assert_status(refused, Code::Unavailable, &[]);
+    assert_eq!(lockout_rows(store), rows, "{why}");
 }
 
-impl Store for AuditRefusingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(table)
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        if self.refuse_audit.load(Ordering::SeqCst)
-            && batch
-                .writes
-                .iter()
-                .any(|(table, ..)| *table == Table::Audit)
-        {
-            return Err(StoreError::Io("audit writes refused (test fault)".into()));
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
-/// A broker over an [`AuditRefusingStore`], served on 127.0.0.1.
-struct FragileServer {
-    store: Arc<AuditRefusingStore>,
-    broker: Arc<Broker>,
-    clock: Arc<ManualClock>,
-    channel: Channel,
-    admin_seed: Vec<u8>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl FragileServer {
-    async fn start() -> Self {
-        let store = Arc::new(AuditRefusingStore::default());
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let audit = AuditLog::open(
-            dyn_store.clone(),
-            AuditConfig {
-                flush_timeout: Duration::from_millis(200),
-                checkpoint: CheckpointPolicy {
-                    every_events: 1_000,
-                    every_seconds: 3_600,
-                },
-            },
-        )
-        .expect("audit log");
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let clock = Arc::new(ManualClock::new(
-            UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-        ));
-        let settings = BrokerSettings {
-            argon2: Argon2Params {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout().policy(),
-            ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-        };
-        let broker = Broker::new(
-            dyn_store,
-            audit,
-            MasterKey::generate(&SystemRandom::new()).expect("master key"),
-            settings,
-            clock.clone(),
-        )
-        .expect("broker");
-        let (_, _, seed) = broker
-            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-            .await
-            .expect("bootstrap admin");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(stint::rpc::serve(listener, broker.clone(), None, async {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        Self {
-            store,
-            broker,
-            clock,
-            channel,
-            admin_seed: seed.expose().to_vec(),
-            _shutdown: tx,
-        }
-    }
-
-    async fn login(&self, user: &str, pass: &str, code: &str) -> Result<String, tonic::Status> {
-        StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(password(user, pass)),
-                token_code: code.into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .credentials
-                    .expect("credentials")
-                    .session_token
-            })
-    }
-
-    fn lockout_rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.store
-            .scan(Table::Lockouts, &[], None, usize::MAX)
-            .expect("scan lockouts")
-    }
-
-    fn events_named(&self, name: &str) -> usize {
-        let filter = EventFilter {
-            event_name: Some(name.into()),
-            ..Default::default()
-        };
-        self.broker
-            .audit_log()
-            .list(&filter, None, 10_000)
-            .expect("list")
-            .0
-            .len()
-    }
-
-    fn step_past_back_off(&self) {
-        self.clock
-            .advance(Duration::from_millis(test_lockout().max_delay_ms + 1));
-    }
+fn events_named(server: &TestServer, name: &str) -> usize {
+    let filter = EventFilter {
+        event_name: Some(name.into()),
+        ..Default::default()
+    };
+    server
+        .broker()
+        .audit_log()
+        .list(&filter, None, 10_000)
+        .expect("list")
+        .0
+        .len()
 }
 
 /// Every state change commits in the same batch as its audit event: while the store
@@ -759,88 +583,41 @@ impl FragileServer {
 /// rows exactly as they were. So does a store that refuses every write.
 #[tokio::test]
 async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
-    let server = FragileServer::start().await;
+    let (server, store) = TestServer::over_faults(1_000, 3_600).await;
+    let admin = server.admin_login().await;
     server
-        .clock
-        .advance(Duration::from_secs(totp::STEP_SECONDS));
-    let code = totp::code_at(&server.admin_seed, totp::step_at(server.clock.now()));
-    let admin = server
-        .login(ADMIN, ADMIN_PASSWORD, &code)
-        .await
-        .expect("admin login");
-    let mut iam =
-        proto::iam_client::IamClient::with_interceptor(server.channel.clone(), Bearer::new(&admin));
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
 
     let max = test_lockout().max_failures;
     for _ in 0..max - 1 {
-        assert_invalid(server.login("dev", "guess", "").await);
-        server.step_past_back_off();
+        assert_invalid(server.login("dev", "guess", None).await);
+        server.after_failure();
     }
     // The failure that locks, while the store refuses audit records, or everything:
     // nothing happens.
-    let rows = server.lockout_rows();
-    server.store.refuse_audit(true);
-    assert_status(
-        server.login("dev", "guess", "").await,
-        Code::Unavailable,
-        &[],
-    );
-    server.store.refuse_audit(false);
-    assert_eq!(
-        server.lockout_rows(),
-        rows,
-        "a failure written without its event"
-    );
-    server.store.inner.refuse_writes(true);
-    assert_status(
-        server.login("dev", "guess", "").await,
-        Code::Unavailable,
-        &[],
-    );
-    server.store.inner.refuse_writes(false);
-    assert_eq!(server.lockout_rows(), rows, "a half-written failure");
-    assert_eq!(server.events_named("stint:Lockout"), 0);
+    let guess = || server.login("dev", "guess", None);
+    let why = "a failure written without its event";
+    unavailable_and_unchanged(&store, FaultStore::refuse_audit, guess(), why).await;
+    let why = "a half-written failure";
+    unavailable_and_unchanged(&store, FaultStore::refuse_all, guess(), why).await;
+    assert_eq!(events_named(&server, "stint:Lockout"), 0);
 
     // Again with a store that works: locked, and recorded once.
-    assert_invalid(server.login("dev", "guess", "").await);
-    assert_eq!(server.events_named("stint:Lockout"), 1);
-    assert_slowed(server.login("dev", "dev-password-1", "").await);
+    assert_invalid(server.login("dev", "guess", None).await);
+    assert_eq!(events_named(&server, "stint:Lockout"), 1);
+    assert_slowed(server.login("dev", "dev-password-1", None).await);
 
     // The lock is served; ending it while the store refuses writes changes nothing.
-    server
-        .clock
-        .advance(Duration::from_secs(test_lockout().lockout_seconds));
-    let rows = server.lockout_rows();
-    server.store.refuse_audit(true);
-    assert_status(
-        server.login("dev", "dev-password-1", "").await,
-        Code::Unavailable,
-        &[],
-    );
-    server.store.refuse_audit(false);
-    assert_eq!(
-        server.lockout_rows(),
-        rows,
-        "an unlock written without its event"
-    );
-    assert_eq!(server.events_named("stint:LockoutEnded"), 0);
+    server.advance(Duration::from_secs(test_lockout().lockout_seconds));
+    let login = server.login("dev", "dev-password-1", None);
+    let why = "an unlock written without its event";
+    unavailable_and_unchanged(&store, FaultStore::refuse_audit, login, why).await;
+    assert_eq!(events_named(&server, "stint:LockoutEnded"), 0);
 
     server
-        .login("dev", "dev-password-1", "")
+        .login("dev", "dev-password-1", None)
         .await
         .expect("login after the lock");
-    assert_eq!(server.events_named("stint:LockoutEnded"), 1);
+    assert_eq!(events_named(&server, "stint:LockoutEnded"), 1);
 }

@@ -3,22 +3,17 @@
 //! signing key published ahead (#16). Each runs against the real server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 use stint::audit::chain;
 use stint::broker::{ManualClock, ScheduledRotation, WATCHES_PER_CALLER};
-use stint::config::Config;
 use stint::core::model::{KeyState, SigningKey};
-use stint::daemon::Daemon;
-use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
+use stint::proto::{self};
 use stint::store::seal::MasterKey;
-use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
+use stint::store::{Batch, Store, Table};
 
 use crate::common::*;
 
@@ -31,18 +26,9 @@ async fn reader(server: &TestServer, admin: &str) -> String {
         .create_user_with_password(admin, "reader", READER_PASSWORD)
         .await;
     server
-        .iam_as(admin)
-        .attach_user_policy(proto::AttachUserPolicyRequest {
-            user_name: "reader".into(),
-            policy_arn: builtin("ReadOnlyAccess"),
-        })
-        .await
-        .expect("AttachUserPolicy");
-    server
-        .login("reader", READER_PASSWORD, None)
-        .await
-        .expect("reader login")
-        .session_token
+        .attach_builtin(admin, "reader", &["ReadOnlyAccess"])
+        .await;
+    server.session("reader", READER_PASSWORD).await
 }
 
 fn simulation(actions: usize, resources: usize) -> proto::SimulatePrincipalPolicyRequest {
@@ -123,26 +109,6 @@ async fn simulation_fan_out_from_a_read_only_principal_is_refused() {
 
 // ---- #12 WatchEvents streams ------------------------------------------------------------
 
-async fn watch(
-    server: &TestServer,
-    token: &str,
-    after_seq: u64,
-) -> Result<tonic::Streaming<AuditEvent>, tonic::Status> {
-    server
-        .audit_as(token)
-        .watch_events(proto::WatchEventsRequest { after_seq })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn next_event(stream: &mut tonic::Streaming<AuditEvent>) -> AuditEvent {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an event within the bound")
-        .expect("stream open")
-        .expect("event, not an error")
-}
-
 /// Each open stream holds a backlog reader and a buffer; 1,000 of them held 0.4 GB. A
 /// caller may hold 4 (and the server 64, unit-tested in `broker::audit`); the slot comes
 /// back when the client drops its stream.
@@ -154,22 +120,23 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
     let mut held = Vec::new();
     for _ in 0..WATCHES_PER_CALLER {
         held.push(
-            watch(&server, &token, 0)
+            server
+                .watch(&token, 0)
                 .await
                 .expect("WatchEvents within the cap"),
         );
     }
-    let refused = watch(&server, &token, 0).await;
+    let refused = server.watch(&token, 0).await;
     assert_status(refused, Code::ResourceExhausted, &["WatchEvents", "reader"]);
     // Another caller is not affected by the reader's streams.
-    let other = watch(&server, &admin, 0).await.expect("admin's own slot");
+    let other = server.watch(&admin, 0).await.expect("admin's own slot");
     drop(other);
 
     // Dropping a stream frees its slot once the server sees the reset (bounded wait).
     drop(held.pop());
     let mut reopened = None;
     for _ in 0..200 {
-        match watch(&server, &token, 0).await {
+        match server.watch(&token, 0).await {
             Ok(stream) => {
                 reopened = Some(stream);
                 break;
@@ -186,7 +153,7 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
         "the dropped stream's slot never came back"
     );
     assert_status(
-        watch(&server, &token, 0).await,
+        server.watch(&token, 0).await,
         Code::ResourceExhausted,
         &["WatchEvents"],
     );
@@ -197,73 +164,17 @@ async fn watch_streams_are_capped_per_caller_and_released_on_drop() {
 async fn watch_without_after_seq_starts_at_the_tail() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    let mut iam = server.iam_as(&admin);
     for name in ["old-1", "old-2"] {
-        iam.create_user(proto::CreateUserRequest {
-            user_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("CreateUser");
+        server.create_user(&admin, name).await;
     }
-    let mut live = watch(&server, &admin, 0).await.expect("WatchEvents");
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "new-1".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
+    let mut live = server.watch(&admin, 0).await.expect("WatchEvents");
+    server.create_user(&admin, "new-1").await;
     let first = next_event(&mut live).await;
     assert_eq!(first.event_name, "iam:CreateUser", "{first:?}");
     assert!(first.event_json.contains("\"new-1\""), "{first:?}");
 }
 
 // ---- #14 keys, prune and bootstrap commit with their event ------------------------------
-
-/// A store whose batches that append to the audit log can be refused: a change committed
-/// apart from its record would still land, one committed with it cannot.
-#[derive(Default)]
-struct AuditRefusing {
-    inner: MemoryStore,
-    refuse: AtomicBool,
-}
-
-impl AuditRefusing {
-    fn refuse(&self, on: bool) {
-        self.refuse.store(on, Ordering::SeqCst);
-    }
-}
-
-impl Store for AuditRefusing {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(table)
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let appends = batch
-            .writes
-            .iter()
-            .any(|(table, _, _)| *table == Table::Audit);
-        if appends && self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("audit writes refused by the test".into()));
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
 
 fn keys_in(store: &dyn Store) -> Vec<(String, KeyState)> {
     let mut keys: Vec<(String, KeyState)> =
@@ -276,25 +187,16 @@ fn keys_in(store: &dyn Store) -> Vec<(String, KeyState)> {
     keys
 }
 
-async fn server_over(store: Arc<AuditRefusing>) -> TestServer {
-    TestServer::builder()
-        .store(store)
-        .config(|config| config.audit.flush_timeout_ms = 500)
-        .start()
-        .await
-}
-
 /// A rotation whose event cannot be written is not carried out: the keys stay as they
 /// were, and the caller is told the truth ("audit log unavailable").
 #[tokio::test]
 async fn a_rotation_is_not_carried_out_without_its_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    let server = server_over(store.clone()).await;
+    let (server, store) = TestServer::over_faults(1_000, 300).await;
     let admin = server.admin_login().await;
     let before = keys_in(store.as_ref());
     let jwks_before = server.broker().jwks();
 
-    store.refuse(true);
+    store.refuse_audit(true);
     let rotated = server
         .keys_as(&admin)
         .rotate_signing_key(proto::RotateSigningKeyRequest {})
@@ -307,7 +209,7 @@ async fn a_rotation_is_not_carried_out_without_its_audit_record() {
     );
     assert_eq!(server.broker().jwks(), jwks_before);
 
-    store.refuse(false);
+    store.refuse_audit(false);
     let admin = server.admin_login().await;
     server
         .keys_as(&admin)
@@ -321,8 +223,7 @@ async fn a_rotation_is_not_carried_out_without_its_audit_record() {
 /// lands in the same batch.
 #[tokio::test]
 async fn key_purge_and_audit_prune_need_their_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    let server = server_over(store.clone()).await;
+    let (server, store) = TestServer::over_faults(1_000, 300).await;
     let broker = server.broker().clone();
     broker
         .rotate_keys(&Default::default(), "test")
@@ -337,7 +238,7 @@ async fn key_purge_and_audit_prune_need_their_audit_record() {
             .any(|(_, state)| *state == KeyState::Retired)
     );
 
-    store.refuse(true);
+    store.refuse_audit(true);
     assert!(broker.purge_expired_keys().await.is_err());
     assert_eq!(
         keys_in(store.as_ref()),
@@ -354,9 +255,9 @@ async fn key_purge_and_audit_prune_need_their_audit_record() {
         chain::read_anchor(store.as_ref()).unwrap().is_none(),
         "anchor moved without its event"
     );
-    assert!(store.inner.last(Table::Audit).unwrap().is_some());
+    assert!(store.last(Table::Audit).unwrap().is_some());
 
-    store.refuse(false);
+    store.refuse_audit(false);
     let purged = broker.purge_expired_keys().await.expect("purge");
     assert_eq!(purged.len(), 1);
     let report = broker
@@ -420,24 +321,19 @@ async fn a_huge_retention_prunes_nothing() {
 /// log: a store that refuses the event gets no keys (and the daemon does not start).
 #[tokio::test]
 async fn first_keys_are_not_created_without_their_audit_record() {
-    let store = Arc::new(AuditRefusing::default());
-    store.refuse(true);
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
+    let store = Arc::new(FaultStore::default());
+    store.refuse_audit(true);
     let clock = Arc::new(ManualClock::new(start_time()));
     let master = MasterKey::generate(&SystemRandom::new()).unwrap();
-    let opened = Daemon::assemble(config.clone(), store.clone(), master.clone(), clock.clone());
+    let opened = unstarted_daemon(store.clone(), &master, &clock);
     assert!(opened.is_err(), "assembled without the keys' event");
     assert!(
         keys_in(store.as_ref()).is_empty(),
         "keys written without their event"
     );
 
-    store.refuse(false);
-    let daemon = Daemon::assemble(config, store.clone(), master, clock).expect("assemble");
+    store.refuse_audit(false);
+    let daemon = unstarted_daemon(store.clone(), &master, &clock).expect("assemble");
     let keys = keys_in(store.as_ref());
     assert_eq!(keys.len(), 2, "{keys:?}");
     // Read from the store itself: the record is there (and flushed) before the broker
@@ -539,7 +435,7 @@ async fn measure_read_only_memory() {
     let after_max = rss_mb();
     let mut streams = Vec::new();
     for _ in 0..200 {
-        if let Ok(s) = watch(&server, &token, 0).await {
+        if let Ok(s) = server.watch(&token, 0).await {
             streams.push(s);
         }
     }

@@ -20,19 +20,9 @@ async fn user_with_adversarial_policy(server: &TestServer) -> String {
         .await;
     let pattern = format!("arn:aws:s3:::*{}b*", "a".repeat(1000));
     server
-        .iam_as(&admin)
-        .put_user_policy(proto::PutUserPolicyRequest {
-            user_name: USER.into(),
-            policy_name: "glob".into(),
-            policy_document: allow(&["s3:GetObject"], &[&pattern]),
-        })
-        .await
-        .expect("PutUserPolicy");
-    server
-        .login(USER, PASSWORD, None)
-        .await
-        .expect("login")
-        .session_token
+        .put_user_policy(&admin, USER, "glob", &allow(&["s3:GetObject"], &[&pattern]))
+        .await;
+    server.session(USER, PASSWORD).await
 }
 
 async fn authorize(
@@ -108,13 +98,8 @@ async fn adversarial_glob_on_a_huge_resource_is_refused_and_server_stays_healthy
 async fn policy_with_duplicate_keys_is_refused() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, USER).await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: USER.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     let document = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     let refused = iam
         .put_user_policy(proto::PutUserPolicyRequest {
@@ -146,13 +131,8 @@ async fn policy_with_duplicate_keys_is_refused() {
 async fn tags_with_nul_or_bidi_controls_are_refused() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, USER).await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: USER.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     for (key, value, shown) in [
         ("team\0", "red", "U+0000"),
         ("team", "red\0admin", "U+0000"),
@@ -162,10 +142,7 @@ async fn tags_with_nul_or_bidi_controls_are_refused() {
         let refused = iam
             .tag_user(proto::TagUserRequest {
                 user_name: USER.into(),
-                tags: vec![proto::Tag {
-                    key: key.into(),
-                    value: value.into(),
-                }],
+                tags: vec![tag(key, value)],
             })
             .await;
         assert_status(refused, Code::InvalidArgument, &["tags", shown]);
@@ -173,10 +150,7 @@ async fn tags_with_nul_or_bidi_controls_are_refused() {
     // IAM's own alphabet still works.
     iam.tag_user(proto::TagUserRequest {
         user_name: USER.into(),
-        tags: vec![proto::Tag {
-            key: "cost-center".into(),
-            value: "Human Resources: 42/a@b".into(),
-        }],
+        tags: vec![tag("cost-center", "Human Resources: 42/a@b")],
     })
     .await
     .expect("TagUser with IAM's characters");

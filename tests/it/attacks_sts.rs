@@ -5,37 +5,16 @@
 //! role sessions outliving the revoked session they came from, oversized requests, and
 //! `aws:SecureTransport` claimed over plain TCP.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::TcpListener;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use stint::broker::ManualClock;
-use stint::cli::serve::Daemon;
-use stint::config::{Argon2Config, Config};
-use stint::core::authn::totp;
-use stint::core::secret::SecretString;
-use stint::proto::get_session_token_request::Credential;
-use stint::proto::iam_client::IamClient;
-use stint::proto::sts_client::StsClient;
-use stint::proto::tokens_client::TokensClient;
 use stint::proto::{self, ContextEntry, Decision};
-use stint::store::seal::MasterKey;
 
 use crate::common::*;
 
 const WHOAMI: proto::GetCallerIdentityRequest = proto::GetCallerIdentityRequest {};
-
-fn assume(role: &str, session: &str) -> proto::AssumeRoleRequest {
-    proto::AssumeRoleRequest {
-        role_arn: arn("role", role),
-        role_session_name: session.into(),
-        ..Default::default()
-    }
-}
 
 fn jti(token: &str) -> String {
     jwt_claims(token)["jti"].as_str().unwrap().to_string()
@@ -50,12 +29,17 @@ fn revoke(session_id: &str, principal_arn: &str, role_arn: &str) -> proto::Revok
     }
 }
 
-async fn login_dev(server: &TestServer) -> String {
+const DEV_PASSWORD: &str = "dev-password-1";
+
+/// A server and its admin's token, with the user `dev` (password [`DEV_PASSWORD`], no
+/// policies).
+async fn server_with_dev() -> (TestServer, String) {
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
     server
-        .login("dev", "dev-password-1", None)
-        .await
-        .expect("dev login")
-        .session_token
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    (server, admin)
 }
 
 /// A trust policy statement list letting `principal` do `actions` on the role.
@@ -64,18 +48,6 @@ fn trust_actions(principal: &str, actions: &[&str]) -> String {
         "Effect": "Allow", "Principal": {"AWS": principal}, "Action": actions
     }]})
     .to_string()
-}
-
-async fn create_role(server: &TestServer, admin: &str, name: &str, trust_policy: String) {
-    server
-        .iam_as(admin)
-        .create_role(proto::CreateRoleRequest {
-            role_name: name.into(),
-            assume_role_policy_document: trust_policy,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateRole");
 }
 
 async fn assume_ok(server: &TestServer, token: &str, request: proto::AssumeRoleRequest) -> String {
@@ -104,12 +76,8 @@ async fn is_alive(server: &TestServer, token: &str) -> bool {
 
 #[tokio::test]
 async fn revoke_session_takes_exactly_one_target() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
-    let dev = login_dev(&server).await;
+    let (server, admin) = server_with_dev().await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let mut tokens = server.tokens_as(&dev);
 
     // The attack: its own principal (allowed) smuggling in the admin's session and a role.
@@ -159,7 +127,7 @@ async fn revoke_session_takes_exactly_one_target() {
     assert!(is_alive(&server, &admin).await);
 
     // Its own session and its own principal need no policy (`stint logout`).
-    let other = login_dev(&server).await;
+    let other = server.session("dev", DEV_PASSWORD).await;
     tokens
         .revoke_session(revoke(&jti(&dev), "", ""))
         .await
@@ -179,12 +147,8 @@ async fn revoke_session_takes_exactly_one_target() {
 
 #[tokio::test]
 async fn a_later_revocation_cannot_lower_the_cutoff() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
-    let dev = login_dev(&server).await;
+    let (server, admin) = server_with_dev().await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     server.advance(Duration::from_secs(5));
     let mut tokens = server.tokens_as(&admin);
     tokens
@@ -225,24 +189,17 @@ async fn a_later_revocation_cannot_lower_the_cutoff() {
 
 #[tokio::test]
 async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
+    let (server, admin) = server_with_dev().await;
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_role(
+            &admin,
+            "abac",
+            trust_actions(&arn("user", "dev"), &["sts:AssumeRole"]),
+        )
         .await;
-    create_role(
-        &server,
-        &admin,
-        "abac",
-        trust_actions(&arn("user", "dev"), &["sts:AssumeRole"]),
-    )
-    .await;
-    let dev = login_dev(&server).await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let tagged = proto::AssumeRoleRequest {
-        tags: vec![proto::Tag {
-            key: "team".into(),
-            value: "red".into(),
-        }],
+        tags: vec![tag("team", "red")],
         ..assume("abac", "s1")
     };
     let sourced = proto::AssumeRoleRequest {
@@ -304,34 +261,23 @@ async fn session_tags_and_source_identity_need_permission_in_the_trust_policy() 
 
 #[tokio::test]
 async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     // The trust names the account only: the caller's own policies must allow too.
     let root = format!("arn:stint:iam::{ACCOUNT}:root");
-    create_role(
-        &server,
-        &admin,
-        "acct",
-        trust_actions(&root, &["sts:AssumeRole", "sts:TagSession"]),
-    )
-    .await;
-    let mut iam = server.iam_as(&admin);
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "assume".into(),
-        policy_document: allow(&["sts:AssumeRole"], &[&arn("role", "acct")]),
-    })
-    .await
-    .expect("PutUserPolicy");
-    let dev = login_dev(&server).await;
+    server
+        .create_role(
+            &admin,
+            "acct",
+            trust_actions(&root, &["sts:AssumeRole", "sts:TagSession"]),
+        )
+        .await;
+    let assume_acct = allow(&["sts:AssumeRole"], &[&arn("role", "acct")]);
+    server
+        .put_user_policy(&admin, "dev", "assume", &assume_acct)
+        .await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let tagged = proto::AssumeRoleRequest {
-        tags: vec![proto::Tag {
-            key: "team".into(),
-            value: "red".into(),
-        }],
+        tags: vec![tag("team", "red")],
         ..assume("acct", "s1")
     };
     assert_status(
@@ -339,16 +285,13 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
         Code::PermissionDenied,
         &["sts:TagSession"],
     );
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "assume".into(),
-        policy_document: allow(
-            &["sts:AssumeRole", "sts:TagSession"],
-            &[&arn("role", "acct")],
-        ),
-    })
-    .await
-    .expect("PutUserPolicy");
+    let assume_and_tag = allow(
+        &["sts:AssumeRole", "sts:TagSession"],
+        &[&arn("role", "acct")],
+    );
+    server
+        .put_user_policy(&admin, "dev", "assume", &assume_and_tag)
+        .await;
     assume_ok(&server, &dev, tagged).await;
 }
 
@@ -356,11 +299,7 @@ async fn an_account_trust_also_needs_the_callers_tag_session_allow() {
 
 #[tokio::test]
 async fn trust_conditions_see_session_name_external_id_and_source_identity() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": arn("user", "dev")},
         "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
@@ -369,8 +308,8 @@ async fn trust_conditions_see_session_name_external_id_and_source_identity() {
         }}
     }]})
     .to_string();
-    create_role(&server, &admin, "keyed", policy).await;
-    let dev = login_dev(&server).await;
+    server.create_role(&admin, "keyed", policy).await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let good = proto::AssumeRoleRequest {
         external_id: "ext-1".into(),
         source_identity: "dev".into(),
@@ -430,59 +369,19 @@ fn tls_only_policy() -> String {
     .to_string()
 }
 
-/// Logs in as admin over `channel`, creates `dev` with the TLS-only policy, and asks
-/// Authorize (over the same channel) whether dev may read an object.
-async fn secure_transport_decision(
-    channel: Channel,
-    admin_code: String,
-    mut sts: StsClient<Channel>,
-) -> Decision {
-    let login = |user: &str, password: &str, code: &str| proto::GetSessionTokenRequest {
-        credential: Some(Credential::Password(proto::PasswordCredential {
-            user_name: user.into(),
-            password: password.into(),
-        })),
-        token_code: code.into(),
-        ..Default::default()
-    };
-    let admin = sts
-        .get_session_token(login(ADMIN, ADMIN_PASSWORD, &admin_code))
-        .await
-        .expect("admin login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    let mut iam = IamClient::with_interceptor(channel.clone(), Bearer::new(&admin));
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
-    iam.put_user_policy(proto::PutUserPolicyRequest {
-        user_name: "dev".into(),
-        policy_name: "tls".into(),
-        policy_document: tls_only_policy(),
-    })
-    .await
-    .expect("PutUserPolicy");
-    let dev = sts
-        .get_session_token(login("dev", "dev-password-1", ""))
-        .await
-        .expect("dev login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    TokensClient::with_interceptor(channel, Bearer::new(&admin))
+/// Logs in as admin, creates `dev` with the TLS-only policy, and asks Authorize whether
+/// dev may read an object.
+async fn secure_transport_decision(server: &TestServer) -> Decision {
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    server
+        .put_user_policy(&admin, "dev", "tls", &tls_only_policy())
+        .await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
+    server
+        .tokens_as(&admin)
         .authorize(proto::AuthorizeRequest {
             session_token: dev,
             action: "s3:GetObject".into(),
@@ -499,61 +398,14 @@ async fn secure_transport_decision(
 async fn secure_transport_is_true_over_tls_only() {
     // Over plain TCP (the usual test server): false, so the TLS-only policy denies.
     let plain = TestServer::start().await;
-    let code = plain.fresh_code(&plain.admin_seed.clone());
-    let decision = secure_transport_decision(plain.channel(), code, plain.sts()).await;
+    let decision = secure_transport_decision(&plain).await;
     assert_eq!(decision, Decision::ImplicitDeny);
 
     // The same daemon over TLS: true, so it allows.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        argon2: Argon2Config {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        },
-        lockout: test_lockout(),
-        ..Config::default()
-    };
-    let clock = Arc::new(ManualClock::new(plain.now()));
-    let master = MasterKey::generate(&ring::rand::SystemRandom::new()).expect("master key");
-    let daemon = Daemon::open_with_master(config, master, clock.clone()).expect("daemon opens");
-    let (_, _, seed) = daemon
-        .broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-        .await
-        .expect("bootstrap admin");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let tls = stint::rpc::TlsFiles {
-            cert_pem: TEST_CERT.as_bytes().to_vec(),
-            key_pem: TEST_KEY.as_bytes().to_vec(),
-        };
-        daemon
-            .serve(listener, Some(tls), async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    let channel = Channel::from_shared(format!("https://localhost:{port}"))
-        .expect("uri")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(TEST_CERT))
-                .domain_name("localhost"),
-        )
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("TLS connect");
-    let code = totp::code_at(seed.expose(), totp::step_at(plain.now()));
-    let decision = secure_transport_decision(channel.clone(), code, StsClient::new(channel)).await;
+    let tls = TestServer::builder().tls(TEST_CERT, TEST_KEY).start().await;
+    let decision = secure_transport_decision(&tls).await;
     assert_eq!(decision, Decision::Allow);
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean TLS shutdown");
+    tls.stop().await.expect("clean TLS shutdown");
 }
 
 // ---- #5 a must-change-password session can do nothing else ---------------------------
@@ -571,21 +423,23 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
     .expect("CreateUser");
     iam.create_login_profile(proto::CreateLoginProfileRequest {
         user_name: "dev".into(),
-        password: "dev-password-1".into(),
+        password: DEV_PASSWORD.into(),
         password_reset_required: true,
     })
     .await
     .expect("CreateLoginProfile");
     // The trust policy names the user directly and the user has every right: only the
     // restriction stands in the way.
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
+    server
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
+        .await;
     iam.attach_user_policy(proto::AttachUserPolicyRequest {
         user_name: "dev".into(),
         policy_arn: builtin("AdministratorAccess"),
     })
     .await
     .expect("AttachUserPolicy");
-    let restricted = login_dev(&server).await;
+    let restricted = server.session("dev", DEV_PASSWORD).await;
 
     assert_status(
         server
@@ -630,13 +484,11 @@ async fn a_must_change_password_session_cannot_assume_a_role() {
 
 #[tokio::test]
 async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
+    let (server, admin) = server_with_dev().await;
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
         .await;
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
-    let dev = login_dev(&server).await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let role_session = assume_ok(&server, &dev, assume("ops", "s1")).await;
     let user_id = jwt_claims(&dev)["stint"]["user_id"]
         .as_str()
@@ -666,7 +518,7 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     .await
     .expect("DeleteUser");
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
         .await;
     assert_status(
         server.sts_as(&dev).get_caller_identity(WHOAMI).await,
@@ -690,14 +542,16 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
     assert!(!introspected.active);
 
     // Same for the role: a new ops does not take the old ops's sessions.
-    let fresh = login_dev(&server).await;
+    let fresh = server.session("dev", DEV_PASSWORD).await;
     let old_ops = assume_ok(&server, &fresh, assume("ops", "s2")).await;
     iam.delete_role(proto::DeleteRoleRequest {
         role_name: "ops".into(),
     })
     .await
     .expect("DeleteRole");
-    create_role(&server, &admin, "ops", trust(&arn("user", "dev"), None)).await;
+    server
+        .create_role(&admin, "ops", trust(&arn("user", "dev"), None))
+        .await;
     assert_status(
         server.sts_as(&old_ops).get_caller_identity(WHOAMI).await,
         Code::Unauthenticated,
@@ -711,17 +565,17 @@ async fn sessions_die_with_their_principal_even_if_a_namesake_is_created() {
 
 #[tokio::test]
 async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
+    let (server, admin) = server_with_dev().await;
     server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .create_role(&admin, "a", trust(&arn("user", "dev"), None))
         .await;
-    create_role(&server, &admin, "a", trust(&arn("user", "dev"), None)).await;
-    create_role(&server, &admin, "b", trust(&arn("role", "a"), None)).await;
-    let dev = login_dev(&server).await;
+    server
+        .create_role(&admin, "b", trust(&arn("role", "a"), None))
+        .await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
     let in_a = assume_ok(&server, &dev, assume("a", "s1")).await;
     let in_b = assume_ok(&server, &in_a, assume("b", "s1")).await;
-    let other = login_dev(&server).await;
+    let other = server.session("dev", DEV_PASSWORD).await;
     let other_a = assume_ok(&server, &other, assume("a", "t1")).await;
 
     // Vault-like: revoking the user session (here by itself: `stint logout`) takes the
@@ -765,18 +619,14 @@ async fn revoking_a_session_revokes_the_role_sessions_assumed_from_it() {
 
 #[tokio::test]
 async fn a_role_chain_is_bounded() {
-    let server = TestServer::start().await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
+    let (server, admin) = server_with_dev().await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": [arn("user", "dev"), arn("role", "loop")]},
         "Action": "sts:AssumeRole"
     }]})
     .to_string();
-    create_role(&server, &admin, "loop", policy).await;
-    let mut token = login_dev(&server).await;
+    server.create_role(&admin, "loop", policy).await;
+    let mut token = server.session("dev", DEV_PASSWORD).await;
     // The user session and five role sessions: each new one keeps all its ancestors.
     for hop in 0..5 {
         token = assume_ok(&server, &token, assume("loop", &format!("hop{hop}"))).await;
@@ -882,10 +732,7 @@ async fn oversized_requests_are_refused_naming_the_field() {
         ),
         (
             proto::AssumeRoleRequest {
-                tags: vec![proto::Tag {
-                    key: long(100_000),
-                    value: "v".into(),
-                }],
+                tags: vec![tag(&long(100_000), "v")],
                 ..assume("x", "s1")
             },
             "tags",
@@ -929,107 +776,20 @@ async fn oversized_requests_are_refused_naming_the_field() {
 
 // ---- #14 a revocation and its audit event land together or not at all ---------------
 
-/// A daemon over a [`MemoryStore`] that can be told to refuse writes.
-async fn memory_server() -> (
-    Arc<stint::store::memory::MemoryStore>,
-    Arc<ManualClock>,
-    Channel,
-    Vec<u8>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    use stint::audit::chain::CheckpointPolicy;
-    use stint::audit::writer::{AuditConfig, AuditLog};
-    use stint::broker::{Broker, BrokerSettings};
-    use stint::core::authn::password::Argon2Params;
-    use stint::core::model::Account;
-    use stint::store::Store;
-
-    let store = Arc::new(stint::store::memory::MemoryStore::new());
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let audit = AuditLog::open(
-        dyn_store.clone(),
-        AuditConfig {
-            flush_timeout: Duration::from_millis(200),
-            checkpoint: CheckpointPolicy {
-                every_events: 5,
-                every_seconds: 60,
-            },
-        },
-    )
-    .expect("audit log");
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let clock = Arc::new(ManualClock::new(
-        std::time::UNIX_EPOCH + Duration::from_secs(secs - secs % 60),
-    ));
-    let settings = BrokerSettings {
-        argon2: Argon2Params {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..BrokerSettings::dev(Account::new("stint", ACCOUNT))
-    };
-    let broker = Broker::new(
-        dyn_store,
-        audit,
-        MasterKey::generate(&ring::rand::SystemRandom::new()).expect("master key"),
-        settings,
-        clock.clone(),
-    )
-    .expect("broker");
-    let (_, _, seed) = broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-        .await
-        .expect("bootstrap admin");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(stint::rpc::serve(listener, broker, None, async {
-        let _ = rx.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    (store, clock, channel, seed.expose().to_vec(), tx)
-}
-
 #[tokio::test]
 async fn a_revocation_the_store_refuses_changes_nothing() {
-    use stint::broker::Clock as _;
-    let (store, clock, channel, seed, _stop) = memory_server().await;
-    let mut sts = StsClient::new(channel.clone());
-    let login = |user: &str, password: &str, code: String| proto::GetSessionTokenRequest {
-        credential: Some(Credential::Password(proto::PasswordCredential {
-            user_name: user.into(),
-            password: password.into(),
-        })),
-        token_code: code,
-        ..Default::default()
-    };
-    let code = totp::code_at(&seed, totp::step_at(clock.now()));
-    let admin = sts
-        .get_session_token(login(ADMIN, ADMIN_PASSWORD, code))
-        .await
-        .expect("admin login")
-        .into_inner()
-        .credentials
-        .unwrap()
-        .session_token;
-    let mut tokens = TokensClient::with_interceptor(channel.clone(), Bearer::new(&admin));
-    let mut whoami = StsClient::with_interceptor(channel.clone(), Bearer::new(&admin));
+    let (server, store) = TestServer::over_faults(5, 60).await;
+    let admin = server.admin_login().await;
+    let mut tokens = server.tokens_as(&admin);
+    let mut whoami = server.sts_as(&admin);
 
-    store.refuse_writes(true);
+    store.refuse_all(true);
     assert_status(
         tokens.revoke_session(revoke(&jti(&admin), "", "")).await,
         Code::Unavailable,
         &["audit"],
     );
-    store.refuse_writes(false);
+    store.refuse_all(false);
     // Neither the revocation nor its event was written: the session still works, and
     // once the store takes writes again the same request succeeds and is audited.
     whoami

@@ -3,50 +3,17 @@
 //! password policy and forced changes, access keys, lockout audit, indistinguishable
 //! failures for access keys, and the credential report.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ring::rand::{SecureRandom as _, SystemRandom};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::Channel;
 
-use stint::broker::ManualClock;
-use stint::cli::serve::Daemon;
-use stint::config::{Argon2Config, Config};
 use stint::core::authn::totp;
-use stint::core::secret::{SecretBytes, SecretString};
 use stint::proto::get_session_token_request::Credential;
-use stint::proto::sts_client::StsClient;
 use stint::proto::{self, AuditEvent};
 
 use crate::common::*;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-
-async fn attach(server: &TestServer, admin: &str, user: &str, policies: &[&str]) {
-    let mut iam = server.iam_as(admin);
-    for policy in policies {
-        iam.attach_user_policy(proto::AttachUserPolicyRequest {
-            user_name: user.into(),
-            policy_arn: builtin(policy),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("AttachUserPolicy {policy}: {s}"));
-    }
-}
-
-async fn create_user(server: &TestServer, admin: &str, user: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: user.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("CreateUser {user}: {s}"));
-}
 
 async fn list_users(server: &TestServer, token: &str) -> Result<Vec<String>, tonic::Status> {
     let users = server
@@ -130,13 +97,13 @@ async fn force_mfa_user_can_only_enroll_until_logging_in_with_a_code() {
     server
         .create_user_with_password(&admin, "bob", "bob-password-1")
         .await;
-    attach(
-        &server,
-        &admin,
-        "alice",
-        &["SelfServiceMFA", "IAMUserChangePassword", "ReadOnlyAccess"],
-    )
-    .await;
+    server
+        .attach_builtin(
+            &admin,
+            "alice",
+            &["SelfServiceMFA", "IAMUserChangePassword", "ReadOnlyAccess"],
+        )
+        .await;
 
     let first = server
         .login("alice", "alice-password-1", None)
@@ -259,8 +226,10 @@ async fn self_service_cannot_bind_a_device_to_another_user_by_naming_it_after_he
     server
         .create_user_with_password(&admin, "alice", "alice-password-1")
         .await;
-    create_user(&server, &admin, "bob").await;
-    attach(&server, &admin, "alice", &["SelfServiceMFA"]).await;
+    server.create_user(&admin, "bob").await;
+    server
+        .attach_builtin(&admin, "alice", &["SelfServiceMFA"])
+        .await;
     let alice = server
         .login("alice", "alice-password-1", None)
         .await
@@ -306,131 +275,28 @@ async fn concurrent_logins_with_one_code_mint_exactly_once() {
     }
 }
 
-/// A daemon on a fixed data dir and master key, so it can be stopped and started again.
-struct Restartable {
-    dir: tempfile::TempDir,
-    master: [u8; 32],
-    clock: Arc<ManualClock>,
-}
-
-struct Running {
-    channel: Channel,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-impl Restartable {
-    fn config(&self) -> Config {
-        let config = Config {
-            data_dir: self.dir.path().join("data"),
-            argon2: Argon2Config {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout(),
-            ..Config::default()
-        };
-        config.validate().expect("valid config");
-        config
-    }
-
-    fn open(&self) -> Daemon {
-        let master =
-            stint::store::seal::MasterKey::from_bytes(SecretBytes::from_slice(&self.master))
-                .expect("master key");
-        Daemon::open_with_master(self.config(), master, self.clock.clone()).expect("daemon opens")
-    }
-
-    async fn serve(daemon: Daemon) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let result = daemon
-                .serve(listener, None, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string());
-            drop(daemon);
-            result
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        Running {
-            channel,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Running {
-    async fn login(&self, code: &str) -> Result<proto::Credentials, tonic::Status> {
-        StsClient::new(self.channel.clone())
-            .get_session_token(proto::GetSessionTokenRequest {
-                credential: Some(Credential::Password(proto::PasswordCredential {
-                    user_name: ADMIN.into(),
-                    password: ADMIN_PASSWORD.into(),
-                })),
-                token_code: code.into(),
-                duration_seconds: 0,
-                serial_number: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().credentials.expect("credentials"))
-    }
-
-    async fn stop(self) {
-        drop(self.channel);
-        let _ = self.shutdown.send(());
-        self.task
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
-    }
-}
-
+/// The restarted daemon reads the same data dir with the same master key and clock.
 #[tokio::test]
 async fn a_used_code_stays_used_across_a_restart() {
-    let mut master = [0u8; 32];
-    SystemRandom::new().fill(&mut master).expect("random");
-    let start = {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        std::time::UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
-    };
-    let node = Restartable {
-        dir: tempfile::tempdir().expect("temp dir"),
-        master,
-        clock: Arc::new(ManualClock::new(start)),
-    };
-    let daemon = node.open();
-    let (_, _, seed) = daemon
-        .broker
-        .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+    let server = TestServer::start().await;
+    let seed = server.admin_seed.clone();
+    let code = server.fresh_code(&seed);
+    server
+        .login(ADMIN, ADMIN_PASSWORD, Some(&code))
         .await
-        .expect("bootstrap");
-    let seed = seed.expose().to_vec();
-    let running = Restartable::serve(daemon).await;
-    let code = totp::code_at(&seed, totp::step_at(start));
-    running.login(&code).await.expect("first use of the code");
-    running.stop().await;
+        .expect("first use of the code");
 
     // Same data dir, same master key, same (manual) time: the code is still spent.
-    let running = Restartable::serve(node.open()).await;
-    assert_invalid_credentials(running.login(&code).await);
+    let server = server.restart().await;
+    assert_invalid_credentials(server.login(ADMIN, ADMIN_PASSWORD, Some(&code)).await);
     // The daemon itself is fine: the next step's code works (past the back-off).
-    node.clock.advance(Duration::from_secs(totp::STEP_SECONDS));
-    let next = totp::code_at(&seed, totp::step_at(start) + 1);
-    running.login(&next).await.expect("next code after restart");
-    running.stop().await;
+    server.advance(Duration::from_secs(totp::STEP_SECONDS));
+    let next = server.fresh_code(&seed);
+    server
+        .login(ADMIN, ADMIN_PASSWORD, Some(&next))
+        .await
+        .expect("next code after restart");
+    server.stop().await.expect("clean shutdown");
 }
 
 // ---- 3. resync, deactivate, list ------------------------------------------------------
@@ -440,7 +306,9 @@ async fn mfa_user(server: &TestServer, admin: &str, user: &str, password: &str) 
     server
         .create_user_with_password(admin, user, password)
         .await;
-    attach(server, admin, user, &["SelfServiceMFA", "ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(admin, user, &["SelfServiceMFA", "ReadOnlyAccess"])
+        .await;
     server.enroll_mfa(admin, user).await
 }
 
@@ -709,7 +577,7 @@ async fn a_weak_password_is_refused_naming_the_field() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     set_policy(&server, &admin, strict_policy()).await.unwrap();
-    create_user(&server, &admin, "weak").await;
+    server.create_user(&admin, "weak").await;
     let mut iam = server.iam_as(&admin);
     for (password, rule) in [
         ("sh0rt-pw!", "at least 12"),
@@ -761,7 +629,9 @@ async fn reset_required_allows_only_a_password_change() {
     server
         .create_user_with_password(&admin, "dave", FIRST)
         .await;
-    attach(&server, &admin, "dave", &["ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(&admin, "dave", &["ReadOnlyAccess"])
+        .await;
     let full = server
         .login("dave", FIRST, None)
         .await
@@ -872,7 +742,9 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
     server
         .create_user_with_password(&admin, "erin", "erin-passw0rd-1!")
         .await;
-    attach(&server, &admin, "erin", &["ReadOnlyAccess"]).await;
+    server
+        .attach_builtin(&admin, "erin", &["ReadOnlyAccess"])
+        .await;
     let fresh = server
         .login("erin", "erin-passw0rd-1!", None)
         .await
@@ -964,8 +836,10 @@ async fn an_old_password_restricts_the_session_and_hard_expiry_refuses_login() {
 async fn access_key_lifecycle() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
-    attach(&server, &admin, "svc", &["ReadOnlyAccess"]).await;
+    server.create_user(&admin, "svc").await;
+    server
+        .attach_builtin(&admin, "svc", &["ReadOnlyAccess"])
+        .await;
     let mut iam = server.iam_as(&admin);
     let mut keys = Vec::new();
     for _ in 0..2 {
@@ -1215,7 +1089,7 @@ async fn a_lockout_and_its_end_are_audited() {
 async fn unknown_key_wrong_secret_and_inactive_key_answer_alike() {
     let server = TestServer::start_with(|c| c.lockout.max_failures = 10).await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let mut iam = server.iam_as(&admin);
     let key = || {
         let mut iam = iam.clone();
@@ -1338,7 +1212,7 @@ async fn credential_report_lists_every_user_in_csv_and_json() {
     server
         .create_user_with_password(&admin, "alice", "alice-password-1")
         .await;
-    create_user(&server, &admin, "svc").await;
+    server.create_user(&admin, "svc").await;
     let key = server
         .iam_as(&admin)
         .create_access_key(proto::CreateAccessKeyRequest {
@@ -1422,7 +1296,7 @@ async fn credential_report_csv_quotes_names_with_commas() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     // IAM user names may contain commas.
-    create_user(&server, &admin, "last,first").await;
+    server.create_user(&admin, "last,first").await;
     let csv = report(&server, &admin, "csv").await.expect("csv report");
     let rows = csv_rows(&csv.content);
     let row = rows

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +19,8 @@ use tokio_stream::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Code, Request, Status, Streaming};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -27,16 +29,18 @@ use stint::broker::{Broker, ManualClock};
 use stint::config::{Argon2Config, Config, LockoutConfig};
 use stint::core::authn::totp;
 use stint::core::secret::SecretString;
-use stint::daemon::Daemon;
-use stint::proto;
+use stint::daemon::{Daemon, DaemonError};
 use stint::proto::audit_client::AuditClient;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
-use stint::store::Store;
+use stint::proto::{self, AuditEvent};
+use stint::rpc::TlsFiles;
+use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
+use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -63,6 +67,107 @@ pub fn test_lockout() -> LockoutConfig {
         reset_after_seconds: 900,
         ..LockoutConfig::default()
     }
+}
+
+/// The config every test server starts from: data in `data_dir`, cheap Argon2,
+/// [`test_lockout`].
+pub fn test_config(data_dir: PathBuf) -> Config {
+    Config {
+        data_dir,
+        argon2: Argon2Config {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        },
+        lockout: test_lockout(),
+        ..Config::default()
+    }
+}
+
+/// How long the audit log waits for a flush on a server over a [`FaultStore`]: a refused
+/// write answers well within a test's patience.
+pub const FAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A [`MemoryStore`] that fails on demand, to show that a change committed apart from its
+/// audit event would land while one committed with it cannot.
+#[derive(Default)]
+pub struct FaultStore {
+    inner: MemoryStore,
+    refuse_audit: AtomicBool,
+    refuse_flush: AtomicBool,
+}
+
+impl FaultStore {
+    /// While set, every batch that appends to the audit log fails; all others commit.
+    pub fn refuse_audit(&self, refuse: bool) {
+        self.refuse_audit.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, every flush fails.
+    pub fn refuse_flush(&self, refuse: bool) {
+        self.refuse_flush.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, every commit and flush fails.
+    pub fn refuse_all(&self, refuse: bool) {
+        self.inner.refuse_writes(refuse);
+    }
+
+    /// Every row of every table.
+    pub fn snapshot(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        for table in Table::ALL {
+            for (key, value) in self.inner.scan(table, b"", None, usize::MAX).expect("scan") {
+                rows.push((table, key, value));
+            }
+        }
+        rows
+    }
+}
+
+impl Store for FaultStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        self.inner.last(table)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let appends = batch
+            .writes
+            .iter()
+            .any(|(table, ..)| *table == Table::Audit);
+        if appends && self.refuse_audit.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("audit writes refused (test fault)".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.refuse_flush.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("flush refused (test fault)".into()));
+        }
+        self.inner.flush()
+    }
+}
+
+/// A daemon over `store` with the test config, neither serving nor bootstrapped: for what
+/// happens before a server starts (its first keys, its first admin).
+pub fn unstarted_daemon(
+    store: Arc<dyn Store>,
+    master: &MasterKey,
+    clock: &Arc<ManualClock>,
+) -> Result<Daemon, DaemonError> {
+    let config = test_config(std::env::temp_dir().join("stint-unused-data-dir"));
+    Daemon::assemble(config, store, master.clone(), clock.clone())
 }
 
 /// Adds `authorization: Bearer <token>` to every request.
@@ -110,6 +215,15 @@ pub struct TestServer {
     master: MasterKey,
     /// The store given to the builder (`None`: sled in `dir`).
     injected_store: Option<Arc<dyn Store>>,
+    /// The server's certificate and key, when it serves TLS.
+    tls: Option<TestTls>,
+}
+
+/// A PEM certificate for `localhost` and its private key.
+#[derive(Clone)]
+pub struct TestTls {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// A daemon over the injected store, or over sled in `config.data_dir`.
@@ -134,25 +248,36 @@ struct Running {
     task: JoinHandle<Result<(), String>>,
 }
 
-/// Serves `daemon` on `127.0.0.1:0` until told to stop.
-async fn serve_daemon(daemon: Daemon) -> Running {
+/// Serves `daemon` on `127.0.0.1:0` (over TLS when given) until told to stop.
+async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
     let broker = daemon.broker.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (shutdown, rx) = oneshot::channel::<()>();
+    let files = tls.map(|tls| TlsFiles {
+        cert_pem: tls.cert_pem.as_bytes().to_vec(),
+        key_pem: tls.key_pem.as_bytes().to_vec(),
+    });
     let task = tokio::spawn(async move {
         daemon
-            .serve(listener, None, async {
+            .serve(listener, files, async {
                 let _ = rx.await;
             })
             .await
             .map_err(|e| e.to_string())
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let endpoint = match tls {
+        None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
+        Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .expect("uri")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.cert_pem))
+                    .domain_name("localhost"),
+            )
+            .expect("tls config"),
+    };
+    let channel = endpoint.connect().await.expect("connect");
     Running {
         addr,
         channel,
@@ -182,6 +307,7 @@ pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
 #[derive(Default)]
 pub struct TestServerBuilder {
     store: Option<Arc<dyn Store>>,
+    tls: Option<TestTls>,
     tweaks: Vec<ConfigTweak>,
     replica: Option<Replica>,
 }
@@ -215,6 +341,30 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serves over `store` with the short [`FAULT_FLUSH_TIMEOUT`].
+    pub fn faults(self, store: &Arc<FaultStore>) -> Self {
+        self.store(store.clone()).config(|config| {
+            config.audit.flush_timeout_ms = FAULT_FLUSH_TIMEOUT.as_millis() as u64;
+        })
+    }
+
+    /// Serves TLS with `cert_pem` (for `localhost`) and `key_pem`; the clients trust it.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some(TestTls {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        });
+        self
+    }
+
+    /// Writes an audit chain checkpoint every `events` events or `seconds` seconds.
+    pub fn checkpoints(self, events: u64, seconds: u64) -> Self {
+        self.config(move |config| {
+            config.audit.checkpoint_every_events = events;
+            config.audit.checkpoint_every_seconds = seconds;
+        })
+    }
+
     /// Adjusts the test config (applied in order, before validation).
     pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(tweak));
@@ -224,10 +374,11 @@ impl TestServerBuilder {
     pub async fn start(self) -> TestServer {
         let Self {
             store,
+            tls,
             tweaks,
             replica,
         } = self;
-        TestServer::launch(store, replica, move |config| {
+        TestServer::launch(store, tls, replica, move |config| {
             for tweak in tweaks {
                 tweak(config);
             }
@@ -243,7 +394,22 @@ impl TestServer {
 
     /// Starts a server with the test config, adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::launch(None, None, tweak).await
+        Self::launch(None, None, None, tweak).await
+    }
+
+    /// A server over a new [`FaultStore`] (see [`TestServerBuilder::faults`]) that writes a
+    /// chain checkpoint every `checkpoint_events` events or `checkpoint_seconds` seconds.
+    pub async fn over_faults(
+        checkpoint_events: u64,
+        checkpoint_seconds: u64,
+    ) -> (Self, Arc<FaultStore>) {
+        let store = Arc::new(FaultStore::default());
+        let server = Self::builder()
+            .faults(&store)
+            .checkpoints(checkpoint_events, checkpoint_seconds)
+            .start()
+            .await;
+        (server, store)
     }
 
     /// A builder, for a server over another store (or several config tweaks).
@@ -253,20 +419,12 @@ impl TestServer {
 
     async fn launch(
         store: Option<Arc<dyn Store>>,
+        tls: Option<TestTls>,
         replica: Option<Replica>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            argon2: Argon2Config {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-            lockout: test_lockout(),
-            ..Config::default()
-        };
+        let mut config = test_config(dir.path().join("data"));
         tweak(&mut config);
         config.validate().expect("test config is valid");
 
@@ -290,7 +448,7 @@ impl TestServer {
                 (seed.expose().to_vec(), serial)
             }
         };
-        let running = serve_daemon(daemon).await;
+        let running = serve_daemon(daemon, tls.as_ref()).await;
         Self {
             addr: running.addr,
             clock,
@@ -305,6 +463,7 @@ impl TestServer {
             dir: Some(dir),
             master,
             injected_store: store,
+            tls,
         }
     }
 
@@ -319,7 +478,7 @@ impl TestServer {
             &self.master,
             &self.clock,
         );
-        let running = serve_daemon(daemon).await;
+        let running = serve_daemon(daemon, self.tls.as_ref()).await;
         self.addr = running.addr;
         self.channel = running.channel;
         self.broker = Some(running.broker);
@@ -534,6 +693,68 @@ impl TestServer {
         .expect("CreateLoginProfile");
     }
 
+    /// Creates a user with no password.
+    pub async fn create_user(&self, admin: &str, user: &str) {
+        self.iam_as(admin)
+            .create_user(proto::CreateUserRequest {
+                user_name: user.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateUser {user}: {s}"));
+    }
+
+    /// Attaches the built-in managed policies named `policies` to `user`.
+    pub async fn attach_builtin(&self, admin: &str, user: &str, policies: &[&str]) {
+        let mut iam = self.iam_as(admin);
+        for policy in policies {
+            iam.attach_user_policy(proto::AttachUserPolicyRequest {
+                user_name: user.into(),
+                policy_arn: builtin(policy),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("AttachUserPolicy {policy}: {s}"));
+        }
+    }
+
+    /// Puts the inline policy `policy_name` on `user`.
+    pub async fn put_user_policy(
+        &self,
+        admin: &str,
+        user: &str,
+        policy_name: &str,
+        document: &str,
+    ) {
+        self.iam_as(admin)
+            .put_user_policy(proto::PutUserPolicyRequest {
+                user_name: user.into(),
+                policy_name: policy_name.into(),
+                policy_document: document.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("PutUserPolicy {policy_name}: {s}"));
+    }
+
+    /// Creates a role that `trust_policy` lets be assumed.
+    pub async fn create_role(&self, admin: &str, role: &str, trust_policy: String) {
+        self.iam_as(admin)
+            .create_role(proto::CreateRoleRequest {
+                role_name: role.into(),
+                assume_role_policy_document: trust_policy,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateRole {role}: {s}"));
+    }
+
+    /// `user`'s session token from a password-only login.
+    pub async fn session(&self, user: &str, password: &str) -> String {
+        self.login(user, password, None)
+            .await
+            .unwrap_or_else(|s| panic!("login {user}: {s}"))
+            .session_token
+    }
+
     /// Creates and enables a virtual MFA device for `user`; returns the seed.
     pub async fn enroll_mfa(&self, admin: &str, user: &str) -> Vec<u8> {
         let mut iam = self.iam_as(admin);
@@ -560,6 +781,55 @@ impl TestServer {
         self.mark_used(&seed, step);
         seed
     }
+}
+
+// ---- the audit log ----------------------------------------------------------------------
+
+impl TestServer {
+    /// Every audit event after `after_seq` (all pages), read with `token`. Each page read
+    /// adds its own `stint:ReadAuditLog` event, so the last event returned is that.
+    pub async fn events_after(&self, token: &str, after_seq: u64) -> Vec<AuditEvent> {
+        let mut audit = self.audit_as(token);
+        let mut out = Vec::new();
+        let mut next_token = after_seq.to_string();
+        loop {
+            let page = audit
+                .list_events(proto::ListEventsRequest {
+                    next_token: next_token.clone(),
+                    max_results: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListEvents")
+                .into_inner();
+            out.extend(page.events);
+            if page.next_token.is_empty() {
+                return out;
+            }
+            next_token = page.next_token;
+        }
+    }
+
+    /// `WatchEvents` from after `after_seq` (0: only new events), read with `token`.
+    pub async fn watch(
+        &self,
+        token: &str,
+        after_seq: u64,
+    ) -> Result<Streaming<AuditEvent>, Status> {
+        self.audit_as(token)
+            .watch_events(proto::WatchEventsRequest { after_seq })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+/// The next event on a `WatchEvents` stream, within a bound.
+pub async fn next_event(stream: &mut Streaming<AuditEvent>) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within the bound")
+        .expect("stream open")
+        .expect("event, not an error")
 }
 
 impl Drop for TestServer {
@@ -660,6 +930,22 @@ fn dechunk(mut body: &str) -> String {
         }
         out.push_str(&rest[..size]);
         body = &rest[size + 2..];
+    }
+}
+
+pub fn tag(key: &str, value: &str) -> proto::Tag {
+    proto::Tag {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// An `AssumeRole` request for `role` (a name) as session `session`.
+pub fn assume(role: &str, session: &str) -> proto::AssumeRoleRequest {
+    proto::AssumeRoleRequest {
+        role_arn: arn("role", role),
+        role_session_name: session.into(),
+        ..Default::default()
     }
 }
 

@@ -2,49 +2,20 @@
 //! right fields; no credential without its durable record when the store fails; watching
 //! the log live; tampering found offline.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use stint::audit::chain::{self, Breach};
 use stint::proto::{self, AuditEvent};
-use stint::store::memory::MemoryStore;
 use stint::store::sled::SledStore;
 use stint::store::{Batch, Store, Table};
 
 use crate::common::*;
 
-/// Events after `after_seq` (all pages). The listing's own `stint:ReadAuditLog` event is
-/// the last one returned.
-async fn events_after(audit_token: &str, server: &TestServer, after_seq: u64) -> Vec<AuditEvent> {
-    let mut audit = server.audit_as(audit_token);
-    let mut out = Vec::new();
-    let mut next_token = after_seq.to_string();
-    loop {
-        let page = audit
-            .list_events(proto::ListEventsRequest {
-                next_token: next_token.clone(),
-                max_results: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("ListEvents")
-            .into_inner();
-        out.extend(page.events);
-        if page.next_token.is_empty() {
-            return out;
-        }
-        next_token = page.next_token;
-    }
-}
-
 /// The events a step caused: everything after `*mark` except the trailing read of the
 /// log itself; moves `*mark` past that read.
 async fn caused(server: &TestServer, admin: &str, mark: &mut u64) -> Vec<AuditEvent> {
-    let mut events = events_after(admin, server, *mark).await;
+    let mut events = server.events_after(admin, *mark).await;
     let read = events.pop().expect("the listing's own event");
     assert_eq!(read.event_name, "stint:ReadAuditLog", "{read:?}");
     *mark = read.seq;
@@ -96,7 +67,7 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
     let dev_arn = arn("user", "dev");
     let dev_password = "dev-password-1";
     let mut iam = server.iam_as(&admin);
-    let mut mark = events_after(&admin, &server, 0).await.last().unwrap().seq;
+    let mut mark = server.events_after(&admin, 0).await.last().unwrap().seq;
     let mut secrets: Vec<String> = vec![ADMIN_PASSWORD.into(), dev_password.into(), admin.clone()];
 
     iam.create_user(proto::CreateUserRequest {
@@ -318,7 +289,7 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
     secrets.push(key.secret_access_key.clone());
 
     // Across the whole log: no password, token or secret key, anywhere.
-    for event in events_after(&admin, &server, 0).await {
+    for event in server.events_after(&admin, 0).await {
         for secret in &secrets {
             assert!(
                 !event.event_json.contains(secret.as_str()),
@@ -331,23 +302,6 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
 }
 
 // ---- the store refuses writes -----------------------------------------------------------
-
-/// A server over a [`MemoryStore`] that can be told to refuse writes, with a short audit
-/// flush timeout.
-async fn memory_server() -> (TestServer, Arc<MemoryStore>, Duration) {
-    let store = Arc::new(MemoryStore::new());
-    let flush_timeout = Duration::from_millis(200);
-    let server = TestServer::builder()
-        .store(store.clone())
-        .config(move |config| {
-            config.audit.flush_timeout_ms = flush_timeout.as_millis() as u64;
-            config.audit.checkpoint_every_events = 5;
-            config.audit.checkpoint_every_seconds = 60;
-        })
-        .start()
-        .await;
-    (server, store, flush_timeout)
-}
 
 async fn assume(
     server: &TestServer,
@@ -366,42 +320,23 @@ async fn assume(
 
 #[tokio::test]
 async fn no_credential_leaves_while_the_store_refuses_writes() {
-    let (server, store, flush_timeout) = memory_server().await;
+    let (server, store) = TestServer::over_faults(5, 60).await;
     let admin = server.admin_login().await;
-    let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "dev".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
-    iam.create_login_profile(proto::CreateLoginProfileRequest {
-        user_name: "dev".into(),
-        password: "dev-password-1".into(),
-        password_reset_required: false,
-    })
-    .await
-    .expect("CreateLoginProfile");
-    iam.create_role(proto::CreateRoleRequest {
-        role_name: "worker".into(),
-        assume_role_policy_document: trust(&arn("user", "dev"), None),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateRole");
-    let dev = server
-        .login("dev", "dev-password-1", None)
-        .await
-        .expect("dev login")
-        .session_token;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    server
+        .create_role(&admin, "worker", trust(&arn("user", "dev"), None))
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
     assume(&server, &dev)
         .await
         .expect("AssumeRole while healthy");
     server.health_becomes(ServingStatus::Serving).await;
 
-    store.refuse_writes(true);
+    store.refuse_all(true);
     // Bounded well below the default flush timeout (5 s): the configured 200 ms applies.
-    let bound = flush_timeout * 10;
+    let bound = FAULT_FLUSH_TIMEOUT * 10;
     let login = tokio::time::timeout(bound, server.login("dev", "dev-password-1", None))
         .await
         .expect("GetSessionToken answers within the bound");
@@ -412,7 +347,7 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
     assert_status(assumed, Code::Unavailable, &[]);
     server.health_becomes(ServingStatus::NotServing).await;
 
-    store.refuse_writes(false);
+    store.refuse_all(false);
     server.health_becomes(ServingStatus::Serving).await;
     let fresh = server
         .login("dev", "dev-password-1", None)
@@ -433,36 +368,6 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
 
 // ---- WatchEvents ------------------------------------------------------------------------
 
-type EventStream = tonic::Streaming<AuditEvent>;
-
-async fn watch(server: &TestServer, token: &str, after_seq: u64) -> EventStream {
-    server
-        .audit_as(token)
-        .watch_events(proto::WatchEventsRequest { after_seq })
-        .await
-        .expect("WatchEvents")
-        .into_inner()
-}
-
-async fn next_event(stream: &mut EventStream) -> AuditEvent {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an event within the bound")
-        .expect("stream open")
-        .expect("event, not an error")
-}
-
-async fn create_user(server: &TestServer, admin: &str, name: &str) {
-    server
-        .iam_as(admin)
-        .create_user(proto::CreateUserRequest {
-            user_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("CreateUser {name}: {s}"));
-}
-
 fn created(event: &AuditEvent, name: &str) -> bool {
     event.event_name == "iam:CreateUser" && event.event_json.contains(&format!("\"{name}\""))
 }
@@ -471,13 +376,13 @@ fn created(event: &AuditEvent, name: &str) -> bool {
 async fn watch_events_follows_the_log_without_gaps() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    create_user(&server, &admin, "early").await;
-    let listed = events_after(&admin, &server, 0).await;
+    server.create_user(&admin, "early").await;
+    let listed = server.events_after(&admin, 0).await;
     let last = listed.last().unwrap().seq;
 
-    let mut live = watch(&server, &admin, last).await;
-    create_user(&server, &admin, "u1").await;
-    create_user(&server, &admin, "u2").await;
+    let mut live = server.watch(&admin, last).await.expect("WatchEvents");
+    server.create_user(&admin, "u1").await;
+    server.create_user(&admin, "u2").await;
     // The watch's own read of the log comes first (it is audited before streaming).
     let own = next_event(&mut live).await;
     assert_eq!(own.seq, last + 1, "{own:?}");
@@ -491,7 +396,7 @@ async fn watch_events_follows_the_log_without_gaps() {
 
     // From an older seq: the backlog first, in order and without gaps, then live.
     let from = listed[listed.len() / 2].seq;
-    let mut replay = watch(&server, &admin, from).await;
+    let mut replay = server.watch(&admin, from).await.expect("WatchEvents");
     let mut seen = Vec::new();
     loop {
         let event = next_event(&mut replay).await;
@@ -508,7 +413,7 @@ async fn watch_events_follows_the_log_without_gaps() {
     // Next: this watch's own read, then a new event, live on both streams.
     let own = next_event(&mut replay).await;
     assert_eq!(own.event_name, "stint:ReadAuditLog", "{own:?}");
-    create_user(&server, &admin, "u3").await;
+    server.create_user(&admin, "u3").await;
     let replayed = next_event(&mut replay).await;
     assert!(created(&replayed, "u3"), "{replayed:?}");
     assert_eq!(replayed.seq, own.seq + 1);
@@ -539,7 +444,7 @@ async fn edited_and_deleted_events_are_found_offline() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
     for name in ["u1", "u2", "u3", "u4"] {
-        create_user(&server, &admin, name).await;
+        server.create_user(&admin, name).await;
     }
     let data_dir = server.config.data_dir.clone();
     let _dir = server.stop_keeping_data().await;

@@ -406,13 +406,8 @@ async fn refused_create_role_leaves_nothing_behind() {
 async fn delete_user_with_attached_policy_is_a_conflict() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, "temp").await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "temp".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     iam.attach_user_policy(proto::AttachUserPolicyRequest {
         user_name: "temp".into(),
         policy_arn: builtin("ReadOnlyAccess"),
@@ -466,13 +461,8 @@ async fn delete_user_with_attached_policy_is_a_conflict() {
 async fn an_eleventh_group_exceeds_the_limit() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
+    server.create_user(&admin, "joiner").await;
     let mut iam = server.iam_as(&admin);
-    iam.create_user(proto::CreateUserRequest {
-        user_name: "joiner".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("CreateUser");
     for i in 0..11 {
         iam.create_group(proto::CreateGroupRequest {
             group_name: format!("g{i}"),

@@ -22,21 +22,6 @@ async fn start() -> TestServer {
     TestServer::start_with(manual_sweeps).await
 }
 
-fn assume(role: &str, session: &str) -> proto::AssumeRoleRequest {
-    proto::AssumeRoleRequest {
-        role_arn: arn("role", role),
-        role_session_name: session.into(),
-        ..Default::default()
-    }
-}
-
-fn tag(key: &str, value: &str) -> proto::Tag {
-    proto::Tag {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
 /// `Authorize` with the admin's token as bearer, so a dead `token` shows in the answer.
 async fn authorize(
     server: &TestServer,
@@ -116,11 +101,7 @@ async fn user_session(server: &TestServer, admin: &str, user: &str) -> String {
     server
         .create_user_with_password(admin, user, &password)
         .await;
-    server
-        .login(user, &password, None)
-        .await
-        .unwrap_or_else(|s| panic!("login {user}: {s}"))
-        .session_token
+    server.session(user, &password).await
 }
 
 async fn caller_identity(server: &TestServer, token: &str) -> Result<String, tonic::Status> {

@@ -27,7 +27,8 @@ async fn admin_login_with_mfa_carries_pwd_and_otp() {
     let claims = jwt_claims(&creds.session_token);
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
     assert_eq!(claims["sub"], arn("user", ADMIN));
-    assert_eq!(claims["iss"], "stint");
+    // The issuer defaults to the server URL derived from `listen` (issue 10).
+    assert_eq!(claims["iss"], server.config.issuer());
     assert_eq!(claims["aud"], "stint");
     assert_eq!(claims["jti"], creds.access_key_id.as_str());
     let iat = claims["iat"].as_i64().unwrap();

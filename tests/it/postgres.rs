@@ -287,7 +287,7 @@ async fn init_creates_the_shared_key_and_audit_verify_reads_the_database() {
     };
     let url = testing::fresh_database(&base, "cli_init").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("keys/master.key");
+    let key = dir.path().join("master.key");
     let key = key.to_str().unwrap();
     let init = [
         "init",

@@ -84,7 +84,7 @@ async fn jwks_over_http_matches_the_token_kid_and_grpc() {
     let (status, body) = http_get(server.addr, "/.well-known/openid-configuration").await;
     assert_eq!(status, 200, "{body}");
     let oidc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(oidc["issuer"], "stint");
+    assert_eq!(oidc["issuer"], server.config.issuer().as_str());
     assert_eq!(
         oidc["jwks_uri"],
         format!("http://{}/.well-known/jwks.json", server.addr)
@@ -131,7 +131,7 @@ async fn an_independent_library_verifies_tokens_with_only_the_jwks() {
     let key = DecodingKey::from_jwk(jwk).expect("decoding key from the JWK");
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_audience(&["stint"]);
-    validation.set_issuer(&["stint"]);
+    validation.set_issuer(&[server.config.issuer()]);
     let data = decode::<serde_json::Value>(&admin, &key, &validation).expect("verifies");
     assert_eq!(data.claims["sub"], arn("user", ADMIN));
     assert_eq!(data.claims["amr"], serde_json::json!(["pwd", "otp"]));

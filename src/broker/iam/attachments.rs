@@ -1,7 +1,7 @@
 //! What a user, group or role holds: attached managed policies, inline policies and (users
 //! and roles) a permissions boundary.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::core::model::{Group, NameKind, Role, User, path_or_root};
 use crate::store::Tx;
@@ -33,6 +33,29 @@ fn change_holder<R>(
 }
 
 impl Broker {
+    /// A read of what `holder` `name` holds, authorized on the holder (its ARN and tags);
+    /// NotFound only once the caller was allowed to know.
+    #[allow(clippy::too_many_arguments)] // the frame the holder reads share
+    async fn read_holder<R>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        holder: Holder,
+        name: &str,
+        action: &str,
+        params: Value,
+        answer: impl FnOnce(&mut dyn HolderAccess) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
+        check_name(holder.name_kind(), name)?;
+        let (record, arn, keys) = self.holder_entity(holder, action, name)?;
+        self.iam_read(caller, meta, action, &arn, &keys, params, || {
+            let mut record =
+                record.ok_or_else(|| not_found(&holder.noun().to_lowercase(), name))?;
+            answer(record.as_mut())
+        })
+        .await
+    }
+
     /// The holder (when it exists), its ARN and the condition keys of `action` on it.
     fn holder_entity(
         &self,
@@ -123,33 +146,22 @@ impl Broker {
         page: &Page,
     ) -> Result<(Vec<(String, String)>, Option<String>), BrokerError> {
         let path_prefix = path_or_root(path_prefix);
-        check_name(holder.name_kind(), name)?;
         let action = format!("iam:ListAttached{}Policies", holder.noun());
-        let (record, arn, keys) = self.holder_entity(holder, &action, name)?;
-        self.iam_read(
-            caller,
-            meta,
-            &action,
-            &arn,
-            &keys,
-            json!({"name": name}),
-            || {
-                let mut record =
-                    record.ok_or_else(|| not_found(&holder.noun().to_lowercase(), name))?;
-                let rows: Vec<(String, String)> = record
-                    .attached_list()
-                    .iter()
-                    .filter(|a| policy_path(a).starts_with(path_prefix.as_str()))
-                    .map(|a| {
-                        (
-                            a.rsplit('/').next().unwrap_or_default().to_string(),
-                            a.clone(),
-                        )
-                    })
-                    .collect();
-                slice_page(&rows, |(_, a)| a.clone(), page)
-            },
-        )
+        let params = json!({"name": name});
+        self.read_holder(caller, meta, holder, name, &action, params, |record| {
+            let rows: Vec<(String, String)> = record
+                .attached_list()
+                .iter()
+                .filter(|a| policy_path(a).starts_with(path_prefix.as_str()))
+                .map(|a| {
+                    (
+                        a.rsplit('/').next().unwrap_or_default().to_string(),
+                        a.clone(),
+                    )
+                })
+                .collect();
+            slice_page(&rows, |(_, a)| a.clone(), page)
+        })
         .await
     }
 
@@ -198,25 +210,15 @@ impl Broker {
         name: &str,
         policy_name: &str,
     ) -> Result<String, BrokerError> {
-        check_name(holder.name_kind(), name)?;
         let action = format!("iam:Get{}Policy", holder.noun());
-        let (record, arn, keys) = self.holder_entity(holder, &action, name)?;
-        self.iam_read(
-            caller,
-            meta,
-            &action,
-            &arn,
-            &keys,
-            json!({"name": name, "policy_name": policy_name}),
-            || {
-                record
-                    .ok_or_else(|| not_found(&holder.noun().to_lowercase(), name))?
-                    .inline_map()
-                    .get(policy_name)
-                    .cloned()
-                    .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
-            },
-        )
+        let params = json!({"name": name, "policy_name": policy_name});
+        self.read_holder(caller, meta, holder, name, &action, params, |record| {
+            record
+                .inline_map()
+                .get(policy_name)
+                .cloned()
+                .ok_or_else(|| not_found(&format!("inline policy of {name}:"), policy_name))
+        })
         .await
     }
 
@@ -251,26 +253,12 @@ impl Broker {
         name: &str,
         page: &Page,
     ) -> Result<(Vec<String>, Option<String>), BrokerError> {
-        check_name(holder.name_kind(), name)?;
         let action = format!("iam:List{}Policies", holder.noun());
-        let (record, arn, keys) = self.holder_entity(holder, &action, name)?;
-        self.iam_read(
-            caller,
-            meta,
-            &action,
-            &arn,
-            &keys,
-            json!({"name": name}),
-            || {
-                let names: Vec<String> = record
-                    .ok_or_else(|| not_found(&holder.noun().to_lowercase(), name))?
-                    .inline_map()
-                    .keys()
-                    .cloned()
-                    .collect();
-                slice_page(&names, |n| n.clone(), page)
-            },
-        )
+        let params = json!({"name": name});
+        self.read_holder(caller, meta, holder, name, &action, params, |record| {
+            let names: Vec<String> = record.inline_map().keys().cloned().collect();
+            slice_page(&names, |n| n.clone(), page)
+        })
         .await
     }
 

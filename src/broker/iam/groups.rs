@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::core::model::{Group, NameKind, RECORD_VERSION, User, name_key, path_or_root};
+use crate::core::model::{Group, NameKind, RECORD_VERSION, User, name_key};
 use crate::store::{self, Table};
 
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::index::{group_members, indexed, set_group_members};
 use super::{
-    MAX_GROUPS_PER_USER, Page, check_name, check_path, insert_new, not_found, page_of, slice_page,
+    MAX_GROUPS_PER_USER, Page, check_name, check_path, insert_new, not_found, page_of,
+    policy_blockers, slice_page,
 };
 
 impl Broker {
@@ -61,21 +62,10 @@ impl Broker {
         page: &Page,
     ) -> Result<(Group, Vec<User>, Option<String>), BrokerError> {
         check_name(NameKind::Group, group_name)?;
-        let action = "iam:GetGroup";
-        let (group, arn, keys) = self.entity::<Group>(action, group_name)?;
-        self.iam_read(
-            caller,
-            meta,
-            action,
-            &arn,
-            &keys,
-            json!({"group_name": group_name}),
-            || {
-                let group = group.ok_or_else(|| not_found("group", group_name))?;
-                let (users, marker) = self.members_page(group_name, page)?;
-                Ok((group, users, marker))
-            },
-        )
+        self.get_entity(caller, meta, "iam:GetGroup", group_name, |group: Group| {
+            let (users, marker) = self.members_page(group_name, page)?;
+            Ok((group, users, marker))
+        })
         .await
     }
 
@@ -110,21 +100,8 @@ impl Broker {
         path_prefix: &str,
         page: &Page,
     ) -> Result<(Vec<Group>, Option<String>), BrokerError> {
-        let resource = self.account().group_arn("/", "*");
-        self.iam_read(
-            caller,
-            meta,
-            "iam:ListGroups",
-            &resource,
-            &[],
-            json!({"path_prefix": path_prefix}),
-            || {
-                page_of::<Group>(self, Table::Groups, page, |g| {
-                    g.path.starts_with(path_or_root(path_prefix).as_str())
-                })
-            },
-        )
-        .await
+        self.list_entities(caller, meta, "iam:ListGroups", path_prefix, page)
+            .await
     }
 
     pub async fn delete_group(
@@ -134,28 +111,15 @@ impl Broker {
         group_name: &str,
     ) -> Result<(), BrokerError> {
         check_name(NameKind::Group, group_name)?;
-        let params = json!({"group_name": group_name});
-        self.iam_change(caller, meta, "iam:DeleteGroup", params, |tx, gate| {
-            let group: Group = gate.load(tx, group_name, vec![])?;
+        let action = "iam:DeleteGroup";
+        self.delete_entity(caller, meta, action, group_name, |tx, group: &mut Group| {
             let mut blockers = Vec::new();
             // The group's own member list, not every user.
             if !group_members(tx, group_name)?.is_empty() {
                 blockers.push("members");
             }
-            if !group.attached_policies.is_empty() {
-                blockers.push("attached policies");
-            }
-            if !group.inline_policies.is_empty() {
-                blockers.push("inline policies");
-            }
-            if !blockers.is_empty() {
-                return Err(BrokerError::DeleteConflict(format!(
-                    "group {group_name}: it still has {}",
-                    blockers.join(", ")
-                )));
-            }
-            tx.delete(Table::Groups, &name_key(group_name));
-            Ok(())
+            blockers.extend(policy_blockers(group));
+            Ok(blockers)
         })
         .await
     }
@@ -227,27 +191,17 @@ impl Broker {
     ) -> Result<(Vec<Group>, Option<String>), BrokerError> {
         let name = self.target_user(caller, user_name)?;
         let action = "iam:ListGroupsForUser";
-        let (user, arn, keys) = self.entity::<User>(action, &name)?;
-        self.iam_read(
-            caller,
-            meta,
-            action,
-            &arn,
-            &keys,
-            json!({"user_name": name}),
-            || {
-                let user = user.ok_or_else(|| not_found("user", &name))?;
-                let mut groups = Vec::new();
-                for g in &user.groups {
-                    if let Some(group) =
-                        store::read::<Group>(self.store.as_ref(), Table::Groups, &name_key(g))?
-                    {
-                        groups.push(group);
-                    }
+        self.get_entity(caller, meta, action, &name, |user: User| {
+            let mut groups = Vec::new();
+            for g in &user.groups {
+                if let Some(group) =
+                    store::read::<Group>(self.store.as_ref(), Table::Groups, &name_key(g))?
+                {
+                    groups.push(group);
                 }
-                slice_page(&groups, |g| name_key(&g.name), page)
-            },
-        )
+            }
+            slice_page(&groups, |g| name_key(&g.name), page)
+        })
         .await
     }
 }

@@ -1,5 +1,5 @@
 //! Virtual MFA devices: create (seed shown once), enable and resync with two consecutive
-//! codes, deactivate, list.
+//! codes, deactivate, delete (only a device that is not enabled, as AWS), list.
 
 use serde_json::json;
 
@@ -14,6 +14,26 @@ use super::{check_name, not_found, resource_tag_keys};
 
 /// How far (in 30 s steps, each way) ResyncMfaDevice searches for the device's codes.
 const RESYNC_WINDOW_STEPS: u64 = 40;
+
+/// AWS's bounds on a serial number: 9 to 256 characters of `[\w+=/:,.@-]`.
+fn check_serial(serial: &str) -> Result<(), BrokerError> {
+    if !(9..=256).contains(&serial.len()) {
+        return Err(BrokerError::invalid(
+            "serial_number",
+            format!("must be 9 to 256 characters, got {}", serial.len()),
+        ));
+    }
+    if !serial
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_+=/:,.@-".contains(&b))
+    {
+        return Err(BrokerError::invalid(
+            "serial_number",
+            "may contain only letters, digits and _+=/:,.@-",
+        ));
+    }
+    Ok(())
+}
 
 impl Broker {
     /// Creates an unenabled virtual device; returns (serial, seed). The seed is shown once.
@@ -191,6 +211,44 @@ impl Broker {
                     .ok_or_else(|| not_found("MFA device", serial))?;
                 // A deactivated virtual device is gone: re-enrolment makes a new seed.
                 tx.delete(Table::MfaDevices, &key);
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// DeleteVirtualMfaDevice: removes a device that is not enabled (created, never
+    /// enabled — what an interrupted enrolment leaves). AWS: "you must deactivate a user's
+    /// virtual MFA device before you can delete it" — an enabled one is a DeleteConflict.
+    /// Authorized as `iam:DeleteVirtualMfaDevice` on the device's ARN (its serial), before
+    /// the caller learns whether it exists.
+    pub async fn delete_virtual_mfa_device(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        serial: &str,
+    ) -> Result<(), BrokerError> {
+        check_serial(serial)?;
+        let params = json!({"serial_number": serial});
+        self.iam_change(
+            caller,
+            meta,
+            "iam:DeleteVirtualMfaDevice",
+            params,
+            |tx, gate| {
+                gate.check(serial, &[])?;
+                let all: Vec<MfaDevice> = tx.scan(Table::MfaDevices, "")?;
+                let device = all
+                    .into_iter()
+                    .find(|d| d.serial_number == serial)
+                    .ok_or_else(|| not_found("MFA device", serial))?;
+                if device.enable_date.is_some() {
+                    return Err(BrokerError::DeleteConflict(format!(
+                        "MFA device {serial}: it is enabled for user {}; deactivate it first (DeactivateMfaDevice)",
+                        device.user_name
+                    )));
+                }
+                tx.delete(Table::MfaDevices, &mfa_key(&device.user_name, serial));
                 Ok(())
             },
         )

@@ -18,10 +18,13 @@ mod bootstrap;
 mod groups;
 mod index;
 mod mfa;
+mod oidc;
 mod passwords;
 mod policies;
 mod roles;
 mod users;
+
+pub use oidc::{OidcProvider, OidcProviderInput, is_loopback_host};
 
 use std::collections::BTreeMap;
 
@@ -113,6 +116,7 @@ trait IamRecord: Serialize + DeserializeOwned {
     /// Lower-case noun, as in ARNs and messages.
     const NOUN: &'static str;
     fn arn(&self) -> &str;
+    fn path(&self) -> &str;
     fn tags(&self) -> &[Tag];
     fn attached(&mut self) -> &mut Vec<String>;
     fn inline(&mut self) -> &mut BTreeMap<String, String>;
@@ -126,6 +130,9 @@ macro_rules! iam_record {
             const NOUN: &'static str = $noun;
             fn arn(&self) -> &str {
                 &self.arn
+            }
+            fn path(&self) -> &str {
+                &self.path
             }
             fn tags(&self) -> &[Tag] {
                 $(return &self.$tags;)?
@@ -514,6 +521,74 @@ impl Broker {
         })
     }
 
+    /// Get{User,Group,Role}: `name`'s record, authorized on its ARN and tags, handed to
+    /// `answer`; NotFound only once the caller was allowed to know.
+    async fn get_entity<T: IamRecord, R>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        action: &str,
+        name: &str,
+        answer: impl FnOnce(T) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
+        let (record, arn, keys) = self.entity::<T>(action, name)?;
+        let params = name_param::<T>(name);
+        self.iam_read(caller, meta, action, &arn, &keys, params, || {
+            answer(record.ok_or_else(|| not_found(T::NOUN, name))?)
+        })
+        .await
+    }
+
+    /// Delete{User,Group,Role}: refused with DeleteConflict naming everything `blockers`
+    /// finds still hanging off the record, else deleted.
+    async fn delete_entity<T: IamRecord>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        action: &str,
+        name: &str,
+        mut blockers: impl FnMut(&mut Tx<'_>, &mut T) -> Result<Vec<&'static str>, BrokerError>,
+    ) -> Result<(), BrokerError> {
+        self.iam_change(caller, meta, action, name_param::<T>(name), |tx, gate| {
+            let mut record: T = gate.load(tx, name, vec![])?;
+            let blockers = blockers(tx, &mut record)?;
+            if !blockers.is_empty() {
+                return Err(BrokerError::DeleteConflict(format!(
+                    "{} {name}: it still has {}",
+                    T::NOUN,
+                    blockers.join(", ")
+                )));
+            }
+            tx.delete(T::TABLE, &name_key(name));
+            Ok(())
+        })
+        .await
+    }
+
+    /// List{Users,Groups,Roles}: a page of the records whose path starts with
+    /// `path_prefix`.
+    async fn list_entities<T: IamRecord>(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        action: &str,
+        path_prefix: &str,
+        page: &Page,
+    ) -> Result<(Vec<T>, Option<String>), BrokerError> {
+        let resource = self.account().iam_arn(T::NOUN, "/", "*");
+        let prefix = path_or_root(path_prefix);
+        self.iam_read(
+            caller,
+            meta,
+            action,
+            &resource,
+            &[],
+            serde_json::json!({"path_prefix": path_prefix}),
+            || page_of::<T>(self, T::TABLE, page, |r| r.path().starts_with(&prefix)),
+        )
+        .await
+    }
+
     /// Resolves an empty user name to the calling user.
     fn target_user(&self, caller: &Caller, user_name: &str) -> Result<String, BrokerError> {
         if !user_name.is_empty() {
@@ -546,6 +621,25 @@ impl Broker {
     pub fn has_users(&self) -> Result<bool, BrokerError> {
         Ok(!self.store.scan(Table::Users, b"", None, 1)?.is_empty())
     }
+}
+
+/// The audit parameters naming a user, group or role: `{"user_name": name}` and so on.
+fn name_param<T: IamRecord>(name: &str) -> Value {
+    let mut params = serde_json::Map::new();
+    params.insert(format!("{}_name", T::NOUN), name.into());
+    params.into()
+}
+
+/// What blocks deleting a user, group or role in any case: its policies.
+fn policy_blockers<T: IamRecord>(record: &mut T) -> Vec<&'static str> {
+    let mut blockers = Vec::new();
+    if !record.attached().is_empty() {
+        blockers.push("attached policies");
+    }
+    if !record.inline().is_empty() {
+        blockers.push("inline policies");
+    }
+    blockers
 }
 
 /// Stages a new record, refusing a name already taken.

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::core::model::{
-    NameKind, RECORD_VERSION, Role, Tag, name_key, path_or_root, validate_tags,
-};
+use crate::core::model::{NameKind, RECORD_VERSION, Role, Tag, name_key, validate_tags};
 use crate::core::policy::PolicyKind;
 use crate::store::Table;
 
@@ -14,7 +12,7 @@ use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::users::{check_tag_change, retag, tagging_keys};
 use super::{
     Page, boundary_key, check_arn, check_description, check_max_session, check_name, check_path,
-    insert_new, not_found, page_of, parse_policy, request_tag_keys, update_in,
+    insert_new, parse_policy, policy_blockers, request_tag_keys, update_in,
 };
 
 impl Broker {
@@ -90,18 +88,8 @@ impl Broker {
         role_name: &str,
     ) -> Result<Role, BrokerError> {
         check_name(NameKind::Role, role_name)?;
-        let action = "iam:GetRole";
-        let (role, arn, keys) = self.entity::<Role>(action, role_name)?;
-        self.iam_read(
-            caller,
-            meta,
-            action,
-            &arn,
-            &keys,
-            json!({"role_name": role_name}),
-            || role.ok_or_else(|| not_found("role", role_name)),
-        )
-        .await
+        self.get_entity::<Role, _>(caller, meta, "iam:GetRole", role_name, Ok)
+            .await
     }
 
     pub async fn list_roles(
@@ -111,21 +99,8 @@ impl Broker {
         path_prefix: &str,
         page: &Page,
     ) -> Result<(Vec<Role>, Option<String>), BrokerError> {
-        let resource = self.account().role_arn("/", "*");
-        self.iam_read(
-            caller,
-            meta,
-            "iam:ListRoles",
-            &resource,
-            &[],
-            json!({"path_prefix": path_prefix}),
-            || {
-                page_of::<Role>(self, Table::Roles, page, |r| {
-                    r.path.starts_with(path_or_root(path_prefix).as_str())
-                })
-            },
-        )
-        .await
+        self.list_entities(caller, meta, "iam:ListRoles", path_prefix, page)
+            .await
     }
 
     pub async fn delete_role(
@@ -135,25 +110,13 @@ impl Broker {
         role_name: &str,
     ) -> Result<(), BrokerError> {
         check_name(NameKind::Role, role_name)?;
-        let params = json!({"role_name": role_name});
-        self.iam_change(caller, meta, "iam:DeleteRole", params, |tx, gate| {
-            let role: Role = gate.load(tx, role_name, vec![])?;
-            let mut blockers = Vec::new();
-            if !role.attached_policies.is_empty() {
-                blockers.push("attached policies");
-            }
-            if !role.inline_policies.is_empty() {
-                blockers.push("inline policies");
-            }
-            if !blockers.is_empty() {
-                return Err(BrokerError::DeleteConflict(format!(
-                    "role {role_name}: it still has {}",
-                    blockers.join(", ")
-                )));
-            }
-            tx.delete(Table::Roles, &name_key(role_name));
-            Ok(())
-        })
+        self.delete_entity(
+            caller,
+            meta,
+            "iam:DeleteRole",
+            role_name,
+            |_, role: &mut Role| Ok(policy_blockers(role)),
+        )
         .await
     }
 

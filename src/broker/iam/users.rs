@@ -5,17 +5,15 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::core::model::{
-    MfaDevice, NameKind, RECORD_VERSION, Tag, User, name_key, path_or_root, validate_tags,
-};
+use crate::core::model::{MfaDevice, NameKind, RECORD_VERSION, Tag, User, name_key, validate_tags};
 use crate::store::Table;
 
 use super::super::sts::mfa_prefix;
 use super::super::{Broker, BrokerError, Caller, RequestMeta, unix_ms};
 use super::index::user_key_ids;
 use super::{
-    Page, RequestKeys, boundary_key, check_arn, check_name, check_path, insert_new, not_found,
-    page_of, request_tag_keys, tag_keys_key, update_in,
+    Page, RequestKeys, boundary_key, check_arn, check_name, check_path, insert_new,
+    policy_blockers, request_tag_keys, tag_keys_key, update_in,
 };
 
 impl Broker {
@@ -78,18 +76,8 @@ impl Broker {
         user_name: &str,
     ) -> Result<User, BrokerError> {
         let name = self.target_user(caller, user_name)?;
-        let action = "iam:GetUser";
-        let (user, arn, keys) = self.entity::<User>(action, &name)?;
-        self.iam_read(
-            caller,
-            meta,
-            action,
-            &arn,
-            &keys,
-            json!({"user_name": name}),
-            || user.ok_or_else(|| not_found("user", &name)),
-        )
-        .await
+        self.get_entity::<User, _>(caller, meta, "iam:GetUser", &name, Ok)
+            .await
     }
 
     pub async fn list_users(
@@ -99,21 +87,8 @@ impl Broker {
         path_prefix: &str,
         page: &Page,
     ) -> Result<(Vec<User>, Option<String>), BrokerError> {
-        let resource = self.account().user_arn("/", "*");
-        self.iam_read(
-            caller,
-            meta,
-            "iam:ListUsers",
-            &resource,
-            &[],
-            json!({"path_prefix": path_prefix}),
-            || {
-                page_of::<User>(self, Table::Users, page, |u| {
-                    u.path.starts_with(path_or_root(path_prefix).as_str())
-                })
-            },
-        )
-        .await
+        self.list_entities(caller, meta, "iam:ListUsers", path_prefix, page)
+            .await
     }
 
     pub async fn delete_user(
@@ -123,41 +98,33 @@ impl Broker {
         user_name: &str,
     ) -> Result<(), BrokerError> {
         check_name(NameKind::User, user_name)?;
-        let params = json!({"user_name": user_name});
-        self.iam_change(caller, meta, "iam:DeleteUser", params, |tx, gate| {
-            let user: User = gate.load(tx, user_name, vec![])?;
-            let mut blockers = Vec::new();
-            if user.login_profile.is_some() {
-                blockers.push("a login profile");
-            }
-            if !user.groups.is_empty() {
-                blockers.push("group memberships");
-            }
-            if !user.attached_policies.is_empty() {
-                blockers.push("attached policies");
-            }
-            if !user.inline_policies.is_empty() {
-                blockers.push("inline policies");
-            }
-            if !tx
-                .scan::<MfaDevice>(Table::MfaDevices, &mfa_prefix(user_name))?
-                .is_empty()
-            {
-                blockers.push("MFA devices");
-            }
-            // The user's own key index, not every key of every user.
-            if !user_key_ids(tx, user_name)?.is_empty() {
-                blockers.push("access keys");
-            }
-            if !blockers.is_empty() {
-                return Err(BrokerError::DeleteConflict(format!(
-                    "user {user_name}: it still has {}",
-                    blockers.join(", ")
-                )));
-            }
-            tx.delete(Table::Users, &name_key(user_name));
-            Ok(())
-        })
+        self.delete_entity(
+            caller,
+            meta,
+            "iam:DeleteUser",
+            user_name,
+            |tx, user: &mut User| {
+                let mut blockers = Vec::new();
+                if user.login_profile.is_some() {
+                    blockers.push("a login profile");
+                }
+                if !user.groups.is_empty() {
+                    blockers.push("group memberships");
+                }
+                blockers.extend(policy_blockers(user));
+                if !tx
+                    .scan::<MfaDevice>(Table::MfaDevices, &mfa_prefix(user_name))?
+                    .is_empty()
+                {
+                    blockers.push("MFA devices");
+                }
+                // The user's own key index, not every key of every user.
+                if !user_key_ids(tx, user_name)?.is_empty() {
+                    blockers.push("access keys");
+                }
+                Ok(blockers)
+            },
+        )
         .await
     }
 

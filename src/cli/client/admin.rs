@@ -1,21 +1,28 @@
 //! Generic server calls: `stint iam <Action> [JSON|@file]`, `keys`, `audit
 //! list|watch|chain-verify`, `revoke`, `authorize` and the `call` escape hatch. Flags are
 //! turned into the request's proto3 JSON and go through [`super::call`].
+//!
+//! Output follows the global `--output text|json`: answers of generic calls are JSON either
+//! way (normalised by [`call::to_json`]); `authorize` prints the decision in text, and exits
+//! 0 (Allow), 1 (ExplicitDeny/ImplicitDeny) or 2 (could not ask), like `grep`.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
-use prost_reflect::MethodDescriptor;
+use prost_reflect::{MessageDescriptor, MethodDescriptor};
 use serde_json::{Map, Value, json};
 
 use super::call::{self, call_and_print, from_json, from_value};
 use super::{AuthFlags, Context, Env, bearer, parse_key_value, parse_rfc3339};
-use crate::cli::{CliError, runtime};
-use crate::core::secret::SecretString;
+use crate::cli::{CliError, OutputFormat, runtime};
 
 /// Methods that take no bearer token.
-const NO_AUTH: &[&str] = &["stint.v1.Sts.GetSessionToken", "stint.v1.Tokens.GetJwks"];
+const NO_AUTH: &[&str] = &[
+    "stint.v1.Sts.GetSessionToken",
+    "stint.v1.Sts.AssumeRoleWithWebIdentity",
+    "stint.v1.Tokens.GetJwks",
+];
 
 #[derive(Args, Debug)]
 pub struct IamArgs {
@@ -25,10 +32,15 @@ pub struct IamArgs {
     #[arg(required_unless_present = "list")]
     pub action: Option<String>,
     /// Request as JSON (snake_case fields), @FILE, or @- for standard input (default {}).
+    /// Policy documents (`policy_document`, `assume_role_policy_document`, `policy`, …) may
+    /// be JSON objects; they are sent as the strings the API wants.
     pub json: Option<String>,
     /// List the Iam actions and exit.
     #[arg(long)]
     pub list: bool,
+    /// Print the action's request and response fields with their types, and exit.
+    #[arg(long, requires = "action")]
+    pub describe: bool,
 }
 
 #[derive(Args, Debug)]
@@ -88,15 +100,19 @@ pub struct AuditListArgs {
     /// Continue from a previous answer's next_token.
     #[arg(long)]
     pub next_token: Option<String>,
+    /// Newest events first (next_token then pages back in time).
+    #[arg(long)]
+    pub newest_first: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct AuditWatchArgs {
     #[command(flatten)]
     pub auth: AuthFlags,
-    /// Replay events after this sequence number first (default: only new events).
-    #[arg(long, default_value_t = 0)]
-    pub after_seq: u64,
+    /// Replay events after this sequence number (1 or more) first; without it, only new
+    /// events (`audit list` reads the past).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub after_seq: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -156,7 +172,7 @@ fn rfc3339(t: time::OffsetDateTime) -> Value {
     Value::String(super::session::rfc3339(t))
 }
 
-/// Calls `method` with `body` and prints the answer.
+/// Calls `method` with `body` and prints the answer (JSON in both output formats).
 fn invoke(
     auth: &AuthFlags,
     env: &Env,
@@ -172,12 +188,6 @@ fn invoke(
     let message = match body {
         Body::Text(text) => from_json(&method.input(), &text)?,
         Body::Value(value) => from_value(&method.input(), &value)?,
-        Body::WithToken(build) => {
-            let token = token
-                .as_ref()
-                .ok_or_else(|| CliError::new("this call needs a session token"))?;
-            from_value(&method.input(), &build(token))?
-        }
     };
     let request = match &token {
         Some(token) => bearer(message, token)?,
@@ -195,16 +205,20 @@ fn invoke(
 enum Body {
     Text(String),
     Value(Value),
-    WithToken(Box<dyn FnOnce(&SecretString) -> Value>),
 }
 
 fn method(service: &str, name: &str) -> Result<MethodDescriptor, CliError> {
     call::method(&call::service(service)?, name)
 }
 
-pub fn iam(args: IamArgs, env: &Env) -> Result<ExitCode, CliError> {
+pub fn iam(args: IamArgs, env: &Env, output: OutputFormat) -> Result<ExitCode, CliError> {
     let iam = call::service("Iam")?;
     if args.list {
+        if output == OutputFormat::Json {
+            let names: Vec<String> = iam.methods().map(|m| m.name().to_string()).collect();
+            super::say(format_args!("{}", Value::from(names)))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         for m in iam.methods() {
             super::say(format_args!("{}", m.name()))?;
         }
@@ -213,27 +227,154 @@ pub fn iam(args: IamArgs, env: &Env) -> Result<ExitCode, CliError> {
     let action = args.action.as_deref().unwrap_or_default();
     // `stint iam credential-report [csv|json]` prints the report itself.
     if action == "credential-report" {
-        let format = args.json.unwrap_or_else(|| "csv".into());
         return credential_report(
             CredentialReportArgs {
                 auth: args.auth,
-                format,
+                format: args.json,
             },
             env,
+            output,
         );
     }
     let method = call::method(&iam, action)?;
-    let body = read_json_arg(args.json.as_deref())?;
+    if args.describe {
+        return describe(&method, output);
+    }
+    let body = documents_as_strings(&read_json_arg(args.json.as_deref())?)?;
     invoke(&args.auth, env, &method, Body::Text(body))
 }
 
-pub fn call(args: CallArgs, env: &Env) -> Result<ExitCode, CliError> {
+/// Whether a request field holds a policy document (sent as a JSON string).
+fn is_document_field(name: &str) -> bool {
+    name == "policy" || name.contains("policy_document") || name.ends_with("_document")
+}
+
+/// Serialises object (or array) values of document fields, at any depth, to strings.
+pub fn documents_as_strings(body: &str) -> Result<String, CliError> {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if is_document_field(key) && (v.is_object() || v.is_array()) {
+                        *v = Value::String(v.to_string());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if body.trim().is_empty() {
+        return Ok("{}".into());
+    }
+    // Not JSON: leave it to the request parser, whose error names the message.
+    let Ok(mut value) = serde_json::from_str::<Value>(body) else {
+        return Ok(body.to_string());
+    };
+    walk(&mut value);
+    Ok(value.to_string())
+}
+
+/// A field's type as a person reads it: `string`, `repeated Tag {key: string, …}`, ….
+fn type_of(field: &prost_reflect::FieldDescriptor, depth: usize) -> String {
+    use prost_reflect::Kind;
+    let base = match field.kind() {
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+            "timestamp (RFC 3339)".to_string()
+        }
+        Kind::Message(m) if m.full_name() == "google.protobuf.Duration" => {
+            "duration (e.g. \"3600s\")".to_string()
+        }
+        Kind::Message(m) if field.is_map() => {
+            let (k, v) = (m.map_entry_key_field(), m.map_entry_value_field());
+            return format!("map<{}, {}>", type_of(&k, depth), type_of(&v, depth));
+        }
+        Kind::Message(m) if depth >= 2 => m.name().to_string(),
+        Kind::Message(m) => {
+            let inner: Vec<String> = m
+                .fields()
+                .map(|f| format!("{}: {}", f.name(), type_of(&f, depth + 1)))
+                .collect();
+            format!("{} {{{}}}", m.name(), inner.join(", "))
+        }
+        Kind::Enum(e) => {
+            let values: Vec<String> = e
+                .values()
+                .map(|v| {
+                    call::decision_name(v.name())
+                        .filter(|_| e.full_name() == "stint.v1.Decision")
+                        .map_or_else(|| v.name().to_string(), str::to_string)
+                })
+                .collect();
+            format!("enum {} ({})", e.name(), values.join("|"))
+        }
+        Kind::Bytes => "bytes (base64)".to_string(),
+        Kind::String if is_document_field(field.name()) => {
+            "policy document (JSON object or string)".to_string()
+        }
+        kind => format!("{kind:?}").to_ascii_lowercase(),
+    };
+    if field.is_list() {
+        format!("repeated {base}")
+    } else {
+        base
+    }
+}
+
+/// `stint iam <Action> --describe`: the request and response fields, from the descriptor.
+fn describe(method: &MethodDescriptor, output: OutputFormat) -> Result<ExitCode, CliError> {
+    let fields = |m: MessageDescriptor| -> Vec<(String, String)> {
+        m.fields()
+            .map(|f| (f.name().to_string(), type_of(&f, 0)))
+            .collect()
+    };
+    let (request, response) = (fields(method.input()), fields(method.output()));
+    if output == OutputFormat::Json {
+        let list = |rows: &[(String, String)]| -> Value {
+            rows.iter()
+                .map(|(name, ty)| json!({"name": name, "type": ty}))
+                .collect()
+        };
+        let json = json!({
+            "action": method.name(),
+            "request_type": method.input().full_name(),
+            "response_type": method.output().full_name(),
+            "request": list(&request),
+            "response": list(&response),
+        });
+        super::say(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    super::say(format_args!(
+        "{} ({} -> {})",
+        method.name(),
+        method.input().name(),
+        method.output().name()
+    ))?;
+    for (title, rows) in [("request", &request), ("response", &response)] {
+        super::say(format_args!("{title}:"))?;
+        if rows.is_empty() {
+            super::say("  (no fields)")?;
+        }
+        for (name, ty) in rows {
+            super::say(format_args!("  {name}: {ty}"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn call(args: CallArgs, env: &Env, _output: OutputFormat) -> Result<ExitCode, CliError> {
     let method = call::method_by_path(&args.method)?;
-    let body = read_json_arg(args.json.as_deref())?;
+    let body = documents_as_strings(&read_json_arg(args.json.as_deref())?)?;
     invoke(&args.auth, env, &method, Body::Text(body))
 }
 
-pub fn keys(command: KeysCommand, env: &Env) -> Result<ExitCode, CliError> {
+pub fn keys(command: KeysCommand, env: &Env, _output: OutputFormat) -> Result<ExitCode, CliError> {
     match command {
         KeysCommand::List(auth) => invoke(
             &auth,
@@ -280,10 +421,18 @@ pub fn list_events_body(args: &AuditListArgs) -> Value {
     put("end_time", args.until.map(rfc3339));
     put("max_results", args.max.map(Value::from));
     put("next_token", args.next_token.clone().map(Value::from));
+    put(
+        "newest_first",
+        args.newest_first.then_some(Value::Bool(true)),
+    );
     Value::Object(body)
 }
 
-pub fn audit_list(args: AuditListArgs, env: &Env) -> Result<ExitCode, CliError> {
+pub fn audit_list(
+    args: AuditListArgs,
+    env: &Env,
+    _output: OutputFormat,
+) -> Result<ExitCode, CliError> {
     let body = list_events_body(&args);
     invoke(
         &args.auth,
@@ -293,8 +442,16 @@ pub fn audit_list(args: AuditListArgs, env: &Env) -> Result<ExitCode, CliError> 
     )
 }
 
-pub fn audit_watch(args: AuditWatchArgs, env: &Env) -> Result<ExitCode, CliError> {
-    let body = json!({ "after_seq": args.after_seq.to_string() });
+pub fn audit_watch(
+    args: AuditWatchArgs,
+    env: &Env,
+    _output: OutputFormat,
+) -> Result<ExitCode, CliError> {
+    // Unset means "from the tail": only events that happen from now on.
+    let body = match args.after_seq {
+        Some(seq) => json!({ "after_seq": seq.to_string() }),
+        None => json!({}),
+    };
     invoke(
         &args.auth,
         env,
@@ -304,7 +461,11 @@ pub fn audit_watch(args: AuditWatchArgs, env: &Env) -> Result<ExitCode, CliError
 }
 
 /// `VerifyChain` on the server; exits 1 when the chain is not intact.
-pub fn audit_chain_verify(auth: AuthFlags, env: &Env) -> Result<ExitCode, CliError> {
+pub fn audit_chain_verify(
+    auth: AuthFlags,
+    env: &Env,
+    output: OutputFormat,
+) -> Result<ExitCode, CliError> {
     let method = method("Audit", "VerifyChain")?;
     let ctx = Context::open(&auth.conn, env)?;
     let token = ctx.token(auth.token.as_deref())?;
@@ -316,11 +477,26 @@ pub fn audit_chain_verify(auth: AuthFlags, env: &Env) -> Result<ExitCode, CliErr
             .map_err(super::status_error)
     })?;
     let json = call::to_json(&answer)?;
-    super::say(format_args!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    ))?;
-    Ok(if json["intact"] == Value::Bool(true) {
+    let intact = json["intact"] == Value::Bool(true);
+    if output == OutputFormat::Json {
+        super::say(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ))?;
+    } else if intact {
+        super::say(format_args!(
+            "intact: {} events checked",
+            json["events_checked"]
+        ))?;
+    } else {
+        super::say(format_args!(
+            "BROKEN at seq {}: {} ({} events checked)",
+            json["first_broken_seq"],
+            json["reason"].as_str().unwrap_or_default(),
+            json["events_checked"]
+        ))?;
+    }
+    Ok(if intact {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -345,7 +521,7 @@ pub fn revoke_body(args: &RevokeArgs) -> Value {
     Value::Object(body)
 }
 
-pub fn revoke(args: RevokeArgs, env: &Env) -> Result<ExitCode, CliError> {
+pub fn revoke(args: RevokeArgs, env: &Env, _output: OutputFormat) -> Result<ExitCode, CliError> {
     let body = revoke_body(&args);
     invoke(
         &args.auth,
@@ -372,23 +548,57 @@ pub fn context_entries(pairs: &[(String, String)]) -> Value {
     )
 }
 
-pub fn authorize(args: AuthorizeArgs, env: &Env) -> Result<ExitCode, CliError> {
-    let context = context_entries(&args.context);
-    let (action, resource) = (args.action.clone(), args.resource.clone());
-    let build = Box::new(move |token: &SecretString| {
-        json!({
-            "session_token": token.expose(),
-            "action": action,
-            "resource": resource,
-            "context": context,
-        })
+/// Asks `Tokens.Authorize` about the current credentials. Exit 0 for Allow, 1 for a
+/// deny; the caller maps an error to 2.
+pub fn authorize(
+    args: AuthorizeArgs,
+    env: &Env,
+    output: OutputFormat,
+) -> Result<ExitCode, CliError> {
+    let method = method("Tokens", "Authorize")?;
+    let ctx = Context::open(&args.auth.conn, env)?;
+    let token = ctx.token(args.auth.token.as_deref())?;
+    let body = json!({
+        "session_token": token.expose(),
+        "action": args.action,
+        "resource": args.resource,
+        "context": context_entries(&args.context),
     });
-    invoke(
-        &args.auth,
-        env,
-        &method("Tokens", "Authorize")?,
-        Body::WithToken(build),
-    )
+    let request = bearer(from_value(&method.input(), &body)?, &token)?;
+    let answer = runtime()?.block_on(async {
+        let channel = ctx.channel().await?;
+        call::unary(channel, &method, request)
+            .await
+            .map_err(super::status_error)
+    })?;
+    let json = call::to_json(&answer)?;
+    let decision = json["decision"]
+        .as_str()
+        .unwrap_or("Unspecified")
+        .to_string();
+    if output == OutputFormat::Json {
+        super::say(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ))?;
+    } else {
+        super::say(&decision)?;
+        for (label, key) in [("principal", "principal_arn"), ("reason", "reason")] {
+            if let Some(text) = json[key].as_str().filter(|t| !t.is_empty()) {
+                super::say(format_args!("  {label}: {text}"))?;
+            }
+        }
+        if let Some(matched) = json["matched_statements"].as_array() {
+            for statement in matched.iter().filter_map(Value::as_str) {
+                super::say(format_args!("  matched: {statement}"))?;
+            }
+        }
+    }
+    Ok(if decision == "Allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(test)]
@@ -406,6 +616,7 @@ mod tests {
             until: None,
             max: Some(10),
             next_token: None,
+            newest_first: true,
         };
         let msg = from_value(
             &method("Audit", "ListEvents").unwrap().input(),
@@ -416,6 +627,7 @@ mod tests {
         assert_eq!(json["start_time"], "2026-01-02T03:04:05Z");
         assert_eq!(json["principal_arn"], "arn:stint:iam::1:user/bob");
         assert_eq!(json["max_results"], 10);
+        assert_eq!(json["newest_first"], true);
 
         let revoke = RevokeArgs {
             auth: AuthFlags::default(),
@@ -438,7 +650,7 @@ mod tests {
             &json!({"after_seq": "42"}),
         )
         .unwrap();
-        assert_eq!(call::to_json(&watch).unwrap()["after_seq"], "42");
+        assert_eq!(call::to_json(&watch).unwrap()["after_seq"], 42);
     }
 
     #[test]
@@ -461,6 +673,95 @@ mod tests {
         let typed: crate::proto::AuthorizeRequest =
             prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice()).unwrap();
         assert_eq!(typed.context[0].values, ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn object_documents_become_strings() {
+        let doc = json!({"Version": "2012-10-17", "Statement": []});
+        let rows = [
+            // (request, field, want: the field's value after)
+            (
+                json!({"policy_name": "P", "policy_document": doc}),
+                "policy_document",
+                Value::String(doc.to_string()),
+            ),
+            (
+                json!({"assume_role_policy_document": doc}),
+                "assume_role_policy_document",
+                Value::String(doc.to_string()),
+            ),
+            (
+                json!({"policy": doc}),
+                "policy",
+                Value::String(doc.to_string()),
+            ),
+            // A string stays as it was.
+            (
+                json!({"policy_document": "{}"}),
+                "policy_document",
+                json!("{}"),
+            ),
+            // Other object fields are not documents.
+            (
+                json!({"password_policy": {"minimum_password_length": 14}}),
+                "password_policy",
+                json!({"minimum_password_length": 14}),
+            ),
+        ];
+        for (request, field, want) in rows {
+            let out: Value =
+                serde_json::from_str(&documents_as_strings(&request.to_string()).unwrap()).unwrap();
+            assert_eq!(out[field], want, "{request}");
+        }
+        // The result is a valid request: the object arrives as the JSON text.
+        let body = documents_as_strings(
+            &json!({"role_name": "r", "policy_name": "p", "policy_document": doc}).to_string(),
+        )
+        .unwrap();
+        let msg = from_json(&method("Iam", "PutRolePolicy").unwrap().input(), &body).unwrap();
+        let typed: crate::proto::PutRolePolicyRequest =
+            prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&typed.policy_document).unwrap(),
+            doc
+        );
+        // Not JSON: handed on unchanged, for the request parser to name the error.
+        assert_eq!(documents_as_strings("{nope").unwrap(), "{nope");
+        assert_eq!(documents_as_strings("  ").unwrap(), "{}");
+    }
+
+    #[test]
+    fn credential_report_format_follows_output() {
+        let rows = [
+            (None, OutputFormat::Text, Some("csv")),
+            (None, OutputFormat::Json, Some("json")),
+            (Some("json"), OutputFormat::Text, Some("json")),
+            (Some("CSV"), OutputFormat::Json, Some("csv")),
+            (Some("xml"), OutputFormat::Text, None),
+        ];
+        for (old, output, want) in rows {
+            assert_eq!(report_format(old, output).ok(), want, "{old:?} {output:?}");
+        }
+    }
+
+    #[test]
+    fn describe_types() {
+        let create_user = method("Iam", "CreateUser").unwrap().input();
+        let ty =
+            |m: &MessageDescriptor, name: &str| type_of(&m.get_field_by_name(name).unwrap(), 0);
+        assert_eq!(ty(&create_user, "user_name"), "string");
+        assert_eq!(
+            ty(&create_user, "tags"),
+            "repeated Tag {key: string, value: string}"
+        );
+        let put = method("Iam", "PutUserPolicy").unwrap().input();
+        assert_eq!(
+            ty(&put, "policy_document"),
+            "policy document (JSON object or string)"
+        );
+        let list = method("Audit", "ListEvents").unwrap().input();
+        assert_eq!(ty(&list, "start_time"), "timestamp (RFC 3339)");
+        assert_eq!(ty(&list, "max_results"), "int32");
     }
 
     #[test]
@@ -520,12 +821,16 @@ pub struct SimulateArgs {
 pub struct CredentialReportArgs {
     #[command(flatten)]
     pub auth: AuthFlags,
-    /// csv or json.
-    #[arg(long, default_value = "csv")]
-    pub format: String,
+    /// Old spelling of the format (csv or json); use the global --output (text is CSV).
+    #[arg(long, hide = true)]
+    pub format: Option<String>,
 }
 
-pub fn review(command: ReviewCommand, env: &Env) -> Result<ExitCode, CliError> {
+pub fn review(
+    command: ReviewCommand,
+    env: &Env,
+    output: OutputFormat,
+) -> Result<ExitCode, CliError> {
     match command {
         ReviewCommand::WhoCan(args) => invoke(
             &args.auth,
@@ -544,16 +849,35 @@ pub fn review(command: ReviewCommand, env: &Env) -> Result<ExitCode, CliError> {
                 "context_entries": context_entries(&args.context),
             })),
         ),
-        ReviewCommand::CredentialReport(args) => credential_report(args, env),
+        ReviewCommand::CredentialReport(args) => credential_report(args, env, output),
+    }
+}
+
+/// The report's format: `--output json` → json, text → csv; the old `--format` or bare
+/// argument wins when given.
+fn report_format(old: Option<&str>, output: OutputFormat) -> Result<&'static str, CliError> {
+    match old.map(str::to_ascii_lowercase).as_deref() {
+        Some("csv") => Ok("csv"),
+        Some("json") => Ok("json"),
+        Some(other) => Err(CliError::new(format!(
+            "format: '{other}' is not csv or json (use --output text|json)"
+        ))),
+        None if output == OutputFormat::Json => Ok("json"),
+        None => Ok("csv"),
     }
 }
 
 /// Prints the report itself (CSV or JSON), not its protobuf envelope.
-fn credential_report(args: CredentialReportArgs, env: &Env) -> Result<ExitCode, CliError> {
+fn credential_report(
+    args: CredentialReportArgs,
+    env: &Env,
+    output: OutputFormat,
+) -> Result<ExitCode, CliError> {
+    let format = report_format(args.format.as_deref(), output)?;
     let method = method("Iam", "GetCredentialReport")?;
     let ctx = Context::open(&args.auth.conn, env)?;
     let token = ctx.token(args.auth.token.as_deref())?;
-    let message = from_value(&method.input(), &json!({"format": args.format}))?;
+    let message = from_value(&method.input(), &json!({"format": format}))?;
     let request = bearer(message, &token)?;
     runtime()?.block_on(async {
         let channel = ctx.channel().await?;

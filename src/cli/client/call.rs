@@ -6,15 +6,21 @@
 //! field names or their lowerCamelCase JSON names; unknown fields are an error);
 //! responses print with the proto field names and every field, defaults included, so
 //! `"intact": false` is never silently left out.
+//!
+//! Printed JSON is for programs, so [`to_json`] then fixes what proto3 JSON does for
+//! JavaScript's sake: 64-bit integers become JSON numbers (not strings), `*_json` string
+//! fields (`event_json`, `claims_json`, …) become the JSON they hold, and decisions are
+//! named as `stint policy simulate` names them (`Allow`, `ExplicitDeny`, `ImplicitDeny`).
 
 use std::io::Write;
 use std::sync::OnceLock;
 
 use prost::Message;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, MethodDescriptor,
-    ReflectMessage, SerializeOptions, ServiceDescriptor,
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
+    MethodDescriptor, ReflectMessage, SerializeOptions, ServiceDescriptor,
 };
+use serde_json::Value;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -161,13 +167,94 @@ pub fn from_value(
     from_json(desc, &value.to_string())
 }
 
-/// Message → JSON value, proto field names, defaults included.
+/// Message → JSON value, proto field names, defaults included, [normalised](normalise).
 pub fn to_json(msg: &DynamicMessage) -> Result<serde_json::Value, CliError> {
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(false);
-    msg.serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| CliError::new(format!("cannot render {}: {e}", msg.descriptor().name())))
+    let mut json = msg
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| CliError::new(format!("cannot render {}: {e}", msg.descriptor().name())))?;
+    normalise(&msg.descriptor(), &mut json);
+    Ok(json)
+}
+
+/// The printed name of a `stint.v1.Decision` value.
+pub fn decision_name(proto_name: &str) -> Option<&'static str> {
+    match proto_name {
+        "DECISION_ALLOW" => Some("Allow"),
+        "DECISION_EXPLICIT_DENY" => Some("ExplicitDeny"),
+        "DECISION_IMPLICIT_DENY" => Some("ImplicitDeny"),
+        "DECISION_UNSPECIFIED" => Some("Unspecified"),
+        _ => None,
+    }
+}
+
+/// Rewrites proto3 JSON of a `desc` message in place: int64 strings → numbers, `*_json`
+/// strings → JSON, decision enum names → `Allow`/`ExplicitDeny`/`ImplicitDeny`.
+pub fn normalise(desc: &MessageDescriptor, json: &mut Value) {
+    if desc.full_name().starts_with("google.protobuf.") {
+        return; // well-known types have their own JSON forms (Timestamp → RFC 3339)
+    }
+    let Value::Object(object) = json else {
+        return;
+    };
+    for field in desc.fields() {
+        let Some(value) = object.get_mut(field.name()) else {
+            continue;
+        };
+        if field.is_map() {
+            let entry = match field.kind() {
+                Kind::Message(entry) => entry,
+                _ => continue,
+            };
+            if let Value::Object(map) = value {
+                let value_field = entry.map_entry_value_field();
+                for v in map.values_mut() {
+                    normalise_value(&value_field, v);
+                }
+            }
+        } else if field.is_list() {
+            if let Value::Array(items) = value {
+                for v in items {
+                    normalise_value(&field, v);
+                }
+            }
+        } else {
+            normalise_value(&field, value);
+        }
+    }
+}
+
+fn normalise_value(field: &FieldDescriptor, value: &mut Value) {
+    match field.kind() {
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
+                *value = Value::from(n);
+            }
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<u64>().ok()) {
+                *value = Value::from(n);
+            }
+        }
+        Kind::Enum(e) if e.full_name() == "stint.v1.Decision" => {
+            if let Some(name) = value.as_str().and_then(decision_name) {
+                *value = Value::from(name);
+            }
+        }
+        Kind::String if field.name().ends_with("_json") => {
+            if let Some(text) = value.as_str() {
+                if text.is_empty() {
+                    *value = Value::Null;
+                } else if let Ok(parsed) = serde_json::from_str::<Value>(text) {
+                    *value = parsed;
+                }
+            }
+        }
+        Kind::Message(desc) => normalise(&desc, value),
+        _ => {}
+    }
 }
 
 /// Encodes and decodes [`DynamicMessage`]s; decodes as `output`.
@@ -372,6 +459,95 @@ mod tests {
         assert_eq!(json["start_time"], "2026-01-02T03:04:05Z");
         assert_eq!(json["max_results"], 7);
         assert!(method(&audit, "WatchEvents").unwrap().is_server_streaming());
+    }
+
+    #[test]
+    fn normalised_json_for_programs() {
+        use serde_json::json;
+        // (method, response JSON as proto3 prints it, field, printed value)
+        let rows = [
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"seq": "18446744073709551615", "event_json": "{\"a\":[1]}"}]}),
+                "/events/0/seq",
+                json!(18446744073709551615u64),
+            ),
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"seq": "7", "event_json": "{\"a\":[1]}"}]}),
+                "/events/0/event_json",
+                json!({"a": [1]}),
+            ),
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"event_json": ""}]}),
+                "/events/0/event_json",
+                Value::Null,
+            ),
+            (
+                "Tokens/Introspect",
+                json!({"exp": "-5", "claims_json": "{\"sub\":\"x\"}"}),
+                "/exp",
+                json!(-5),
+            ),
+            (
+                "Tokens/Introspect",
+                json!({"exp": "1", "claims_json": "{\"sub\":\"x\"}"}),
+                "/claims_json",
+                json!({"sub": "x"}),
+            ),
+            // Not JSON: left as the string it was.
+            (
+                "Tokens/Introspect",
+                json!({"claims_json": "not json"}),
+                "/claims_json",
+                json!("not json"),
+            ),
+            (
+                "Tokens/Authorize",
+                json!({"decision": "DECISION_EXPLICIT_DENY"}),
+                "/decision",
+                json!("ExplicitDeny"),
+            ),
+            (
+                "Tokens/Authorize",
+                json!({"decision": "DECISION_ALLOW"}),
+                "/decision",
+                json!("Allow"),
+            ),
+            (
+                "Iam/SimulatePrincipalPolicy",
+                json!({"evaluation_results": [{"eval_decision": "DECISION_IMPLICIT_DENY"}]}),
+                "/evaluation_results/0/eval_decision",
+                json!("ImplicitDeny"),
+            ),
+            (
+                "Tokens/RevokeSession",
+                json!({"revoked": "3"}),
+                "/revoked",
+                json!(3),
+            ),
+            // Timestamps keep their RFC 3339 form.
+            (
+                "Audit/ListEvents",
+                json!({"events": [{"time": "2026-01-02T03:04:05Z"}]}),
+                "/events/0/time",
+                json!("2026-01-02T03:04:05Z"),
+            ),
+        ];
+        for (path, mut json, pointer, want) in rows {
+            let m = method_by_path(path).unwrap();
+            normalise(&m.output(), &mut json);
+            assert_eq!(
+                json.pointer(pointer),
+                Some(&want),
+                "{path} {pointer}: {json}"
+            );
+        }
+        // And through a real message: to_json applies it.
+        let m = method_by_path("Audit/VerifyChain").unwrap();
+        let msg = from_value(&m.output(), &json!({"events_checked": "12"})).unwrap();
+        assert_eq!(to_json(&msg).unwrap()["events_checked"], 12);
     }
 
     #[test]

@@ -80,9 +80,13 @@ pub struct AssumeRoleArgs {
     /// Source identity, sticky across role chaining.
     #[arg(long)]
     pub source_identity: Option<String>,
+    /// Mint the token for this app (its `aud`) instead of a Stint session; the trust
+    /// policy sees it as `stint:Audience`.
+    #[arg(long)]
+    pub audience: Option<String>,
     /// How to print the credentials.
     #[arg(long, value_enum, default_value = "json")]
-    pub output: CredentialsOutput,
+    pub output: OutputFormat,
     /// Do not store the credentials under profile <profile>/role.
     #[arg(long)]
     pub no_cache: bool,
@@ -215,6 +219,9 @@ pub fn login(args: LoginArgs, env: &Env) -> Result<ExitCode, CliError> {
     };
     ctx.creds.put(&ctx.profile, &cached);
     ctx.creds.save()?;
+    if let Some(ca) = args.conn.ca_cert.as_deref() {
+        remember_ca(&ctx, ca)?;
+    }
     let peek = session::peek(&cached.session_token).unwrap_or_default();
     let who = if peek.sub.is_empty() {
         cached.access_key_id.as_str()
@@ -235,8 +242,22 @@ pub fn login(args: LoginArgs, env: &Env) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `stint login --ca-cert FILE`: the profile keeps a copy of the CA, so later commands
+/// (and `stint exec`) trust the server without the flag.
+fn remember_ca(ctx: &Context, ca: &std::path::Path) -> Result<(), CliError> {
+    let mut profiles = session::ProfilesFile::beside(ctx.creds.path())?;
+    let mut settings = profiles.get(&ctx.profile);
+    let stored = super::exec::store_ca(&profiles, &ctx.profile, ca)?;
+    if settings.ca_cert.as_ref() != Some(&stored) {
+        settings.ca_cert = Some(stored);
+        profiles.put(&ctx.profile, settings);
+        profiles.save()?;
+    }
+    Ok(())
+}
+
 /// Default role session name: the user name from the session's ARN, else `stint-cli`.
-fn default_session_name(token: &SecretString) -> String {
+pub(super) fn default_session_name(token: &SecretString) -> String {
     let name = session::peek(token)
         .and_then(|p| p.sub.rsplit('/').next().map(str::to_string))
         .unwrap_or_default();
@@ -285,6 +306,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             })
             .collect(),
         source_identity: args.source_identity.clone().unwrap_or_default(),
+        audience: args.audience.clone().unwrap_or_default(),
         ..Default::default()
     };
     let request = bearer(request, &token)?;
@@ -309,7 +331,9 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
         kind: Kind::AssumedRole,
     };
     let role_profile = format!("{}/role", ctx.profile);
-    if !args.no_cache {
+    // An app's token is no Stint session: nothing to cache for later commands.
+    let cache = !args.no_cache && args.audience.as_deref().unwrap_or_default().is_empty();
+    if cache {
         ctx.creds.put(&role_profile, &cached);
         ctx.creds.save()?;
     }
@@ -318,7 +342,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
         .map(|u| u.arn)
         .unwrap_or_default();
     match args.output {
-        CredentialsOutput::Json => {
+        OutputFormat::Json | OutputFormat::Text => {
             let json = serde_json::json!({
                 "access_key_id": cached.access_key_id,
                 "session_token": cached.session_token.expose(),
@@ -329,7 +353,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
                 serde_json::to_string_pretty(&json).unwrap_or_default()
             ))?;
         }
-        CredentialsOutput::Env => {
+        OutputFormat::Env => {
             super::say(format_args!(
                 "export STINT_TOKEN={}",
                 shell_quote(cached.session_token.expose())
@@ -343,7 +367,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             }
         }
     }
-    if !args.no_cache {
+    if cache {
         eprintln!(
             "Assumed {arn}; cached as profile '{role_profile}', expires {}",
             expiry(cached.expiration, super::now())
@@ -399,7 +423,7 @@ pub fn whoami(args: WhoamiArgs, env: &Env) -> Result<ExitCode, CliError> {
                 serde_json::to_string_pretty(&json).unwrap_or_default()
             ))?;
         }
-        OutputFormat::Text => {
+        OutputFormat::Text | OutputFormat::Env => {
             super::say(format_args!("arn:      {}", identity.arn))?;
             super::say(format_args!("account:  {}", identity.account))?;
             super::say(format_args!("user id:  {}", identity.user_id))?;
@@ -539,6 +563,48 @@ mod tests {
         assert_eq!(
             default_session_name(&SecretString::new("x".into())),
             "stint-cli"
+        );
+    }
+
+    #[test]
+    fn login_ca_cert_is_kept_in_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let env = Env {
+            stint_home: Some(dir.path().join("home")),
+            home: None,
+        };
+        let conn = ConnFlags {
+            profile: "ops".into(),
+            ..ConnFlags::default()
+        };
+        let ctx = Context::open(&conn, &env).unwrap();
+        remember_ca(&ctx, &pem).unwrap();
+        let stored = dir.path().join("home").join("ca").join("ops.pem");
+        assert_eq!(
+            std::fs::read_to_string(&stored).unwrap(),
+            std::fs::read_to_string(&pem).unwrap()
+        );
+        // The next command of that profile trusts it without the flag…
+        let again = Context::open(&conn, &env).unwrap();
+        assert_eq!(again.tls.ca_cert.as_deref(), Some(stored.as_path()));
+        // …unless it is pointed at a plain-text endpoint.
+        let plain = ConnFlags {
+            endpoint: Some("http://127.0.0.1:7420".into()),
+            ..conn.clone()
+        };
+        assert_eq!(Context::open(&plain, &env).unwrap().tls.ca_cert, None);
+        // Not a certificate: refused, naming the file.
+        std::fs::write(&pem, "hello").unwrap();
+        let err = remember_ca(&ctx, &pem).unwrap_err().to_string();
+        assert!(
+            err.contains("ca.pem") && err.contains("not a PEM certificate"),
+            "{err}"
         );
     }
 

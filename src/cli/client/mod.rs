@@ -17,6 +17,7 @@ pub mod admin;
 pub mod apply;
 pub mod call;
 pub mod duration;
+pub mod exec;
 pub mod login;
 pub mod mfa;
 pub mod session;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use clap::Args;
 use time::OffsetDateTime;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use crate::cli::CliError;
@@ -44,9 +45,26 @@ pub struct ConnFlags {
     /// Server URL, http:// or https:// (default: the profile's, else http://127.0.0.1:7420).
     #[arg(long, env = "STINT_ENDPOINT")]
     pub endpoint: Option<String>,
-    /// PEM CA certificate that signed the server's TLS certificate (https:// only).
+    /// PEM CA certificate that signed the server's TLS certificate, trusted in addition to
+    /// the system's CAs (https:// only).
     #[arg(long, env = "STINT_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (mTLS).
+    #[arg(
+        long = "tls-cert",
+        value_name = "FILE",
+        env = "STINT_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        value_name = "FILE",
+        env = "STINT_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Credentials profile in the cache.
     #[arg(long, env = "STINT_PROFILE", default_value = "default")]
     pub profile: String,
@@ -87,7 +105,8 @@ pub struct Context {
     pub creds: CredentialsFile,
     pub profile: String,
     endpoint_flag: Option<String>,
-    ca_cert: Option<PathBuf>,
+    /// Trust and client identity for TLS (`tls.ca_cert`: the `--ca-cert` flag).
+    pub tls: ClientTls,
 }
 
 impl Context {
@@ -97,11 +116,23 @@ impl Context {
             return Err(CliError::new("--profile must not be empty"));
         }
         let path = session::credentials_path(env.stint_home.as_deref(), env.home.as_deref())?;
+        // Flags and environment first, then the profile's settings (`stint configure`).
+        let settings = session::ProfilesFile::beside(&path)?.get(&conn.profile);
+        let endpoint_flag = conn.endpoint.clone().filter(|e| !e.trim().is_empty());
+        let profile_ca = settings.ca_cert.filter(|_| {
+            endpoint_flag
+                .as_ref()
+                .is_none_or(|e| e.starts_with("https://"))
+        });
         Ok(Context {
             creds: CredentialsFile::load(&path)?,
             profile: conn.profile.clone(),
-            endpoint_flag: conn.endpoint.clone().filter(|e| !e.trim().is_empty()),
-            ca_cert: conn.ca_cert.clone(),
+            endpoint_flag: endpoint_flag.or(settings.endpoint),
+            tls: ClientTls {
+                ca_cert: conn.ca_cert.clone().or(profile_ca),
+                client_cert: conn.client_cert.clone(),
+                client_key: conn.client_key.clone(),
+            },
         })
     }
 
@@ -129,12 +160,13 @@ impl Context {
 
     /// A connected channel to [`endpoint`](Self::endpoint).
     pub async fn channel(&self) -> Result<Channel, CliError> {
-        connect(&self.endpoint()?, self.ca_cert.as_deref()).await
+        connect_with(&self.endpoint()?, &self.tls).await
     }
 
-    /// A connected channel to a given endpoint (with this command's CA).
+    /// A connected channel to a given endpoint (with this command's CA and client
+    /// certificate).
     pub async fn channel_to(&self, endpoint: &str) -> Result<Channel, CliError> {
-        connect(endpoint, self.ca_cert.as_deref()).await
+        connect_with(endpoint, &self.tls).await
     }
 }
 
@@ -210,9 +242,28 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Connects to `endpoint`; `https://` uses TLS, trusting `ca_cert` when given.
+/// How a client trusts the server and, for mTLS, identifies itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// A CA trusted in addition to the system's (`--ca-cert` / `STINT_CA_CERT`).
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (`--tls-cert`/`--tls-key`, `STINT_CLIENT_CERT`/`_KEY`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// Connects to `endpoint`; `https://` uses TLS, trusting the system's CAs and `ca_cert`.
 pub async fn connect(endpoint: &str, ca_cert: Option<&Path>) -> Result<Channel, CliError> {
-    let tls = if let Some(rest) = endpoint.strip_prefix("https://") {
+    let tls = ClientTls {
+        ca_cert: ca_cert.map(Path::to_path_buf),
+        ..ClientTls::default()
+    };
+    connect_with(endpoint, &tls).await
+}
+
+/// Connects to `endpoint` with the trust and client identity of `tls`.
+pub async fn connect_with(endpoint: &str, tls: &ClientTls) -> Result<Channel, CliError> {
+    let secure = if let Some(rest) = endpoint.strip_prefix("https://") {
         !rest.is_empty()
     } else if endpoint.starts_with("http://") {
         false
@@ -226,39 +277,75 @@ pub async fn connect(endpoint: &str, ca_cert: Option<&Path>) -> Result<Channel, 
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("stint-cli/", env!("CARGO_PKG_VERSION")))
         .map_err(|e| CliError::new(e.to_string()))?;
-    if tls {
-        let mut config = ClientTlsConfig::new();
-        config = match ca_cert {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    CliError::new(format!(
-                        "cannot read CA certificate {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                config.ca_certificate(Certificate::from_pem(pem))
-            }
-            None => config.with_enabled_roots(),
-        };
+    if secure {
         ep = ep
-            .tls_config(config)
+            .tls_config(client_tls_config(tls)?)
             .map_err(|e| CliError::new(format!("TLS setup failed: {}", error_chain(&e))))?;
-    } else if ca_cert.is_some() {
+    } else if tls.ca_cert.is_some() || tls.client_cert.is_some() {
         return Err(CliError::new(format!(
-            "--ca-cert was given but '{endpoint}' is not https://"
+            "--ca-cert/--tls-cert were given but '{endpoint}' is not https://"
         )));
     }
     ep.connect().await.map_err(|e| {
-        let hint = if tls && ca_cert.is_none() {
-            " (no --ca-cert given; this build trusts no system roots)"
-        } else {
-            ""
-        };
+        let text = error_chain(&e);
         CliError::new(format!(
-            "cannot connect to {endpoint}: {}{hint}",
-            error_chain(&e)
+            "cannot connect to {endpoint}: {text}{}",
+            tls_hint(&text, tls)
         ))
     })
+}
+
+/// The system's CAs plus `tls.ca_cert`, and the client identity if any.
+pub fn client_tls_config(tls: &ClientTls) -> Result<ClientTlsConfig, CliError> {
+    let tls_error = |e: crate::rpc::tls::TlsError| CliError::new(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped; an empty store is refused below.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = &tls.ca_cert {
+        let pem = crate::rpc::tls::read_pem(path).map_err(tls_error)?;
+        let extra = crate::rpc::tls::root_store(&pem)
+            .map_err(|e| CliError::new(format!("--ca-cert {}: {e}", path.display())))?;
+        roots.roots.extend(extra.roots);
+    }
+    if roots.is_empty() {
+        return Err(CliError::new(
+            "no trusted CA: this system has no CA certificates; give --ca-cert FILE (or STINT_CA_CERT)",
+        ));
+    }
+    let mut config = ClientTlsConfig::new().trust_anchors(roots.roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = crate::rpc::tls::read_pem(cert).map_err(tls_error)?;
+            let key_pem = crate::rpc::tls::read_pem(key).map_err(tls_error)?;
+            crate::rpc::tls::certificates(&cert_pem)
+                .map_err(|e| CliError::new(format!("--tls-cert {}: {e}", cert.display())))?;
+            crate::rpc::tls::private_key(&key_pem)
+                .map_err(|e| CliError::new(format!("--tls-key {}: {e}", key.display())))?;
+            config = config.identity(Identity::from_pem(cert_pem, key_pem));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(CliError::new(
+                "give both --tls-cert and --tls-key (STINT_CLIENT_CERT and STINT_CLIENT_KEY), or neither",
+            ));
+        }
+    }
+    Ok(config)
+}
+
+/// What to do about a TLS failure, from its text.
+fn tls_hint(error: &str, tls: &ClientTls) -> &'static str {
+    if error.contains("UnknownIssuer") || error.contains("invalid peer certificate") {
+        if tls.ca_cert.is_none() {
+            " (the server's certificate is not signed by a CA this system trusts: give --ca-cert FILE or STINT_CA_CERT, e.g. the ca.pem that `stint serve --dev-tls` prints)"
+        } else {
+            " (the server's certificate is not signed by the --ca-cert CA, nor by a system CA)"
+        }
+    } else if error.contains("CertificateRequired") || error.contains("certificate required") {
+        " (the server requires a client certificate: give --tls-cert and --tls-key)"
+    } else {
+        ""
+    }
 }
 
 /// Writes `text` and a newline to standard output. A closed pipe (`stint … | head`) is
@@ -274,8 +361,24 @@ pub fn say(text: impl std::fmt::Display) -> Result<(), CliError> {
     }
 }
 
-/// Reads a secret line from the terminal without echo.
+/// Reads a secret line from the terminal without echo; when standard input is not a
+/// terminal (a script, a test), one line from standard input, the prompt on stderr.
 pub fn prompt_secret(prompt: &str) -> Result<SecretString, CliError> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut line = zeroize::Zeroizing::new(String::new());
+        return match std::io::stdin().read_line(&mut line) {
+            Ok(0) => Err(CliError::new(format!(
+                "no answer on standard input to: {prompt}"
+            ))),
+            Ok(_) => Ok(SecretString::new(
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )),
+            Err(e) => Err(CliError::new(format!("cannot read standard input: {e}"))),
+        };
+    }
     rpassword::prompt_password(prompt)
         .map(|s| SecretString::new(s.trim_end_matches(['\r', '\n']).to_string()))
         .map_err(|e| CliError::new(format!("cannot prompt on the terminal: {e}")))
@@ -441,6 +544,29 @@ mod tests {
             ],
             &["stint", "call", "Tokens/GetJwks"],
             &["stint", "mfa", "enroll", "--user", "bob"],
+            &[
+                "stint",
+                "whoami",
+                "--endpoint",
+                "https://h:1",
+                "--ca-cert",
+                "/ca.pem",
+                "--tls-cert",
+                "/c.pem",
+                "--tls-key",
+                "/k.pem",
+            ],
+            &[
+                "stint",
+                "serve",
+                "--dev",
+                "--dev-tls",
+                "--tls-san",
+                "stint.lan",
+            ],
+            &["stint", "serve", "--tls-client-ca", "/ca.pem"],
+            &["stint", "completions", "zsh"],
+            &["stint", "man"],
         ];
         for line in lines {
             if let Err(e) = crate::cli::Cli::try_parse_from(*line) {
@@ -459,6 +585,19 @@ mod tests {
             &["stint", "revoke"],
             &["stint", "revoke", "--session-id", "a", "--role-arn", "r"],
             &["stint", "login", "--duration", "0"],
+            // A client certificate needs its key, and the other way round.
+            &["stint", "whoami", "--tls-cert", "/c.pem"],
+            &["stint", "whoami", "--tls-key", "/k.pem"],
+            &[
+                "stint",
+                "serve",
+                "--dev-tls",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            &["stint", "completions", "powershell"],
         ];
         for line in bad {
             assert!(

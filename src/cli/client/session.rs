@@ -1,5 +1,8 @@
 //! The credentials cache: `credentials.json` in `$STINT_HOME` (default `$HOME/.stint`), a
-//! JSON map profile → cached session.
+//! JSON map profile → cached session; and beside it `config.json`, profile → settings
+//! (role ARN, source profile, MFA serial, endpoint, CA), what `aws configure` keeps in
+//! `~/.aws/config`. Settings and secrets stay apart: `stint logout` never loses a profile's
+//! settings, and the settings file holds nothing worth stealing.
 //!
 //! The file holds bearer tokens, so it is written whole to a temporary file created with
 //! mode 0600 in a 0700 directory, synced, then renamed over the old one: a reader never
@@ -187,42 +190,150 @@ impl CredentialsFile {
 
     /// Writes the file atomically with mode 0600 (directory 0700).
     pub fn save(&self) -> Result<(), CliError> {
-        let io = |what: &str, e: std::io::Error| CliError::new(format!("cannot {what}: {e}"));
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| io(&format!("create {}", dir.display()), e))?;
-        }
         let json = serde_json::to_vec_pretty(&self.profiles)
             .map_err(|e| CliError::new(format!("cannot encode credentials: {e}")))?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // `mode` only applies to a new file; a stale temporary keeps its own.
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
-            file.write_all(&json)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)
+        write_private(&self.path, &json)
+    }
+}
+
+/// Writes `bytes` (and a newline) to `path` atomically: a 0600 temporary beside it,
+/// synced, renamed over it; the directory is created 0700 when missing.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let io = |what: &str, e: std::io::Error| CliError::new(format!("cannot {what}: {e}"));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io(&format!("create {}", dir.display()), e))?;
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // `mode` only applies to a new file; a stale temporary keeps its own.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(&format!("write {}", path.display()), e)
+    })
+}
+
+/// File name of the profile settings inside the Stint home directory.
+pub const CONFIG_FILE_NAME: &str = "config.json";
+
+/// A profile's settings (`stint configure`): how to get its credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// The role `stint exec --profile P` assumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// The profile whose cached `stint login` session assumes the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_profile: Option<String>,
+    /// MFA device whose code is asked for when the role is first assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_serial: Option<String>,
+    /// Server URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// PEM CA certificate of the server (a copy kept in the Stint home directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `config.json` beside the credentials file, loaded; [`save`](Self::save) writes it back.
+pub struct ProfilesFile {
+    path: PathBuf,
+    profiles: BTreeMap<String, ProfileConfig>,
+}
+
+impl ProfilesFile {
+    /// The settings file that sits beside `credentials` (the credentials file's path).
+    pub fn beside(credentials: &Path) -> Result<Self, CliError> {
+        Self::load(&credentials.with_file_name(CONFIG_FILE_NAME))
+    }
+
+    /// Reads `path`; a missing file has no profiles.
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        let profiles = match fs::read(path) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => BTreeMap::new(),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CliError::new(format!(
+                    "{} is not a valid profile settings file: {e}",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io(&format!("write {}", self.path.display()), e)
+        Ok(ProfilesFile {
+            path: path.to_path_buf(),
+            profiles,
         })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The settings of `profile` (empty when it has none).
+    pub fn get(&self, profile: &str) -> ProfileConfig {
+        self.profiles.get(profile).cloned().unwrap_or_default()
+    }
+
+    /// Profile names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.profiles.keys().map(String::as_str)
+    }
+
+    /// Replaces the settings of `profile`.
+    pub fn put(&mut self, profile: &str, config: ProfileConfig) {
+        self.profiles.insert(profile.to_string(), config);
+    }
+
+    /// Where a profile's CA certificate copy lives: `<home>/ca/<profile>.pem`.
+    pub fn ca_path(&self, profile: &str) -> PathBuf {
+        let safe: String = profile
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.path.with_file_name("ca").join(format!("{safe}.pem"))
+    }
+
+    /// Writes the file atomically (0600 like the credentials: it names roles and devices).
+    pub fn save(&self) -> Result<(), CliError> {
+        let json = serde_json::to_vec_pretty(&self.profiles)
+            .map_err(|e| CliError::new(format!("cannot encode profile settings: {e}")))?;
+        write_private(&self.path, &json)
     }
 }
 
@@ -365,6 +476,40 @@ mod tests {
         fs::write(&path, "not json").unwrap();
         let err = CredentialsFile::load(&path).err().unwrap().to_string();
         assert!(err.contains("credentials.json"), "{err}");
+    }
+
+    #[test]
+    fn profile_settings_round_trip_beside_the_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("home").join(FILE_NAME);
+        let mut file = ProfilesFile::beside(&creds).unwrap();
+        assert_eq!(file.get("deploy"), ProfileConfig::default());
+        let deploy = ProfileConfig {
+            role_arn: Some("arn:stint:iam::000000000000:role/deploy".into()),
+            source_profile: Some("default".into()),
+            mfa_serial: Some("arn:stint:iam::000000000000:mfa/alice".into()),
+            endpoint: Some("https://stint.example:7420".into()),
+            ca_cert: Some(file.ca_path("deploy")),
+        };
+        file.put("deploy", deploy.clone());
+        file.save().unwrap();
+        let path = dir.path().join("home").join(CONFIG_FILE_NAME);
+        assert_eq!(file.path(), path);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = ProfilesFile::beside(&creds).unwrap();
+        assert_eq!(again.get("deploy"), deploy);
+        assert_eq!(again.names().collect::<Vec<_>>(), ["deploy"]);
+        assert!(again.ca_path("a/../b").ends_with("ca/a_.._b.pem"));
+        // Unset fields are left out of the file.
+        let mut sparse = ProfilesFile::beside(&creds).unwrap();
+        sparse.put("x", ProfileConfig::default());
+        sparse.save().unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(raw["x"], serde_json::json!({}));
+        fs::write(&path, r#"{"x":{"role":"r"}}"#).unwrap();
+        let err = ProfilesFile::beside(&creds).err().unwrap().to_string();
+        assert!(err.contains("config.json"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod provider;
 pub mod signer;
 pub mod verifier;
+pub mod web_identity;
 
 pub use claims::{Claims, StintClaims, TokenKind};
 pub use signer::Ed25519Signer;
