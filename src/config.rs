@@ -52,6 +52,9 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_CLIENT_KEY",
 ];
 
+/// Variables of the test harness (e.g. `STINT_TEST_POSTGRES_URL`), ignored by the server.
+pub const TEST_ENV_PREFIX: &str = "STINT_TEST_";
+
 /// Key suffixes whose values [`Config::to_redacted_toml`] replaces with `"***"`.
 const SECRET_KEY_SUFFIXES: &[&str] = &["secret", "password", "passphrase", "private_key"];
 
@@ -164,17 +167,27 @@ impl TlsConfig {
     }
 }
 
-/// Storage engine tuning.
+/// Storage engine: sled in `data_dir` (the default), or PostgreSQL when `url` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// sled page cache size, in MiB.
     pub cache_mb: u64,
+    /// `postgres://user[:password]@host[:port]/db`: share one PostgreSQL database between
+    /// replicas instead of the sled store in `data_dir`. Printed with the password hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Connections each replica keeps to PostgreSQL.
+    pub pool_size: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cache_mb: 64 }
+        Self {
+            cache_mb: 64,
+            url: None,
+            pool_size: 8,
+        }
     }
 }
 
@@ -429,6 +442,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--master-key-file FILE`
     pub master_key_file: Option<PathBuf>,
+    /// `--store-url postgres://…`
+    pub store_url: Option<String>,
     /// `--tls-cert FILE`
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key FILE`
@@ -587,7 +602,9 @@ impl Config {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if CLIENT_ENV_VARS.contains(&var.as_str()) {
+            // Client variables, and the test harness's (`STINT_TEST_POSTGRES_URL`), are
+            // not server configuration.
+            if CLIENT_ENV_VARS.contains(&var.as_str()) || var.starts_with(TEST_ENV_PREFIX) {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -652,6 +669,9 @@ impl Config {
         }
         if let Some(file) = &o.master_key_file {
             self.master_key_file = Some(file.clone());
+        }
+        if let Some(url) = &o.store_url {
+            self.store.url = Some(url.clone());
         }
         if let Some(file) = &o.tls_cert {
             self.tls.cert_file = Some(file.clone());
@@ -810,6 +830,15 @@ impl Config {
         }
 
         in_range("store.cache_mb", self.store.cache_mb, CACHE_MB)?;
+        in_range("store.pool_size", self.store.pool_size, POOL_SIZE)?;
+        if let Some(url) = &self.store.url
+            && !crate::store::postgres::is_postgres_url(url)
+        {
+            return invalid(
+                "store.url",
+                "expected postgres://user@host:port/database (only PostgreSQL is supported)",
+            );
+        }
 
         let a = &self.argon2;
         in_range(
@@ -875,6 +904,14 @@ impl Config {
             Err(e) => return format!("# cannot render the configuration: {e}\n"),
         };
         redact(&mut table);
+        if let Some(url) = &self.store.url
+            && let Some(store) = table.get_mut("store").and_then(toml::Value::as_table_mut)
+        {
+            store.insert(
+                "url".into(),
+                toml::Value::String(crate::store::postgres::redact_url(url)),
+            );
+        }
         let mut out = String::from("# Effective stint configuration (secrets redacted).\n");
         if self.master_key_file.is_none() {
             out.push_str(&format!(
@@ -891,6 +928,7 @@ impl Config {
 // Ranges of the numeric keys (inclusive). Each bounds what the daemon multiplies or
 // allocates from the value, so no arithmetic on a valid config can overflow.
 const CACHE_MB: RangeInclusive<u64> = 1..=1_048_576; // 1 TiB
+const POOL_SIZE: RangeInclusive<u64> = 1..=256;
 const CLOCK_SKEW_SECONDS: RangeInclusive<u64> = 0..=3_600;
 const ROTATION_INTERVAL_HOURS: RangeInclusive<u64> = 1..=87_600; // 10 years
 const ARGON2_MEMORY_KIB: RangeInclusive<u64> = 8..=4_194_304; // 4 GiB
@@ -945,6 +983,7 @@ fn schema() -> toml::Table {
     };
     full.tls.cert_file = Some(PathBuf::new());
     full.tls.key_file = Some(PathBuf::new());
+    full.store.url = Some(String::new());
     full.tls.client_ca_file = Some(PathBuf::new());
     toml_table(&full)
 }
@@ -1204,6 +1243,7 @@ mod tests {
             listen: Some("[::1]:9000".parse().unwrap()),
             data_dir: Some("/d".into()),
             master_key_file: Some("/k".into()),
+            store_url: Some("postgres://flag@db/stint".into()),
             tls_cert: Some("/c.pem".into()),
             tls_key: Some("/k.pem".into()),
             tls_client_ca: Some("/ca.pem".into()),
@@ -1229,6 +1269,7 @@ mod tests {
         assert_eq!(c.tls.client_ca_file, Some("/ca.pem".into()));
         assert!(c.insecure && c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.store.url.as_deref(), Some("postgres://flag@db/stint"));
 
         let dev_tls = Overrides {
             dev_tls: true,
@@ -1236,6 +1277,56 @@ mod tests {
         };
         let c = Config::load(None, &[], &dev_tls).unwrap();
         assert!(c.tls.dev && c.tls.enabled());
+    }
+
+    #[test]
+    fn store_url_from_env_is_checked_and_printed_without_its_password() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("STINT_STORE__URL", "postgres://stint:hunter2@db:5432/stint"),
+                ("STINT_STORE__POOL_SIZE", "3"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.url.as_deref(),
+            Some("postgres://stint:hunter2@db:5432/stint")
+        );
+        assert_eq!(c.store.pool_size, 3);
+        // The test harness's variable is not a config key, and not an error either.
+        Config::load(
+            None,
+            &env(&[("STINT_TEST_POSTGRES_URL", "postgres://x@y/z")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("postgres://stint:***@db:5432/stint"),
+            "{printed}"
+        );
+        for (url, key) in [
+            ("/var/lib/stint", "store.url"),
+            ("mysql://db/x", "store.url"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("STINT_STORE__URL", url)]),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = Config::load(
+            None,
+            &env(&[("STINT_STORE__POOL_SIZE", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("store.pool_size"), "{err}");
     }
 
     #[test]
@@ -1931,7 +2022,7 @@ mod tests {
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 4 + 1 + 2 + 5 + 3 + 10 + 4 + 1);
+        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

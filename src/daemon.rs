@@ -3,7 +3,8 @@
 //! [`Daemon::assemble`] builds the server over any `Arc<dyn Store>` (sled in production,
 //! the in-memory store or a fault-injecting one in tests), so `stint serve`, `stint init`,
 //! the benchmark and every integration test run the same assembly. [`Daemon::open`] is
-//! the production path: the sled store in the configured data dir and its master key.
+//! the production path: the configured store (sled in the data dir, or PostgreSQL when
+//! `store.url` is set) and the master key file.
 
 use std::fmt;
 use std::future::Future;
@@ -21,8 +22,29 @@ use crate::core::model::Account;
 use crate::core::time::Clock;
 use crate::rpc::{self, TlsFiles};
 use crate::store::Store;
+use crate::store::postgres::{PostgresStore, redact_url};
 use crate::store::seal::MasterKey;
 use crate::store::sled::SledStore;
+
+/// Opens the configured store: PostgreSQL (migrated to this build's schema) when
+/// `store.url` is set, else sled in `data_dir`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, DaemonError> {
+    if let Some(url) = &config.store.url {
+        let pool = usize::try_from(config.store.pool_size).unwrap_or(1);
+        let store = PostgresStore::open(url, pool)
+            .map_err(|e| DaemonError::new(format!("store {}: {e}", redact_url(url))))?;
+        return Ok(Arc::new(store));
+    }
+    let cache_bytes = config
+        .store
+        .cache_mb
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| DaemonError::new("store.cache_mb is too large"))?;
+    Ok(Arc::new(
+        SledStore::open(&config.data_dir, cache_bytes)
+            .map_err(|e| DaemonError::new(e.to_string()))?,
+    ))
+}
 
 /// Why the daemon could not be assembled or served: a message for a person.
 #[derive(Debug)]
@@ -103,6 +125,12 @@ impl Daemon {
     /// tokio runtime.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, DaemonError> {
         let master_path = config.master_key_path();
+        if !master_path.exists() && config.store.url.is_some() {
+            return Err(DaemonError::new(format!(
+                "master key {} not found: every replica on a PostgreSQL store needs the key file `stint init --store-url … --master-key-file PATH` created (--master-key-file)",
+                master_path.display()
+            )));
+        }
         if !master_path.exists() {
             return Err(DaemonError::new(format!(
                 "master key {} not found: run `stint init --data-dir {}` first (or `stint serve --dev`), or point --master-key-file at it",
@@ -115,21 +143,13 @@ impl Daemon {
         Self::open_with_master(config, master, clock)
     }
 
-    /// Opens the sled store in `config.data_dir` with `master`.
+    /// Opens the configured store ([`open_store`]) with `master`.
     pub fn open_with_master(
         config: Config,
         master: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DaemonError> {
-        let cache_bytes = config
-            .store
-            .cache_mb
-            .checked_mul(1024 * 1024)
-            .ok_or_else(|| DaemonError::new("store.cache_mb is too large"))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&config.data_dir, cache_bytes)
-                .map_err(|e| DaemonError::new(e.to_string()))?,
-        );
+        let store = open_store(&config)?;
         Self::assemble(config, store, master, clock)
     }
 
@@ -203,23 +223,84 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
-        let jobs = tokio::spawn(background_jobs(self.broker.clone(), schedule));
+        let holder = replica_id();
+        let jobs = tokio::spawn(background_jobs(
+            self.broker.clone(),
+            schedule,
+            holder.clone(),
+        ));
         let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, shutdown).await;
         jobs.abort();
+        // Wait until the jobs task is gone: it holds the broker (and so the store).
+        let _ = jobs.await;
+        // Hand the jobs to another replica now rather than when the lease expires.
+        if let Err(err) = crate::store::lease::release(self.store.as_ref(), JOBS_LEASE, &holder) {
+            tracing::warn!(error = %err, "jobs lease not released");
+        }
         self.flush()?;
         result.map_err(|e| DaemonError::new(e.to_string()))
     }
 }
 
-/// Sweeps, purges expired keys, prunes the audit log and rotates keys on schedule.
-async fn background_jobs(broker: Arc<Broker>, schedule: Schedule) {
+/// The lease that lets one replica at a time run the jobs that must run once.
+pub const JOBS_LEASE: &str = "jobs";
+
+/// How long a job lease lasts unrenewed: three rounds (at least 30 s), so a live holder
+/// renews it well before it lapses and a dead one is replaced within that time.
+pub fn jobs_lease_ttl(schedule: &Schedule) -> Duration {
+    schedule
+        .sweep_every
+        .saturating_mul(3)
+        .max(Duration::from_secs(30))
+}
+
+/// A random id naming this process as a lease holder.
+pub fn replica_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    data_encoding::HEXLOWER.encode(&bytes)
+}
+
+/// Every round: re-reads the signing keys (another replica may have rotated them); then,
+/// on the one replica holding the jobs lease, sweeps, purges expired keys, prunes the
+/// audit log and rotates keys on schedule.
+async fn background_jobs(broker: Arc<Broker>, schedule: Schedule, holder: String) {
     let mut tick = tokio::time::interval(schedule.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::SystemTime> = None;
     loop {
         tick.tick().await;
-        run_jobs_once(&broker, &schedule, &mut last_prune).await;
+        if let Err(err) = broker.reload_keys() {
+            tracing::warn!(error = %err, "signing-key reload failed");
+        }
+        match holds_jobs_lease(&broker, &schedule, &holder) {
+            Ok(true) => run_jobs_once(&broker, &schedule, &mut last_prune).await,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "jobs lease unavailable"),
+        }
     }
+}
+
+/// Takes or renews the jobs lease for `holder` (by the broker's clock).
+pub fn holds_jobs_lease(
+    broker: &Broker,
+    schedule: &Schedule,
+    holder: &str,
+) -> Result<bool, crate::store::StoreError> {
+    holds_lease(broker, schedule, JOBS_LEASE, holder)
+}
+
+/// Takes or renews lease `name` for `holder`, with the jobs lease's lifetime.
+pub fn holds_lease(
+    broker: &Broker,
+    schedule: &Schedule,
+    name: &str,
+    holder: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let now_ms = crate::core::time::unix_ms(broker.now());
+    let ttl_ms = i64::try_from(jobs_lease_ttl(schedule).as_millis()).unwrap_or(i64::MAX);
+    crate::store::lease::try_acquire(broker.store().as_ref(), name, holder, now_ms, ttl_ms)
 }
 
 /// One round of the background jobs (also what tests call, with a manual clock).

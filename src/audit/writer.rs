@@ -21,8 +21,14 @@
 //! it) and is flushed with the next batch: the log may hold events of requests that then
 //! failed, never the other way round.
 //!
-//! One `AuditLog` per store: the head lives in memory, so a second appender on the same
-//! store would fail its commits (each record's key is expected absent) rather than fork.
+//! Several writers, one chain: each replica keeps the head in memory and commits its next
+//! record with that record's key expected absent. When another replica on the same
+//! (PostgreSQL) store took that seq first, the commit conflicts on the audit key itself;
+//! the writer then re-reads the head from the store, re-links the event after it and
+//! retries, so the events of every replica form one chain in one order, each still in the
+//! same transaction as its change. A conflict on the change's own preconditions is
+//! [`AuditError::Conflict`] as before (the caller re-reads and retries). A replica's
+//! readers see the store up to its own durable head.
 //!
 //! Readers ([`AuditLog::list`], [`AuditLog::records_after`], [`AuditLog::subscribe`],
 //! [`AuditLog::watch`]) only ever see durable records.
@@ -44,6 +50,10 @@ use super::event::{Event, EventFilter};
 use crate::core::time::{Clock, SystemClock, unix_ms};
 use crate::store::{self, Batch, Store, StoreError, Table};
 
+/// How often an append re-links after other writers took its seq before giving up.
+const RELINK_ATTEMPTS: usize = 64;
+/// How often a watch on a shared store looks for other replicas' records.
+const SHARED_POLL: Duration = Duration::from_millis(500);
 /// How often the flusher retries while unhealthy.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Records a filtered [`AuditLog::list`] reads at most per call before returning a page
@@ -130,6 +140,42 @@ fn corrupt(seq: u64, reason: &str) -> AuditError {
     }
 }
 
+/// The chain head in the store: the last record, else the retention anchor, else genesis.
+fn read_head(store: &dyn Store) -> Result<Head, AuditError> {
+    let last = match store.last(Table::Audit)? {
+        Some((key, value)) => {
+            let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(0, "bad key"))?;
+            let record = Record::decode(seq, &value)?;
+            if record.seq() != seq {
+                return Err(corrupt(seq, "seq differs from its key"));
+            }
+            let hash = record
+                .hash_bytes()
+                .ok_or_else(|| corrupt(seq, "bad hash"))?;
+            Some(Head { seq, hash })
+        }
+        None => None,
+    };
+    let anchor = match chain::read_anchor(store)? {
+        Some(anchor) => Some(Head {
+            seq: anchor.seq,
+            hash: chain::decode_hash(&anchor.hash)
+                .ok_or_else(|| corrupt(anchor.seq, "bad anchor hash"))?,
+        }),
+        None => None,
+    };
+    // The anchor wins over records it covers (leftovers of an interrupted prune).
+    Ok(match (last, anchor) {
+        (Some(last), Some(anchor)) if anchor.seq >= last.seq => anchor,
+        (Some(last), _) => last,
+        (None, Some(anchor)) => anchor,
+        (None, None) => Head {
+            seq: 0,
+            hash: GENESIS,
+        },
+    })
+}
+
 impl AuditLog {
     /// [`Self::open_with_clock`] on the system clock.
     pub fn open(store: Arc<dyn Store>, config: AuditConfig) -> Result<Arc<Self>, AuditError> {
@@ -146,38 +192,7 @@ impl AuditLog {
     ) -> Result<Arc<Self>, AuditError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| AuditError::Unavailable("AuditLog::open needs a tokio runtime".into()))?;
-        let last = match store.last(Table::Audit)? {
-            Some((key, value)) => {
-                let seq = chain::seq_of_key(&key).ok_or_else(|| corrupt(0, "bad key"))?;
-                let record = Record::decode(seq, &value)?;
-                if record.seq() != seq {
-                    return Err(corrupt(seq, "seq differs from its key"));
-                }
-                let hash = record
-                    .hash_bytes()
-                    .ok_or_else(|| corrupt(seq, "bad hash"))?;
-                Some(Head { seq, hash })
-            }
-            None => None,
-        };
-        let anchor = match chain::read_anchor(&*store)? {
-            Some(anchor) => Some(Head {
-                seq: anchor.seq,
-                hash: chain::decode_hash(&anchor.hash)
-                    .ok_or_else(|| corrupt(anchor.seq, "bad anchor hash"))?,
-            }),
-            None => None,
-        };
-        // The anchor wins over records it covers (leftovers of an interrupted prune).
-        let head = match (last, anchor) {
-            (Some(last), Some(anchor)) if anchor.seq >= last.seq => anchor,
-            (Some(last), _) => last,
-            (None, Some(anchor)) => anchor,
-            (None, None) => Head {
-                seq: 0,
-                hash: GENESIS,
-            },
-        };
+        let head = read_head(&*store)?;
         let last_checkpoint = chain::read_checkpoints(&*store, 0)?
             .last()
             .map_or(0, |c| c.seq);
@@ -251,43 +266,62 @@ impl AuditLog {
     /// The atomic commit of [`Self::commit`] without the wait for durability: the record
     /// is in the store (and flushed by the next round, or by the caller's own
     /// `Store::flush`). For assembling a server outside any request.
-    pub fn commit_now(&self, mut event: Event, change: Batch) -> Result<Record, AuditError> {
+    pub fn commit_now(&self, event: Event, change: Batch) -> Result<Record, AuditError> {
         let record = {
             let mut head = lock(&self.head);
-            let seq = head.seq + 1;
-            event.seq = seq;
-            event.cap_size();
-            let hash = chain::chain_hash(&head.hash, &event);
-            let record = Record {
-                event,
-                prev_hash: HEXLOWER.encode(&head.hash),
-                hash: HEXLOWER.encode(&hash),
-            };
-            let key = chain::record_key(seq).to_vec();
             let has_preconditions = !change.expects.is_empty();
-            let mut batch = Batch {
-                // Absent: a second writer on the same store fails here instead of forking.
-                expects: vec![(Table::Audit, key.clone(), None)],
-                writes: vec![(Table::Audit, key.clone(), Some(store::encode(&record)))],
-            };
-            batch.expects.extend(change.expects);
-            batch.writes.extend(change.writes);
-            if let Err(err) = self.store.commit(&batch) {
-                // The change's own preconditions failing is a normal race, not an outage.
-                if matches!(err, StoreError::Conflict)
-                    && has_preconditions
-                    && matches!(self.store.get(Table::Audit, &key), Ok(None))
-                {
-                    return Err(AuditError::Conflict);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let seq = head.seq + 1;
+                let mut event = event.clone();
+                event.seq = seq;
+                event.cap_size();
+                let hash = chain::chain_hash(&head.hash, &event);
+                let record = Record {
+                    event,
+                    prev_hash: HEXLOWER.encode(&head.hash),
+                    hash: HEXLOWER.encode(&hash),
+                };
+                let key = chain::record_key(seq).to_vec();
+                let mut batch = Batch {
+                    // Absent: another writer that took this seq makes the commit conflict.
+                    expects: vec![(Table::Audit, key.clone(), None)],
+                    writes: vec![(Table::Audit, key.clone(), Some(store::encode(&record)))],
+                };
+                batch.expects.extend(change.expects.iter().cloned());
+                batch.writes.extend(change.writes.iter().cloned());
+                let err = match self.store.commit(&batch) {
+                    Ok(()) => {
+                        *head = Head { seq, hash };
+                        lock(&self.pending).push_back(record.clone());
+                        break record;
+                    }
+                    Err(err) => err,
+                };
+                if matches!(err, StoreError::Conflict) {
+                    match self.store.get(Table::Audit, &key) {
+                        // Another replica appended: re-read the head, re-link, retry.
+                        Ok(Some(_)) if attempt < RELINK_ATTEMPTS => match read_head(&*self.store) {
+                            Ok(latest) if latest.seq > head.seq => {
+                                *head = latest;
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(err) => {
+                                tracing::warn!(error = %err, "audit head unreadable");
+                            }
+                        },
+                        // The change's own preconditions failing is a normal race.
+                        Ok(None) if has_preconditions => return Err(AuditError::Conflict),
+                        _ => {}
+                    }
                 }
                 drop(head);
                 tracing::error!(seq, error = %err, "audit commit failed");
                 self.set_healthy(false);
                 return Err(AuditError::Unavailable(format!("commit failed: {err}")));
             }
-            *head = Head { seq, hash };
-            lock(&self.pending).push_back(record.clone());
-            record
         };
         self.appended.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
@@ -338,6 +372,16 @@ impl AuditLog {
         }
     }
 
+    /// The last seq readers may see: this process's durable head, or on a shared store
+    /// (whose commits are durable, some made by other replicas) everything committed.
+    fn readable_upto(&self) -> u64 {
+        if self.store.shared() {
+            u64::MAX
+        } else {
+            self.durable_seq()
+        }
+    }
+
     /// The last durable seq.
     pub fn durable_seq(&self) -> u64 {
         self.flushed.borrow().durable
@@ -372,13 +416,13 @@ impl AuditLog {
             filter,
             after_seq.unwrap_or(0),
             max,
-            self.durable_seq(),
+            self.readable_upto(),
         )
     }
 
     /// Up to `max` durable records with seq > `seq`, in order.
     pub fn records_after(&self, seq: u64, max: usize) -> Result<Vec<Record>, AuditError> {
-        let durable = self.durable_seq();
+        let durable = self.readable_upto();
         let mut out = Vec::new();
         for (key, value) in self.store.scan(
             Table::Audit,
@@ -432,11 +476,14 @@ impl AuditLog {
                         }
                     }
                 }
-                // Live, until a gap or a lag sends us back to the store.
+                // Live, until a gap or a lag sends us back to the store; on a shared
+                // store also every poll interval, for other replicas' records.
+                let shared = log.store.shared();
                 loop {
                     let received = tokio::select! {
                         received = live.recv() => received,
                         () = tx.closed() => return,
+                        () = tokio::time::sleep(SHARED_POLL), if shared => break,
                     };
                     match received {
                         Ok(record) if record.seq() <= last => continue,
@@ -753,6 +800,63 @@ mod tests {
         assert!((stats.mean_batch * stats.flushes as f64 - 200.0).abs() < 1e-6);
     }
 
+    /// Two writers on one store (two replicas on one database) form one chain: each
+    /// re-links after the other's appends instead of failing or forking.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_store_form_one_chain() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let first = AuditLog::open(store.clone(), config(0)).unwrap();
+        let second = AuditLog::open(store.clone(), config(0)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..60u64 {
+            let log = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                log.append_with(
+                    event(i),
+                    vec![(
+                        Table::Sessions,
+                        format!("s{i}").into_bytes(),
+                        Some(b"1".to_vec()),
+                    )],
+                )
+                .await
+                .unwrap()
+                .seq()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 60, "{report:?}");
+        assert!(first.healthy() && second.healthy());
+        // Every change landed with its record.
+        assert_eq!(
+            store.scan(Table::Sessions, b"s", None, 100).unwrap().len(),
+            60
+        );
+
+        // A stale change's own precondition still fails as a conflict (not unavailable),
+        // even when the other writer moved the head meanwhile.
+        second.append(event(100)).await.unwrap();
+        let stale = Batch {
+            expects: vec![(Table::Sessions, b"s0".to_vec(), Some(b"stale".to_vec()))],
+            writes: vec![(Table::Sessions, b"s0".to_vec(), None)],
+        };
+        let err = first.commit(event(101), stale).await.unwrap_err();
+        assert!(matches!(err, AuditError::Conflict), "{err}");
+        assert!(first.healthy());
+        assert_eq!(first.append(event(102)).await.unwrap().seq(), 62);
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refused_writes_make_it_unavailable_then_it_recovers() {
         let store = Arc::new(MemoryStore::new());
@@ -1006,6 +1110,60 @@ mod tests {
             log.stats()
         );
         assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    /// Appends per second on PostgreSQL with one and with two writers (replicas) on one
+    /// database. Run: `scripts/with-postgres.sh cargo test --lib measure_appends_on_postgres
+    /// -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement"]
+    async fn measure_appends_on_postgres() {
+        use crate::store::postgres::{PostgresStore, testing};
+        let Some(base) = testing::url("measure_appends") else {
+            return;
+        };
+        for writers in [1usize, 2] {
+            let url = testing::fresh_database(&base, "measure_appends").unwrap();
+            let logs: Vec<_> = (0..writers)
+                .map(|_| {
+                    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, 8).unwrap());
+                    AuditLog::open(store, config(0)).unwrap()
+                })
+                .collect();
+            let (tasks, per_task) = (64u64, 20u64);
+            let started = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let log = logs[t as usize % writers].clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_task {
+                            log.append_with(
+                                event(t * per_task + i),
+                                vec![(
+                                    Table::Sessions,
+                                    format!("s{t}-{i}").into_bytes(),
+                                    Some(vec![0; 300]),
+                                )],
+                            )
+                            .await
+                            .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let n = tasks * per_task;
+            println!(
+                "{writers} writer(s), {tasks} tasks x {per_task}: {elapsed:?}, {:.0} appends/s",
+                n as f64 / elapsed.as_secs_f64()
+            );
+            let store = PostgresStore::open(&url, 1).unwrap();
+            let report = verify(&store, None).unwrap();
+            assert!(report.intact && report.events_checked == n, "{report:?}");
+        }
     }
 
     #[test]

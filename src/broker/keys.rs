@@ -4,7 +4,7 @@
 //! pair (the minting hot path never re-parses a key). Retired keys stay published until
 //! every token they signed has expired plus the clock-skew margin.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use ring::rand::SecureRandom;
@@ -30,8 +30,14 @@ struct Active {
     jwks: Arc<str>,
 }
 
+/// Least time between two reloads triggered by tokens naming a kid this ring lacks (a
+/// key another replica created), so junk kids cannot make every request read the store.
+pub const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
 pub struct KeyRing {
     active: RwLock<Active>,
+    /// When an unknown kid last triggered a reload (by the broker's clock).
+    last_unknown_kid_reload: Mutex<Option<SystemTime>>,
     issuer: String,
     audience: String,
     leeway: u64,
@@ -58,6 +64,7 @@ impl KeyRing {
                 settings.audience.clone(),
                 settings.clock_skew.as_secs(),
             )?),
+            last_unknown_kid_reload: Mutex::new(None),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway: settings.clock_skew.as_secs(),
@@ -89,7 +96,25 @@ impl KeyRing {
             .clone()
     }
 
-    /// Re-reads the keys from the store (after a rotation or purge).
+    /// Whether a token with an unknown kid may reload the ring now (at most once per
+    /// [`UNKNOWN_KID_RELOAD_EVERY`]); records the reload when it may.
+    pub fn may_reload_for_unknown_kid(&self, now: SystemTime) -> bool {
+        let mut last = self
+            .last_unknown_kid_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|at| {
+            now.duration_since(at)
+                .map_or(true, |d| d >= UNKNOWN_KID_RELOAD_EVERY)
+        });
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
+    /// Re-reads the keys from the store (after a rotation or purge, here or on another
+    /// replica).
     pub fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), BrokerError> {
         let records = all_keys(store)?;
         let fresh = build(

@@ -116,7 +116,11 @@ impl Broker {
         // rotation log, made durable before the broker serves anything.
         let now = clock.now();
         if let Some((batch, first)) = keys::first_keys(store.as_ref(), &master, &rng, now)? {
-            audit.commit_now(keys::first_keys_event(&first, now), batch)?;
+            match audit.commit_now(keys::first_keys_event(&first, now), batch) {
+                // Another replica starting on the same database made them first.
+                Ok(_) | Err(crate::audit::AuditError::Conflict) => {}
+                Err(err) => return Err(err.into()),
+            }
             store.flush()?;
         }
         let keys = Arc::new(KeyRing::load(store.as_ref(), &master, &settings)?);
@@ -213,6 +217,12 @@ impl Broker {
     /// The verifier for every published key (offline-style verification, benchmarks).
     pub fn token_verifier(&self) -> Arc<crate::core::token::Verifier> {
         self.keys.verifier()
+    }
+
+    /// Re-reads the signing keys from the store: picks up keys created, rotated or
+    /// purged by another replica on the same database.
+    pub fn reload_keys(&self) -> Result<(), BrokerError> {
+        self.keys.reload(self.store.as_ref(), &self.master)
     }
 
     /// The public half of the key signing new credentials.

@@ -382,11 +382,18 @@ impl Broker {
         token: &str,
         accept_audience: &dyn Fn(&str) -> bool,
     ) -> Result<Caller, BrokerError> {
-        let claims = self
-            .keys
-            .verifier()
-            .verify_for(token, self.now(), accept_audience)
-            .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
+        let now = self.now();
+        let claims = match self.keys.verifier().verify_for(token, now, accept_audience) {
+            // Signed by a key another replica created since we last read the keys.
+            Err(crate::core::error::Error::UnknownKey(_))
+                if self.keys.may_reload_for_unknown_kid(now) =>
+            {
+                self.reload_keys()?;
+                self.keys.verifier().verify_for(token, now, accept_audience)
+            }
+            verified => verified,
+        }
+        .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
         // Every minted session has a record (written with its audit event); one without
         // is not a session this broker stands behind, so it fails closed.
         let session: Option<Session> =

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::core::authn::totp;
 use crate::core::model::{NameKind, PasswordPolicy, validate_name};
 use crate::core::secret::SecretString;
+use crate::store::Table;
 use crate::store::seal::MasterKey;
 
 use super::CliError;
@@ -41,6 +42,9 @@ pub async fn initialise(
     force: bool,
 ) -> Result<InitOutput, CliError> {
     check_inputs(config, admin_user, password)?;
+    if config.store.url.is_some() {
+        return initialise_database(config, admin_user, password, force).await;
+    }
     let dir = &config.data_dir;
     if !is_uninitialised(dir) || config.master_key_path().exists() {
         if !force {
@@ -134,6 +138,60 @@ async fn create(
     let master = MasterKey::create(&config.master_key_path(), &SystemRandom::new())
         .map_err(|e| CliError::new(format!("master key: {e}")))?;
     let daemon = Daemon::open_with_master(config.clone(), master, Arc::new(SystemClock))?;
+    bootstrap(&daemon, admin_user, password).await
+}
+
+/// Initialises the PostgreSQL database of `store.url`: applies the migrations, creates
+/// the master key file every replica will read, the first keys and the administrator.
+/// Refuses a database that already holds Stint data (`--force` never wipes a database:
+/// drop and re-create it).
+async fn initialise_database(
+    config: &Config,
+    admin_user: &str,
+    password: &SecretString,
+    force: bool,
+) -> Result<InitOutput, CliError> {
+    let store = crate::daemon::open_store(config)?;
+    for table in [Table::Users, Table::SigningKeys, Table::Audit] {
+        if store
+            .last(table)
+            .map_err(|e| CliError::new(e.to_string()))?
+            .is_some()
+        {
+            return Err(CliError::new(
+                "the database already holds a Stint store: start replicas on it with the same --master-key-file (--force does not wipe a database; drop and re-create it)",
+            ));
+        }
+    }
+    let key = config.master_key_path();
+    if key.exists() {
+        if !force {
+            return Err(CliError::new(format!(
+                "master key {} already exists; pass --force to replace it",
+                key.display()
+            )));
+        }
+        std::fs::remove_file(&key)
+            .map_err(|e| CliError::new(format!("cannot remove {}: {e}", key.display())))?;
+    }
+    if let Some(parent) = key
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        crate::store::sled::create_private_dir(parent)
+            .map_err(|e| CliError::new(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let master = MasterKey::create(&key, &SystemRandom::new())
+        .map_err(|e| CliError::new(format!("master key: {e}")))?;
+    let daemon = Daemon::assemble(config.clone(), store, master, Arc::new(SystemClock))?;
+    bootstrap(&daemon, admin_user, password).await
+}
+
+async fn bootstrap(
+    daemon: &Daemon,
+    admin_user: &str,
+    password: &SecretString,
+) -> Result<InitOutput, CliError> {
     let (user, _serial, seed) = daemon
         .broker
         .bootstrap_admin(admin_user, password)
@@ -141,7 +199,7 @@ async fn create(
         .map_err(|e| CliError::new(e.to_string()))?;
     let totp_secret = totp::seed_base32(seed.expose());
     // Labelled as AWS labels a virtual device: the user at the account.
-    let label = format!("{}@{}", user.name, config.account.id);
+    let label = format!("{}@{}", user.name, daemon.config.account.id);
     let otpauth_uri = totp::otpauth_uri("Stint", &label, seed.expose())
         .map_err(|e| CliError::new(e.to_string()))?;
     daemon.flush()?;

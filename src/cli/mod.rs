@@ -8,6 +8,7 @@ pub mod completions;
 pub mod init;
 pub mod policy;
 pub mod serve;
+pub mod store;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ pub enum Command {
     Audit(AuditCommand),
     /// Load-test a throwaway in-process broker over loopback gRPC.
     Bench(bench::BenchArgs),
+    /// Store maintenance: move a sled data dir into PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Log in (password + MFA code, or an access key) and cache the session.
     Login(client::login::LoginArgs),
     /// Assume a role with the cached session; print and cache its credentials.
@@ -126,6 +130,10 @@ pub struct ServerFlags {
     /// File with the 256-bit master key (default: <data-dir>/master.key).
     #[arg(long)]
     pub master_key_file: Option<PathBuf>,
+    /// Use this PostgreSQL database (postgres://user@host:port/db) instead of sled in
+    /// the data dir; every replica needs the same --master-key-file.
+    #[arg(long)]
+    pub store_url: Option<String>,
 }
 
 impl ServerFlags {
@@ -133,6 +141,7 @@ impl ServerFlags {
         Overrides {
             data_dir: self.data_dir.clone(),
             master_key_file: self.master_key_file.clone(),
+            store_url: self.store_url.clone(),
             ..Overrides::default()
         }
     }
@@ -204,8 +213,23 @@ pub enum OutputFormat {
 }
 
 #[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy a stopped daemon's sled data dir (every table, the audit chain) into an
+    /// empty PostgreSQL database; the replicas then use the same master key file.
+    Migrate {
+        /// The sled data dir.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database (postgres://user@host:port/db).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain and checkpoints of a stopped daemon's store; exit 0 only if intact.
+    /// Walk the hash chain and checkpoints of a stopped daemon's data dir (or, with
+    /// --store-url, of the PostgreSQL store, live); exit 0 only if intact.
     Verify {
         #[command(flatten)]
         server: ServerFlags,
@@ -279,6 +303,12 @@ pub fn run(cli: Cli) -> ExitCode {
             run_init(args)
         }
         Command::Audit(command) => run_audit(command, output),
+        Command::Store(StoreCommand::Migrate { from, to }) => {
+            store::migrate(&from, &to, 64 * 1024 * 1024).map(|report| {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            })
+        }
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
         }
@@ -400,9 +430,10 @@ fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, Cl
     match command {
         AuditCommand::Verify { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let report =
-                audit::verify_offline(&config.data_dir, config.store.cache_mb * 1024 * 1024)
-                    .map_err(|e| CliError::new(e.to_string()))?;
+            // sled: the stopped daemon's data dir; PostgreSQL (--store-url): live is fine.
+            let store = crate::daemon::open_store(&config)?;
+            let report = crate::audit::chain::verify(&*store, None)
+                .map_err(|e| CliError::new(e.to_string()))?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(if report.intact {
                 ExitCode::SUCCESS
@@ -412,14 +443,10 @@ fn run_audit(command: AuditCommand, output: OutputFormat) -> Result<ExitCode, Cl
         }
         AuditCommand::Export { server } => {
             let config = load_config(&server, Overrides::default())?;
-            let store = crate::store::sled::SledStore::open(
-                &config.data_dir,
-                config.store.cache_mb * 1024 * 1024,
-            )
-            .map_err(|e| CliError::new(e.to_string()))?;
+            let store = crate::daemon::open_store(&config)?;
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            audit::export_jsonl(&store, &mut lock, &Default::default())
+            audit::export_jsonl(&*store, &mut lock, &Default::default())
                 .map_err(|e| CliError::new(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -6,7 +6,9 @@
 //! [`Tx`] becomes a precondition of the commit, so a multi-record change either lands
 //! whole against the state it read, or is retried. Nothing is ever half-written.
 
+pub mod lease;
 pub mod memory;
+pub mod postgres;
 pub mod seal;
 pub mod sled;
 
@@ -123,6 +125,12 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// Makes every committed change durable (survives power loss) before returning.
     fn flush(&self) -> Result<(), StoreError>;
+    /// True when other processes commit to this store too and every commit is durable
+    /// once it returns (PostgreSQL): readers then see the whole store, not only what
+    /// this process flushed.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A typed view of one optimistic transaction.

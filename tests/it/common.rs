@@ -203,8 +203,9 @@ pub struct TestServer {
     pub admin_seed: Vec<u8>,
     pub admin_serial: String,
     channel: Channel,
-    /// Last TOTP step handed out per seed, so helpers never replay a code.
-    used_steps: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Last TOTP step handed out per seed, so helpers never replay a code (shared with
+    /// replicas).
+    used_steps: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
     /// The broker the daemon serves (for use cases with no RPC: sweep, key purge).
     /// `None` once [`TestServer::stop_keeping_data`] released it.
     broker: Option<Arc<Broker>>,
@@ -308,12 +309,35 @@ pub struct TestServerBuilder {
     store: Option<Arc<dyn Store>>,
     tls: Option<TestTls>,
     tweaks: Vec<ConfigTweak>,
+    replica: Option<Replica>,
+}
+
+/// What a second replica shares with the first: master key, clock, admin, used codes.
+struct Replica {
+    master: MasterKey,
+    clock: Arc<ManualClock>,
+    admin_seed: Vec<u8>,
+    admin_serial: String,
+    used_steps: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
 }
 
 impl TestServerBuilder {
     /// Serves over `store` instead of sled in the temp dir.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Another replica of `first` (give it the same store): same master key, clock and
+    /// admin; no bootstrap of its own.
+    pub fn replica_of(mut self, first: &TestServer) -> Self {
+        self.replica = Some(Replica {
+            master: first.master.clone(),
+            clock: first.clock.clone(),
+            admin_seed: first.admin_seed.clone(),
+            admin_serial: first.admin_serial.clone(),
+            used_steps: first.used_steps.clone(),
+        });
         self
     }
 
@@ -348,8 +372,13 @@ impl TestServerBuilder {
     }
 
     pub async fn start(self) -> TestServer {
-        let Self { store, tls, tweaks } = self;
-        TestServer::launch(store, tls, move |config| {
+        let Self {
+            store,
+            tls,
+            tweaks,
+            replica,
+        } = self;
+        TestServer::launch(store, tls, replica, move |config| {
             for tweak in tweaks {
                 tweak(config);
             }
@@ -365,7 +394,7 @@ impl TestServer {
 
     /// Starts a server with the test config, adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::launch(None, None, tweak).await
+        Self::launch(None, None, None, tweak).await
     }
 
     /// A server over a new [`FaultStore`] (see [`TestServerBuilder::faults`]) that writes a
@@ -391,6 +420,7 @@ impl TestServer {
     async fn launch(
         store: Option<Arc<dyn Store>>,
         tls: Option<TestTls>,
+        replica: Option<Replica>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -398,23 +428,35 @@ impl TestServer {
         tweak(&mut config);
         config.validate().expect("test config is valid");
 
-        let clock = Arc::new(ManualClock::new(start_time()));
-        let master = MasterKey::generate(&SystemRandom::new()).expect("master key");
+        let (clock, master, used_steps) = match &replica {
+            Some(r) => (r.clock.clone(), r.master.clone(), r.used_steps.clone()),
+            None => (
+                Arc::new(ManualClock::new(start_time())),
+                MasterKey::generate(&SystemRandom::new()).expect("master key"),
+                Arc::default(),
+            ),
+        };
         let daemon = open_daemon(&config, store.clone(), &master, &clock);
-        let (_, admin_serial, seed) = daemon
-            .broker
-            .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
-            .await
-            .expect("bootstrap admin");
+        let (admin_seed, admin_serial) = match replica {
+            Some(r) => (r.admin_seed, r.admin_serial),
+            None => {
+                let (_, serial, seed) = daemon
+                    .broker
+                    .bootstrap_admin(ADMIN, &SecretString::new(ADMIN_PASSWORD.into()))
+                    .await
+                    .expect("bootstrap admin");
+                (seed.expose().to_vec(), serial)
+            }
+        };
         let running = serve_daemon(daemon, tls.as_ref()).await;
         Self {
             addr: running.addr,
             clock,
             config,
-            admin_seed: seed.expose().to_vec(),
+            admin_seed,
             admin_serial,
             channel: running.channel,
-            used_steps: Mutex::new(HashMap::new()),
+            used_steps,
             broker: Some(running.broker),
             shutdown: Some(running.shutdown),
             task: Some(running.task),

@@ -1,0 +1,710 @@
+//! The PostgreSQL-backed [`Store`], for several replicas on one database.
+//!
+//! Why threads: the [`Store`] trait is synchronous and is called from async code on tokio
+//! workers (and from current-thread test runtimes), where the sync `postgres` client (which
+//! runs its own runtime) must not be driven. So a small pool of dedicated OS threads owns
+//! the connections; each call sends a job over a channel and waits for its answer, just
+//! like a blocking sled call. A dropped connection is re-opened by the next job, so the
+//! store recovers from a database restart on its own; while the database is away every
+//! call fails with [`StoreError::Io`] (the audit writer then reports unhealthy and retries).
+//!
+//! Layout: one table `kv(tbl smallint, key bytea, value bytea, primary key (tbl, key))`;
+//! `bytea` sorts bytewise, so scans have sled's order. A [`Batch`] is one call of the
+//! `stint_commit` function (one round trip, one transaction): it takes a transaction-scoped
+//! advisory lock per key it expects or writes (sorted, so two commits never deadlock), then
+//! compares every expectation with the committed value (READ COMMITTED: each statement
+//! sees every commit that released those locks) and applies the writes only if all hold.
+//! Every key a commit reads or writes is locked, so a precondition cannot go stale between
+//! the check and the write, including "absent" ones. A failed expectation is
+//! [`StoreError::Conflict`]; so are serialization failures, deadlocks and unique
+//! violations, should the database report one.
+//!
+//! Durability: a PostgreSQL commit is durable (with the default `synchronous_commit`), so
+//! [`Store::flush`] only checks that the database answers.
+//!
+//! Schema changes are versioned migrations recorded in `schema_migrations`, applied by
+//! [`migrate`] under a session advisory lock, so replicas starting together apply each
+//! once. `stint init` and every start run them.
+//!
+//! Connections are plain TCP (or a Unix socket given as `host=/run/postgresql`): TLS to
+//! the database is not built in; keep the database on a private network or loopback.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement};
+
+use super::{Batch, Entries, Entry, Store, StoreError, Table};
+
+/// Connections (and threads) per store.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The session advisory lock that serialises migrations ("STINTMIG").
+const MIGRATION_LOCK: i64 = 0x5354_494e_544d_4947;
+
+/// Versioned schema changes, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE kv (
+    tbl smallint NOT NULL,
+    key bytea NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (tbl, key)
+);
+CREATE FUNCTION stint_commit(
+    locks bigint[],
+    e_tbl smallint[], e_key bytea[], e_val bytea[],
+    w_tbl smallint[], w_key bytea[], w_val bytea[]
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    h bigint;
+    i integer;
+    cur bytea;
+BEGIN
+    FOREACH h IN ARRAY locks LOOP
+        PERFORM pg_advisory_xact_lock(h);
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(e_tbl, 1), 0) LOOP
+        cur := NULL;
+        SELECT value INTO cur FROM kv WHERE tbl = e_tbl[i] AND key = e_key[i];
+        IF cur IS DISTINCT FROM e_val[i] THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(w_tbl, 1), 0) LOOP
+        IF w_val[i] IS NULL THEN
+            DELETE FROM kv WHERE tbl = w_tbl[i] AND key = w_key[i];
+        ELSE
+            INSERT INTO kv (tbl, key, value) VALUES (w_tbl[i], w_key[i], w_val[i])
+                ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value;
+        END IF;
+    END LOOP;
+    RETURN true;
+END
+$$;
+"#,
+)];
+
+/// The newest schema version this build knows.
+pub fn schema_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+pub struct PostgresStore {
+    jobs: Sender<Job>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// True when `url` names a PostgreSQL database rather than a data dir.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with any password replaced by `***`, for logs and printed config.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let mut out = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    };
+    // A password may also come as a query parameter.
+    if let Some(at) = out.find("password=") {
+        let end = out[at..].find('&').map_or(out.len(), |n| at + n);
+        out.replace_range(at..end, "password=***");
+    }
+    out
+}
+
+fn io(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(err.to_string())
+}
+
+fn map_err(err: &postgres::Error) -> StoreError {
+    match err.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::UNIQUE_VIOLATION =>
+        {
+            StoreError::Conflict
+        }
+        _ => match err.as_db_error() {
+            Some(db) => StoreError::Io(format!(
+                "postgresql: {}: {}",
+                db.code().code(),
+                db.message()
+            )),
+            None => StoreError::Io(format!("postgresql: {err}")),
+        },
+    }
+}
+
+fn parse_config(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config = url.parse().map_err(|e| {
+        StoreError::Io(format!(
+            "store url {} is not a PostgreSQL URL: {e}",
+            redact_url(url)
+        ))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true);
+    config.application_name("stint");
+    Ok(config)
+}
+
+/// Applies every missing migration (under an advisory lock, so concurrent starts apply
+/// each once) and returns the schema version.
+pub fn migrate(url: &str) -> Result<i32, StoreError> {
+    let config = parse_config(url)?;
+    // The sync client runs its own runtime: keep it off the caller's (maybe async) thread.
+    std::thread::spawn(move || -> Result<i32, StoreError> {
+        let mut client = config.connect(NoTls).map_err(|e| map_err(&e))?;
+        migrate_with(&mut client)
+    })
+    .join()
+    .map_err(|_| io("migration thread panicked"))?
+}
+
+fn migrate_with(client: &mut Client) -> Result<i32, StoreError> {
+    let pg = |e: postgres::Error| map_err(&e);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg)?;
+    let result = (|| {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .map_err(pg)?;
+        let current: i32 = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(pg)?
+            .get(0);
+        if current > schema_version() {
+            return Err(StoreError::Io(format!(
+                "the database has schema version {current}, newer than this stint ({}): upgrade stint",
+                schema_version()
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            let mut tx = client.transaction().map_err(pg)?;
+            tx.batch_execute(sql).map_err(pg)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            tracing::info!(version, "postgresql schema migrated");
+        }
+        Ok(schema_version())
+    })();
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    let version = result?;
+    unlocked.map_err(pg)?;
+    Ok(version)
+}
+
+/// One worker's connection, opened on first use and re-opened after it drops.
+struct Conn {
+    config: postgres::Config,
+    client: Option<Client>,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            self.client = None;
+            let client = self
+                .config
+                .connect(NoTls)
+                .map_err(|e| StoreError::Io(format!("cannot connect to postgresql: {e}")))?;
+            self.client = Some(client);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(io("no postgresql connection"));
+        };
+        let result = match self.statements.get(sql) {
+            Some(statement) => client.query(statement, params),
+            None => client.prepare(sql).and_then(|statement| {
+                let rows = client.query(&statement, params);
+                self.statements.insert(sql, statement);
+                rows
+            }),
+        };
+        let closed = client.is_closed();
+        result.map_err(|err| {
+            if err.is_closed() || closed {
+                self.client = None;
+                self.statements.clear();
+            }
+            map_err(&err)
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url`, applies the migrations and starts `pool_size` connection threads.
+    pub fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let config = parse_config(url)?;
+        migrate(url)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut workers = Vec::new();
+        for n in 0..pool_size.max(1) {
+            let queue = queue.clone();
+            let mut conn = Conn {
+                config: config.clone(),
+                client: None,
+                statements: HashMap::new(),
+            };
+            let worker = std::thread::Builder::new()
+                .name(format!("stint-pg-{n}"))
+                .spawn(move || worker_loop(&queue, &mut conn))
+                .map_err(io)?;
+            workers.push(worker);
+        }
+        Ok(Self { jobs, workers })
+    }
+
+    fn call<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer): (SyncSender<Result<R, StoreError>>, Receiver<_>) =
+            mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |conn: &mut Conn| {
+                let _ = reply.send(job(conn));
+            }))
+            .map_err(|_| io("postgresql workers stopped"))?;
+        answer.recv().map_err(|_| io("postgresql worker stopped"))?
+    }
+}
+
+fn worker_loop(queue: &Mutex<Receiver<Job>>, conn: &mut Conn) {
+    loop {
+        let job = {
+            let queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.recv()
+        };
+        match job {
+            Ok(job) => job(conn),
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Closing the queue stops the workers; wait so their connections close cleanly.
+        let (closed, _) = mpsc::channel();
+        self.jobs = closed;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn tbl(table: Table) -> i16 {
+    // The position in Table::ALL: stable, since tables are only ever appended.
+    Table::ALL.iter().position(|t| *t == table).unwrap_or(0) as i16
+}
+
+/// The advisory lock that guards one key: 64 bits of SHA-256 over table and key.
+fn key_lock(table: Table, key: &[u8]) -> i64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&tbl(table).to_be_bytes());
+    ctx.update(key);
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// The smallest key greater than every key starting with `prefix` (None: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn entries(rows: Vec<postgres::Row>) -> Result<Entries, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<_, Vec<u8>>(0).map_err(|e| map_err(&e))?,
+                row.try_get::<_, Vec<u8>>(1).map_err(|e| map_err(&e))?,
+            ))
+        })
+        .collect()
+}
+
+impl Store for PostgresStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.call(move |conn| {
+            let rows = conn.query(
+                "SELECT value FROM kv WHERE tbl = $1 AND key = $2",
+                &[&tbl(table), &key],
+            )?;
+            rows.first()
+                .map(|row| row.try_get::<_, Vec<u8>>(0).map_err(|e| map_err(&e)))
+                .transpose()
+        })
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The lower bound: the later of the prefix and `after` (exclusive).
+        let (low, inclusive) = match after {
+            Some(after) if after >= prefix => (after.to_vec(), false),
+            _ => (prefix.to_vec(), true),
+        };
+        let high = prefix_end(prefix);
+        self.call(move |conn| {
+            let t = tbl(table);
+            let rows = match (inclusive, &high) {
+                (true, Some(high)) => conn.query(
+                    "SELECT key, value FROM kv WHERE tbl = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
+                    &[&t, &low, high, &limit],
+                ),
+                (false, Some(high)) => conn.query(
+                    "SELECT key, value FROM kv WHERE tbl = $1 AND key > $2 AND key < $3 ORDER BY key LIMIT $4",
+                    &[&t, &low, high, &limit],
+                ),
+                (true, None) => conn.query(
+                    "SELECT key, value FROM kv WHERE tbl = $1 AND key >= $2 ORDER BY key LIMIT $3",
+                    &[&t, &low, &limit],
+                ),
+                (false, None) => conn.query(
+                    "SELECT key, value FROM kv WHERE tbl = $1 AND key > $2 ORDER BY key LIMIT $3",
+                    &[&t, &low, &limit],
+                ),
+            }?;
+            entries(rows)
+        })
+    }
+
+    fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        self.call(move |conn| {
+            let rows = conn.query(
+                "SELECT key, value FROM kv WHERE tbl = $1 ORDER BY key DESC LIMIT 1",
+                &[&tbl(table)],
+            )?;
+            Ok(entries(rows)?.pop())
+        })
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut locks: Vec<i64> = batch
+            .expects
+            .iter()
+            .chain(&batch.writes)
+            .map(|(table, key, _)| key_lock(*table, key))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        let e_tbl: Vec<i16> = batch.expects.iter().map(|(t, _, _)| tbl(*t)).collect();
+        let e_key: Vec<Vec<u8>> = batch.expects.iter().map(|(_, k, _)| k.clone()).collect();
+        let e_val: Vec<Option<Vec<u8>>> = batch.expects.iter().map(|(_, _, v)| v.clone()).collect();
+        let w_tbl: Vec<i16> = batch.writes.iter().map(|(t, _, _)| tbl(*t)).collect();
+        let w_key: Vec<Vec<u8>> = batch.writes.iter().map(|(_, k, _)| k.clone()).collect();
+        let w_val: Vec<Option<Vec<u8>>> = batch.writes.iter().map(|(_, _, v)| v.clone()).collect();
+        self.call(move |conn| {
+            let rows = conn.query(
+                "SELECT stint_commit($1, $2, $3, $4, $5, $6, $7)",
+                &[&locks, &e_tbl, &e_key, &e_val, &w_tbl, &w_key, &w_val],
+            )?;
+            let applied = rows
+                .first()
+                .map(|row| row.try_get::<_, bool>(0).map_err(|e| map_err(&e)))
+                .transpose()?;
+            match applied {
+                Some(true) => Ok(()),
+                _ => Err(StoreError::Conflict),
+            }
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Commits are already durable; answer whether the database is reachable.
+        self.call(|conn| conn.query("SELECT 1", &[]).map(|_| ()))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+/// Test support: a fresh, empty database schema per test, from `STINT_TEST_POSTGRES_URL`.
+pub mod testing {
+    use super::*;
+
+    /// The URL of the test cluster, or `None` (with a loud message) when it is not set.
+    pub fn url(test: &str) -> Option<String> {
+        match std::env::var("STINT_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "SKIPPED {test}: STINT_TEST_POSTGRES_URL is not set (scripts/with-postgres.sh sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Creates a new empty database on the test cluster and returns its URL.
+    pub fn fresh_database(base_url: &str, name_hint: &str) -> Result<String, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let safe: String = name_hint
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(30)
+            .collect();
+        let name = format!("t_{safe}_{}_{n}", std::process::id());
+        let config = parse_config(base_url)?;
+        let create = name.clone();
+        std::thread::spawn(move || -> Result<(), StoreError> {
+            let mut client = config.connect(NoTls).map_err(|e| map_err(&e))?;
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {create}"))
+                .map_err(|e| map_err(&e))?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {create}"))
+                .map_err(|e| map_err(&e))
+        })
+        .join()
+        .map_err(|_| io("thread panicked"))??;
+        Ok(url_with_dbname(base_url, &name))
+    }
+
+    fn url_with_dbname(base_url: &str, name: &str) -> String {
+        let (head, query) = match base_url.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (base_url, None),
+        };
+        let after_scheme = head.find("://").map_or(0, |at| at + 3);
+        let base = match head[after_scheme..].find('/') {
+            Some(slash) => &head[..after_scheme + slash],
+            None => head,
+        };
+        match query {
+            Some(query) => format!("{base}/{name}?{query}"),
+            None => format!("{base}/{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract;
+
+    fn store(test: &str) -> Option<PostgresStore> {
+        let base = testing::url(test)?;
+        let url = testing::fresh_database(&base, test).unwrap();
+        Some(PostgresStore::open(&url, 4).unwrap())
+    }
+
+    #[test]
+    fn contract_holds_on_postgres() {
+        let Some(a) = store("contract_a") else { return };
+        contract::conditional_batches_are_atomic(&a);
+        let Some(b) = store("contract_b") else { return };
+        contract::scans_are_ordered_and_paged(&b);
+        let Some(c) = store("contract_c") else { return };
+        contract::transact_retries_conflicts(&c);
+        let Some(d) = store("contract_lease") else {
+            return;
+        };
+        crate::store::lease::tests::one_holder_at_a_time(&d);
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_versioned() {
+        let Some(base) = testing::url("migrations") else {
+            return;
+        };
+        let url = testing::fresh_database(&base, "migrations").unwrap();
+        // Concurrent first starts apply each migration once.
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || migrate(&url))
+            })
+            .collect();
+        for run in runs {
+            assert_eq!(run.join().unwrap().unwrap(), schema_version());
+        }
+        assert_eq!(migrate(&url).unwrap(), schema_version());
+    }
+
+    #[test]
+    fn prefix_scans_with_high_bytes() {
+        let Some(store) = store("prefix_high") else {
+            return;
+        };
+        let batch = Batch {
+            expects: vec![],
+            writes: vec![
+                (Table::Users, vec![0xff, 1], Some(b"a".to_vec())),
+                (Table::Users, vec![0xff, 0xff], Some(b"b".to_vec())),
+                (Table::Users, vec![0xfe], Some(b"c".to_vec())),
+                (Table::Groups, vec![0xff, 2], Some(b"d".to_vec())),
+            ],
+        };
+        store.commit(&batch).unwrap();
+        let keys: Vec<_> = store
+            .scan(Table::Users, &[0xff], None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [vec![0xff, 1], vec![0xff, 0xff]]);
+        let after = store
+            .scan(Table::Users, &[0xff], Some(&[0xff, 1]), 10)
+            .unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(
+            store.last(Table::Users).unwrap().unwrap().0,
+            vec![0xff, 0xff]
+        );
+        store.flush().unwrap();
+    }
+
+    /// A dropped connection (database restart, failover) fails the call in flight with an
+    /// I/O error at worst, and the next call reconnects: no restart of Stint needed.
+    #[test]
+    fn dropped_connections_are_reopened() {
+        let Some(base) = testing::url("reconnect") else {
+            return;
+        };
+        let url = testing::fresh_database(&base, "reconnect").unwrap();
+        let store = PostgresStore::open(&url, 2).unwrap();
+        let put = |value: &[u8]| {
+            store.commit(&Batch {
+                expects: vec![],
+                writes: vec![(Table::Meta, b"k".to_vec(), Some(value.to_vec()))],
+            })
+        };
+        put(b"1").unwrap();
+        store.get(Table::Meta, b"k").unwrap();
+        let config = parse_config(&url).unwrap();
+        let killed = std::thread::spawn(move || {
+            let mut admin = config.connect(NoTls).unwrap();
+            admin
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .len()
+        })
+        .join()
+        .unwrap();
+        assert!(killed >= 1, "the store's connections were open");
+        let mut failures = 0;
+        for _ in 0..4 {
+            match store.get(Table::Meta, b"k") {
+                Ok(value) => assert_eq!(value.as_deref(), Some(&b"1"[..])),
+                Err(StoreError::Io(_)) => failures += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(failures <= 2, "each connection fails at most once");
+        put(b"2").unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"k").unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+        store.flush().unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_database_is_an_io_error() {
+        // Port 1 on loopback refuses at once.
+        let err = PostgresStore::open("postgres://stint@127.0.0.1:1/stint", 1)
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Io(_)), "{err}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        for (url, want) in [
+            (
+                "postgres://stint:hunter2@db:5432/stint",
+                "postgres://stint:***@db:5432/stint",
+            ),
+            ("postgres://db/stint", "postgres://db/stint"),
+            (
+                "postgresql://u@db/x?password=hunter2&sslmode=disable",
+                "postgresql://u@db/x?password=***&sslmode=disable",
+            ),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+        assert!(is_postgres_url("postgresql://x"));
+        assert!(!is_postgres_url("/var/lib/stint"));
+    }
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_max() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}
