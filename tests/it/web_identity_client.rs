@@ -1,0 +1,303 @@
+//! Workload identity from the client's side: `stint-client`'s `RefreshingCredentials` with a
+//! token file the platform rotates, the `stint` CLI's `--web-identity-token-file`, and the
+//! deploy/ recipes (their trust policies run through the real server with tokens for the
+//! right and a wrong subject; their manifests parse with the expected kinds).
+//!
+//! Tokens are signed here with an Ed25519 key the provider holds inline (as with
+//! `kubectl get --raw /openid/v1/jwks`), so no issuer needs to be reachable.
+//! AWS reference: STS `AssumeRoleWithWebIdentity`; SDKs read `AWS_WEB_IDENTITY_TOKEN_FILE`
+//! again on every refresh because the platform rotates it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use stint::broker::{Clock as _, ManualClock};
+use stint::proto;
+use stint_client::{
+    Client, CredentialState, Error, RefreshConfig, RefreshingCredentials, Secret, SharedClock,
+    Source, WebIdentity,
+};
+
+use crate::common::*;
+
+const SUBJECT: &str = "system:serviceaccount:prod:app";
+const KID: &str = "sa-key-1";
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An OIDC issuer's signing key (the cluster's service-account signer).
+struct Signer(Ed25519KeyPair);
+
+impl Signer {
+    fn new() -> Signer {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Signer(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+    }
+
+    fn jwks(&self) -> String {
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": KID, "alg": "EdDSA",
+            "x": b64(self.0.public_key().as_ref())}]})
+        .to_string()
+    }
+
+    /// A token from `issuer` for `sub`/`aud`, valid for 10 minutes from the server's now.
+    fn token(&self, server: &TestServer, issuer: &str, sub: &str, aud: &str) -> String {
+        let now = server.now_secs();
+        let header = json!({"alg": "EdDSA", "kid": KID, "typ": "JWT"});
+        let claims = json!({"iss": issuer, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + 600});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self.0.sign(input.as_bytes());
+        format!("{input}.{}", b64(signature.as_ref()))
+    }
+}
+
+/// Registers `issuer` with the signer's keys inline and client id `audience`.
+async fn register_provider(
+    server: &TestServer,
+    admin: &str,
+    issuer: &str,
+    audience: &str,
+    signer: &Signer,
+) {
+    server
+        .iam_as(admin)
+        .create_open_id_connect_provider(proto::CreateOpenIdConnectProviderRequest {
+            url: issuer.into(),
+            client_id_list: vec![audience.into()],
+            thumbprint_list: vec![],
+            tags: vec![],
+            jwks_json: signer.jwks(),
+        })
+        .await
+        .expect("CreateOpenIDConnectProvider");
+}
+
+async fn create_role(server: &TestServer, admin: &str, name: &str, trust: &str) {
+    server
+        .iam_as(admin)
+        .create_role(proto::CreateRoleRequest {
+            role_name: name.into(),
+            assume_role_policy_document: trust.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateRole");
+}
+
+fn host_path(issuer: &str) -> &str {
+    issuer.trim_start_matches("https://")
+}
+
+/// The `prod:app` service account of `issuer` may assume role `app` (audience `stint`).
+async fn setup(server: &TestServer, signer: &Signer, issuer: &str) -> String {
+    let admin = server.admin_login().await;
+    register_provider(server, &admin, issuer, "stint", signer).await;
+    let hp = host_path(issuer);
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": format!("arn:stint:iam::{ACCOUNT}:oidc-provider/{hp}")},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {format!("{hp}:sub"): SUBJECT, format!("{hp}:aud"): "stint"}}
+    }]});
+    create_role(server, &admin, "app", &trust.to_string()).await;
+    admin
+}
+
+fn shared_clock(clock: &Arc<ManualClock>) -> SharedClock {
+    let clock = clock.clone();
+    Arc::new(move || clock.now())
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "stint-wif-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes)
+}
+
+/// The platform rotating the token: written whole, then renamed into place (as the kubelet
+/// does), so a reader never sees half a token.
+fn rotate_token(path: &Path, token: &str) {
+    let staging = path.with_extension("new");
+    std::fs::write(&staging, token).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+const ISSUER: &str = "https://oidc.cluster.test/id/C1";
+
+#[tokio::test]
+async fn refreshing_credentials_reread_the_rotated_token_file() {
+    let server = TestServer::start().await;
+    let signer = Signer::new();
+    setup(&server, &signer, ISSUER).await;
+    let dir = TempDir::new("rotate");
+    let file = dir.path("token");
+    rotate_token(&file, &signer.token(&server, ISSUER, SUBJECT, "stint"));
+
+    let creds = RefreshingCredentials::start_with_clock(
+        Client::connect(format!("http://{}", server.addr))
+            .await
+            .unwrap(),
+        Source::WebIdentity(WebIdentity {
+            token_file: file.clone(),
+            role_arn: arn("role", "app"),
+            session_name: "pod-1".into(),
+            duration: Some(Duration::from_secs(900)),
+        }),
+        RefreshConfig {
+            background: false,
+            ..RefreshConfig::default()
+        },
+        shared_clock(&server.clock),
+    )
+    .await
+    .expect("start with the token file, no login");
+    let first = creds.credentials().await.unwrap();
+    assert_eq!(creds.state(), CredentialState::Fresh);
+    assert_eq!(
+        creds
+            .session()
+            .await
+            .unwrap()
+            .caller_identity()
+            .await
+            .unwrap()
+            .arn,
+        format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/pod-1")
+    );
+
+    // 810 s later the first token (10 min) has expired; the platform has rotated the file.
+    // The refresh at 90 % can only succeed by reading the new token.
+    server.advance(Duration::from_secs(810));
+    rotate_token(&file, &signer.token(&server, ISSUER, SUBJECT, "stint"));
+    let second = creds
+        .credentials()
+        .await
+        .expect("refreshed with the rotated token");
+    assert_ne!(second.access_key_id, first.access_key_id);
+    assert!(second.expiration > first.expiration);
+    assert_eq!(creds.state(), CredentialState::Fresh);
+
+    // The file now holds a bad token (signed by another key): the refresh fails, the state
+    // says why, and the last good credentials are served until they expire.
+    server.advance(Duration::from_secs(810));
+    rotate_token(
+        &file,
+        &Signer::new().token(&server, ISSUER, SUBJECT, "stint"),
+    );
+    assert_eq!(creds.credentials().await.unwrap(), second);
+    match creds.state() {
+        CredentialState::Stale { last_error } => assert!(
+            last_error.contains("Unauthenticated")
+                && last_error.contains("invalid web identity token"),
+            "{last_error}"
+        ),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    server.advance(Duration::from_secs(91));
+    let err = creds.credentials().await.expect_err("expired");
+    assert!(matches!(err, Error::Expired { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("invalid web identity token"),
+        "{err}"
+    );
+    assert_eq!(creds.state(), CredentialState::Expired);
+
+    // The platform fixes the file: the next attempt after the back-off recovers.
+    rotate_token(&file, &signer.token(&server, ISSUER, SUBJECT, "stint"));
+    server.advance(Duration::from_secs(61));
+    creds.credentials().await.expect("recovered");
+    assert_eq!(creds.state(), CredentialState::Fresh);
+}
+
+#[tokio::test]
+async fn a_missing_token_file_fails_the_start_naming_the_file() {
+    let server = TestServer::start().await;
+    let dir = TempDir::new("missing");
+    let file = dir.path("absent-token");
+    let err = RefreshingCredentials::start_with_clock(
+        Client::connect(format!("http://{}", server.addr))
+            .await
+            .unwrap(),
+        Source::web_identity(&file, arn("role", "app"), "pod-1"),
+        RefreshConfig {
+            background: false,
+            ..RefreshConfig::default()
+        },
+        shared_clock(&server.clock),
+    )
+    .await
+    .expect_err("no token file");
+    assert!(err.to_string().contains("absent-token"), "{err}");
+}
+
+/// `Client::assume_role_with_web_identity`: the trust policy decides on the token's subject
+/// (AWS: the role's trust policy conditions on `<provider>:sub`).
+#[tokio::test]
+async fn client_assume_role_with_web_identity_follows_the_trust_policy() {
+    let server = TestServer::start().await;
+    let signer = Signer::new();
+    setup(&server, &signer, ISSUER).await;
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let good = Secret::new(signer.token(&server, ISSUER, SUBJECT, "stint"));
+    let session = client
+        .assume_role_with_web_identity(&arn("role", "app"), "pod-1", &good, None)
+        .await
+        .expect("matching subject");
+    assert!(session.credentials().is_valid_at(server.now()));
+
+    let other =
+        Secret::new(signer.token(&server, ISSUER, "system:serviceaccount:prod:other", "stint"));
+    let err = client
+        .assume_role_with_web_identity(&arn("role", "app"), "pod-1", &other, None)
+        .await
+        .expect_err("another subject");
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err:?}");
+
+    let garbage = Secret::new("not.a.jwt".to_owned());
+    let err = client
+        .assume_role_with_web_identity(&arn("role", "app"), "pod-1", &garbage, None)
+        .await
+        .expect_err("garbage");
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err:?}");
+}
