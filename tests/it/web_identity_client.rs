@@ -301,3 +301,211 @@ async fn client_assume_role_with_web_identity_follows_the_trust_policy() {
         .expect_err("garbage");
     assert_eq!(err.code(), Some(Code::Unauthenticated), "{err:?}");
 }
+
+// ---- the `stint` binary ---------------------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_stint");
+
+/// Runs `stint args…` with its own STINT_HOME and only the given STINT_* variables.
+async fn stint(home: &Path, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("STINT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("STINT_HOME", home.join("stint"))
+        .env("HOME", home)
+        .stdin(std::process::Stdio::null())
+        .args(args);
+    for (key, value) in vars {
+        cmd.env(key, value);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("stint runs"))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn caller_arn(server: &TestServer, session_token: &str) -> String {
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    client
+        .session(stint_client::Credentials {
+            access_key_id: String::new(),
+            session_token: Secret::new(session_token.to_owned()),
+            expiration: server.now() + Duration::from_secs(60),
+        })
+        .caller_identity()
+        .await
+        .expect("the minted token works")
+        .arn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stint_assume_role_with_a_token_file_needs_no_login() {
+    let server = TestServer::start().await;
+    let signer = Signer::new();
+    setup(&server, &signer, ISSUER).await;
+    let dir = TempDir::new("cli-assume");
+    let file = dir.path("token");
+    rotate_token(&file, &signer.token(&server, ISSUER, SUBJECT, "stint"));
+    let endpoint = format!("http://{}", server.addr);
+    let file_arg = file.to_string_lossy().into_owned();
+    let role = arn("role", "app");
+
+    // Flags.
+    let out = stint(
+        &dir.0,
+        &[],
+        &[
+            "assume-role",
+            "--endpoint",
+            &endpoint,
+            "--web-identity-token-file",
+            &file_arg,
+            "--role-arn",
+            &role,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        caller_arn(&server, json["session_token"].as_str().unwrap()).await,
+        format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/web-identity")
+    );
+
+    // The environment, as a pod sets it.
+    let out = stint(
+        &dir.0,
+        &[
+            ("STINT_WEB_IDENTITY_TOKEN_FILE", &file_arg),
+            ("STINT_ROLE_ARN", &role),
+            ("STINT_ROLE_SESSION_NAME", "pod-9"),
+            ("STINT_ENDPOINT", &endpoint),
+        ],
+        &["assume-role", "--no-cache"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        caller_arn(&server, json["session_token"].as_str().unwrap()).await,
+        format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/pod-9")
+    );
+
+    // Another service account's token: the trust policy refuses it.
+    rotate_token(
+        &file,
+        &signer.token(&server, ISSUER, "system:serviceaccount:prod:other", "stint"),
+    );
+    let out = stint(
+        &dir.0,
+        &[],
+        &[
+            "assume-role",
+            "--endpoint",
+            &endpoint,
+            "--web-identity-token-file",
+            &file_arg,
+            "--role-arn",
+            &role,
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A missing file: named, nothing sent.
+    let out = stint(
+        &dir.0,
+        &[],
+        &[
+            "assume-role",
+            "--endpoint",
+            &endpoint,
+            "--web-identity-token-file",
+            "/nonexistent/token",
+            "--role-arn",
+            &role,
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/nonexistent/token"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stint_exec_with_a_web_identity_profile_runs_the_command_as_the_role() {
+    let server = TestServer::start().await;
+    let signer = Signer::new();
+    setup(&server, &signer, ISSUER).await;
+    let dir = TempDir::new("cli-exec");
+    let file = dir.path("token");
+    rotate_token(&file, &signer.token(&server, ISSUER, SUBJECT, "stint"));
+    let endpoint = format!("http://{}", server.addr);
+    let file_arg = file.to_string_lossy().into_owned();
+    let role = arn("role", "app");
+
+    let out = stint(
+        &dir.0,
+        &[],
+        &[
+            "configure",
+            "--profile",
+            "pod",
+            "--role-arn",
+            &role,
+            "--web-identity-token-file",
+            &file_arg,
+            "--endpoint",
+            &endpoint,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["web_identity_token_file"], file_arg.as_str());
+
+    let print_token = ["sh", "-c", "printf %s \"$STINT_SESSION_TOKEN\""];
+    let mut args = vec!["exec", "--profile", "pod", "--session-name", "job-1", "--"];
+    args.extend(print_token);
+    let out = stint(&dir.0, &[], &args).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        caller_arn(&server, &text(&out.stdout)).await,
+        format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/job-1")
+    );
+
+    // No profile at all: the variables a pod has.
+    let mut args = vec!["exec", "--"];
+    args.extend(print_token);
+    let out = stint(
+        &dir.0,
+        &[
+            ("STINT_WEB_IDENTITY_TOKEN_FILE", &file_arg),
+            ("STINT_ROLE_ARN", &role),
+            ("STINT_ENDPOINT", &endpoint),
+        ],
+        &args,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        caller_arn(&server, &text(&out.stdout)).await,
+        format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/web-identity")
+    );
+}

@@ -360,9 +360,10 @@ async fn assume(
     if let Some(token_file) = &plan.web_identity_token_file {
         let request = crate::proto::AssumeRoleWithWebIdentityRequest {
             role_arn: plan.role_arn.clone(),
-            role_session_name: plan.session_name.clone().unwrap_or_else(|| {
-                super::login::DEFAULT_WEB_IDENTITY_SESSION_NAME.to_string()
-            }),
+            role_session_name: plan
+                .session_name
+                .clone()
+                .unwrap_or_else(|| super::login::DEFAULT_WEB_IDENTITY_SESSION_NAME.to_string()),
             duration_seconds: plan.duration,
             ..Default::default()
         };
@@ -398,8 +399,8 @@ async fn assume(
 }
 
 fn issued(credentials: Option<crate::proto::Credentials>) -> Result<Issued, CliError> {
-    let creds = credentials
-        .ok_or_else(|| CliError::new("the server answered without credentials"))?;
+    let creds =
+        credentials.ok_or_else(|| CliError::new("the server answered without credentials"))?;
     let expiration = from_timestamp(creds.expiration.as_ref())
         .ok_or_else(|| CliError::new("the server answered without an expiration"))?;
     Ok(Issued {

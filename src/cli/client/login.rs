@@ -17,8 +17,8 @@ use crate::proto::sts_client::StsClient;
 use crate::proto::tokens_client::TokensClient;
 use crate::proto::{
     AccessKeyCredential, AssumeRoleRequest, AssumeRoleWithWebIdentityRequest,
-    GetCallerIdentityRequest, GetSessionTokenRequest,
-    PasswordCredential, RevokeSessionRequest, Tag, get_session_token_request::Credential,
+    GetCallerIdentityRequest, GetSessionTokenRequest, PasswordCredential, RevokeSessionRequest,
+    Tag, get_session_token_request::Credential,
 };
 
 #[derive(Args, Debug)]
@@ -422,8 +422,8 @@ fn print_role_credentials(
     credentials: Option<crate::proto::Credentials>,
     assumed_role_user: Option<crate::proto::AssumedRoleUser>,
 ) -> Result<ExitCode, CliError> {
-    let creds = credentials
-        .ok_or_else(|| CliError::new("the server answered without credentials"))?;
+    let creds =
+        credentials.ok_or_else(|| CliError::new("the server answered without credentials"))?;
     let expiration = from_timestamp(creds.expiration.as_ref())
         .ok_or_else(|| CliError::new("the server answered without an expiration"))?;
     let cached = CachedSession {
@@ -440,9 +440,7 @@ fn print_role_credentials(
         ctx.creds.put(&role_profile, &cached);
         ctx.creds.save()?;
     }
-    let arn = assumed_role_user
-        .map(|u| u.arn)
-        .unwrap_or_default();
+    let arn = assumed_role_user.map(|u| u.arn).unwrap_or_default();
     match args.output {
         OutputFormat::Json | OutputFormat::Text => {
             let json = serde_json::json!({
