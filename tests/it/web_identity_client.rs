@@ -509,3 +509,179 @@ async fn stint_exec_with_a_web_identity_profile_runs_the_command_as_the_role() {
         format!("arn:stint:sts::{ACCOUNT}:assumed-role/app/web-identity")
     );
 }
+
+// ---- the deploy/ recipes ----------------------------------------------------------------
+
+fn recipe(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+fn yaml(path: &str) -> Value {
+    serde_norway::from_str(&recipe(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Runs a recipe's trust policy on the real server: a token from `issuer` for each subject
+/// either assumes the role or is refused by the trust policy (PermissionDenied, as AWS's
+/// AccessDenied for a trust policy that does not match).
+async fn check_trust_policy(issuer: &str, trust: &str, role: &str, cases: &[(&str, bool)]) {
+    let server = TestServer::start().await;
+    let signer = Signer::new();
+    let admin = server.admin_login().await;
+    register_provider(&server, &admin, issuer, "stint", &signer).await;
+    create_role(&server, &admin, role, trust).await;
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for (subject, allowed) in cases {
+        let token = Secret::new(signer.token(&server, issuer, subject, "stint"));
+        let result = client
+            .assume_role_with_web_identity(&arn("role", role), "recipe", &token, None)
+            .await;
+        match (result, allowed) {
+            (Ok(_), true) => {}
+            (Err(err), false) => {
+                assert_eq!(
+                    err.code(),
+                    Some(Code::PermissionDenied),
+                    "{subject}: {err:?}"
+                )
+            }
+            (result, _) => panic!("{subject}: expected allowed={allowed}, got {result:?}"),
+        }
+    }
+}
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_kubernetes_recipe_manifests_and_trust_policy_work() {
+    let sa = yaml("kubernetes/workload-identity/serviceaccount.yaml");
+    assert_eq!(sa["kind"], "ServiceAccount");
+    let (namespace, name) = (
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap(),
+    );
+    let deployment = yaml("kubernetes/workload-identity/deployment.yaml");
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["apiVersion"], "apps/v1");
+    assert_eq!(deployment["metadata"]["namespace"], namespace);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name);
+
+    // The projected token: audience `stint`, rotated (expirationSeconds), mounted where
+    // STINT_WEB_IDENTITY_TOKEN_FILE points.
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["projected"].is_object())
+        .expect("a projected volume");
+    let projected = volume["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s.get("serviceAccountToken"))
+        .expect("a serviceAccountToken source");
+    assert_eq!(projected["audience"], "stint");
+    assert!(projected["expirationSeconds"].as_u64().unwrap() >= 600);
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the token volume is mounted");
+    assert_eq!(
+        env_value(container, "STINT_WEB_IDENTITY_TOKEN_FILE").unwrap(),
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            projected["path"].as_str().unwrap()
+        )
+    );
+    assert_eq!(
+        env_value(container, "STINT_ROLE_ARN").unwrap(),
+        arn("role", "app")
+    );
+    assert_eq!(container["command"][1], "exec");
+
+    // The setup script registers audience `stint` and fills in the issuer's host/path.
+    let script = recipe("kubernetes/workload-identity/stint-setup.sh");
+    for needle in [
+        "CreateOpenIDConnectProvider",
+        "kubectl get --raw /openid/v1/jwks",
+        "client_id_list: [\"stint\"]",
+        "role_name: \"app\"",
+        "ISSUER_HOST_PATH",
+    ] {
+        assert!(script.contains(needle), "stint-setup.sh lacks {needle}");
+    }
+    let permissions: Value =
+        serde_json::from_str(&recipe("kubernetes/workload-identity/permissions.json")).unwrap();
+    assert!(permissions["Statement"].is_array());
+
+    // The trust policy, as the script fills it in for an in-cluster issuer.
+    let issuer = "https://kubernetes.default.svc";
+    let trust = recipe("kubernetes/workload-identity/trust-policy.json")
+        .replace("ISSUER_HOST_PATH", host_path(issuer));
+    let own = format!("system:serviceaccount:{namespace}:{name}");
+    let other_name = format!("system:serviceaccount:{namespace}:other");
+    let other_namespace = format!("system:serviceaccount:default:{name}");
+    check_trust_policy(
+        issuer,
+        &trust,
+        "app",
+        &[
+            (&own, true),
+            (&other_name, false),
+            (&other_namespace, false),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_ci_recipe_workflow_and_trust_policy_work() {
+    let workflow = yaml("ci/github-actions.yml");
+    assert_eq!(workflow["permissions"]["id-token"], "write");
+    let job = &workflow["jobs"]["deploy"];
+    assert_eq!(job["env"]["STINT_ROLE_ARN"], arn("role", "deploy"));
+    let steps = job["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("audience=stint") && r.contains("STINT_WEB_IDENTITY_TOKEN_FILE=")),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter().any(|r| r.starts_with("stint exec -- ")),
+        "{runs:?}"
+    );
+    let script = recipe("ci/stint-setup.sh");
+    assert!(script.contains("https://token.actions.githubusercontent.com"));
+    assert!(script.contains("role_name: \"deploy\""));
+
+    // Only main of ORG/REPO: another branch, another repository, a pull request are refused.
+    let trust = recipe("ci/trust-policy.json");
+    check_trust_policy(
+        "https://token.actions.githubusercontent.com",
+        &trust,
+        "deploy",
+        &[
+            ("repo:ORG/REPO:ref:refs/heads/main", true),
+            ("repo:ORG/REPO:ref:refs/heads/feature", false),
+            ("repo:ORG/OTHER:ref:refs/heads/main", false),
+            ("repo:ORG/REPO:pull_request", false),
+        ],
+    )
+    .await;
+}
