@@ -749,7 +749,10 @@ mod tests {
             }
         };
         let role = "arn:stint:iam::000000000000:role/app";
-        let cases: [(&[(&str, &str)], Result<(&str, &str), &str>); 5] = [
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        // Ok((token file, session name)) or Err(the variable the error names).
+        type Want<'a> = Result<(&'a str, &'a str), &'a str>;
+        let cases: [(Vars, Want); 5] = [
             (
                 &[
                     ("STINT_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),

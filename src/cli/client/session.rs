@@ -493,6 +493,7 @@ mod tests {
             mfa_serial: Some("arn:stint:iam::000000000000:mfa/alice".into()),
             endpoint: Some("https://stint.example:7420".into()),
             ca_cert: Some(file.ca_path("deploy")),
+            web_identity_token_file: Some("/var/run/secrets/stint/token".into()),
         };
         file.put("deploy", deploy.clone());
         file.save().unwrap();
