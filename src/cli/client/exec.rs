@@ -23,6 +23,10 @@
 //! and SIGTERM (and SIGHUP) sent to exec are forwarded to the child; exec exits with the
 //! child's status (128 + signal when the child was killed), and removes the directory.
 //!
+//! With `--web-identity-token-file` (or `STINT_WEB_IDENTITY_TOKEN_FILE`, or the profile's
+//! `web_identity_token_file`) there is no source session: each (re)assumption reads the
+//! OIDC token file afresh — the platform rotates it — and calls AssumeRoleWithWebIdentity.
+//!
 //! The source session is re-read from the cache at every refresh: when it expires while
 //! the child runs, exec says which `stint login` to run, keeps retrying with back-off, and
 //! picks up the new session as soon as it is cached.
