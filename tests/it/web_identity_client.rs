@@ -685,3 +685,80 @@ async fn the_ci_recipe_workflow_and_trust_policy_work() {
     )
     .await;
 }
+
+/// `stint-setup.sh` runs as written, against a stand-in `kubectl` (the cluster's discovery
+/// document and JWKS) and the real `stint` binary: the role it creates admits the
+/// recipe's service account. Needs `jq` like the script; CI images without it skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_setup_script_runs_as_written() {
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("jq not installed: skipped");
+        return;
+    }
+    let server = TestServer::start().await;
+    let admin = server.admin_login().await;
+    let signer = Signer::new();
+    let issuer = "https://kubernetes.default.svc";
+    let dir = TempDir::new("setup-script");
+    let bin = dir.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kubectl = bin.join("kubectl");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\ncase \"$3\" in\n  /.well-known/openid-configuration) echo '{{\"issuer\":\"{issuer}\"}}' ;;\n  /openid/v1/jwks) echo '{}' ;;\n  *) exit 1 ;;\nesac\n",
+            signer.jwks()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stint_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        stint_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/workload-identity/stint-setup.sh");
+    let mut cmd = std::process::Command::new("sh");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("STINT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg(&script)
+        .env("PATH", path)
+        .env("HOME", &dir.0)
+        .env("STINT_HOME", dir.path("stint"))
+        .env("STINT_ENDPOINT", format!("http://{}", server.addr))
+        .env("STINT_TOKEN", &admin);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for (subject, allowed) in [
+        ("system:serviceaccount:stint-demo:app", true),
+        ("system:serviceaccount:stint-demo:other", false),
+    ] {
+        let token = Secret::new(signer.token(&server, issuer, subject, "stint"));
+        let result = client
+            .assume_role_with_web_identity(&arn("role", "app"), "pod", &token, None)
+            .await;
+        assert_eq!(result.is_ok(), allowed, "{subject}: {result:?}");
+    }
+}
