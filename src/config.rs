@@ -50,6 +50,9 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "STINT_SECRET_ACCESS_KEY",
     "STINT_CLIENT_CERT",
     "STINT_CLIENT_KEY",
+    "STINT_WEB_IDENTITY_TOKEN_FILE",
+    "STINT_ROLE_ARN",
+    "STINT_ROLE_SESSION_NAME",
 ];
 
 /// Variables of the test harness (e.g. `STINT_TEST_POSTGRES_URL`), ignored by the server.

@@ -373,6 +373,29 @@ impl Client {
         self.get_session_token(&credential, totp_code, None).await
     }
 
+    /// `AssumeRoleWithWebIdentity`: trade a platform's OIDC token (a Kubernetes projected
+    /// service-account token, a CI job's ID token) for a session of `role_arn`. Unauthenticated
+    /// like AWS's: the token is the credential, no login comes first.
+    pub async fn assume_role_with_web_identity(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        web_identity_token: &Secret,
+        duration: Option<Duration>,
+    ) -> Result<Session, Error> {
+        let response = StsClient::new(self.channel())
+            .assume_role_with_web_identity(proto::AssumeRoleWithWebIdentityRequest {
+                role_arn: role_arn.to_owned(),
+                role_session_name: session_name.to_owned(),
+                web_identity_token: web_identity_token.expose().to_owned(),
+                duration_seconds: duration_seconds(duration, "duration")?,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(self.session(Credentials::from_proto(response.credentials)?))
+    }
+
     /// A session from credentials obtained elsewhere (e.g. `STINT_SESSION_TOKEN`).
     pub fn session(&self, credentials: Credentials) -> Session {
         Session {

@@ -56,8 +56,8 @@ pub use error::Error;
 pub use layer::{BearerAuth, BearerAuthLayer, BearerToken};
 pub use provider::RING_EDDSA_VERIFY;
 pub use refresh::{
-    CredentialState, RefreshConfig, RefreshingCredentials, SessionFuture, Source, backoff_delay,
-    refresh_delay,
+    CredentialState, DEFAULT_WEB_IDENTITY_SESSION_NAME, RefreshConfig, RefreshingCredentials,
+    SessionFuture, Source, WebIdentity, backoff_delay, read_token_file, refresh_delay,
 };
 pub use secret::Secret;
 pub use verifier::{

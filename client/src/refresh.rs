@@ -8,7 +8,7 @@
 //! drive expiry without sleeping.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,63 @@ pub enum Source {
     /// Any other way (a password prompt, a vault, credentials handed over by a parent):
     /// the closure gets the client and returns a session.
     Fetch(Arc<FetchFn>),
+    /// `AssumeRoleWithWebIdentity` with the token in a file the platform rotates (a
+    /// Kubernetes projected service-account token, a CI job's ID token): the file is read
+    /// again on every refresh, so a rotated token is picked up. No login, no stored secret.
+    WebIdentity(WebIdentity),
+}
+
+/// A role assumed with the OIDC token in a file (see [`Source::web_identity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebIdentity {
+    /// The file holding the token (re-read on each refresh).
+    pub token_file: PathBuf,
+    /// The role to assume.
+    pub role_arn: String,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// Lifetime; `None` means the server's default (1 h).
+    pub duration: Option<Duration>,
+}
+
+/// Session name when `STINT_ROLE_SESSION_NAME` is not set.
+pub const DEFAULT_WEB_IDENTITY_SESSION_NAME: &str = "web-identity";
+
+/// Bound on a token file: the server takes tokens of at most 20000 bytes.
+const MAX_TOKEN_FILE_BYTES: u64 = 20_000;
+
+impl WebIdentity {
+    /// Reads the token now (a fresh read each call: the platform rotates the file).
+    pub fn read_token(&self) -> Result<Secret, Error> {
+        read_token_file(&self.token_file)
+    }
+}
+
+/// The token in `path`, surrounding whitespace removed; an error names the file, never the
+/// content.
+pub fn read_token_file(path: &Path) -> Result<Secret, Error> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Source(format!("web identity token file {}: {e}", path.display())))?;
+    let mut text = String::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Source(format!("web identity token file {}: {e}", path.display())))?;
+    let text = Secret::new(text);
+    if text.expose().len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Error::Source(format!(
+            "web identity token file {}: larger than {MAX_TOKEN_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let token = text.expose().trim();
+    if token.is_empty() {
+        return Err(Error::Source(format!(
+            "web identity token file {}: empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(token.to_owned()))
 }
 
 impl std::fmt::Debug for Source {
@@ -38,6 +95,7 @@ impl std::fmt::Debug for Source {
         match self {
             Source::LongTerm(credential) => f.debug_tuple("LongTerm").field(credential).finish(),
             Source::Fetch(_) => f.write_str("Fetch(..)"),
+            Source::WebIdentity(w) => f.debug_tuple("WebIdentity").field(w).finish(),
         }
     }
 }
@@ -112,6 +170,40 @@ impl Source {
         let id = field("access_key_id")?;
         let secret = Secret::new(field("secret_access_key")?);
         Ok(Self::access_key(id, secret))
+    }
+
+    /// `AssumeRoleWithWebIdentity` of `role_arn` with the token in `token_file`.
+    pub fn web_identity(
+        token_file: impl Into<PathBuf>,
+        role_arn: impl Into<String>,
+        session_name: impl Into<String>,
+    ) -> Self {
+        Source::WebIdentity(WebIdentity {
+            token_file: token_file.into(),
+            role_arn: role_arn.into(),
+            session_name: session_name.into(),
+            duration: None,
+        })
+    }
+
+    /// The web identity in `STINT_WEB_IDENTITY_TOKEN_FILE` and `STINT_ROLE_ARN` (and
+    /// optionally `STINT_ROLE_SESSION_NAME`), as AWS SDKs read
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`/`AWS_ROLE_ARN`.
+    pub fn web_identity_from_env() -> Result<Self, Error> {
+        Self::web_identity_from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn web_identity_from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let file = get("STINT_WEB_IDENTITY_TOKEN_FILE")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::Source("STINT_WEB_IDENTITY_TOKEN_FILE is not set".into()))?;
+        let role_arn = get("STINT_ROLE_ARN")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::Source("STINT_ROLE_ARN is not set".into()))?;
+        let session_name = get("STINT_ROLE_SESSION_NAME")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_WEB_IDENTITY_SESSION_NAME.into());
+        Ok(Self::web_identity(file, role_arn, session_name))
     }
 
     /// A closure that produces a session.
@@ -294,6 +386,12 @@ impl Inner {
                     .await?
             }
             Source::Fetch(fetch) => fetch(self.client.clone()).await?,
+            Source::WebIdentity(w) => {
+                let token = w.read_token()?;
+                self.client
+                    .assume_role_with_web_identity(&w.role_arn, &w.session_name, &token, w.duration)
+                    .await?
+            }
         };
         let session = match &self.config.role {
             Some(role) => session.assume_role(role.clone()).await?,
@@ -634,6 +732,108 @@ mod tests {
             .err()
             .unwrap();
         assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn web_identity_sources() {
+        let vars = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let role = "arn:stint:iam::000000000000:role/app";
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        // Ok((token file, session name)) or Err(the variable the error names).
+        type Want<'a> = Result<(&'a str, &'a str), &'a str>;
+        let cases: [(Vars, Want); 5] = [
+            (
+                &[
+                    ("STINT_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+                    ("STINT_ROLE_ARN", role),
+                ],
+                Ok(("/var/run/token", DEFAULT_WEB_IDENTITY_SESSION_NAME)),
+            ),
+            (
+                &[
+                    ("STINT_WEB_IDENTITY_TOKEN_FILE", "/t"),
+                    ("STINT_ROLE_ARN", role),
+                    ("STINT_ROLE_SESSION_NAME", "pod-7"),
+                ],
+                Ok(("/t", "pod-7")),
+            ),
+            (
+                &[("STINT_ROLE_ARN", role)],
+                Err("STINT_WEB_IDENTITY_TOKEN_FILE"),
+            ),
+            (
+                &[
+                    ("STINT_WEB_IDENTITY_TOKEN_FILE", "/t"),
+                    ("STINT_ROLE_ARN", ""),
+                ],
+                Err("STINT_ROLE_ARN"),
+            ),
+            (
+                &[
+                    ("STINT_WEB_IDENTITY_TOKEN_FILE", ""),
+                    ("STINT_ROLE_ARN", role),
+                ],
+                Err("STINT_WEB_IDENTITY_TOKEN_FILE"),
+            ),
+        ];
+        for (pairs, want) in cases {
+            let got = Source::web_identity_from_vars(vars(pairs));
+            match (got, want) {
+                (Ok(Source::WebIdentity(w)), Ok((file, session))) => {
+                    assert_eq!(w.token_file, PathBuf::from(file));
+                    assert_eq!(w.role_arn, role);
+                    assert_eq!(w.session_name, session);
+                }
+                (Err(err), Err(name)) => assert!(err.to_string().contains(name), "{err}"),
+                (got, want) => panic!("{pairs:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn token_files_are_read_fresh_trimmed_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("stint-wif-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let source = WebIdentity {
+            token_file: path.clone(),
+            role_arn: "r".into(),
+            session_name: "s".into(),
+            duration: None,
+        };
+        let err = source.read_token().unwrap_err();
+        assert!(err.to_string().contains("token"), "{err}");
+        std::fs::write(&path, "eyJ.first.sig\n").unwrap();
+        assert_eq!(source.read_token().unwrap().expose(), "eyJ.first.sig");
+        // Rotated by the platform: the next read sees the new token.
+        std::fs::write(&path, "eyJ.second.sig").unwrap();
+        assert_eq!(source.read_token().unwrap().expose(), "eyJ.second.sig");
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(
+            source
+                .read_token()
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        std::fs::write(&path, "s3cr3t".repeat(4000)).unwrap();
+        let err = source.read_token().unwrap_err().to_string();
+        assert!(
+            err.contains("larger than") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A controllable clock and a source that fails while `down` is set.

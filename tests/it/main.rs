@@ -30,3 +30,4 @@ mod server;
 mod tls;
 mod tokens;
 mod web_identity;
+mod web_identity_client;

@@ -23,6 +23,10 @@
 //! and SIGTERM (and SIGHUP) sent to exec are forwarded to the child; exec exits with the
 //! child's status (128 + signal when the child was killed), and removes the directory.
 //!
+//! With `--web-identity-token-file` (or `STINT_WEB_IDENTITY_TOKEN_FILE`, or the profile's
+//! `web_identity_token_file`) there is no source session: each (re)assumption reads the
+//! OIDC token file afresh — the platform rotates it — and calls AssumeRoleWithWebIdentity.
+//!
 //! The source session is re-read from the cache at every refresh: when it expires while
 //! the child runs, exec says which `stint login` to run, keeps retrying with back-off, and
 //! picks up the new session as soon as it is cached.
@@ -65,15 +69,21 @@ child's status.
 pub struct ExecArgs {
     #[command(flatten)]
     pub conn: ConnFlags,
-    /// The role to assume (default: the profile's `role_arn`).
-    #[arg(long)]
+    /// The role to assume (default: STINT_ROLE_ARN, else the profile's `role_arn`).
+    #[arg(long, env = "STINT_ROLE_ARN")]
     pub role_arn: Option<String>,
+    /// Assume the role with the OIDC token in this file (re-read at every refresh: the
+    /// platform rotates it) instead of a `stint login` session (default:
+    /// STINT_WEB_IDENTITY_TOKEN_FILE, else the profile's `web_identity_token_file`).
+    #[arg(long, env = "STINT_WEB_IDENTITY_TOKEN_FILE", conflicts_with_all = ["source_profile", "code", "audience"])]
+    pub web_identity_token_file: Option<PathBuf>,
     /// Profile whose cached `stint login` session assumes the role (default: the
     /// profile's `source_profile`, else the profile itself).
     #[arg(long)]
     pub source_profile: Option<String>,
-    /// Role session name (default: your user name).
-    #[arg(long)]
+    /// Role session name (default: your user name; `web-identity` with a token file; also
+    /// STINT_ROLE_SESSION_NAME).
+    #[arg(long, env = "STINT_ROLE_SESSION_NAME")]
     pub session_name: Option<String>,
     /// Lifetime of each credential: seconds or 15m, 1h (default 1h; at most the role's maximum).
     #[arg(long, value_parser = parse_duration)]
@@ -125,6 +135,9 @@ pub struct ConfigureArgs {
     /// Profile whose `stint login` session assumes the role.
     #[arg(long)]
     pub source_profile: Option<String>,
+    /// File holding an OIDC token that assumes the role instead (AssumeRoleWithWebIdentity).
+    #[arg(long)]
+    pub web_identity_token_file: Option<PathBuf>,
     /// MFA device serial (ARN) to ask a code for when the role is first assumed.
     #[arg(long)]
     pub mfa_serial: Option<String>,
@@ -135,7 +148,7 @@ pub struct ConfigureArgs {
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
     /// Print the profile's settings instead of changing them.
-    #[arg(long, conflicts_with_all = ["role_arn", "source_profile", "mfa_serial", "endpoint", "ca_cert"])]
+    #[arg(long, conflicts_with_all = ["role_arn", "source_profile", "web_identity_token_file", "mfa_serial", "endpoint", "ca_cert"])]
     pub show: bool,
 }
 
@@ -156,12 +169,16 @@ pub fn configure(args: ConfigureArgs, env: &Env) -> Result<ExitCode, CliError> {
     };
     let changing = args.role_arn.is_some()
         || args.source_profile.is_some()
+        || args.web_identity_token_file.is_some()
         || args.mfa_serial.is_some()
         || args.endpoint.is_some()
         || args.ca_cert.is_some();
     if changing {
         set(&mut config.role_arn, args.role_arn);
         set(&mut config.source_profile, args.source_profile);
+        if let Some(file) = args.web_identity_token_file {
+            config.web_identity_token_file = Some(file).filter(|f| !f.as_os_str().is_empty());
+        }
         set(&mut config.mfa_serial, args.mfa_serial);
         set(&mut config.endpoint, args.endpoint);
         if let Some(endpoint) = &config.endpoint
@@ -236,6 +253,8 @@ struct Plan {
     duration: i32,
     audience: String,
     mfa_serial: String,
+    /// Assume with this OIDC token file (re-read each time) instead of a source session.
+    web_identity_token_file: Option<PathBuf>,
 }
 
 fn plan(args: &ExecArgs, env: &Env) -> Result<Plan, CliError> {
@@ -294,6 +313,11 @@ fn plan(args: &ExecArgs, env: &Env) -> Result<Plan, CliError> {
         duration: args.duration.unwrap_or(0),
         audience: args.audience.clone().unwrap_or_default(),
         mfa_serial: config.mfa_serial.unwrap_or_default(),
+        web_identity_token_file: args
+            .web_identity_token_file
+            .clone()
+            .or(config.web_identity_token_file)
+            .filter(|f| !f.as_os_str().is_empty()),
     })
 }
 
@@ -337,6 +361,21 @@ async fn assume(
     code: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Issued, CliError> {
+    if let Some(token_file) = &plan.web_identity_token_file {
+        let request = crate::proto::AssumeRoleWithWebIdentityRequest {
+            role_arn: plan.role_arn.clone(),
+            role_session_name: plan
+                .session_name
+                .clone()
+                .unwrap_or_else(|| super::login::DEFAULT_WEB_IDENTITY_SESSION_NAME.to_string()),
+            duration_seconds: plan.duration,
+            ..Default::default()
+        };
+        let response =
+            super::login::assume_role_with_web_identity(channel.clone(), token_file, request)
+                .await?;
+        return issued(response.credentials);
+    }
     let source = source_session(plan, now)?;
     let session_name = plan
         .session_name
@@ -360,9 +399,12 @@ async fn assume(
         .await
         .map_err(super::status_error)?
         .into_inner();
-    let creds = response
-        .credentials
-        .ok_or_else(|| CliError::new("the server answered without credentials"))?;
+    issued(response.credentials)
+}
+
+fn issued(credentials: Option<crate::proto::Credentials>) -> Result<Issued, CliError> {
+    let creds =
+        credentials.ok_or_else(|| CliError::new("the server answered without credentials"))?;
     let expiration = from_timestamp(creds.expiration.as_ref())
         .ok_or_else(|| CliError::new("the server answered without an expiration"))?;
     Ok(Issued {
@@ -482,7 +524,9 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 pub fn exec(args: ExecArgs, env: &Env) -> Result<ExitCode, CliError> {
     let plan = plan(&args, env)?;
     // Say which login to run before trying to reach any server.
-    source_session(&plan, super::now())?;
+    if plan.web_identity_token_file.is_none() {
+        source_session(&plan, super::now())?;
+    }
     let code = match args.code.clone() {
         Some(code) => Some(code.trim().to_string()),
         None if !plan.mfa_serial.is_empty() && std::io::stdin().is_terminal() => {

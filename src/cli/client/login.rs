@@ -16,8 +16,9 @@ use crate::core::secret::SecretString;
 use crate::proto::sts_client::StsClient;
 use crate::proto::tokens_client::TokensClient;
 use crate::proto::{
-    AccessKeyCredential, AssumeRoleRequest, GetCallerIdentityRequest, GetSessionTokenRequest,
-    PasswordCredential, RevokeSessionRequest, Tag, get_session_token_request::Credential,
+    AccessKeyCredential, AssumeRoleRequest, AssumeRoleWithWebIdentityRequest,
+    GetCallerIdentityRequest, GetSessionTokenRequest, PasswordCredential, RevokeSessionRequest,
+    Tag, get_session_token_request::Credential,
 };
 
 #[derive(Args, Debug)]
@@ -56,12 +57,18 @@ pub enum CredentialsOutput {
 pub struct AssumeRoleArgs {
     #[command(flatten)]
     pub auth: AuthFlags,
-    /// The role to assume.
-    #[arg(long)]
+    /// The role to assume (also STINT_ROLE_ARN).
+    #[arg(long, env = "STINT_ROLE_ARN")]
     pub role_arn: String,
-    /// Role session name (default: your user name).
-    #[arg(long)]
+    /// Role session name (default: your user name; `web-identity` with a token file; also
+    /// STINT_ROLE_SESSION_NAME).
+    #[arg(long, env = "STINT_ROLE_SESSION_NAME")]
     pub session_name: Option<String>,
+    /// Assume the role with the OIDC token in this file (a Kubernetes projected
+    /// service-account token, a CI job's ID token) instead of a `stint login` session:
+    /// AssumeRoleWithWebIdentity (also STINT_WEB_IDENTITY_TOKEN_FILE).
+    #[arg(long, env = "STINT_WEB_IDENTITY_TOKEN_FILE", conflicts_with_all = ["external_id", "code", "tags", "source_identity", "audience"])]
+    pub web_identity_token_file: Option<PathBuf>,
     /// Lifetime: seconds or 15m, 2h, 1h30m (default 1h; at most the role's maximum).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<i32>,
@@ -272,19 +279,87 @@ fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// Session name with a web identity token when none is given.
+pub(super) const DEFAULT_WEB_IDENTITY_SESSION_NAME: &str = "web-identity";
+
+/// Bound on a token file: the server takes tokens of at most 20000 bytes.
+const MAX_WEB_IDENTITY_TOKEN_BYTES: u64 = 20_000;
+
+/// The OIDC token in `path`, read afresh (the platform rotates the file), trimmed; errors
+/// name the file, never the content.
+pub(super) fn read_web_identity_token(path: &std::path::Path) -> Result<SecretString, CliError> {
+    let fail = |why: String| {
+        CliError::new(format!(
+            "cannot read the web identity token file {}: {why}",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut text = String::new();
+    file.take(MAX_WEB_IDENTITY_TOKEN_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    let text = SecretString::new(text);
+    if text.expose().len() as u64 > MAX_WEB_IDENTITY_TOKEN_BYTES {
+        return Err(fail(format!(
+            "larger than {MAX_WEB_IDENTITY_TOKEN_BYTES} bytes"
+        )));
+    }
+    let token = text.expose().trim();
+    if token.is_empty() {
+        return Err(fail("empty".into()));
+    }
+    Ok(SecretString::new(token.to_string()))
+}
+
+/// `AssumeRoleWithWebIdentity` with the token in `token_file` (no session: the token is
+/// the credential).
+pub(super) async fn assume_role_with_web_identity(
+    channel: tonic::transport::Channel,
+    token_file: &std::path::Path,
+    request: AssumeRoleWithWebIdentityRequest,
+) -> Result<crate::proto::AssumeRoleWithWebIdentityResponse, CliError> {
+    let token = read_web_identity_token(token_file)?;
+    let request = AssumeRoleWithWebIdentityRequest {
+        web_identity_token: token.expose().to_string(),
+        ..request
+    };
+    Ok(StsClient::new(channel)
+        .assume_role_with_web_identity(request)
+        .await
+        .map_err(super::status_error)?
+        .into_inner())
+}
+
 pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError> {
     let mut ctx = Context::open(&args.auth.conn, env)?;
+    if let Some(token_file) = &args.web_identity_token_file {
+        let endpoint = ctx.endpoint()?;
+        let request = AssumeRoleWithWebIdentityRequest {
+            role_arn: args.role_arn.clone(),
+            role_session_name: args
+                .session_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_WEB_IDENTITY_SESSION_NAME.to_string()),
+            duration_seconds: args.duration.unwrap_or(0),
+            policy: read_policy_file(args.policy_file.as_deref())?,
+            ..Default::default()
+        };
+        let response = runtime()?.block_on(async {
+            let channel = ctx.channel().await?;
+            assume_role_with_web_identity(channel, token_file, request).await
+        })?;
+        return print_role_credentials(
+            &args,
+            &mut ctx,
+            endpoint,
+            response.credentials,
+            response.assumed_role_user,
+        );
+    }
     let token = ctx.token(args.auth.token.as_deref())?;
     let endpoint = ctx.endpoint()?;
-    let policy = match &args.policy_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            CliError::new(format!(
-                "cannot read the policy file {}: {e}",
-                path.display()
-            ))
-        })?,
-        None => String::new(),
-    };
+    let policy = read_policy_file(args.policy_file.as_deref())?;
     let code = args.code.clone().unwrap_or_default();
     check_code(&code)?;
     let request = AssumeRoleRequest {
@@ -318,9 +393,37 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             .map_err(super::status_error)
     })?;
     let response = response.into_inner();
-    let creds = response
-        .credentials
-        .ok_or_else(|| CliError::new("the server answered without credentials"))?;
+    print_role_credentials(
+        &args,
+        &mut ctx,
+        endpoint,
+        response.credentials,
+        response.assumed_role_user,
+    )
+}
+
+fn read_policy_file(path: Option<&std::path::Path>) -> Result<String, CliError> {
+    match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            CliError::new(format!(
+                "cannot read the policy file {}: {e}",
+                path.display()
+            ))
+        }),
+        None => Ok(String::new()),
+    }
+}
+
+/// Caches (unless told not to) and prints a role's credentials.
+fn print_role_credentials(
+    args: &AssumeRoleArgs,
+    ctx: &mut Context,
+    endpoint: String,
+    credentials: Option<crate::proto::Credentials>,
+    assumed_role_user: Option<crate::proto::AssumedRoleUser>,
+) -> Result<ExitCode, CliError> {
+    let creds =
+        credentials.ok_or_else(|| CliError::new("the server answered without credentials"))?;
     let expiration = from_timestamp(creds.expiration.as_ref())
         .ok_or_else(|| CliError::new("the server answered without an expiration"))?;
     let cached = CachedSession {
@@ -337,10 +440,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
         ctx.creds.put(&role_profile, &cached);
         ctx.creds.save()?;
     }
-    let arn = response
-        .assumed_role_user
-        .map(|u| u.arn)
-        .unwrap_or_default();
+    let arn = assumed_role_user.map(|u| u.arn).unwrap_or_default();
     match args.output {
         OutputFormat::Json | OutputFormat::Text => {
             let json = serde_json::json!({

@@ -247,6 +247,9 @@ pub struct ProfileConfig {
     /// The profile whose cached `stint login` session assumes the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_profile: Option<String>,
+    /// An OIDC token file that assumes the role instead (AssumeRoleWithWebIdentity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity_token_file: Option<PathBuf>,
     /// MFA device whose code is asked for when the role is first assumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_serial: Option<String>,
@@ -490,6 +493,7 @@ mod tests {
             mfa_serial: Some("arn:stint:iam::000000000000:mfa/alice".into()),
             endpoint: Some("https://stint.example:7420".into()),
             ca_cert: Some(file.ca_path("deploy")),
+            web_identity_token_file: Some("/var/run/secrets/stint/token".into()),
         };
         file.put("deploy", deploy.clone());
         file.save().unwrap();
