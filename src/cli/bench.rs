@@ -1,12 +1,15 @@
 //! `stint bench`: a load generator over real gRPC on loopback.
 //!
 //! It starts a broker in-process on `127.0.0.1:0` with a temporary data dir, then drives it
-//! with concurrent tonic clients and reports each RPC's latency next to an empty unary RPC
-//! on the same server (`grpc.health.v1.Health/Check`), as a ratio — and how much a flood of
-//! logins (argon2id on the bounded hashing pool) slows the other RPCs down. Requests are
-//! bounded in count, so the run ends by itself.
+//! with concurrent tonic clients for a fixed time per RPC and reports each figure beside the
+//! primitive beneath it, measured in the same run, as a ratio: an empty unary RPC
+//! (`grpc.health.v1.Health/Check`, "echo") for every RPC, one fdatasync for AssumeRole's
+//! durable audit, one argon2id hash for logins, a bare Ed25519 verify for offline token
+//! verification — and how much a flood of logins slows Authorize down. `--output json`
+//! prints one object per line per measurement so other tools can read it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
@@ -15,45 +18,130 @@ use tonic::transport::Channel;
 
 use crate::broker::{Broker, Clock as _, RequestMeta, SystemClock};
 use crate::config::Config;
-use crate::core::authn::totp;
+use crate::core::authn::{password, totp};
 use crate::core::secret::SecretString;
+use crate::core::token::Verifier;
 use crate::proto::{self, sts_client::StsClient, tokens_client::TokensClient};
 use crate::store::seal::MasterKey;
 
-use super::CliError;
+use super::client::duration::parse_duration;
 use super::serve::Daemon;
+use super::{CliError, OutputFormat};
+
+/// What `--rpc` can measure.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchRpc {
+    /// The empty unary RPC (`grpc.health.v1.Health/Check`): the ceiling.
+    Echo,
+    /// `Tokens/Authorize` with the caller's own session token.
+    Authorize,
+    /// `Sts/AssumeRole`: a signed, durably audited mint.
+    AssumeRole,
+    /// `Sts/GetSessionToken` with an access key.
+    GetSessionTokenKey,
+    /// `Sts/GetSessionToken` with a password (argon2id).
+    Login,
+    /// Offline verification of a session token against the served JWKS (no RPC).
+    VerifyOffline,
+}
+
+impl BenchRpc {
+    const ALL: [BenchRpc; 6] = [
+        BenchRpc::Echo,
+        BenchRpc::Authorize,
+        BenchRpc::AssumeRole,
+        BenchRpc::GetSessionTokenKey,
+        BenchRpc::Login,
+        BenchRpc::VerifyOffline,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            BenchRpc::Echo => "echo",
+            BenchRpc::Authorize => "authorize",
+            BenchRpc::AssumeRole => "assume-role",
+            BenchRpc::GetSessionTokenKey => "get-session-token-key",
+            BenchRpc::Login => "login",
+            BenchRpc::VerifyOffline => "verify-offline",
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Requests per measured RPC.
-    #[arg(long, default_value_t = 4000)]
-    pub requests: usize,
-    /// Concurrent clients.
+    /// RPC to measure (repeatable); default: echo and authorize.
+    #[arg(long = "rpc", value_enum)]
+    pub rpcs: Vec<BenchRpc>,
+    /// Concurrent streams (in-flight requests).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// HTTP/2 connections the streams are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Time per measurement: seconds (`30`) or with a unit (`2s`, `1m`).
+    #[arg(long, default_value = "3s", value_parser = parse_bench_duration)]
+    pub duration: Duration,
+    /// Every RPC at 16 and 64 streams, beside its primitive, plus Authorize during a login flood.
+    #[arg(long)]
+    pub suite: bool,
     /// Concurrent logins in the flood phase.
     #[arg(long, default_value_t = 8)]
     pub login_flood: usize,
 }
 
+fn parse_bench_duration(text: &str) -> Result<Duration, String> {
+    let seconds = parse_duration(text)?;
+    Ok(Duration::from_secs(
+        u64::try_from(seconds).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// One measured figure, printed as a text row or a JSON line.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figure {
+    rpc: &'static str,
+    concurrency: usize,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: usize,
+    phase: &'static str,
+    /// The primitive beneath it, its rate in the same run, and this figure's share of it.
+    primitive: &'static str,
+    primitive_rps: f64,
+    ratio: f64,
+}
+
+#[derive(Clone, Copy)]
 struct Stats {
     p50: Duration,
     p99: Duration,
     per_sec: f64,
+    errors: usize,
 }
 
-fn stats(mut samples: Vec<Duration>, wall: Duration) -> Stats {
+fn stats(mut samples: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     Stats {
         p50: at(0.50),
         p99: at(0.99),
         per_sec: samples.len() as f64 / wall.as_secs_f64(),
+        errors,
     }
 }
 
 fn err(e: impl std::fmt::Display) -> CliError {
     CliError::new(e.to_string())
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 fn bearer<T>(message: T, token: &str) -> Request<T> {
@@ -64,40 +152,106 @@ fn bearer<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-/// Runs `requests` calls of `call` over `concurrency` tasks; returns per-call latencies.
-async fn drive<F, Fut>(requests: usize, concurrency: usize, call: F) -> Result<Stats, CliError>
+/// Runs `call` from `concurrency` tasks for `duration`; task `i` uses channel `i % n`.
+/// Failed calls are counted, not timed.
+async fn drive<F, Fut>(
+    duration: Duration,
+    concurrency: usize,
+    channels: &[Channel],
+    call: F,
+) -> Result<Stats, CliError>
 where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(Channel) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     let started = Instant::now();
-    let per_task = requests.div_ceil(concurrency);
+    let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for i in 0..concurrency.max(1) {
         let call = call.clone();
+        let channel = channels
+            .get(i % channels.len().max(1))
+            .cloned()
+            .ok_or_else(|| CliError::new("no connection"))?;
         tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < deadline {
                 let t = Instant::now();
-                call().await?;
-                samples.push(t.elapsed());
+                match call(channel.clone()).await {
+                    Ok(()) => samples.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                // CPU-only calls (offline verify) must still let the other tasks run.
+                tokio::task::yield_now().await;
             }
-            Ok::<_, tonic::Status>(samples)
+            (samples, errors)
         }));
     }
     let mut all = Vec::new();
+    let mut errors = 0;
     for task in tasks {
-        all.extend(task.await.map_err(err)?.map_err(err)?);
+        let (samples, failed) = task.await.map_err(err)?;
+        all.extend(samples);
+        errors += failed;
     }
-    Ok(stats(all, started.elapsed()))
+    Ok(stats(all, errors, started.elapsed()))
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+/// Median time of `runs` calls of a blocking primitive, as calls per second on one core.
+fn primitive_rate(
+    runs: usize,
+    mut once: impl FnMut() -> Result<(), CliError>,
+) -> Result<f64, CliError> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        once()?;
+        samples.push(t.elapsed());
+    }
+    let p50 = stats(samples, 0, Duration::from_secs(1)).p50;
+    Ok(1.0 / p50.as_secs_f64().max(1e-9))
+}
+
+fn progress(line: &str) {
+    eprintln!("stint bench: {line}");
+}
+
+/// What the measured closures need: the server's address and the callers' credentials.
+struct Setup {
+    addr: std::net::SocketAddr,
+    token: String,
+    password: String,
+    access_key: (String, String),
+    role_arn: String,
+    verifier: Arc<Verifier>,
+    /// The session token's signed part, its signature and the key that made it.
+    signed: Arc<(Vec<u8>, Vec<u8>, [u8; 32])>,
+}
+
+pub async fn run(args: BenchArgs, output: OutputFormat) -> Result<(), CliError> {
     let dir = tempfile_dir()?;
+    let result = run_in(&args, output, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(
+    args: &BenchArgs,
+    output: OutputFormat,
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
     let config = Config {
-        data_dir: dir.clone(),
+        data_dir: dir.to_path_buf(),
         ..Config::default()
     };
+    let argon2 = password::Argon2Params {
+        memory_kib: config.argon2.memory_kib,
+        iterations: config.argon2.iterations,
+        parallelism: config.argon2.parallelism,
+    };
+    let issuer = config.issuer();
+    let audience = config.tokens.audience.clone();
     let master = MasterKey::generate(&SystemRandom::new()).map_err(err)?;
     let daemon = Daemon::open_with_master(config, master, Arc::new(SystemClock))?;
     let broker: Arc<Broker> = daemon.broker.clone();
@@ -119,13 +273,34 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             })
             .await
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))
+    let result = async {
+        let setup = prepare(&broker, addr, &password, seed.expose(), &issuer, &audience).await?;
+        measure(args, output, &setup, &argon2, dir).await
+    }
+    .await;
+    let _ = stop.send(());
+    server.await.map_err(err)??;
+    result
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Result<Channel, CliError> {
+    Channel::from_shared(format!("http://{addr}"))
         .map_err(err)?
         .connect()
         .await
-        .map_err(err)?;
+        .map_err(err)
+}
 
-    let code = totp::code_at(seed.expose(), totp::step_at(SystemClock.now()));
+async fn prepare(
+    broker: &Broker,
+    addr: std::net::SocketAddr,
+    password: &SecretString,
+    seed: &[u8],
+    issuer: &str,
+    audience: &str,
+) -> Result<Setup, CliError> {
+    let channel = connect(addr).await?;
+    let code = totp::code_at(seed, totp::step_at(SystemClock.now()));
     let login = proto::GetSessionTokenRequest {
         credential: Some(proto::get_session_token_request::Credential::Password(
             proto::PasswordCredential {
@@ -145,7 +320,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .credentials
         .ok_or_else(|| CliError::new("no credentials"))?
         .session_token;
-    // A password-only user for the login flood (no TOTP replay limits).
+    // A password-only user for logins (no TOTP replay limits), with an access key.
     let admin = broker.authenticate(&token).map_err(err)?;
     let meta = RequestMeta::default();
     broker
@@ -153,128 +328,490 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .await
         .map_err(err)?;
     broker
-        .set_login_profile(&admin, &meta, "flood", &password, false, true)
+        .set_login_profile(&admin, &meta, "flood", password, false, true)
+        .await
+        .map_err(err)?;
+    let (key, secret) = broker
+        .create_access_key(&admin, &meta, "flood")
+        .await
+        .map_err(err)?;
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": admin.arn()}, "Action": "sts:AssumeRole"}]
+    })
+    .to_string();
+    let role = broker
+        .create_role(&admin, &meta, "bench", "/", &trust, "", 3600, vec![], "")
         .await
         .map_err(err)?;
 
-    let health = {
-        let channel = channel.clone();
-        move || {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-            async move {
-                client
+    // Offline verification: the served JWKS, as a relying party would fetch it.
+    let jwks = TokensClient::new(channel)
+        .get_jwks(proto::GetJwksRequest::default())
+        .await
+        .map_err(err)?
+        .into_inner();
+    let mut verifier = Verifier::new(issuer.into(), audience.into(), 30);
+    let (signed_part, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| CliError::new("session token is not a JWT"))?;
+    let signature = data_encoding::BASE64URL_NOPAD
+        .decode(signature.as_bytes())
+        .map_err(err)?;
+    let mut signer_key = None;
+    for jwk in &jwks.keys {
+        let x = data_encoding::BASE64URL_NOPAD
+            .decode(jwk.x.as_bytes())
+            .map_err(err)?;
+        let public: [u8; 32] = x
+            .try_into()
+            .map_err(|_| CliError::new("JWKS key is not 32 bytes"))?;
+        verifier.insert_key(jwk.kid.clone(), public);
+        if bare_verify(&public, signed_part.as_bytes(), &signature) {
+            signer_key = Some(public);
+        }
+    }
+    let signer_key = signer_key.ok_or_else(|| CliError::new("no JWKS key verifies the token"))?;
+    verifier
+        .verify(&token, std::time::SystemTime::now())
+        .map_err(err)?;
+    let signed = Arc::new((signed_part.as_bytes().to_vec(), signature, signer_key));
+    Ok(Setup {
+        addr,
+        token,
+        password: password.expose().to_string(),
+        access_key: (key.access_key_id, secret.expose().to_string()),
+        role_arn: role.arn,
+        verifier: Arc::new(verifier),
+        signed,
+    })
+}
+
+fn bare_verify(public: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(message, signature)
+        .is_ok()
+}
+
+fn login_request(user: &str, password: &str) -> proto::GetSessionTokenRequest {
+    proto::GetSessionTokenRequest {
+        credential: Some(proto::get_session_token_request::Credential::Password(
+            proto::PasswordCredential {
+                user_name: user.into(),
+                password: password.into(),
+            },
+        )),
+        token_code: String::new(),
+        duration_seconds: 900,
+        serial_number: String::new(),
+    }
+}
+
+/// Measures `rpc` at `concurrency` streams.
+async fn measure_rpc(
+    rpc: BenchRpc,
+    duration: Duration,
+    concurrency: usize,
+    channels: &[Channel],
+    setup: &Setup,
+) -> Result<Stats, CliError> {
+    match rpc {
+        BenchRpc::Echo => {
+            drive(duration, concurrency, channels, |channel| async move {
+                tonic_health::pb::health_client::HealthClient::new(channel)
                     .check(tonic_health::pb::HealthCheckRequest {
                         service: String::new(),
                     })
                     .await
                     .map(|_| ())
-            }
+            })
+            .await
         }
-    };
-    let authorize = {
-        let channel = channel.clone();
-        let token = token.clone();
-        move || {
-            let mut client = TokensClient::new(channel.clone());
-            let request = bearer(
-                proto::AuthorizeRequest {
-                    session_token: token.clone(),
-                    action: "s3:GetObject".into(),
-                    resource: "arn:aws:s3:::reports/q3.csv".into(),
-                    context: vec![],
-                },
-                &token,
-            );
-            async move { client.authorize(request).await.map(|_| ()) }
+        BenchRpc::Authorize => {
+            let token = Arc::new(setup.token.clone());
+            drive(duration, concurrency, channels, move |channel| {
+                let request = bearer(
+                    proto::AuthorizeRequest {
+                        session_token: token.to_string(),
+                        action: "s3:GetObject".into(),
+                        resource: "arn:aws:s3:::reports/q3.csv".into(),
+                        context: vec![],
+                    },
+                    &token,
+                );
+                async move {
+                    TokensClient::new(channel)
+                        .authorize(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
         }
-    };
-    // Warm up connections and caches.
-    drive(200, args.concurrency, health.clone()).await?;
-    drive(200, args.concurrency, authorize.clone()).await?;
-
-    let empty = drive(args.requests, args.concurrency, health.clone()).await?;
-    let decide = drive(args.requests, args.concurrency, authorize.clone()).await?;
-
-    // Login flood on other connections, while the same RPCs are measured again.
-    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut flood = Vec::new();
-    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for _ in 0..args.login_flood {
-        let flooding = flooding.clone();
-        let logins = logins.clone();
-        let endpoint = format!("http://{addr}");
-        let password = password.expose().to_string();
-        flood.push(tokio::spawn(async move {
-            let Ok(channel) = Channel::from_shared(endpoint).map_err(err)?.connect().await else {
-                return Ok::<_, CliError>(());
-            };
-            let mut sts = StsClient::new(channel);
-            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+        BenchRpc::AssumeRole => {
+            let token = Arc::new(setup.token.clone());
+            let role_arn = Arc::new(setup.role_arn.clone());
+            drive(duration, concurrency, channels, move |channel| {
+                let request = bearer(
+                    proto::AssumeRoleRequest {
+                        role_arn: role_arn.to_string(),
+                        role_session_name: "bench".into(),
+                        duration_seconds: 900,
+                        ..Default::default()
+                    },
+                    &token,
+                );
+                async move {
+                    StsClient::new(channel)
+                        .assume_role(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        BenchRpc::GetSessionTokenKey => {
+            let (id, secret) = setup.access_key.clone();
+            let (id, secret) = (Arc::new(id), Arc::new(secret));
+            drive(duration, concurrency, channels, move |channel| {
                 let request = proto::GetSessionTokenRequest {
-                    credential: Some(proto::get_session_token_request::Credential::Password(
-                        proto::PasswordCredential {
-                            user_name: "flood".into(),
-                            password: password.clone(),
+                    credential: Some(proto::get_session_token_request::Credential::AccessKey(
+                        proto::AccessKeyCredential {
+                            access_key_id: id.to_string(),
+                            secret_access_key: secret.to_string(),
                         },
                     )),
                     token_code: String::new(),
                     duration_seconds: 900,
                     serial_number: String::new(),
                 };
-                sts.get_session_token(request).await.map_err(err)?;
-                logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+                async move {
+                    StsClient::new(channel)
+                        .get_session_token(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        BenchRpc::Login => {
+            let password = Arc::new(setup.password.clone());
+            drive(duration, concurrency, channels, move |channel| {
+                let request = login_request("flood", &password);
+                async move {
+                    StsClient::new(channel)
+                        .get_session_token(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        BenchRpc::VerifyOffline => {
+            let verifier = setup.verifier.clone();
+            let token = Arc::new(setup.token.clone());
+            drive(duration, concurrency, channels, move |_| {
+                let verified = verifier
+                    .verify(&token, std::time::SystemTime::now())
+                    .map(|_| ())
+                    .map_err(|e| tonic::Status::unauthenticated(e.to_string()));
+                async move { verified }
+            })
+            .await
+        }
+    }
+}
+
+/// The primitives beneath the figures, measured once per run.
+struct Primitives {
+    ed25519_verify: f64,
+    argon2id_hash: f64,
+    fdatasync: f64,
+}
+
+fn measure_primitives(
+    setup: &Setup,
+    argon2: &password::Argon2Params,
+    dir: &std::path::Path,
+) -> Result<Primitives, CliError> {
+    let (message, signature, public) = &*setup.signed;
+    let ed25519_verify = primitive_rate(2000, || {
+        if bare_verify(public, message, signature) {
             Ok(())
+        } else {
+            Err(CliError::new("bare Ed25519 verify failed"))
+        }
+    })?;
+    let secret = SecretString::new(setup.password.clone());
+    let argon2id_hash = primitive_rate(5, || {
+        password::hash_password(&secret, &[7u8; 16], argon2)
+            .map(|_| ())
+            .map_err(err)
+    })?;
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::File::create(&path).map_err(err)?;
+    let fdatasync = primitive_rate(50, || {
+        use std::io::Write as _;
+        file.write_all(&[0u8; 512]).map_err(err)?;
+        file.sync_data().map_err(err)
+    })?;
+    let _ = std::fs::remove_file(&path);
+    Ok(Primitives {
+        ed25519_verify,
+        argon2id_hash,
+        fdatasync,
+    })
+}
+
+async fn measure(
+    args: &BenchArgs,
+    output: OutputFormat,
+    setup: &Setup,
+    argon2: &password::Argon2Params,
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
+    let (rpcs, concurrencies): (Vec<BenchRpc>, Vec<usize>) = if args.suite {
+        (BenchRpc::ALL.to_vec(), vec![16, 64])
+    } else if args.rpcs.is_empty() {
+        (
+            vec![BenchRpc::Echo, BenchRpc::Authorize],
+            vec![args.concurrency],
+        )
+    } else {
+        (args.rpcs.clone(), vec![args.concurrency])
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(connect(setup.addr).await?);
+    }
+    progress("measuring primitives (Ed25519 verify, argon2id hash, fdatasync)");
+    let primitives = measure_primitives(setup, argon2, dir)?;
+    // Warm up connections and caches.
+    measure_rpc(
+        BenchRpc::Echo,
+        Duration::from_millis(200),
+        16,
+        &channels,
+        setup,
+    )
+    .await?;
+    measure_rpc(
+        BenchRpc::Authorize,
+        Duration::from_millis(200),
+        16,
+        &channels,
+        setup,
+    )
+    .await?;
+
+    let mut figures = Vec::new();
+    for &concurrency in &concurrencies {
+        progress(&format!(
+            "echo at {concurrency} streams for {:?}",
+            args.duration
+        ));
+        let echo =
+            measure_rpc(BenchRpc::Echo, args.duration, concurrency, &channels, setup).await?;
+        for &rpc in &rpcs {
+            let s = if rpc == BenchRpc::Echo {
+                echo
+            } else {
+                progress(&format!(
+                    "{} at {concurrency} streams for {:?}",
+                    rpc.name(),
+                    args.duration
+                ));
+                measure_rpc(rpc, args.duration, concurrency, &channels, setup).await?
+            };
+            let (primitive, primitive_rps) = match rpc {
+                BenchRpc::VerifyOffline => ("ed25519-verify", primitives.ed25519_verify),
+                BenchRpc::Login => ("argon2id-hash", primitives.argon2id_hash),
+                BenchRpc::AssumeRole => ("fdatasync", primitives.fdatasync),
+                _ => ("echo", echo.per_sec),
+            };
+            figures.push(figure(
+                rpc.name(),
+                concurrency,
+                &s,
+                "alone",
+                primitive,
+                primitive_rps,
+            ));
+            if matches!(rpc, BenchRpc::AssumeRole | BenchRpc::Login) {
+                figures.push(figure(
+                    rpc.name(),
+                    concurrency,
+                    &s,
+                    "alone",
+                    "echo",
+                    echo.per_sec,
+                ));
+            }
+        }
+        if args.suite {
+            let alone = measure_rpc(
+                BenchRpc::Authorize,
+                args.duration,
+                concurrency,
+                &channels,
+                setup,
+            )
+            .await?;
+            progress(&format!(
+                "authorize at {concurrency} streams during a flood of {} logins",
+                args.login_flood
+            ));
+            let (during, logins) = login_flood(args, concurrency, &channels, setup).await?;
+            figures.push(figure(
+                "authorize",
+                concurrency,
+                &alone,
+                "alone",
+                "echo",
+                echo.per_sec,
+            ));
+            let mut flooded = figure(
+                "authorize",
+                concurrency,
+                &during,
+                "login-flood",
+                "authorize-alone-p99",
+                0.0,
+            );
+            flooded.primitive_rps = alone.p99.as_secs_f64() * 1e6;
+            flooded.ratio = us(during.p99) / us(alone.p99).max(1e-9);
+            figures.push(flooded);
+            figures.push(figure(
+                "login",
+                args.login_flood,
+                &logins,
+                "login-flood",
+                "argon2id-hash",
+                primitives.argon2id_hash,
+            ));
+        }
+    }
+    print_figures(&figures, output, args, &primitives);
+    Ok(())
+}
+
+fn figure(
+    rpc: &'static str,
+    concurrency: usize,
+    s: &Stats,
+    phase: &'static str,
+    primitive: &'static str,
+    primitive_rps: f64,
+) -> Figure {
+    Figure {
+        rpc,
+        concurrency,
+        rps: s.per_sec,
+        p50_us: us(s.p50),
+        p99_us: us(s.p99),
+        errors: s.errors,
+        phase,
+        primitive,
+        primitive_rps,
+        ratio: s.per_sec / primitive_rps.max(1e-9),
+    }
+}
+
+/// Authorize measured while `login_flood` clients log in over their own connections.
+async fn login_flood(
+    args: &BenchArgs,
+    concurrency: usize,
+    channels: &[Channel],
+    setup: &Setup,
+) -> Result<(Stats, Stats), CliError> {
+    let flooding = Arc::new(AtomicBool::new(true));
+    let logins = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for _ in 0..args.login_flood {
+        let (flooding, logins, failures) = (flooding.clone(), logins.clone(), failures.clone());
+        let channel = connect(setup.addr).await?;
+        let password = setup.password.clone();
+        flood.push(tokio::spawn(async move {
+            let mut sts = StsClient::new(channel);
+            while flooding.load(Ordering::Relaxed) {
+                match sts
+                    .get_session_token(login_request("flood", &password))
+                    .await
+                {
+                    Ok(_) => logins.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
         }));
     }
-    let flood_started = Instant::now();
-    let empty_flood = drive(args.requests, args.concurrency, health).await?;
-    let decide_flood = drive(args.requests, args.concurrency, authorize).await?;
-    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let during = measure_rpc(
+        BenchRpc::Authorize,
+        args.duration,
+        concurrency,
+        channels,
+        setup,
+    )
+    .await;
+    flooding.store(false, Ordering::Relaxed);
     for task in flood {
-        task.await.map_err(err)??;
+        task.await.map_err(err)?;
     }
-    let login_rate = logins.load(std::sync::atomic::Ordering::Relaxed) as f64
-        / flood_started.elapsed().as_secs_f64();
+    let wall = started.elapsed();
+    let logins = Stats {
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        per_sec: logins.load(Ordering::Relaxed) as f64 / wall.as_secs_f64(),
+        errors: failures.load(Ordering::Relaxed),
+    };
+    Ok((during?, logins))
+}
 
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
+fn json_line(figure: &Figure) -> String {
+    serde_json::to_string(figure).unwrap_or_default()
+}
+
+fn print_figures(
+    figures: &[Figure],
+    output: OutputFormat,
+    args: &BenchArgs,
+    primitives: &Primitives,
+) {
+    if output == OutputFormat::Json {
+        for figure in figures {
+            println!("{}", json_line(figure));
+        }
+        return;
+    }
     println!(
-        "stint bench: {} requests per RPC, {} concurrent clients, loopback gRPC",
-        args.requests, args.concurrency
+        "stint bench: {:?} per measurement, {} connection(s), loopback gRPC, in-process broker",
+        args.duration,
+        args.connections.max(1)
     );
     println!(
-        "{:<40} {:>10} {:>10} {:>10}",
-        "rpc", "p50 µs", "p99 µs", "req/s"
+        "primitives (one core): Ed25519 verify {:.0}/s, argon2id hash {:.1}/s, fdatasync {:.0}/s",
+        primitives.ed25519_verify, primitives.argon2id_hash, primitives.fdatasync
     );
-    for (name, s) in [
-        ("Health/Check (empty unary)", &empty),
-        ("Tokens/Authorize", &decide),
-        ("Health/Check during login flood", &empty_flood),
-        ("Tokens/Authorize during login flood", &decide_flood),
-    ] {
+    println!(
+        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7}",
+        "rpc", "c", "phase", "req/s", "p50 µs", "p99 µs", "errors", "beside", "its rate", "ratio"
+    );
+    for f in figures {
         println!(
-            "{name:<40} {:>10.0} {:>10.0} {:>10.0}",
-            us(s.p50),
-            us(s.p99),
-            s.per_sec
+            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}×",
+            f.rpc,
+            f.concurrency,
+            f.phase,
+            f.rps,
+            f.p50_us,
+            f.p99_us,
+            f.errors,
+            f.primitive,
+            f.primitive_rps,
+            f.ratio
         );
     }
-    println!(
-        "Authorize / empty unary: p50 ratio {:.2}, throughput ratio {:.2}",
-        us(decide.p50) / us(empty.p50),
-        decide.per_sec / empty.per_sec
-    );
-    println!(
-        "login flood ({} concurrent, {login_rate:.1} logins/s): Authorize p99 {:.0} µs vs {:.0} µs without (×{:.2})",
-        args.login_flood,
-        us(decide_flood.p99),
-        us(decide.p99),
-        us(decide_flood.p99) / us(decide.p99)
-    );
-    let _ = stop.send(());
-    server.await.map_err(err)??;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {

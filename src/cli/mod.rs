@@ -309,9 +309,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Bench(args) => {
-            runtime().and_then(|rt| rt.block_on(bench::run(args)).map(|()| ExitCode::SUCCESS))
-        }
+        Command::Bench(args) => runtime().and_then(|rt| {
+            rt.block_on(bench::run(args, output))
+                .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Login(args) => client::login::login(args, &client::Env::from_process()),
         Command::AssumeRole(args) => client::login::assume_role(args, &client::Env::from_process()),
         Command::Whoami(mut args) => {
