@@ -825,3 +825,98 @@ fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
     std::fs::create_dir_all(&dir).map_err(err)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn bench_args(argv: &[&str]) -> (BenchArgs, OutputFormat) {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            Command::Bench(args) => (args, cli.output),
+            _ => panic!("not bench"),
+        }
+    }
+
+    #[test]
+    fn bench_arguments_parse() {
+        let (args, output) = bench_args(&[
+            "stint",
+            "--output",
+            "json",
+            "bench",
+            "--rpc",
+            "authorize",
+            "--rpc",
+            "assume-role",
+            "--rpc",
+            "get-session-token-key",
+            "--concurrency",
+            "64",
+            "--connections",
+            "4",
+            "--duration",
+            "30s",
+        ]);
+        assert_eq!(output, OutputFormat::Json);
+        assert_eq!(
+            args.rpcs,
+            vec![
+                BenchRpc::Authorize,
+                BenchRpc::AssumeRole,
+                BenchRpc::GetSessionTokenKey
+            ]
+        );
+        assert_eq!((args.concurrency, args.connections), (64, 4));
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert!(!args.suite);
+
+        let (args, output) = bench_args(&["stint", "bench", "--suite", "--duration", "2"]);
+        assert_eq!(output, OutputFormat::Text);
+        assert!(args.suite);
+        assert_eq!(args.duration, Duration::from_secs(2));
+        assert!(Cli::try_parse_from(["stint", "bench", "--rpc", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["stint", "bench", "--duration", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["stint", "bench", "--duration", "fast"]).is_err());
+    }
+
+    #[test]
+    fn every_rpc_name_is_its_command_line_spelling() {
+        for rpc in BenchRpc::ALL {
+            let (args, _) = bench_args(&["stint", "bench", "--rpc", rpc.name()]);
+            assert_eq!(args.rpcs, vec![rpc]);
+        }
+    }
+
+    #[test]
+    fn json_line_has_the_documented_fields() {
+        let stats = Stats {
+            p50: Duration::from_micros(150),
+            p99: Duration::from_micros(900),
+            per_sec: 5000.0,
+            errors: 2,
+        };
+        let line = json_line(&figure(
+            "authorize",
+            64,
+            &stats,
+            "login-flood",
+            "echo",
+            20000.0,
+        ));
+        assert!(!line.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["rpc"], "authorize");
+        assert_eq!(value["concurrency"], 64);
+        assert_eq!(value["rps"], 5000.0);
+        assert_eq!(value["p50_us"], 150.0);
+        assert_eq!(value["p99_us"], 900.0);
+        assert_eq!(value["errors"], 2);
+        assert_eq!(value["phase"], "login-flood");
+        assert_eq!(value["primitive"], "echo");
+        assert_eq!(value["ratio"], 0.25);
+    }
+}
