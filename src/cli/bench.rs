@@ -372,9 +372,7 @@ async fn prepare(
         }
     }
     let signer_key = signer_key.ok_or_else(|| CliError::new("no JWKS key verifies the token"))?;
-    verifier
-        .verify(&token, std::time::SystemTime::now())
-        .map_err(err)?;
+    verifier.verify(&token, SystemClock.now()).map_err(err)?;
     let signed = Arc::new((signed_part.as_bytes().to_vec(), signature, signer_key));
     Ok(Setup {
         addr,
@@ -512,7 +510,7 @@ async fn measure_rpc(
             let token = Arc::new(setup.token.clone());
             drive(duration, concurrency, channels, move |_| {
                 let verified = verifier
-                    .verify(&token, std::time::SystemTime::now())
+                    .verify(&token, SystemClock.now())
                     .map(|_| ())
                     .map_err(|e| tonic::Status::unauthenticated(e.to_string()));
                 async move { verified }
