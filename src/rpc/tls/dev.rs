@@ -263,7 +263,7 @@ fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
     let full = match tag {
         // UTCTime YYMMDDHHMMSSZ: 50..99 are 19xx (RFC 5280 §4.1.2.5.1).
         0x17 if text.len() == 13 => {
-            let century = if text[..2].parse::<u8>().ok()? >= 50 {
+            let century = if text.get(..2)?.parse::<u8>().ok()? >= 50 {
                 "19"
             } else {
                 "20"
