@@ -16,6 +16,7 @@ mod attacks_sts;
 mod audit;
 mod authn;
 mod cli_output;
+mod deploy_files;
 mod client_lib;
 mod durability;
 mod exec;
