@@ -125,8 +125,8 @@ fn port_of(addr: &str) -> u64 {
 /// these files). Until it does, `ops.listen` / `STINT_OPS__LISTEN` are left out of the
 /// checks, loudly; everything else is checked.
 fn config_knows_ops() -> bool {
-    let known = Config::from_toml_str("[ops]\nlisten = \"0.0.0.0:7421\"\n", Path::new("probe"))
-        .is_ok();
+    let known =
+        Config::from_toml_str("[ops]\nlisten = \"0.0.0.0:7421\"\n", Path::new("probe")).is_ok();
     static WARN: Once = Once::new();
     if !known {
         WARN.call_once(|| {
@@ -179,7 +179,10 @@ fn check_stint_invocation(what: &str, args: &[String], env: &[(String, String)])
             },
         ),
         Command::Init(a) => (&a.server, Overrides::default()),
-        _ => panic!("{what}: `stint {}` is neither serve nor init", args.join(" ")),
+        _ => panic!(
+            "{what}: `stint {}` is neither serve nor init",
+            args.join(" ")
+        ),
     };
     let overrides = Overrides {
         data_dir: server.data_dir.clone(),
@@ -187,7 +190,10 @@ fn check_stint_invocation(what: &str, args: &[String], env: &[(String, String)])
         store_url: server.store_url.clone(),
         ..overrides
     };
-    assert!(server.config.is_none(), "{what}: the manifests configure by environment");
+    assert!(
+        server.config.is_none(),
+        "{what}: the manifests configure by environment"
+    );
     let env: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| k != "STINT_OPS__LISTEN" || config_knows_ops())
@@ -246,7 +252,11 @@ fn containers(pod: &Value) -> Vec<&Value> {
 
 fn is_stint(container: &Value) -> bool {
     let image = str_of(&container["image"], "image");
-    image.rsplit('/').next().unwrap_or(image).starts_with("stint:")
+    image
+        .rsplit('/')
+        .next()
+        .unwrap_or(image)
+        .starts_with("stint:")
 }
 
 /// The environment a container gets; a Secret's value is stood in for by a value of the
@@ -270,9 +280,7 @@ fn container_env(container: &Value) -> Vec<(String, String)> {
 }
 
 fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 fn container_port(container: &Value, port: &Value) -> u64 {
@@ -291,7 +299,11 @@ fn container_port(container: &Value, port: &Value) -> u64 {
 /// it reads are added to `refs`.
 fn check_pod_spec(what: &str, pod: &Value, refs: &mut BTreeSet<String>) {
     let pod_sc = &pod["securityContext"];
-    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false), "{what}");
+    assert_eq!(
+        pod["automountServiceAccountToken"].as_bool(),
+        Some(false),
+        "{what}"
+    );
     for c in containers(pod) {
         let name = format!("{what}/{}", str_of(&c["name"], "container name"));
         let sc = &c["securityContext"];
@@ -300,23 +312,40 @@ fn check_pod_spec(what: &str, pod: &Value, refs: &mut BTreeSet<String>) {
             .or(pod_sc["runAsNonRoot"].as_bool());
         assert_eq!(non_root, Some(true), "{name}: runAsNonRoot");
         let uid = sc["runAsUser"].as_u64().or(pod_sc["runAsUser"].as_u64());
-        assert!(uid.is_some_and(|u| u > 0), "{name}: a numeric non-root runAsUser");
+        assert!(
+            uid.is_some_and(|u| u > 0),
+            "{name}: a numeric non-root runAsUser"
+        );
         assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}");
-        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{name}");
-        assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{name}: drop ALL");
+        assert_eq!(
+            sc["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{name}"
+        );
+        assert_eq!(
+            strings(&sc["capabilities"]["drop"]),
+            ["ALL"],
+            "{name}: drop ALL"
+        );
         let seccomp = sc["seccompProfile"]["type"]
             .as_str()
             .or(pod_sc["seccompProfile"]["type"].as_str());
         assert_eq!(seccomp, Some("RuntimeDefault"), "{name}: seccomp");
         let res = &c["resources"];
-        for (kind, key) in [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] {
+        for (kind, key) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "memory"),
+        ] {
             assert!(!res[kind][key].is_null(), "{name}: resources.{kind}.{key}");
         }
         // Every mount names a volume of the pod.
         for m in seq(&c["volumeMounts"]) {
             let vol = str_of(&m["name"], "mount name");
             assert!(
-                seq(&pod["volumes"]).iter().any(|v| v["name"].as_str() == Some(vol)),
+                seq(&pod["volumes"])
+                    .iter()
+                    .any(|v| v["name"].as_str() == Some(vol)),
                 "{name}: mounts unknown volume {vol}"
             );
         }
@@ -355,14 +384,20 @@ fn mount_of<'a>(pod: &'a Value, container: &'a Value, path: &str) -> (&'a Value,
 /// The Stint server container of a pod: probes on the ops port, listeners on the ports
 /// the container declares, and a command line and environment Stint accepts.
 fn check_server_container(what: &str, pod: &Value) -> (Config, Vec<(String, String)>) {
-    let servers: Vec<&Value> = seq(&pod["containers"]).iter().filter(|c| is_stint(c)).collect();
+    let servers: Vec<&Value> = seq(&pod["containers"])
+        .iter()
+        .filter(|c| is_stint(c))
+        .collect();
     assert_eq!(servers.len(), 1, "{what}: one stint container");
     let c = servers[0];
     let env = container_env(c);
     let config = check_stint_invocation(what, &strings(&c["args"]), &env);
     assert!(matches!(
         Cli::try_parse_from(["stint".to_string()].into_iter().chain(strings(&c["args"]))),
-        Ok(Cli { command: Command::Serve(_), .. })
+        Ok(Cli {
+            command: Command::Serve(_),
+            ..
+        })
     ));
     assert_eq!(config.listen.port() as u64, GRPC_PORT, "{what}: gRPC port");
     assert_eq!(container_port(c, &"grpc".into()), GRPC_PORT, "{what}");
@@ -371,7 +406,11 @@ fn check_server_container(what: &str, pod: &Value) -> (Config, Vec<(String, Stri
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{what}: {probe}");
-        assert_eq!(container_port(c, &get["port"]), OPS_PORT, "{what}: {probe} port");
+        assert_eq!(
+            container_port(c, &get["port"]),
+            OPS_PORT,
+            "{what}: {probe} port"
+        );
     }
     // Off loopback: TLS, with the pair from a Secret mounted read-only.
     assert!(!config.insecure, "{what}: no plain gRPC in Kubernetes");
@@ -380,8 +419,15 @@ fn check_server_container(what: &str, pod: &Value) -> (Config, Vec<(String, Stri
     for file in [&cert, &key] {
         let (mount, volume) = mount_of(pod, c, file.to_str().unwrap());
         assert_eq!(mount["readOnly"].as_bool(), Some(true), "{what}: {file:?}");
-        assert!(!volume["secret"].is_null(), "{what}: {file:?} comes from a Secret");
-        assert_eq!(volume["secret"]["defaultMode"].as_u64(), Some(0o440), "{what}");
+        assert!(
+            !volume["secret"].is_null(),
+            "{what}: {file:?} comes from a Secret"
+        );
+        assert_eq!(
+            volume["secret"]["defaultMode"].as_u64(),
+            Some(0o440),
+            "{what}"
+        );
     }
     assert!(config.issuer().starts_with("https://"), "{what}: issuer");
     (config, env)
@@ -429,14 +475,23 @@ fn kubernetes_ha_is_three_replicas_on_postgres_behind_a_pdb_and_a_service() {
     assert_eq!(deploy["spec"]["replicas"].as_u64(), Some(3));
     let selector = &deploy["spec"]["selector"]["matchLabels"];
     let labels = &deploy["spec"]["template"]["metadata"]["labels"];
-    assert!(selector_selects(selector, labels), "the Deployment selects its pods");
+    assert!(
+        selector_selects(selector, labels),
+        "the Deployment selects its pods"
+    );
 
     let pdb = m.one("PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"].as_u64(), Some(2));
-    assert_eq!(pdb["spec"]["selector"]["matchLabels"], *selector, "PDB selector");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"], *selector,
+        "PDB selector"
+    );
 
     let svc = m.one("Service");
-    assert!(selector_selects(&svc["spec"]["selector"], labels), "Service selector");
+    assert!(
+        selector_selects(&svc["spec"]["selector"], labels),
+        "Service selector"
+    );
     let port = &seq(&svc["spec"]["ports"])[0];
     assert_eq!(port["port"].as_u64(), Some(GRPC_PORT));
 
@@ -451,8 +506,18 @@ fn kubernetes_ha_is_three_replicas_on_postgres_behind_a_pdb_and_a_service() {
     assert_eq!(container_port(server, &port["targetPort"]), GRPC_PORT);
 
     // PostgreSQL, from a Secret; the pool fits the database.
-    assert!(config.store.url.as_deref().unwrap().starts_with("postgres://"));
-    assert!(config.store.pool_size * 3 < 100, "3 × pool_size < max_connections (100)");
+    assert!(
+        config
+            .store
+            .url
+            .as_deref()
+            .unwrap()
+            .starts_with("postgres://")
+    );
+    assert!(
+        config.store.pool_size * 3 < 100,
+        "3 × pool_size < max_connections (100)"
+    );
 
     // The master key: the Secret's file, copied by the init container to a memory volume
     // (Stint refuses the Secret volume's 0440), at the path the server reads.
@@ -472,9 +537,16 @@ fn kubernetes_ha_is_three_replicas_on_postgres_behind_a_pdb_and_a_service() {
     assert!(cmd.windows(2).any(|w| w == ["-m", "0600"]), "{cmd:?}");
     let source = &cmd[cmd.len() - 2];
     let (_, secret) = mount_of(pod, copier, source);
-    assert_eq!(secret["secret"]["secretName"].as_str(), Some("stint-master-key"));
+    assert_eq!(
+        secret["secret"]["secretName"].as_str(),
+        Some("stint-master-key")
+    );
     let items = seq(&secret["secret"]["items"]);
-    assert!(items.iter().any(|i| source.ends_with(str_of(&i["path"], "path"))));
+    assert!(
+        items
+            .iter()
+            .any(|i| source.ends_with(str_of(&i["path"], "path")))
+    );
 
     // Replicas spread over nodes.
     let spread = seq(&pod["topologySpreadConstraints"]);
@@ -489,7 +561,11 @@ fn kubernetes_ha_is_three_replicas_on_postgres_behind_a_pdb_and_a_service() {
 fn kubernetes_single_node_is_one_statefulset_on_its_volume() {
     let m = Manifests::load("kubernetes/single-node");
     let sts = m.one("StatefulSet");
-    assert_eq!(sts["spec"]["replicas"].as_u64(), Some(1), "sled: one process only");
+    assert_eq!(
+        sts["spec"]["replicas"].as_u64(),
+        Some(1),
+        "sled: one process only"
+    );
     let selector = &sts["spec"]["selector"]["matchLabels"];
     let labels = &sts["spec"]["template"]["metadata"]["labels"];
     assert!(selector_selects(selector, labels));
@@ -518,9 +594,15 @@ fn kubernetes_single_node_is_one_statefulset_on_its_volume() {
     assert!(config.store.url.is_none(), "sled");
     // The data dir is a subdirectory of the claimed volume (its root belongs to fsGroup,
     // which Stint's 0700 would fight), and the kubelet leaves file modes alone.
-    let server = seq(&pod["containers"]).iter().find(|c| is_stint(c)).unwrap();
+    let server = seq(&pod["containers"])
+        .iter()
+        .find(|c| is_stint(c))
+        .unwrap();
     let (mount, _) = mount_of(pod, server, config.data_dir.to_str().unwrap());
-    assert_ne!(Path::new(str_of(&mount["mountPath"], "mountPath")), config.data_dir);
+    assert_ne!(
+        Path::new(str_of(&mount["mountPath"], "mountPath")),
+        config.data_dir
+    );
     assert_eq!(mount["readOnly"].as_bool(), None);
     let template = seq(&sts["spec"]["volumeClaimTemplates"])
         .iter()
@@ -550,7 +632,10 @@ fn kubernetes_single_node_is_one_statefulset_on_its_volume() {
     assert_eq!(init["stdin"].as_bool(), Some(true), "password on stdin");
     assert_eq!(init["stdinOnce"].as_bool(), Some(true));
     let init_config = check_stint_invocation("single-node init", &strings(&init["args"]), &[]);
-    assert_eq!(init_config.data_dir, config.data_dir, "init and serve share the data dir");
+    assert_eq!(
+        init_config.data_dir, config.data_dir,
+        "init and serve share the data dir"
+    );
     let init_volume = seq(&init_pod["volumes"])
         .iter()
         .find(|v| !v["persistentVolumeClaim"].is_null())
@@ -612,9 +697,15 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         .expect("the master key is on a volume");
     let (volume_name, key_dir) = {
         let mut parts = key_volume.split(':');
-        (parts.next().unwrap().to_string(), parts.next().unwrap().to_string())
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        )
     };
-    assert!(docs[0]["volumes"].get(volume_name.as_str()).is_some(), "named volume {volume_name}");
+    assert!(
+        docs[0]["volumes"].get(volume_name.as_str()).is_some(),
+        "named volume {volume_name}"
+    );
 
     let mut listen_port = None;
     let mut ops_port = None;
@@ -623,13 +714,20 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         assert_eq!(depends(name)["postgres"], "service_healthy", "{name}");
         let env: Vec<_> = string_map(&svc["environment"]).into_iter().collect();
         let config = check_stint_invocation(name, &strings(&svc["command"]), &env);
-        assert_eq!(config.store.url, init_config.store.url, "{name}: the same database");
+        assert_eq!(
+            config.store.url, init_config.store.url,
+            "{name}: the same database"
+        );
         assert_eq!(config.master_key_path(), key, "{name}: the same master key");
         assert!(
             strings(&svc["volumes"]).contains(&format!("{volume_name}:{key_dir}:ro")),
             "{name}: the key volume, read-only"
         );
-        assert_eq!(config.issuer(), "http://127.0.0.1:7420", "{name}: the URL clients use");
+        assert_eq!(
+            config.issuer(),
+            "http://127.0.0.1:7420",
+            "{name}: the URL clients use"
+        );
         assert_eq!(svc["read_only"].as_bool(), Some(true), "{name}");
         listen_port = Some(config.listen.port() as u64);
         ops_port = Some(port_of(env_value(&env, "STINT_OPS__LISTEN").unwrap()));
@@ -642,7 +740,11 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         assert!(lb_deps.contains_key(name), "lb depends on {name}");
     }
     let published = strings(&lb["ports"]);
-    assert_eq!(published, ["127.0.0.1:7420:7420"], "loopback only: plain gRPC");
+    assert_eq!(
+        published,
+        ["127.0.0.1:7420:7420"],
+        "loopback only: plain gRPC"
+    );
 
     // The HAProxy config the LB mounts: every replica, on its gRPC port, checked on /readyz.
     let cfg_mount = strings(&lb["volumes"])
@@ -664,7 +766,10 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         .map(|r| (r.to_string(), format!("{r}:{}", listen_port.unwrap())))
         .collect();
     assert_eq!(servers, expected, "haproxy.cfg names the 3 replicas");
-    assert!(cfg.contains("option httpchk GET /readyz"), "readiness check");
+    assert!(
+        cfg.contains("option httpchk GET /readyz"),
+        "readiness check"
+    );
     assert!(
         cfg.contains(&format!("check port {}", ops_port.unwrap())),
         "health checks on the ops port"
@@ -679,8 +784,8 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
 fn the_toml_examples_load_through_the_strict_parser() {
     for file in ["deploy/stint.toml", "deploy/stint-postgres.toml"] {
         let text = without_unknown_ops(&read(file));
-        let config = Config::from_toml_str(&text, Path::new(file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let config =
+            Config::from_toml_str(&text, Path::new(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
     }
     let pg = Config::from_toml_str(
@@ -689,7 +794,10 @@ fn the_toml_examples_load_through_the_strict_parser() {
     )
     .unwrap();
     assert!(pg.store.url.as_deref().unwrap().starts_with("postgres://"));
-    assert!(pg.master_key_file.is_some(), "replicas share an explicit key file");
+    assert!(
+        pg.master_key_file.is_some(),
+        "replicas share an explicit key file"
+    );
     assert!(!pg.master_key_path().starts_with(&pg.data_dir));
     assert!(pg.tls.enabled() && !pg.insecure);
     assert!(!pg.tokens.issuer.is_empty(), "one issuer for every replica");
@@ -749,8 +857,14 @@ fn json_list(args: &str) -> Vec<String> {
 
 /// Sources of a COPY without --from (build context paths).
 fn copy_sources(args: &str) -> Vec<String> {
-    let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
-    words[..words.len() - 1].iter().map(|s| s.to_string()).collect()
+    let words: Vec<&str> = args
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    words[..words.len() - 1]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Repository paths the release build reads through include_str!/include_bytes! in
@@ -759,7 +873,10 @@ fn build_inputs() -> BTreeSet<PathBuf> {
     let mut files = Vec::new();
     files_under(&repo().join("src"), &mut files);
     let mut inputs = BTreeSet::new();
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
         let text = std::fs::read_to_string(file).unwrap();
         for marker in ["include_str!(\"", "include_bytes!(\""] {
             for rest in text.split(marker).skip(1) {
@@ -808,7 +925,11 @@ fn dockerfile_builds_locked_in_stages_and_runs_as_non_root_stint() {
     let builder = &stages[0];
     let last = stages.last().unwrap();
     let runs = |stage: &[Instruction]| -> Vec<String> {
-        stage.iter().filter(|i| i.op == "RUN").map(|i| i.args.clone()).collect()
+        stage
+            .iter()
+            .filter(|i| i.op == "RUN")
+            .map(|i| i.args.clone())
+            .collect()
     };
     assert!(
         runs(builder)
@@ -825,7 +946,10 @@ fn dockerfile_builds_locked_in_stages_and_runs_as_non_root_stint() {
         .iter()
         .position(|i| i.op == "COPY" && copy_sources(&i.args).contains(&"src".to_string()))
         .expect("COPY src");
-    assert!(first_build < src_copy, "dependencies are built in a layer of their own");
+    assert!(
+        first_build < src_copy,
+        "dependencies are built in a layer of their own"
+    );
 
     // Everything the release build reads is copied into the builder, and not ignored.
     let final_build = builder
@@ -838,8 +962,18 @@ fn dockerfile_builds_locked_in_stages_and_runs_as_non_root_stint() {
         .flat_map(|i| copy_sources(&i.args))
         .collect();
     let mut needed = build_inputs();
-    assert!(needed.contains(Path::new("deploy/stint.toml")), "{needed:?}");
-    for always in ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src", "client/Cargo.toml"] {
+    assert!(
+        needed.contains(Path::new("deploy/stint.toml")),
+        "{needed:?}"
+    );
+    for always in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "proto",
+        "src",
+        "client/Cargo.toml",
+    ] {
         needed.insert(always.into());
     }
     let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
@@ -870,24 +1004,39 @@ fn dockerfile_builds_locked_in_stages_and_runs_as_non_root_stint() {
         for file in files {
             let rel = file.strip_prefix(repo()).unwrap();
             for p in &patterns {
-                assert!(!ignored_by(p, rel), "{}: excluded by .dockerignore {p}", rel.display());
+                assert!(
+                    !ignored_by(p, rel),
+                    "{}: excluded by .dockerignore {p}",
+                    rel.display()
+                );
             }
         }
     }
 
     // The runtime stage: non-root numeric user, `stint serve`, both ports.
     let get = |op: &str| -> Vec<&str> {
-        last.iter().filter(|i| i.op == op).map(|i| i.args.as_str()).collect()
+        last.iter()
+            .filter(|i| i.op == op)
+            .map(|i| i.args.as_str())
+            .collect()
     };
     assert!(get("RUN").is_empty(), "no shell in the runtime image");
     let user = *get("USER").last().expect("USER in the final stage");
-    let uid: u32 = user.split(':').next().unwrap().parse().expect("numeric USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric USER");
     assert_ne!(uid, 0, "non-root");
     assert_eq!(json_list(get("ENTRYPOINT")[0]), ["stint"]);
     let cmd = json_list(get("CMD")[0]);
     assert!(matches!(
         Cli::try_parse_from(["stint".to_string()].into_iter().chain(cmd)),
-        Ok(Cli { command: Command::Serve(_), .. })
+        Ok(Cli {
+            command: Command::Serve(_),
+            ..
+        })
     ));
     let exposed: BTreeSet<u64> = get("EXPOSE")
         .iter()
@@ -961,6 +1110,12 @@ fn systemd_unit_verifies_and_runs_a_valid_command() {
     );
     assert!(out.status.success(), "{report}");
     // It reports unknown keys and bad values as warnings, with a zero exit.
-    let complaints: Vec<&str> = report.lines().filter(|l| l.contains("stint.service")).collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:#?}");
+    let complaints: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("stint.service"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify: {complaints:#?}"
+    );
 }
