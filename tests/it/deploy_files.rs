@@ -757,7 +757,11 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         .lines()
         .map(str::split_whitespace)
         .filter_map(|mut w| match (w.next(), w.next(), w.next()) {
-            (Some("server"), Some(name), Some(addr)) => Some((name.into(), addr.into())),
+            (Some("server"), Some(name), Some(addr)) => {
+                let rest: Vec<&str> = w.collect();
+                assert_eq!(rest, ["check-proto", "h1"], "{name}: checks in HTTP/1.1");
+                Some((name.into(), addr.into()))
+            }
             _ => None,
         })
         .collect();
@@ -774,8 +778,12 @@ fn compose_runs_postgres_an_init_and_three_replicas_behind_haproxy() {
         cfg.contains(&format!("check port {}", ops_port.unwrap())),
         "health checks on the ops port"
     );
-    assert!(cfg.contains("bind :7420 proto h2"), "gRPC front end");
+    assert!(cfg.contains("bind :7420\n"), "gRPC and HTTP/1.1 front end");
     assert!(cfg.contains("proto h2 "), "h2c to the replicas");
+    assert!(
+        cfg.contains("option redispatch 1"),
+        "a refused request goes elsewhere"
+    );
 }
 
 // ------------------------------------------------------------------------------- TOML
