@@ -876,7 +876,8 @@ fn copy_sources(args: &str) -> Vec<String> {
 }
 
 /// Repository paths the release build reads through include_str!/include_bytes! in
-/// src/ (test fixtures under tests/ excepted).
+/// src/: those before a file's first `#[cfg(test)]` (unit tests sit at the end of a file),
+/// test fixtures under tests/ excepted.
 fn build_inputs() -> BTreeSet<PathBuf> {
     let mut files = Vec::new();
     files_under(&repo().join("src"), &mut files);
@@ -886,6 +887,7 @@ fn build_inputs() -> BTreeSet<PathBuf> {
         .filter(|f| f.extension().is_some_and(|e| e == "rs"))
     {
         let text = std::fs::read_to_string(file).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap();
         for marker in ["include_str!(\"", "include_bytes!(\""] {
             for rest in text.split(marker).skip(1) {
                 let rel = rest.split('"').next().unwrap();
