@@ -987,6 +987,12 @@ fn dockerfile_builds_locked_in_stages_and_runs_as_non_root_stint() {
         needed.insert(always.into());
     }
     let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    // The builder's toolchain is the one Cargo.toml promises (clippy holds std APIs to it).
+    let msrv = manifest["package"]["rust-version"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("ARG RUST_VERSION={msrv}\n")),
+        "the builder image is rust:{msrv}"
+    );
     for bench in manifest["bench"].as_array().unwrap() {
         needed.insert(format!("benches/{}.rs", bench["name"].as_str().unwrap()).into());
     }
