@@ -216,22 +216,19 @@ fn check_stint_invocation(what: &str, args: &[String], env: &[(String, String)])
 // ---------------------------------------------------------------------- Kubernetes
 
 struct Manifests {
-    docs: Vec<(String, Value)>,
+    docs: Vec<Value>,
 }
 
 impl Manifests {
+    /// Every document of every YAML file under `deploy/<sub>`.
     fn load(sub: &str) -> Self {
-        let docs = yaml_files(sub)
-            .into_iter()
-            .flat_map(|file| yaml_docs(&file).into_iter().map(move |d| (file.clone(), d)))
-            .collect();
+        let docs = yaml_files(sub).iter().flat_map(|f| yaml_docs(f)).collect();
         Self { docs }
     }
 
     fn all(&self, kind: &str) -> Vec<&Value> {
         self.docs
             .iter()
-            .map(|(_, d)| d)
             .filter(|d| d["kind"].as_str() == Some(kind))
             .collect()
     }
