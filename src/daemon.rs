@@ -328,6 +328,21 @@ impl Daemon {
                 }
             }
         };
+        // Poll the shutdown future once before READY=1: that installs its signal
+        // handlers, so a SIGTERM right after READY=1 shuts down gracefully instead of
+        // killing the process.
+        let mut draining = std::pin::pin!(draining);
+        let mut drained = false;
+        std::future::poll_fn(|cx| {
+            drained = draining.as_mut().poll(cx).is_ready();
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let draining = async move {
+            if !drained {
+                draining.await;
+            }
+        };
         if let Some(systemd) = &systemd {
             // Bound, store open, keys loaded: connections queue until the server accepts.
             let addr = listener

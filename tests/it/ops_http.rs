@@ -404,3 +404,66 @@ async fn no_ops_listener_unless_configured() {
     assert_eq!(server.ops_addr, None);
     server.stop().await.unwrap();
 }
+
+/// The real binary under a fake service manager: `READY=1` once serving (the ops
+/// listener answers by then), `STOPPING=1` on SIGTERM, then a clean exit.
+#[tokio::test]
+async fn serve_notifies_systemd_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&socket_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let ops_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stint"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
+        .env("STINT_DATA_DIR", dir.path().join("data"))
+        .env("STINT_ARGON2__MEMORY_KIB", "8")
+        .env("STINT_ARGON2__ITERATIONS", "1")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("STINT_CONFIG")
+        .env_remove("STINT_OPS__LISTEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stint serve starts");
+    let mut child = KillOnDrop(Some(child));
+    let receive = |manager: &UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a notification in time");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let ready = receive(&manager);
+    assert!(ready.starts_with("READY=1\nSTATUS=serving"), "{ready:?}");
+    let ops: SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
+    assert_eq!(call(ops, "GET", "/readyz").await, (200, "ready\n".into()));
+
+    let child = child.0.take().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopping = receive(&manager);
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
+    let status = child.wait_with_output().unwrap().status;
+    assert!(status.success(), "{status}");
+}
+
+/// Kills the child if the test fails before it stopped it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
