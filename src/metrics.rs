@@ -127,13 +127,18 @@ impl<M> Family<M> {
 
     /// Runs `f` on the series for `values` (one per label, in order), creating it.
     pub fn with<R>(&self, values: &[&'static str], f: impl FnOnce(&M) -> R) -> R {
+        f(&self.series(values))
+    }
+
+    /// The series for `values`, created if new: hold it to skip the lookup on a hot path.
+    pub fn series(&self, values: &[&'static str]) -> Arc<M> {
         let found = self
             .series
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(values)
             .cloned();
-        let series = match found {
+        match found {
             Some(series) => series,
             None => {
                 let mut all = self.series.write().unwrap_or_else(|p| p.into_inner());
@@ -146,8 +151,7 @@ impl<M> Family<M> {
                     .or_insert_with(|| Arc::new((self.make)()))
                     .clone()
             }
-        };
-        f(&series)
+        }
     }
 
     fn snapshot(&self) -> Vec<(Box<[&'static str]>, Arc<M>)> {
@@ -432,24 +436,34 @@ fn escape(value: &str) -> String {
 /// (and counts failures); wrapped around the store by the daemon's assembly.
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
+    /// Per operation (`STORE_OPS` order), resolved once: no lookup per call.
+    series: Vec<(Arc<Histogram>, Arc<Counter>)>,
 }
+
+const STORE_OPS: [&str; 5] = ["get", "scan", "last", "commit", "flush"];
 
 impl MeteredStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner }
+        let m = metrics();
+        let series = STORE_OPS
+            .iter()
+            .map(|op| (m.store_duration.series(&[op]), m.store_errors.series(&[op])))
+            .collect();
+        Self { inner, series }
     }
 
     fn timed<T>(
-        op: &'static str,
+        &self,
+        op: usize,
         f: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = f();
-        let m = metrics();
-        m.store_duration
-            .with(&[op], |h| h.observe_duration(started.elapsed()));
-        if result.is_err() {
-            m.store_errors.with(&[op], Counter::inc);
+        if let Some((latency, errors)) = self.series.get(op) {
+            latency.observe_duration(started.elapsed());
+            if result.is_err() {
+                errors.inc();
+            }
         }
         result
     }
@@ -457,7 +471,7 @@ impl MeteredStore {
 
 impl Store for MeteredStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Self::timed("get", || self.inner.get(table, key))
+        self.timed(0, || self.inner.get(table, key))
     }
     fn scan(
         &self,
@@ -466,16 +480,16 @@ impl Store for MeteredStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        Self::timed("scan", || self.inner.scan(table, prefix, after, limit))
+        self.timed(1, || self.inner.scan(table, prefix, after, limit))
     }
     fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-        Self::timed("last", || self.inner.last(table))
+        self.timed(2, || self.inner.last(table))
     }
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        Self::timed("commit", || self.inner.commit(batch))
+        self.timed(3, || self.inner.commit(batch))
     }
     fn flush(&self) -> Result<(), StoreError> {
-        Self::timed("flush", || self.inner.flush())
+        self.timed(4, || self.inner.flush())
     }
     fn shared(&self) -> bool {
         self.inner.shared()
