@@ -343,7 +343,7 @@ impl Daemon {
                 draining.await;
             }
         };
-        if let Some(systemd) = &systemd {
+        if let Some(systemd) = systemd.as_ref().filter(|_| !drained) {
             // Bound, store open, keys loaded: connections queue until the server accepts.
             let addr = listener
                 .local_addr()

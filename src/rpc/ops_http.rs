@@ -242,6 +242,8 @@ pub async fn serve(
         });
     }
     connections.abort_all();
+    // Wait for them to go: they hold the broker, and so the store.
+    while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
