@@ -103,6 +103,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Background sweeper of expired sessions and revocations.
     pub sweeper: SweeperConfig,
+    /// The HTTP ops listener (`/healthz`, `/readyz`, `/metrics`).
+    pub ops: OpsConfig,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             lockout: LockoutConfig::default(),
             audit: AuditConfig::default(),
             sweeper: SweeperConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
@@ -435,6 +438,36 @@ impl Default for SweeperConfig {
     }
 }
 
+/// The HTTP ops listener: liveness, readiness and Prometheus metrics, unauthenticated
+/// (`docs/metrics.md`). Off unless `listen` is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// `IP:PORT` of the ops listener, e.g. `127.0.0.1:7421`; unset: no ops listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl OpsConfig {
+    /// The ops port must not be the gRPC port on an overlapping address.
+    fn validate(&self, grpc: &SocketAddr) -> Result<(), ConfigError> {
+        let Some(ops) = self.listen else {
+            return Ok(());
+        };
+        let overlap =
+            ops.ip() == grpc.ip() || ops.ip().is_unspecified() || grpc.ip().is_unspecified();
+        if ops.port() != 0 && ops.port() == grpc.port() && overlap {
+            return Err(ConfigError::Invalid {
+                key: "ops.listen",
+                reason: format!(
+                    "{ops} is the gRPC listen address ({grpc}): give the ops listener a port of its own"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Command-line flags; applied last, over file and environment. `None`/`false` leaves the
 /// lower layers alone (a flag cannot turn `insecure` or `dev` off).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -461,6 +494,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--dev`
     pub dev: bool,
+    /// `--ops-listen ADDR`
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// Why a configuration could not be loaded or is invalid. Every message names the key,
@@ -691,6 +726,9 @@ impl Config {
         }
         self.insecure |= o.insecure;
         self.dev |= o.dev;
+        if let Some(addr) = o.ops_listen {
+            self.ops.listen = Some(addr);
+        }
     }
 
     /// The effective token issuer: `tokens.issuer`, or else the server's own URL,
@@ -894,6 +932,7 @@ impl Config {
             self.sweeper.interval_seconds,
             SWEEP_INTERVAL_SECONDS,
         )?;
+        self.ops.validate(&self.listen)?;
         Ok(())
     }
 
@@ -988,6 +1027,7 @@ fn schema() -> toml::Table {
     full.tls.key_file = Some(PathBuf::new());
     full.store.url = Some(String::new());
     full.tls.client_ca_file = Some(PathBuf::new());
+    full.ops.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     toml_table(&full)
 }
 
@@ -1254,6 +1294,7 @@ mod tests {
             insecure: true,
             log_format: Some(LogFormat::Json),
             dev: true,
+            ops_listen: Some("127.0.0.1:9001".parse().unwrap()),
         };
         let c = Config::load(
             None,
@@ -1273,6 +1314,7 @@ mod tests {
         assert!(c.insecure && c.dev);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.store.url.as_deref(), Some("postgres://flag@db/stint"));
+        assert_eq!(c.ops.listen, Some("127.0.0.1:9001".parse().unwrap()));
 
         let dev_tls = Overrides {
             dev_tls: true,
@@ -1362,6 +1404,7 @@ mod tests {
             ("STINT_AUDIT__CHECKPOINT_EVERY_SECONDS", "7"),
             ("STINT_AUDIT__RETENTION_DAYS", "8"),
             ("STINT_SWEEPER__INTERVAL_SECONDS", "9"),
+            ("STINT_OPS__LISTEN", "0.0.0.0:7421"),
         ])
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:1".parse().unwrap());
@@ -1405,6 +1448,54 @@ mod tests {
             (5, 6, 7, 8)
         );
         assert_eq!(c.sweeper.interval_seconds, 9);
+        assert_eq!(c.ops.listen, Some("0.0.0.0:7421".parse().unwrap()));
+    }
+
+    #[test]
+    fn ops_listener_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().ops.listen, None);
+        assert!(
+            !Config::default()
+                .to_redacted_toml()
+                .contains("listen = \"127.0.0.1:7421\"")
+        );
+        let on = load_env(&[("STINT_OPS__LISTEN", "127.0.0.1:7421")]).unwrap();
+        assert!(
+            on.to_redacted_toml()
+                .contains("[ops]\nlisten = \"127.0.0.1:7421\""),
+            "{}",
+            on.to_redacted_toml()
+        );
+        // An empty value turns it off again.
+        let off = load_env(&[
+            ("STINT_OPS__LISTEN", "127.0.0.1:7421"),
+            ("STINT_OPS__LISTEN", ""),
+        ])
+        .unwrap();
+        assert_eq!(off.ops.listen, None);
+        let err = load_env(&[("STINT_OPS__LISTEN", "localhost")]).unwrap_err();
+        assert!(err.to_string().contains("STINT_OPS__LISTEN"), "{err}");
+        let f = file("[ops]\nlisten = 7421\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        for (grpc, ops, ok) in [
+            ("127.0.0.1:7420", "127.0.0.1:7420", false),
+            ("127.0.0.1:7420", "0.0.0.0:7420", false),
+            ("0.0.0.0:7420", "127.0.0.1:7420", false),
+            ("127.0.0.1:7420", "127.0.0.2:7420", true),
+            ("127.0.0.1:7420", "127.0.0.1:7421", true),
+            ("127.0.0.1:0", "127.0.0.1:0", true),
+        ] {
+            let result = load_env(&[
+                ("STINT_LISTEN", grpc),
+                ("STINT_INSECURE", "1"),
+                ("STINT_OPS__LISTEN", ops),
+            ]);
+            assert_eq!(result.is_ok(), ok, "{grpc} {ops}: {result:?}");
+            if let Err(err) = result {
+                assert!(err.to_string().contains("ops.listen"), "{err}");
+            }
+        }
     }
 
     #[test]
@@ -2021,11 +2112,11 @@ mod tests {
 
     #[test]
     fn schema_lists_every_key() {
-        // 6 top-level keys plus the keys of the 8 sections.
+        // 6 top-level keys plus the keys of the 9 sections.
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1);
+        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1 + 1);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

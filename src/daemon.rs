@@ -5,10 +5,18 @@
 //! the benchmark and every integration test run the same assembly. [`Daemon::open`] is
 //! the production path: the configured store (sled in the data dir, or PostgreSQL when
 //! `store.url` is set) and the master key file.
+//!
+//! Serving also runs the ops listener when `ops.listen` is set (`/healthz`, `/readyz`,
+//! `/metrics`: [`rpc::ops_http`]) and tells systemd when it is ready and stopping
+//! ([`notify`]).
+
+pub mod notify;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -20,6 +28,8 @@ use crate::config::Config;
 use crate::core::authn::password::Argon2Params;
 use crate::core::model::Account;
 use crate::core::time::Clock;
+use crate::metrics::MeteredStore;
+use crate::rpc::ops_http::{self, Readiness};
 use crate::rpc::{self, TlsFiles};
 use crate::store::Store;
 use crate::store::postgres::{PostgresStore, redact_url};
@@ -69,6 +79,19 @@ pub struct Daemon {
     pub broker: Arc<Broker>,
     pub store: Arc<dyn Store>,
     pub config: Config,
+    /// The ops listener, once bound ([`Self::use_ops_listener`], [`Self::bind_ops`]).
+    ops_listener: Mutex<Option<TcpListener>>,
+    /// Whether the signing keys are loaded: set at assembly, then by each reload.
+    keys_loaded: Arc<AtomicBool>,
+}
+
+/// Binds the ops listener's address, naming the key in the error.
+pub async fn bind_ops(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        DaemonError::new(format!(
+            "cannot listen on {addr} (ops.listen): {e} (pick another address with --ops-listen or STINT_OPS__LISTEN)"
+        ))
+    })
 }
 
 /// The broker's settings, projected from the daemon config.
@@ -153,14 +176,15 @@ impl Daemon {
         Self::assemble(config, store, master, clock)
     }
 
-    /// Assembles the server over any store: the audit log (on `clock`), the broker and
-    /// its checkpoint signer. Must run inside a tokio runtime.
+    /// Assembles the server over any store (timed into the store metrics): the audit log
+    /// (on `clock`), the broker and its checkpoint signer. Must run inside a tokio runtime.
     pub fn assemble(
         config: Config,
         store: Arc<dyn Store>,
         master: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DaemonError> {
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
         let audit = AuditLog::open_with_clock(
             store.clone(),
             AuditWriterConfig {
@@ -186,11 +210,44 @@ impl Daemon {
             ))
         })?;
         broker.install_checkpoint_signer();
+        // `Broker::new` loaded the keys (or failed).
+        crate::metrics::metrics().signing_keys_loaded.set(1);
         Ok(Self {
             broker,
             store,
             config,
+            ops_listener: Mutex::new(None),
+            keys_loaded: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Serves the ops routes on `listener` (bound early by `stint serve`, before
+    /// anything is created) instead of binding `ops.listen` when serving.
+    pub fn use_ops_listener(&self, listener: TcpListener) {
+        *self.ops_listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// Binds `ops.listen` now (if set and not bound yet) and returns the bound address:
+    /// for a caller that needs the port of `127.0.0.1:0`.
+    pub async fn bind_ops(&self) -> Result<Option<SocketAddr>, DaemonError> {
+        if let Some(bound) = self.ops_addr() {
+            return Ok(Some(bound));
+        }
+        let Some(addr) = self.config.ops.listen else {
+            return Ok(None);
+        };
+        let listener = bind_ops(addr).await?;
+        let bound = listener.local_addr().ok();
+        self.use_ops_listener(listener);
+        Ok(bound)
+    }
+
+    fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Makes every committed change durable.
@@ -223,16 +280,87 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
+        self.bind_ops().await?;
+        let ops_listener = self
+            .ops_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let readiness = Arc::new(Readiness::new(
+            self.broker.clone(),
+            self.keys_loaded.clone(),
+        ));
+        let (stop_ops, ops_stopped) = tokio::sync::watch::channel(false);
+        let ops = ops_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "ops listener serving /healthz, /readyz, /metrics");
+            }
+            tokio::spawn(ops_http::serve(listener, readiness.clone(), ops_stopped))
+        });
         let holder = replica_id();
         let jobs = tokio::spawn(background_jobs(
             self.broker.clone(),
             schedule,
             holder.clone(),
+            self.keys_loaded.clone(),
         ));
-        let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, shutdown).await;
+        let systemd = notify::Notifier::from_env().map(Arc::new);
+        let watchdog = systemd.clone().and_then(|systemd| {
+            let every = notify::watchdog_from_env()?;
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    systemd.notify("WATCHDOG=1");
+                }
+            }))
+        });
+        // Not ready from the moment shutdown begins, while in-flight requests drain.
+        let draining = {
+            let readiness = readiness.clone();
+            let systemd = systemd.clone();
+            async move {
+                shutdown.await;
+                readiness.set_stopping();
+                if let Some(systemd) = &systemd {
+                    systemd
+                        .notify("STOPPING=1\nSTATUS=shutting down: finishing in-flight requests");
+                }
+            }
+        };
+        // Poll the shutdown future once before READY=1: that installs its signal
+        // handlers, so a SIGTERM right after READY=1 shuts down gracefully instead of
+        // killing the process.
+        let mut draining = std::pin::pin!(draining);
+        let mut drained = false;
+        std::future::poll_fn(|cx| {
+            drained = draining.as_mut().poll(cx).is_ready();
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let draining = async move {
+            if !drained {
+                draining.await;
+            }
+        };
+        if let Some(systemd) = systemd.as_ref().filter(|_| !drained) {
+            // Bound, store open, keys loaded: connections queue until the server accepts.
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+            systemd.notify(&format!("READY=1\nSTATUS=serving gRPC on {addr}"));
+        }
+        let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, draining).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         jobs.abort();
         // Wait until the jobs task is gone: it holds the broker (and so the store).
         let _ = jobs.await;
+        let _ = stop_ops.send(true);
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
         // Hand the jobs to another replica now rather than when the lease expires.
         if let Err(err) = crate::store::lease::release(self.store.as_ref(), JOBS_LEASE, &holder) {
             tracing::warn!(error = %err, "jobs lease not released");
@@ -265,15 +393,34 @@ pub fn replica_id() -> String {
 /// Every round: re-reads the signing keys (another replica may have rotated them); then,
 /// on the one replica holding the jobs lease, sweeps, purges expired keys, prunes the
 /// audit log and rotates keys on schedule.
-async fn background_jobs(broker: Arc<Broker>, schedule: Schedule, holder: String) {
+async fn background_jobs(
+    broker: Arc<Broker>,
+    schedule: Schedule,
+    holder: String,
+    keys_loaded: Arc<AtomicBool>,
+) {
     let mut tick = tokio::time::interval(schedule.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::SystemTime> = None;
     loop {
         tick.tick().await;
-        if let Err(err) = broker.reload_keys() {
+        let reloaded = broker.reload_keys();
+        if let Err(err) = &reloaded {
             tracing::warn!(error = %err, "signing-key reload failed");
         }
+        // A store outage leaves the loaded keys in use (readiness reports the store);
+        // keys the store returns but this replica cannot open (another master key) mean
+        // it cannot verify what the others sign: not ready until a reload succeeds.
+        let loaded = reloaded.is_ok()
+            || (keys_loaded.load(Ordering::SeqCst)
+                && broker
+                    .store()
+                    .get(crate::store::Table::Meta, b"ops/keys")
+                    .is_err());
+        keys_loaded.store(loaded, Ordering::SeqCst);
+        crate::metrics::metrics()
+            .signing_keys_loaded
+            .set(i64::from(loaded));
         match holds_jobs_lease(&broker, &schedule, &holder) {
             Ok(true) => run_jobs_once(&broker, &schedule, &mut last_prune).await,
             Ok(false) => {}

@@ -12,6 +12,7 @@
 //! - [`broker`]: one function per use case (login, assume role, authorize, IAM admin…).
 //! - [`rpc`]: tonic services; wire ↔ domain conversion and the one error → status table.
 //! - [`daemon`]: assembles a server over any store (used by `serve` and the tests).
+//! - [`metrics`]: the Prometheus registry behind the ops listener's `/metrics`.
 //! - [`cli`]: the `stint` command line.
 //! - [`config`]: layered configuration (defaults → TOML → env → flags).
 //! - [`proto`]: generated protobuf types.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod metrics;
 pub mod rpc;
 pub mod store;
 

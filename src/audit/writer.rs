@@ -649,6 +649,7 @@ impl Flusher {
         }
         let store = log.store.clone();
         let attempted_checkpoint = signer.is_some();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
             if needs_flush {
                 store.flush()?;
@@ -687,6 +688,7 @@ impl Flusher {
                     counters.flushes += 1;
                     counters.flushed_records += batch;
                     counters.max_batch = counters.max_batch.max(batch);
+                    crate::metrics::audit_flushed(batch, started.elapsed());
                 }
                 log.set_healthy(true);
                 // Durable first, then broadcast: see `AuditLog::subscribe`.

@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Serve /healthz, /readyz and /metrics over plain HTTP on this address (ops.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub ops_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -264,6 +267,7 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.insecure = more.insecure;
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
+    overrides.ops_listen = more.ops_listen;
     let (config, warnings) =
         Config::load_with_warnings(flags.config.as_deref(), &env_vars(), &overrides)?;
     for warning in warnings {
@@ -367,6 +371,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             insecure: args.insecure,
             log_format: args.log_format,
             dev: args.dev,
+            ops_listen: args.ops_listen,
             ..Overrides::default()
         },
     )?;
@@ -378,10 +383,17 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async move {
         // Bind first: when the port is taken, nothing has been created (nor a password lost).
         let listener = serve::bind(config.listen).await?;
+        let ops = match config.ops.listen {
+            Some(addr) => Some(crate::daemon::bind_ops(addr).await?),
+            None => None,
+        };
         if config.dev {
             serve::init_dev(&config).await?;
         }
         let daemon = serve::Daemon::open(config.clone(), Arc::new(SystemClock))?;
+        if let Some(ops) = ops {
+            daemon.use_ops_listener(ops);
+        }
         let tls = crate::rpc::tls::from_config(&config, &args.tls_san, crate::core::time::Clock::now(&SystemClock))
             .map_err(|e| CliError::new(format!("TLS: {e}")))?;
         let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;

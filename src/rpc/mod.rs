@@ -11,6 +11,8 @@ pub mod http;
 pub mod iam;
 pub mod keys;
 pub mod log;
+pub mod ops_http;
+pub mod request_metrics;
 pub mod status;
 pub mod sts;
 pub mod tls;
@@ -121,6 +123,7 @@ pub async fn serve_with_tls(
     let router = Server::builder()
         .accept_http1(true)
         .layer(log::RequestLogLayer::new(&prefix))
+        .layer(request_metrics::RequestMetricsLayer)
         .add_routes(Routes::from(router));
     let served = match tls {
         // No Nagle: small gRPC frames would otherwise meet delayed ACKs (~40 ms stalls).

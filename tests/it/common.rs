@@ -197,6 +197,8 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The ops listener's address, when `config.ops.listen` is set (port 0 is fine).
+    pub ops_addr: Option<SocketAddr>,
     pub clock: Arc<ManualClock>,
     pub config: Config,
     /// The bootstrapped admin's TOTP seed.
@@ -242,6 +244,7 @@ fn open_daemon(
 
 struct Running {
     addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
     channel: Channel,
     broker: Arc<Broker>,
     shutdown: oneshot::Sender<()>,
@@ -251,6 +254,7 @@ struct Running {
 /// Serves `daemon` on `127.0.0.1:0` (over TLS when given) until told to stop.
 async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
     let broker = daemon.broker.clone();
+    let ops_addr = daemon.bind_ops().await.expect("bind ops listener");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (shutdown, rx) = oneshot::channel::<()>();
@@ -280,6 +284,7 @@ async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
     let channel = endpoint.connect().await.expect("connect");
     Running {
         addr,
+        ops_addr,
         channel,
         broker,
         shutdown,
@@ -451,6 +456,7 @@ impl TestServer {
         let running = serve_daemon(daemon, tls.as_ref()).await;
         Self {
             addr: running.addr,
+            ops_addr: running.ops_addr,
             clock,
             config,
             admin_seed,
@@ -480,6 +486,7 @@ impl TestServer {
         );
         let running = serve_daemon(daemon, self.tls.as_ref()).await;
         self.addr = running.addr;
+        self.ops_addr = running.ops_addr;
         self.channel = running.channel;
         self.broker = Some(running.broker);
         self.shutdown = Some(running.shutdown);

@@ -24,6 +24,7 @@ mod iam;
 mod lifecycle;
 mod login;
 mod newuser;
+mod ops_http;
 mod postgres;
 mod process;
 mod python_example;
