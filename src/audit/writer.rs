@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use data_encoding::HEXLOWER;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::AuditError;
@@ -50,8 +50,15 @@ use super::event::{Event, EventFilter};
 use crate::core::time::{Clock, SystemClock, unix_ms};
 use crate::store::{self, Batch, Store, StoreError, Table};
 
-/// How often an append re-links after other writers took its seq before giving up.
+/// How often a group re-links after other writers took its seq before giving up.
 const RELINK_ATTEMPTS: usize = 64;
+/// Records one group commit carries at most.
+pub const GROUP_MAX_RECORDS: usize = 256;
+/// Bytes (keys and values written) one group commit carries at most, beyond its first.
+pub const GROUP_MAX_BYTES: usize = 4 << 20;
+/// Keys one group commit touches at most, beyond its first (each is a PostgreSQL advisory
+/// lock, and the server's lock table is shared and finite).
+pub const GROUP_MAX_KEYS: usize = 2048;
 /// How often a watch on a shared store looks for other replicas' records.
 const SHARED_POLL: Duration = Duration::from_millis(500);
 /// How often the flusher retries while unhealthy.
@@ -88,6 +95,31 @@ pub struct AuditStats {
     /// Most records one flush made durable.
     pub max_batch: u64,
     pub mean_batch: f64,
+    /// Store group commits (round trips on PostgreSQL) that committed at least one record.
+    pub commit_batches: u64,
+    /// Records those group commits committed (`committed_records / commit_batches` is the
+    /// mean group size).
+    pub committed_records: u64,
+    /// Most records one group commit committed.
+    pub max_commit_batch: u64,
+}
+
+/// One group commit, as reported to the hook of [`AuditLog::on_commit_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitBatch {
+    /// Records the group committed.
+    pub records: usize,
+    /// How long the store took (the round trip on PostgreSQL), relinks included.
+    pub elapsed: Duration,
+}
+
+type CommitHook = Box<dyn Fn(CommitBatch) + Send + Sync>;
+
+/// A caller waiting in the group-commit queue.
+struct Queued {
+    event: Event,
+    change: Batch,
+    reply: oneshot::Sender<Result<Record, AuditError>>,
 }
 
 struct Head {
@@ -109,6 +141,9 @@ struct Counters {
     flushes: u64,
     flushed_records: u64,
     max_batch: u64,
+    commit_batches: u64,
+    committed_records: u64,
+    max_commit_batch: u64,
 }
 
 /// The process's single audit appender (one per store).
@@ -118,6 +153,14 @@ pub struct AuditLog {
     /// Times records' checkpoints and decides when a time-based checkpoint is due.
     clock: Arc<dyn Clock>,
     head: Mutex<Head>,
+    /// Held across a whole group commit (store round trips included), so one group at a
+    /// time links after the head; `head` itself is only held for a moment.
+    committing: Mutex<()>,
+    /// Callers waiting for the next group commit, in arrival order.
+    queue: Mutex<VecDeque<Queued>>,
+    /// Wakes the committer task.
+    queued: Arc<Notify>,
+    commit_hook: RwLock<Option<CommitHook>>,
     /// Committed records not yet broadcast (broadcast once durable), in seq order.
     pending: Mutex<VecDeque<Record>>,
     wake: Arc<Notify>,
@@ -198,12 +241,17 @@ impl AuditLog {
             .map_or(0, |c| c.seq);
         let durable = head.seq;
         let wake = Arc::new(Notify::new());
+        let queued = Arc::new(Notify::new());
         let started = clock.now();
         let log = Arc::new(Self {
             store,
             config,
             clock,
             head: Mutex::new(head),
+            committing: Mutex::new(()),
+            queue: Mutex::new(VecDeque::new()),
+            queued: queued.clone(),
+            commit_hook: RwLock::new(None),
             pending: Mutex::new(VecDeque::new()),
             wake: wake.clone(),
             flushed: watch::Sender::new(Flushed { durable, failed: 0 }),
@@ -219,6 +267,7 @@ impl AuditLog {
             last_checkpoint: (last_checkpoint, started),
         };
         runtime.spawn(flusher.run());
+        runtime.spawn(committer(Arc::downgrade(&log), queued));
         Ok(log)
     }
 
@@ -258,74 +307,192 @@ impl AuditLog {
     /// Commits `change` (its preconditions and writes) and `event` as one atomic batch,
     /// then waits until the record is durable. A precondition that no longer holds fails
     /// with [`AuditError::Conflict`] and changes nothing: the caller re-reads and retries.
+    ///
+    /// The commit is a group commit: the caller queues, and the committer task carries
+    /// everything queued while the previous group was in the store in one
+    /// [`Store::commit_group`] (see the module doc).
     pub async fn commit(&self, event: Event, change: Batch) -> Result<Record, AuditError> {
-        let record = self.commit_now(event, change)?;
+        let (reply, answer) = oneshot::channel();
+        lock(&self.queue).push_back(Queued {
+            event,
+            change,
+            reply,
+        });
+        self.queued.notify_one();
+        let record = answer
+            .await
+            .map_err(|_| AuditError::Unavailable("audit writer stopped".into()))??;
         self.wait_durable(record).await
     }
 
-    /// The atomic commit of [`Self::commit`] without the wait for durability: the record
-    /// is in the store (and flushed by the next round, or by the caller's own
-    /// `Store::flush`). For assembling a server outside any request.
+    /// The atomic commit of [`Self::commit`] without the queue and without the wait for
+    /// durability: the record is in the store (and flushed by the next round, or by the
+    /// caller's own `Store::flush`). For assembling a server outside any request.
     pub fn commit_now(&self, event: Event, change: Batch) -> Result<Record, AuditError> {
-        let record = {
-            let mut head = lock(&self.head);
-            let has_preconditions = !change.expects.is_empty();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let seq = head.seq + 1;
-                let mut event = event.clone();
-                event.seq = seq;
-                event.cap_size();
-                let hash = chain::chain_hash(&head.hash, &event);
-                let record = Record {
-                    event,
-                    prev_hash: HEXLOWER.encode(&head.hash),
-                    hash: HEXLOWER.encode(&hash),
-                };
-                let key = chain::record_key(seq).to_vec();
+        let mut results = self.commit_group(vec![(event, change)]);
+        results
+            .pop()
+            .unwrap_or_else(|| Err(AuditError::Unavailable("empty group".into())))
+    }
+
+    /// Sets the hook told about every group commit (size and store time), e.g. to feed a
+    /// metric: `log.on_commit_batch(move |batch| metrics.observe(batch))`.
+    pub fn on_commit_batch(&self, hook: impl Fn(CommitBatch) + Send + Sync + 'static) {
+        *self
+            .commit_hook
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
+    /// Links `entries` after the head, in order, and commits them with
+    /// [`Store::commit_group`]: one result per entry, in order. Blocking (store calls).
+    ///
+    /// The store applies a prefix of the group. When it stops at an entry, the writer asks
+    /// why: if that entry's audit key is taken, another replica appended, so the writer
+    /// re-reads the head and re-links the rest of the group after it; otherwise the entry's
+    /// own preconditions failed, so that caller alone gets [`AuditError::Conflict`] and the
+    /// rest are re-linked without it. Either way the rest go again in the next round trip.
+    fn commit_group(&self, entries: Vec<(Event, Batch)>) -> Vec<Result<Record, AuditError>> {
+        let started = std::time::Instant::now();
+        let _serial = lock(&self.committing);
+        let mut results: Vec<Option<Result<Record, AuditError>>> =
+            entries.iter().map(|_| None).collect();
+        // Still to commit: (index in `entries`, event, change).
+        let mut rest: VecDeque<(usize, Event, Batch)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(n, (event, change))| (n, event, change))
+            .collect();
+        let (mut seq, mut hash) = {
+            let head = lock(&self.head);
+            (head.seq, head.hash)
+        };
+        let mut committed = 0usize;
+        let mut relinks = 0;
+        while !rest.is_empty() {
+            let mut records = Vec::with_capacity(rest.len());
+            let mut batches = Vec::with_capacity(rest.len());
+            let (mut link_seq, mut link_hash) = (seq, hash);
+            for (_, event, change) in &rest {
+                let (record, next_hash) = link(link_seq, &link_hash, event);
+                link_seq += 1;
+                link_hash = next_hash;
+                let key = chain::record_key(link_seq).to_vec();
                 let mut batch = Batch {
                     // Absent: another writer that took this seq makes the commit conflict.
                     expects: vec![(Table::Audit, key.clone(), None)],
-                    writes: vec![(Table::Audit, key.clone(), Some(store::encode(&record)))],
+                    writes: vec![(Table::Audit, key, Some(store::encode(&record)))],
                 };
                 batch.expects.extend(change.expects.iter().cloned());
                 batch.writes.extend(change.writes.iter().cloned());
-                let err = match self.store.commit(&batch) {
-                    Ok(()) => {
-                        *head = Head { seq, hash };
-                        lock(&self.pending).push_back(record.clone());
-                        break record;
-                    }
-                    Err(err) => err,
-                };
-                if matches!(err, StoreError::Conflict) {
-                    match self.store.get(Table::Audit, &key) {
-                        // Another replica appended: re-read the head, re-link, retry.
-                        Ok(Some(_)) if attempt < RELINK_ATTEMPTS => match read_head(&*self.store) {
-                            Ok(latest) if latest.seq > head.seq => {
-                                *head = latest;
+                records.push((record, next_hash));
+                batches.push(batch);
+            }
+            let (applied, outcome) = self.store.commit_group(&batches);
+            let applied = applied.min(rest.len());
+            if applied > 0 {
+                let mut pending = lock(&self.pending);
+                for ((record, next_hash), (n, _, _)) in records.drain(..applied).zip(rest.drain(..applied)) {
+                    seq = record.seq();
+                    hash = next_hash;
+                    pending.push_back(record.clone());
+                    results[n] = Some(Ok(record));
+                }
+                drop(pending);
+                committed += applied;
+                *lock(&self.head) = Head { seq, hash };
+            }
+            let err = match outcome {
+                Ok(()) => break,
+                Err(err) => err,
+            };
+            let Some((n, has_preconditions)) = rest
+                .front()
+                .map(|(n, _, change)| (*n, !change.expects.is_empty()))
+            else {
+                break;
+            };
+            if matches!(err, StoreError::Conflict) {
+                let key = chain::record_key(seq + 1);
+                match self.store.get(Table::Audit, &key) {
+                    // Another replica appended: re-read the head, re-link, retry.
+                    Ok(Some(_)) if relinks < RELINK_ATTEMPTS => {
+                        relinks += 1;
+                        match read_head(&*self.store) {
+                            Ok(latest) if latest.seq > seq => {
+                                (seq, hash) = (latest.seq, latest.hash);
+                                *lock(&self.head) = latest;
                                 continue;
                             }
                             Ok(_) => {}
                             Err(err) => {
                                 tracing::warn!(error = %err, "audit head unreadable");
                             }
-                        },
-                        // The change's own preconditions failing is a normal race.
-                        Ok(None) if has_preconditions => return Err(AuditError::Conflict),
-                        _ => {}
+                        }
                     }
+                    // The change's own preconditions failing is a normal race: fail only
+                    // this caller, re-link the others without it.
+                    Ok(None) if has_preconditions => {
+                        results[n] = Some(Err(AuditError::Conflict));
+                        rest.pop_front();
+                        continue;
+                    }
+                    _ => {}
                 }
-                drop(head);
-                tracing::error!(seq, error = %err, "audit commit failed");
-                self.set_healthy(false);
-                return Err(AuditError::Unavailable(format!("commit failed: {err}")));
             }
+            tracing::error!(seq = seq + 1, error = %err, "audit commit failed");
+            self.set_healthy(false);
+            for (n, _, _) in rest.drain(..) {
+                results[n] = Some(Err(AuditError::Unavailable(format!(
+                    "commit failed: {err}"
+                ))));
+            }
+        }
+        drop(_serial);
+        if committed > 0 {
+            self.appended.fetch_add(committed as u64, Ordering::Relaxed);
+            {
+                let mut counters = lock(&self.counters);
+                counters.commit_batches += 1;
+                counters.committed_records += committed as u64;
+                counters.max_commit_batch = counters.max_commit_batch.max(committed as u64);
+            }
+            if let Some(hook) = &*self
+                .commit_hook
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
+                hook(CommitBatch {
+                    records: committed,
+                    elapsed: started.elapsed(),
+                });
+            }
+            if self.store.shared() {
+                // The store's commit is durable (PostgreSQL): no flush to wait for, and
+                // every seq up to ours is committed (the chain has no holes).
+                self.publish_durable(seq);
+            }
+            self.wake.notify_one();
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(AuditError::Unavailable("not committed".into()))))
+            .collect()
+    }
+
+    /// Marks every seq up to `target` durable, then broadcasts the records now durable.
+    fn publish_durable(&self, target: u64) {
+        // Durable first, then broadcast: see `AuditLog::subscribe`.
+        self.flushed
+            .send_modify(|f| f.durable = f.durable.max(target));
+        let ready: Vec<Record> = {
+            let mut pending = lock(&self.pending);
+            let n = pending.partition_point(|r| r.seq() <= target);
+            pending.drain(..n).collect()
         };
-        self.appended.fetch_add(1, Ordering::Relaxed);
-        self.wake.notify_one();
-        Ok(record)
+        for record in ready {
+            let _ = self.live.send(record);
+        }
     }
 
     async fn wait_durable(&self, record: Record) -> Result<Record, AuditError> {
@@ -398,6 +565,9 @@ impl AuditLog {
             } else {
                 counters.flushed_records as f64 / counters.flushes as f64
             },
+            commit_batches: counters.commit_batches,
+            committed_records: counters.committed_records,
+            max_commit_batch: counters.max_commit_batch,
         }
     }
 
@@ -505,8 +675,9 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        // Lets the flusher notice it is alone and stop.
+        // Lets the flusher and the committer notice they are alone and stop.
         self.wake.notify_one();
+        self.queued.notify_one();
     }
 }
 
@@ -544,6 +715,95 @@ pub fn list_records(
             }
             if scanned >= LIST_SCAN_BUDGET {
                 return Ok((out, Some(seq)));
+            }
+        }
+    }
+}
+
+/// The record of `event` as seq `prev_seq + 1` after `prev_hash`, and its hash.
+fn link(prev_seq: u64, prev_hash: &Hash, event: &Event) -> (Record, Hash) {
+    let mut event = event.clone();
+    event.seq = prev_seq + 1;
+    event.cap_size();
+    let hash = chain::chain_hash(prev_hash, &event);
+    let record = Record {
+        event,
+        prev_hash: HEXLOWER.encode(prev_hash),
+        hash: HEXLOWER.encode(&hash),
+    };
+    (record, hash)
+}
+
+/// What one queued entry adds to a group: (keys, bytes).
+fn weight(change: &Batch) -> (usize, usize) {
+    let keys = 1 + change.expects.len() + change.writes.len();
+    let bytes = change
+        .writes
+        .iter()
+        .chain(&change.expects)
+        .map(|(_, key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+        .sum();
+    (keys, bytes)
+}
+
+/// Takes the next group off the queue: everything waiting, up to the caps (the first
+/// entry always goes, whatever its size).
+fn next_group(queue: &Mutex<VecDeque<Queued>>) -> Vec<Queued> {
+    let mut queue = lock(queue);
+    let (mut keys, mut bytes) = (0, 0);
+    let mut group = Vec::new();
+    while let Some(next) = queue.front() {
+        let (k, b) = weight(&next.change);
+        if !group.is_empty()
+            && (group.len() >= GROUP_MAX_RECORDS
+                || keys + k > GROUP_MAX_KEYS
+                || bytes + b > GROUP_MAX_BYTES)
+        {
+            break;
+        }
+        keys += k;
+        bytes += b;
+        if let Some(entry) = queue.pop_front() {
+            group.push(entry);
+        }
+    }
+    group
+}
+
+/// The committer task: takes whatever queued while the previous group was in the store and
+/// commits it as the next group. On a shared store (PostgreSQL: a network round trip) the
+/// group runs on the blocking pool; sled and memory commit in memory, so inline.
+async fn committer(log: Weak<AuditLog>, queued: Arc<Notify>) {
+    loop {
+        queued.notified().await;
+        loop {
+            let Some(log) = log.upgrade() else {
+                return;
+            };
+            let group = next_group(&log.queue);
+            if group.is_empty() {
+                break;
+            }
+            let (entries, replies): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .map(|q| ((q.event, q.change), q.reply))
+                .unzip();
+            let results = if log.store.shared() {
+                let worker = log.clone();
+                tokio::task::spawn_blocking(move || worker.commit_group(entries))
+                    .await
+                    .unwrap_or_else(|join| {
+                        let reason = format!("commit task failed: {join}");
+                        replies
+                            .iter()
+                            .map(|_| Err(AuditError::Unavailable(reason.clone())))
+                            .collect()
+                    })
+            } else {
+                log.commit_group(entries)
+            };
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
             }
         }
     }
@@ -689,17 +949,7 @@ impl Flusher {
                     counters.max_batch = counters.max_batch.max(batch);
                 }
                 log.set_healthy(true);
-                // Durable first, then broadcast: see `AuditLog::subscribe`.
-                log.flushed
-                    .send_modify(|f| f.durable = f.durable.max(target));
-                let ready: Vec<Record> = {
-                    let mut pending = lock(&log.pending);
-                    let n = pending.partition_point(|r| r.seq() <= target);
-                    pending.drain(..n).collect()
-                };
-                for record in ready {
-                    let _ = log.live.send(record);
-                }
+                log.publish_durable(target);
             }
             Err(err) => {
                 tracing::error!(seq = target, error = %err, "audit flush failed");
