@@ -204,6 +204,17 @@ fn map_err(err: &postgres::Error) -> StoreError {
     }
 }
 
+/// True when the error means this connection is of no further use: no answer from the
+/// server at all (I/O), a connection exception (class 08), or the server shutting the
+/// session down (class 57: `pg_ctl stop`, `pg_terminate_backend`), which may arrive
+/// before the client has noticed the socket close.
+fn connection_lost(err: &postgres::Error) -> bool {
+    match err.code() {
+        None => err.as_db_error().is_none(),
+        Some(code) => code.code().starts_with("08") || code.code().starts_with("57"),
+    }
+}
+
 fn parse_config(url: &str) -> Result<postgres::Config, StoreError> {
     let mut config: postgres::Config = url.parse().map_err(|e| {
         StoreError::Io(format!(
@@ -312,7 +323,7 @@ impl Conn {
         };
         let closed = client.is_closed();
         result.map_err(|err| {
-            if err.is_closed() || closed {
+            if err.is_closed() || closed || connection_lost(&err) {
                 self.client = None;
                 self.statements.clear();
             }
