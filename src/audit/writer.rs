@@ -63,6 +63,9 @@ pub const GROUP_MAX_KEYS: usize = 2048;
 const SHARED_POLL: Duration = Duration::from_millis(500);
 /// How often the flusher retries while unhealthy.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the flusher probes a shared store (PostgreSQL) while healthy, so health turns
+/// NOT_SERVING when the database goes away even if no request writes.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Records a filtered [`AuditLog::list`] reads at most per call before returning a page
 /// (possibly short, even empty) with a `next` cursor.
 pub const LIST_SCAN_BUDGET: usize = 10_000;
@@ -265,6 +268,7 @@ impl AuditLog {
             log: Arc::downgrade(&log),
             wake,
             last_checkpoint: (last_checkpoint, started),
+            last_probe: tokio::time::Instant::now(),
         };
         runtime.spawn(flusher.run());
         runtime.spawn(committer(Arc::downgrade(&log), queued));
@@ -392,7 +396,9 @@ impl AuditLog {
             let applied = applied.min(rest.len());
             if applied > 0 {
                 let mut pending = lock(&self.pending);
-                for ((record, next_hash), (n, _, _)) in records.drain(..applied).zip(rest.drain(..applied)) {
+                for ((record, next_hash), (n, _, _)) in
+                    records.drain(..applied).zip(rest.drain(..applied))
+                {
                     seq = record.seq();
                     hash = next_hash;
                     pending.push_back(record.clone());
@@ -814,6 +820,9 @@ struct Flusher {
     wake: Arc<Notify>,
     /// Seq and time (by the log's clock) of the last checkpoint written (or of start-up).
     last_checkpoint: (u64, SystemTime),
+    /// When a shared store was last probed (monotonic: the probe is about liveness, not
+    /// the log's time).
+    last_probe: tokio::time::Instant,
 }
 
 /// Group commit: while appends keep arriving, let them land before flushing, so one
@@ -858,7 +867,13 @@ impl Flusher {
     /// When to wake without being notified: to retry while unhealthy, or for a
     /// time-based checkpoint.
     fn next_timer(&self, log: &AuditLog) -> Option<Duration> {
-        let retry = (!log.healthy()).then_some(RETRY_INTERVAL);
+        let retry = if !log.healthy() {
+            Some(RETRY_INTERVAL)
+        } else if log.store.shared() {
+            Some(PROBE_INTERVAL.saturating_sub(self.last_probe.elapsed()))
+        } else {
+            None
+        };
         let every = log.config.checkpoint.every_seconds;
         let has_signer = log
             .signer
@@ -903,7 +918,11 @@ impl Flusher {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .filter(|_| self.checkpoint_due(&log.config.checkpoint, target, now));
-        let needs_flush = target > durable || !healthy;
+        let probe = log.store.shared() && self.last_probe.elapsed() >= PROBE_INTERVAL;
+        let needs_flush = target > durable || !healthy || probe;
+        if needs_flush {
+            self.last_probe = tokio::time::Instant::now();
+        }
         if !needs_flush && signer.is_none() {
             return;
         }

@@ -401,38 +401,75 @@ pub(crate) mod contract {
     /// `commit_group` applies a prefix: each batch sees the earlier ones' writes, the first
     /// that fails stops the group, and nothing after it is applied.
     pub fn group_commits_apply_a_prefix(store: &dyn Store) {
-        let put = |key: &str, value: &str| (Table::Sessions, key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()));
+        let put = |key: &str, value: &str| {
+            (
+                Table::Sessions,
+                key.as_bytes().to_vec(),
+                Some(value.as_bytes().to_vec()),
+            )
+        };
         let expect = |key: &str, value: Option<&str>| {
-            (Table::Sessions, key.as_bytes().to_vec(), value.map(|v| v.as_bytes().to_vec()))
+            (
+                Table::Sessions,
+                key.as_bytes().to_vec(),
+                value.map(|v| v.as_bytes().to_vec()),
+            )
         };
         assert_eq!(store.commit_group(&[]).0, 0);
         let group = [
-            Batch { expects: vec![expect("g1", None)], writes: vec![put("g1", "a")] },
+            Batch {
+                expects: vec![expect("g1", None)],
+                writes: vec![put("g1", "a")],
+            },
             // Sees the write of the batch before it.
-            Batch { expects: vec![expect("g1", Some("a"))], writes: vec![put("g1", "b"), put("g2", "x")] },
+            Batch {
+                expects: vec![expect("g1", Some("a"))],
+                writes: vec![put("g1", "b"), put("g2", "x")],
+            },
         ];
         let (applied, result) = store.commit_group(&group);
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(applied, 2);
-        assert_eq!(store.get(Table::Sessions, b"g1").unwrap().as_deref(), Some(&b"b"[..]));
+        assert_eq!(
+            store.get(Table::Sessions, b"g1").unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
 
         let group = [
-            Batch { expects: vec![expect("g3", None)], writes: vec![put("g3", "1")] },
+            Batch {
+                expects: vec![expect("g3", None)],
+                writes: vec![put("g3", "1")],
+            },
             // Stale: g1 is "b" by now.
-            Batch { expects: vec![expect("g1", Some("a"))], writes: vec![put("g4", "never")] },
-            Batch { expects: vec![], writes: vec![put("g5", "never")] },
+            Batch {
+                expects: vec![expect("g1", Some("a"))],
+                writes: vec![put("g4", "never")],
+            },
+            Batch {
+                expects: vec![],
+                writes: vec![put("g5", "never")],
+            },
         ];
         let (applied, result) = store.commit_group(&group);
         assert_eq!(applied, 1);
         assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-        assert_eq!(store.get(Table::Sessions, b"g3").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            store.get(Table::Sessions, b"g3").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
         assert_eq!(store.get(Table::Sessions, b"g4").unwrap(), None);
         assert_eq!(store.get(Table::Sessions, b"g5").unwrap(), None);
 
         // A failing first batch applies nothing.
         let group = [
-            Batch { expects: vec![expect("g3", None)], writes: vec![put("g6", "never")] },
-            Batch { expects: vec![], writes: vec![put("g7", "never")] },
+            Batch {
+                expects: vec![expect("g3", None)],
+                writes: vec![put("g6", "never")],
+            },
+            Batch {
+                expects: vec![],
+                writes: vec![put("g7", "never")],
+            },
         ];
         let (applied, result) = store.commit_group(&group);
         assert_eq!(applied, 0);

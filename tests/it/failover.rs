@@ -31,8 +31,8 @@ use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use stint::core::authn::totp;
 use stint::proto;
@@ -63,15 +63,16 @@ impl Shared {
         self.dir.path().join("master.key")
     }
 
-    /// `stint` with cheap hashing, a quiet JSON log, the store and the master key.
-    fn command(&self, data_dir: &Path) -> Command {
+    /// `stint SUBCOMMAND` with cheap hashing, a quiet log, the store and the master key.
+    fn command(&self, data_dir: &Path, subcommand: &str) -> Command {
         let mut cmd = Command::new(binary());
         cmd.env("STINT_DATA_DIR", data_dir)
             .env("STINT_ARGON2__MEMORY_KIB", "8")
             .env("STINT_ARGON2__ITERATIONS", "1")
             .env("RUST_LOG", "info,h2=warn,hyper=warn,tower=warn,sled=warn")
             .env_remove("STINT_CONFIG")
-            .env_remove("STINT_STORE__URL");
+            .env_remove("STINT_STORE__URL")
+            .arg(subcommand);
         if let Some(url) = &self.store_url {
             cmd.arg("--store-url").arg(url);
         }
@@ -86,9 +87,8 @@ impl Shared {
     /// `stint init`; returns the admin's TOTP seed.
     fn init(&self) -> Vec<u8> {
         let mut child = self
-            .command(&self.data_dir(0))
+            .command(&self.data_dir(0), "init")
             .args([
-                "init",
                 "--admin-user",
                 "admin",
                 "--password-stdin",
@@ -120,7 +120,6 @@ impl Shared {
 
     /// `stint audit <what>` against the store (the stopped data dir for sled).
     fn audit(&self, what: &str) -> std::process::Output {
-        // The subcommand's flags go after it.
         let mut cmd = Command::new(binary());
         cmd.env("STINT_DATA_DIR", self.data_dir(0))
             .env_remove("STINT_CONFIG")
@@ -173,8 +172,8 @@ struct Replica {
 impl Replica {
     async fn start(shared: &Shared, n: usize) -> Replica {
         let mut child = shared
-            .command(&shared.data_dir(n))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .command(&shared.data_dir(n), "serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -215,7 +214,10 @@ impl Replica {
         StsClient::new(self.channel.clone())
     }
 
-    fn sts_as(&self, token: &str) -> StsClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+    fn sts_as(
+        &self,
+        token: &str,
+    ) -> StsClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
         StsClient::with_interceptor(self.channel.clone(), Bearer::new(token))
     }
 
@@ -418,7 +420,11 @@ async fn whoami(replica: &Replica, token: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-async fn cluster(test: &str, replicas: usize, url: Option<String>) -> (Shared, Vec<u8>, Vec<Replica>) {
+async fn cluster(
+    test: &str,
+    replicas: usize,
+    url: Option<String>,
+) -> (Shared, Vec<u8>, Vec<Replica>) {
     let shared = Shared {
         dir: tempfile::tempdir().unwrap(),
         store_url: url,
@@ -463,7 +469,10 @@ async fn sigkill_of_a_replica_loses_no_credential_and_the_others_serve() {
     let clients = spawn_clients(&targets, 9, &id, &secret, &load);
     load.wait_for(150, RECOVERY).await;
     let before_kill = load.count();
-    assert!(before_kill >= 50, "only {before_kill} credentials before the kill");
+    assert!(
+        before_kill >= 50,
+        "only {before_kill} credentials before the kill"
+    );
     replicas[2].kill();
     let killed_at = load.per_replica.lock().unwrap().clone();
     // The survivors keep serving: more credentials from each of them after the kill.
@@ -628,7 +637,17 @@ impl OwnPostgres {
 
     fn start(&self) {
         let log = self.dir.path().join("server.log").display().to_string();
-        self.run(&["pg_ctl", "-D", &self.data(), "-l", &log, "-w", "-t", "60", "start"]);
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]);
     }
 
     fn stop(&self) {
@@ -672,7 +691,11 @@ async fn postgres_restart_fails_cleanly_and_recovers_without_restarting_stint() 
         .collect();
     let clients = spawn_clients(&targets, 6, &id, &secret, &load);
     load.wait_for(100, RECOVERY).await;
-    assert!(load.count() >= 30, "only {} credentials before the stop", load.count());
+    assert!(
+        load.count() >= 30,
+        "only {} credentials before the stop",
+        load.count()
+    );
 
     pg.stop();
     load.errors.lock().unwrap().clear();
@@ -702,21 +725,34 @@ async fn postgres_restart_fails_cleanly_and_recovers_without_restarting_stint() 
     }
     {
         let errors = load.errors.lock().unwrap();
-        assert!(!errors.is_empty(), "the load saw no failure while the database was down");
+        assert!(
+            !errors.is_empty(),
+            "the load saw no failure while the database was down"
+        );
         let unclean: Vec<_> = errors.iter().filter(|c| **c != Code::Unavailable).collect();
-        assert!(unclean.is_empty(), "failures other than UNAVAILABLE: {unclean:?}");
+        assert!(
+            unclean.is_empty(),
+            "failures other than UNAVAILABLE: {unclean:?}"
+        );
     }
     // A credential handed out while the database was down would be one without its
     // durable event: allow only those answered before the stop completed.
     let during = load.count() - down_at;
-    assert!(during <= 9, "{during} credentials minted with the database down");
+    assert!(
+        during <= 9,
+        "{during} credentials minted with the database down"
+    );
 
     pg.start();
     // Every replica recovers on its own: SERVING again and minting.
     for replica in &replicas {
         let started = Instant::now();
         while replica.health().await != Some(ServingStatus::Serving) {
-            assert!(started.elapsed() < RECOVERY, "replica at {} did not recover", replica.addr);
+            assert!(
+                started.elapsed() < RECOVERY,
+                "replica at {} did not recover",
+                replica.addr
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
