@@ -395,6 +395,9 @@ impl Drop for PostgresStore {
     }
 }
 
+/// One expectation or write of a [`Batch`]: table, key, value.
+type Change = (Table, Vec<u8>, Option<Vec<u8>>);
+
 fn tbl(table: Table) -> i16 {
     // The position in Table::ALL: stable, since tables are only ever appended.
     Table::ALL.iter().position(|t| *t == table).unwrap_or(0) as i16
@@ -546,7 +549,7 @@ impl Store for PostgresStore {
             .collect();
         locks.sort_unstable();
         locks.dedup();
-        let flat = |pick: fn(&Batch) -> &Vec<(Table, Vec<u8>, Option<Vec<u8>>)>| {
+        let flat = |pick: fn(&Batch) -> &[Change]| {
             let mut batch_no = Vec::new();
             let mut tables = Vec::new();
             let mut keys = Vec::new();
@@ -561,8 +564,8 @@ impl Store for PostgresStore {
             }
             (batch_no, tables, keys, values)
         };
-        let (e_batch, e_tbl, e_key, e_val) = flat(|b| &b.expects);
-        let (w_batch, w_tbl, w_key, w_val) = flat(|b| &b.writes);
+        let (e_batch, e_tbl, e_key, e_val) = flat(|b| b.expects.as_slice());
+        let (w_batch, w_tbl, w_key, w_val) = flat(|b| b.writes.as_slice());
         let applied = self.call(move |conn| {
             let rows = conn.query(
                 "SELECT stint_commit_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

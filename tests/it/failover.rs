@@ -1,13 +1,13 @@
 //! Failover of a real cluster: three `stint serve` processes on loopback ports share one
 //! PostgreSQL database while clients spread logins and `AssumeRole` across them.
 //!
-//! - [`sigkill_of_a_replica_loses_no_credential_and_the_others_serve`]: one replica dies
+//! - `sigkill_of_a_replica_loses_no_credential_and_the_others_serve`: one replica dies
 //!   by SIGKILL mid-load. Every credential a client received has its audit event in the
 //!   one chain, `stint audit verify` passes on the database, the survivors keep serving, a
 //!   TOTP code used on one replica is refused on another, and a session revoked on one is
 //!   refused by the others at once (revocations are read from the database on every
 //!   request: the documented bound is "as soon as `RevokeSession` answered").
-//! - [`postgres_restart_fails_cleanly_and_recovers_without_restarting_stint`]: the
+//! - `postgres_restart_fails_cleanly_and_recovers_without_restarting_stint`: the
 //!   database itself stops mid-load (its own throwaway cluster, so other tests on the
 //!   shared one are not disturbed): requests fail with UNAVAILABLE, gRPC health says
 //!   NOT_SERVING, and once the database is back every replica serves again, without a
