@@ -1126,6 +1126,175 @@ mod tests {
         assert!(verify(&*store, None).unwrap().intact);
     }
 
+    /// A store shared by several writers whose group commit takes a while (a network
+    /// round trip), so callers queue behind it.
+    #[derive(Default)]
+    struct SlowShared {
+        inner: MemoryStore,
+        groups: AtomicU64,
+    }
+
+    impl Store for SlowShared {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key)
+        }
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<store::Entries, StoreError> {
+            self.inner.scan(table, prefix, after, limit)
+        }
+        fn last(&self, table: Table) -> Result<Option<store::Entry>, StoreError> {
+            self.inner.last(table)
+        }
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.commit_group(std::slice::from_ref(batch)).1
+        }
+        fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(2));
+            for (applied, batch) in batches.iter().enumerate() {
+                if let Err(err) = self.inner.commit(batch) {
+                    return (applied, Err(err));
+                }
+            }
+            (batches.len(), Ok(()))
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    /// Callers that arrive while a group is in the store go together in the next one: far
+    /// fewer store round trips than records, one chain, and the hook sees every group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_round_trips() {
+        let store = Arc::new(SlowShared::default());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        let hooked = Arc::new(AtomicU64::new(0));
+        let seen = hooked.clone();
+        log.on_commit_batch(move |batch| {
+            seen.fetch_add(batch.records as u64, Ordering::Relaxed);
+        });
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(event(i)).await.unwrap().seq() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 200, "{report:?}");
+        let stats = log.stats();
+        assert_eq!((stats.appended, stats.committed_records), (200, 200));
+        assert!(stats.commit_batches < 200, "{stats:?}");
+        assert!(stats.max_commit_batch > 1, "{stats:?}");
+        assert_eq!(store.groups.load(Ordering::Relaxed), stats.commit_batches);
+        assert_eq!(hooked.load(Ordering::Relaxed), 200);
+        assert_eq!(log.durable_seq(), 200, "a shared store's commit is durable");
+    }
+
+    /// In one group, a change whose own precondition fails fails only its caller; the
+    /// others commit, re-linked without it, in their order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_change_fails_alone_and_the_group_relinks() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        let put = |key: &str| Batch {
+            expects: vec![(Table::Sessions, key.as_bytes().to_vec(), None)],
+            writes: vec![(
+                Table::Sessions,
+                key.as_bytes().to_vec(),
+                Some(b"1".to_vec()),
+            )],
+        };
+        let stale = Batch {
+            expects: vec![(Table::Sessions, b"a".to_vec(), Some(b"stale".to_vec()))],
+            writes: vec![(Table::Sessions, b"never".to_vec(), Some(b"1".to_vec()))],
+        };
+        let results = log.commit_group(vec![
+            (event(1), put("a")),
+            (event(2), stale),
+            // Also stale, but only because the first of the group wrote "a".
+            (event(3), put("a")),
+            (event(4), put("b")),
+        ]);
+        let outcome: Vec<_> = results
+            .iter()
+            .map(|r| match r {
+                Ok(record) => Some(record.seq()),
+                Err(AuditError::Conflict) => None,
+                Err(err) => panic!("{err}"),
+            })
+            .collect();
+        assert_eq!(outcome, [Some(1), None, None, Some(2)]);
+        assert_eq!(store.get(Table::Sessions, b"never").unwrap(), None);
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 2, "{report:?}");
+        assert_eq!(log.append(event(5)).await.unwrap().seq(), 3);
+    }
+
+    /// Two writers on one slow shared store: both form groups, each re-links its whole
+    /// group after the other's, and the chain has every record once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_relink_whole_groups() {
+        let store = Arc::new(SlowShared::default());
+        let first = AuditLog::open(store.clone(), config(0)).unwrap();
+        let second = AuditLog::open(store.clone(), config(0)).unwrap();
+        let tasks: Vec<_> = (0..200u64)
+            .map(|i| {
+                let log = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    log.append_with(
+                        event(i),
+                        vec![(
+                            Table::Sessions,
+                            format!("s{i}").into_bytes(),
+                            Some(b"1".to_vec()),
+                        )],
+                    )
+                    .await
+                    .unwrap()
+                    .seq()
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let report = verify(&*store, None).unwrap();
+        assert!(report.intact && report.events_checked == 200, "{report:?}");
+        assert_eq!(
+            store
+                .inner
+                .scan(Table::Sessions, b"s", None, 1000)
+                .unwrap()
+                .len(),
+            200
+        );
+        let (a, b) = (first.stats(), second.stats());
+        assert_eq!(a.committed_records + b.committed_records, 200);
+        assert!(a.commit_batches + b.commit_batches < 200, "{a:?} {b:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refused_writes_make_it_unavailable_then_it_recovers() {
         let store = Arc::new(MemoryStore::new());
