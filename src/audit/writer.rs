@@ -1,34 +1,51 @@
-//! The appender: durable before the answer, with group commit.
+//! The appender: durable before the answer, with group commit at both ends.
 //!
-//! [`AuditLog::append`] assigns the next seq and links the record under a short
-//! `std::sync::Mutex` (the store commit inside it is an in-memory operation for sled),
-//! wakes the background flusher, and waits — at most `flush_timeout` — until the flusher
-//! reports the record durable. The flusher runs `Store::flush` (fsync) on the blocking
-//! pool; every record committed before a flush starts is covered by it, so concurrent
-//! appends share one fsync. Checkpoints are signed and stored by the flusher right after
-//! a flush, off the request path. Time-based checkpoints are timed and stamped by the
-//! log's [`Clock`] (the daemon's), so tests drive them with a manual clock.
+//! **Commit.** [`AuditLog::commit`] (and [`AuditLog::append`]) queue the caller's event and
+//! change; a committer task takes everything that queued while the previous group was in
+//! the store (capped at [`GROUP_MAX_RECORDS`], [`GROUP_MAX_BYTES`] and [`GROUP_MAX_KEYS`]),
+//! links the events in arrival order after the head, and hands the group to
+//! [`Store::commit_group`]: on PostgreSQL one function call, so one round trip and one
+//! transaction for the whole group; on sled and memory a loop of in-memory commits. The
+//! group size therefore follows the load: a lone request goes alone at once, and under load
+//! one round trip carries many records, so a replica is no longer capped at 1/RTT commits a
+//! second. Each record still lands in the same atomic batch as its own change, and every
+//! change's preconditions are checked in order against the state the earlier ones left.
 //!
-//! [`AuditLog::commit`] takes a change's whole batch (preconditions and writes) and
-//! commits it with the record in one atomic store batch: a change and its record land
-//! together or not at all.
+//! The store applies a *prefix* of the group (never a subset: each record links to the one
+//! before it). Where it stops, the writer asks why. If the stopping entry's audit key is
+//! taken, another replica appended: the writer re-reads the head and re-links the rest of
+//! the group after it. Otherwise the entry's own preconditions failed: that caller alone
+//! gets [`AuditError::Conflict`] (and re-reads and retries), and the rest are re-linked
+//! without it. Either way the rest go in the next round trip; nobody else fails. Sizes and
+//! store times of each group are in [`AuditStats`] (`commit_batches`,
+//! `committed_records`) and reach the hook of [`AuditLog::on_commit_batch`].
+//!
+//! **Durability.** On PostgreSQL ([`Store::shared`]) a commit is durable when it returns,
+//! so the committer publishes the group durable at once. On sled the commit is in memory;
+//! the background flusher runs `Store::flush` (fsync) on the blocking pool, and every
+//! record committed before a flush starts is covered by it, so concurrent appends share
+//! one fsync. Either way a caller returns only once its record is durable, waiting at most
+//! `flush_timeout`. Checkpoints are signed and stored by the flusher right after a flush,
+//! off the request path. Time-based checkpoints are timed and stamped by the log's
+//! [`Clock`] (the daemon's), so tests drive them with a manual clock.
 //!
 //! Failure: a failed commit, a failed flush, or a flush that outlasts the timeout fails the
 //! append with [`AuditError::Unavailable`] and turns [`AuditLog::healthy`] false until a
 //! flush succeeds (the flusher retries on its own while unhealthy, so health recovers even
 //! with no traffic; the retry is a flush, so a store whose commits fail while its flushes
-//! succeed flaps between the two states). A record whose flush failed stays in the chain (later records link to
-//! it) and is flushed with the next batch: the log may hold events of requests that then
-//! failed, never the other way round.
+//! succeed flaps between the two states). On a shared store the flusher also probes the
+//! database every [`PROBE_INTERVAL`] while healthy, so health (gRPC NOT_SERVING) follows a
+//! database outage even without writes. A record whose flush failed stays in the chain
+//! (later records link to it) and is flushed with the next batch: the log may hold events
+//! of requests that then failed, never the other way round. (So may a PostgreSQL group
+//! whose connection broke during the commit: its outcome is unknown, its callers fail,
+//! and if it did land the next group conflicts on the audit key and re-links after it.)
 //!
-//! Several writers, one chain: each replica keeps the head in memory and commits its next
-//! record with that record's key expected absent. When another replica on the same
-//! (PostgreSQL) store took that seq first, the commit conflicts on the audit key itself;
-//! the writer then re-reads the head from the store, re-links the event after it and
-//! retries, so the events of every replica form one chain in one order, each still in the
-//! same transaction as its change. A conflict on the change's own preconditions is
-//! [`AuditError::Conflict`] as before (the caller re-reads and retries). A replica's
-//! readers see the store up to its own durable head.
+//! Several writers, one chain: each replica keeps the head in memory and commits each
+//! record with its key expected absent, so when another replica on the same (PostgreSQL)
+//! store took that seq first, the group stops there and is re-linked as above: the events
+//! of every replica form one chain in one order, each in the same transaction as its
+//! change. A replica's readers see the store up to its own durable head.
 //!
 //! Readers ([`AuditLog::list`], [`AuditLog::records_after`], [`AuditLog::subscribe`],
 //! [`AuditLog::watch`]) only ever see durable records.
@@ -1560,6 +1577,39 @@ mod tests {
         let Some(base) = testing::url("measure_appends") else {
             return;
         };
+        // The primitive beneath: one `stint_commit` round trip per record, one at a time
+        // (what the writer did before group commit), against 64 records per group.
+        {
+            let url = testing::fresh_database(&base, "measure_primitive").unwrap();
+            let store = PostgresStore::open(&url, 1).unwrap();
+            let record = |n: u64| Batch {
+                expects: vec![(Table::Audit, n.to_be_bytes().to_vec(), None)],
+                writes: vec![
+                    (Table::Audit, n.to_be_bytes().to_vec(), Some(vec![0; 400])),
+                    (
+                        Table::Sessions,
+                        n.to_be_bytes().to_vec(),
+                        Some(vec![0; 300]),
+                    ),
+                ],
+            };
+            let n = 640u64;
+            let started = Instant::now();
+            for i in 0..n {
+                store.commit(&record(i)).unwrap();
+            }
+            let single = n as f64 / started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            for g in 0..n / 64 {
+                let group: Vec<Batch> = (0..64).map(|i| record(n + g * 64 + i)).collect();
+                assert_eq!(store.commit_group(&group).0, 64);
+            }
+            let grouped = n as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "primitive: one record per round trip {single:.0} records/s; 64 per group {grouped:.0} records/s ({:.1}x)",
+                grouped / single
+            );
+        }
         for writers in [1usize, 2] {
             let url = testing::fresh_database(&base, "measure_appends").unwrap();
             let logs: Vec<_> = (0..writers)
@@ -1598,6 +1648,16 @@ mod tests {
                 "{writers} writer(s), {tasks} tasks x {per_task}: {elapsed:?}, {:.0} appends/s",
                 n as f64 / elapsed.as_secs_f64()
             );
+            for log in &logs {
+                let stats = log.stats();
+                println!(
+                    "  groups {} records {} mean {:.1} max {}",
+                    stats.commit_batches,
+                    stats.committed_records,
+                    stats.committed_records as f64 / stats.commit_batches.max(1) as f64,
+                    stats.max_commit_batch
+                );
+            }
             let store = PostgresStore::open(&url, 1).unwrap();
             let report = verify(&store, None).unwrap();
             assert!(report.intact && report.events_checked == n, "{report:?}");

@@ -19,6 +19,15 @@
 //! [`StoreError::Conflict`]; so are serialization failures, deadlocks and unique
 //! violations, should the database report one.
 //!
+//! Group commit: [`Store::commit_group`] is one call of `stint_commit_group` (migration 2):
+//! every batch's keys flattened into arrays with their batch number, all the group's key
+//! locks taken up front (sorted), then batch by batch the preconditions (seeing the earlier
+//! batches' writes, as the same transaction) and the writes; at the first batch whose
+//! preconditions fail it returns how many were applied, and that prefix commits. One
+//! round trip and one transaction (one WAL flush) for up to a few hundred audit records.
+//! A plpgsql function rather than a pipelined statement list: the sync client does not
+//! pipeline, and stopping at the first failing batch needs control flow in the database.
+//!
 //! Durability: a PostgreSQL commit is durable (with the default `synchronous_commit`), so
 //! [`Store::flush`] only checks that the database answers.
 //!
