@@ -340,9 +340,21 @@ impl AuditLog {
             reply,
         });
         self.queued.notify_one();
-        let record = answer
-            .await
-            .map_err(|_| AuditError::Unavailable("audit writer stopped".into()))??;
+        // A store that stops answering must not hold requests forever: the caller fails
+        // (its record may still land later, which the log allows; see above).
+        let record = match tokio::time::timeout(self.config.flush_timeout, answer).await {
+            Ok(answer) => {
+                answer.map_err(|_| AuditError::Unavailable("audit writer stopped".into()))??
+            }
+            Err(_) => {
+                tracing::error!(timeout = ?self.config.flush_timeout, "audit commit timed out");
+                self.set_healthy(false);
+                return Err(AuditError::Unavailable(format!(
+                    "commit not done within {:?}",
+                    self.config.flush_timeout
+                )));
+            }
+        };
         self.wait_durable(record).await
     }
 
