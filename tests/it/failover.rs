@@ -420,16 +420,11 @@ async fn whoami(replica: &Replica, token: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-async fn cluster(
-    test: &str,
-    replicas: usize,
-    url: Option<String>,
-) -> (Shared, Vec<u8>, Vec<Replica>) {
+async fn cluster(replicas: usize, url: Option<String>) -> (Shared, Vec<u8>, Vec<Replica>) {
     let shared = Shared {
         dir: tempfile::tempdir().unwrap(),
         store_url: url,
     };
-    let _ = test;
     let seed = shared.init();
     let mut started = Vec::new();
     for n in 0..replicas {
@@ -457,7 +452,7 @@ async fn sigkill_of_a_replica_loses_no_credential_and_the_others_serve() {
         return;
     };
     let url = testing::fresh_database(&base, "failover_sigkill").expect("test database");
-    let (shared, seed, mut replicas) = cluster("failover_sigkill", 3, Some(url)).await;
+    let (shared, seed, mut replicas) = cluster(3, Some(url)).await;
     let (admin, id, secret) = setup(&replicas[0], &seed).await;
 
     let load = Arc::new(Load::default());
@@ -680,7 +675,7 @@ async fn postgres_restart_fails_cleanly_and_recovers_without_restarting_stint() 
         return;
     };
     let url = testing::fresh_database(&pg.url(), test).expect("test database");
-    let (shared, seed, replicas) = cluster(test, 3, Some(url)).await;
+    let (shared, seed, replicas) = cluster(3, Some(url)).await;
     let (_admin, id, secret) = setup(&replicas[0], &seed).await;
 
     let load = Arc::new(Load::default());
@@ -808,7 +803,7 @@ async fn measure_assume_role_throughput() {
             Some(testing::fresh_database(&base, "measure_3").unwrap()),
         ),
     ] {
-        let (_shared, seed, started) = cluster("measure", replicas, url).await;
+        let (_shared, seed, started) = cluster(replicas, url).await;
         let (admin, _, _) = setup(&started[0], &seed).await;
         // Tokens to assume the role with: one svc session per client.
         let mut iam = IamClient::with_interceptor(started[0].channel.clone(), Bearer::new(&admin));
