@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs CMD with a throwaway PostgreSQL 15 cluster: a temporary directory, a free loopback
 # port, trust authentication for the local `postgres` role. Exports STINT_TEST_POSTGRES_URL
-# for the tests and stops the cluster (and deletes it) on exit, whatever CMD does.
+# for the tests and stops the cluster (and deletes it) on exit, whatever CMD does. Also
+# exports STINT_TEST_PG_BIN (initdb, pg_ctl) and STINT_TEST_PG_USER (the OS user that must
+# run them: `postgres` as root, empty otherwise) for tests that need a cluster of their own
+# to stop and restart (tests/it/failover.rs).
 #
 #   scripts/with-postgres.sh cargo test
 #
@@ -54,6 +57,10 @@ as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
     start >/dev/null || { cat "$PG_DIR/server.log" >&2; exit 1; }
 
 export STINT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export STINT_TEST_PG_BIN="$PG_BIN"
+STINT_TEST_PG_USER=""
+[ "$(id -u)" -eq 0 ] && STINT_TEST_PG_USER="postgres"
+export STINT_TEST_PG_USER
 echo "== PostgreSQL 15 on 127.0.0.1:$PG_PORT (STINT_TEST_POSTGRES_URL set)" >&2
 set +e
 "$@"

@@ -9,8 +9,9 @@
 //! - [`chain`]: `hash = SHA-256(prev_hash ‖ canonical event)`, signed checkpoints and
 //!   retention anchors, offline-capable verification that names the first broken seq and
 //!   why, and pruning.
-//! - [`writer`]: [`writer::AuditLog`], the single appender: assigns seqs under a short
-//!   lock, commits, then waits for a background group-commit flusher; if the record is
+//! - [`writer`]: [`writer::AuditLog`], the appender: queues callers, commits each group
+//!   of them (one store round trip) with their changes, then waits for durability (a
+//!   PostgreSQL commit, or a background group-commit flush on sled); if the record is
 //!   not durable within the timeout the append fails ([`AuditError::Unavailable`]) and
 //!   the log reports itself unhealthy until a flush succeeds again.
 //!

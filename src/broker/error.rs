@@ -55,6 +55,11 @@ impl BrokerError {
 
 impl From<StoreError> for BrokerError {
     fn from(err: StoreError) -> Self {
+        // An unreachable store (database down) is UNAVAILABLE, like an audit that cannot land.
+        if let StoreError::Io(detail) = &err {
+            tracing::error!(%detail, "store unavailable");
+            return BrokerError::AuditUnavailable;
+        }
         BrokerError::Internal(format!("store: {err}"))
     }
 }

@@ -103,6 +103,7 @@ mod tests {
         contract::conditional_batches_are_atomic(&MemoryStore::new());
         contract::scans_are_ordered_and_paged(&MemoryStore::new());
         contract::transact_retries_conflicts(&MemoryStore::new());
+        contract::group_commits_apply_a_prefix(&MemoryStore::new());
     }
 
     #[test]

@@ -123,6 +123,24 @@ pub trait Store: Send + Sync + 'static {
     fn last(&self, table: Table) -> Result<Option<Entry>, StoreError>;
     /// Applies the batch atomically, or fails with [`StoreError::Conflict`].
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Group commit: applies `batches` in order, each one's preconditions checked against
+    /// the state the earlier ones left, and stops at the first that fails. Returns how many
+    /// were applied (always a prefix) and why it stopped (`Ok` when all were applied; a
+    /// [`StoreError::Conflict`] means batch number `applied` failed its preconditions and
+    /// the ones after it were not tried). A prefix, never a subset: the audit writer links
+    /// each batch's record to the one before, so a hole would break the chain.
+    ///
+    /// This default commits batch by batch (each atomic on its own), which suits stores
+    /// whose commit is an in-memory operation (sled, memory: durability comes from the
+    /// shared flush). PostgreSQL overrides it with one transaction in one round trip.
+    fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
+        for (applied, batch) in batches.iter().enumerate() {
+            if let Err(err) = self.commit(batch) {
+                return (applied, Err(err));
+            }
+        }
+        (batches.len(), Ok(()))
+    }
     /// Makes every committed change durable (survives power loss) before returning.
     fn flush(&self) -> Result<(), StoreError>;
     /// True when other processes commit to this store too and every commit is durable
@@ -378,6 +396,85 @@ pub(crate) mod contract {
             Some(b"x:1".to_vec())
         );
         assert_eq!(store.last(Table::Audit).unwrap(), None);
+    }
+
+    /// `commit_group` applies a prefix: each batch sees the earlier ones' writes, the first
+    /// that fails stops the group, and nothing after it is applied.
+    pub fn group_commits_apply_a_prefix(store: &dyn Store) {
+        let put = |key: &str, value: &str| {
+            (
+                Table::Sessions,
+                key.as_bytes().to_vec(),
+                Some(value.as_bytes().to_vec()),
+            )
+        };
+        let expect = |key: &str, value: Option<&str>| {
+            (
+                Table::Sessions,
+                key.as_bytes().to_vec(),
+                value.map(|v| v.as_bytes().to_vec()),
+            )
+        };
+        assert_eq!(store.commit_group(&[]).0, 0);
+        let group = [
+            Batch {
+                expects: vec![expect("g1", None)],
+                writes: vec![put("g1", "a")],
+            },
+            // Sees the write of the batch before it.
+            Batch {
+                expects: vec![expect("g1", Some("a"))],
+                writes: vec![put("g1", "b"), put("g2", "x")],
+            },
+        ];
+        let (applied, result) = store.commit_group(&group);
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(applied, 2);
+        assert_eq!(
+            store.get(Table::Sessions, b"g1").unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
+
+        let group = [
+            Batch {
+                expects: vec![expect("g3", None)],
+                writes: vec![put("g3", "1")],
+            },
+            // Stale: g1 is "b" by now.
+            Batch {
+                expects: vec![expect("g1", Some("a"))],
+                writes: vec![put("g4", "never")],
+            },
+            Batch {
+                expects: vec![],
+                writes: vec![put("g5", "never")],
+            },
+        ];
+        let (applied, result) = store.commit_group(&group);
+        assert_eq!(applied, 1);
+        assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+        assert_eq!(
+            store.get(Table::Sessions, b"g3").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(Table::Sessions, b"g4").unwrap(), None);
+        assert_eq!(store.get(Table::Sessions, b"g5").unwrap(), None);
+
+        // A failing first batch applies nothing.
+        let group = [
+            Batch {
+                expects: vec![expect("g3", None)],
+                writes: vec![put("g6", "never")],
+            },
+            Batch {
+                expects: vec![],
+                writes: vec![put("g7", "never")],
+            },
+        ];
+        let (applied, result) = store.commit_group(&group);
+        assert_eq!(applied, 0);
+        assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+        assert_eq!(store.get(Table::Sessions, b"g7").unwrap(), None);
     }
 
     pub fn transact_retries_conflicts(store: &dyn Store) {

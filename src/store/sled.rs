@@ -222,6 +222,7 @@ mod tests {
         contract::conditional_batches_are_atomic(&open_temp().1);
         contract::scans_are_ordered_and_paged(&open_temp().1);
         contract::transact_retries_conflicts(&open_temp().1);
+        contract::group_commits_apply_a_prefix(&open_temp().1);
         crate::store::lease::tests::one_holder_at_a_time(&open_temp().1);
     }
 

@@ -20,6 +20,7 @@ mod client_lib;
 mod deploy_files;
 mod durability;
 mod exec;
+mod failover;
 mod iam;
 mod lifecycle;
 mod login;
