@@ -197,6 +197,8 @@ impl Daemon {
             clock.clone(),
         )
         .map_err(|e| DaemonError::new(format!("audit log: {e}")))?;
+        audit
+            .on_commit_batch(|batch| crate::metrics::audit_committed(batch.records, batch.elapsed));
         let broker = Broker::new(
             store.clone(),
             audit,

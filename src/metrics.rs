@@ -180,6 +180,10 @@ pub struct Metrics {
     pub audit_flush_batch_size: Histogram,
     /// Time of one audit flush round (fsync or commit wait, plus a due checkpoint).
     pub audit_flush_duration: Histogram,
+    /// Records one audit group commit wrote in one store transaction.
+    pub audit_commit_batch_size: Histogram,
+    /// Store time of one audit group commit (the round trip on PostgreSQL).
+    pub audit_commit_duration: Histogram,
     /// Store operations by `op` (`get`, `scan`, `last`, `commit`, `flush`).
     pub store_duration: Family<Histogram>,
     /// Failed store operations by `op` (a commit conflict counts).
@@ -208,6 +212,8 @@ impl Metrics {
             tokens_minted: Family::new(&["kind"], counter),
             audit_flush_batch_size: Histogram::new(BATCH_BUCKETS),
             audit_flush_duration: Histogram::new(LATENCY_BUCKETS),
+            audit_commit_batch_size: Histogram::new(BATCH_BUCKETS),
+            audit_commit_duration: Histogram::new(LATENCY_BUCKETS),
             store_duration: Family::new(&["op"], latency),
             store_errors: Family::new(&["op"], counter),
             signing_keys_loaded: Gauge::default(),
@@ -296,6 +302,24 @@ impl Metrics {
             &self.audit_flush_duration,
             true,
         );
+        histogram(
+            &mut out,
+            "stint_audit_commit_batch_size",
+            "Audit records written by one group commit (one store transaction).",
+            &[],
+            &[],
+            &self.audit_commit_batch_size,
+            true,
+        );
+        histogram(
+            &mut out,
+            "stint_audit_commit_duration_seconds",
+            "Store time of one audit group commit.",
+            &[],
+            &[],
+            &self.audit_commit_duration,
+            true,
+        );
         histograms(
             &mut out,
             "stint_store_operation_duration_seconds",
@@ -324,6 +348,13 @@ pub fn audit_flushed(records: u64, elapsed: Duration) {
     let m = metrics();
     m.audit_flush_batch_size.observe(records as f64);
     m.audit_flush_duration.observe_duration(elapsed);
+}
+
+/// One audit group commit wrote `records` in one store transaction taking `elapsed`.
+pub fn audit_committed(records: usize, elapsed: Duration) {
+    let m = metrics();
+    m.audit_commit_batch_size.observe(records as f64);
+    m.audit_commit_duration.observe_duration(elapsed);
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
