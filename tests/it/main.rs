@@ -17,6 +17,7 @@ mod audit;
 mod authn;
 mod cli_output;
 mod client_lib;
+mod crash;
 mod durability;
 mod exec;
 mod iam;
