@@ -18,6 +18,7 @@ mod authn;
 mod cli_output;
 mod client_lib;
 mod crash;
+mod disk_full;
 mod durability;
 mod exec;
 mod iam;
