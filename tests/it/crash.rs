@@ -128,6 +128,7 @@ impl Daemon {
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
+            .timeout(Duration::from_secs(30))
             .connect()
             .await
             .expect("daemon reachable")

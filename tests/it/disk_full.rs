@@ -86,8 +86,10 @@ async fn serving(daemon: &mut Daemon) -> Channel {
         if let Some(status) = daemon.child.try_wait().unwrap() {
             panic!("the daemon exited before serving: {status}");
         }
+        // Every call bounded: a daemon that hangs fails the test instead of stalling it.
         if let Ok(channel) = Channel::from_shared(format!("http://{}", daemon.addr))
             .unwrap()
+            .timeout(Duration::from_secs(10))
             .connect()
             .await
             && health(channel.clone()).await == Some(ServingStatus::Serving)
