@@ -77,8 +77,26 @@ impl Opened {
 struct ReplayLog {
     batches: Vec<Writes>,
     bytes: usize,
-    /// Bumped by every reopen, so a flush that started before one does not trim the log.
-    epoch: u64,
+    /// How many batches ever left the front of the log (flushed, or replayed by a
+    /// reopen): concurrent flushes each trim only what they covered, never twice.
+    trimmed: u64,
+}
+
+impl ReplayLog {
+    /// The position just past the last batch committed so far.
+    fn end(&self) -> u64 {
+        self.trimmed + self.batches.len() as u64
+    }
+
+    /// Drops the batches before position `end` (those a flush made durable).
+    fn trim_to(&mut self, end: u64) {
+        let n = usize::try_from(end.saturating_sub(self.trimmed))
+            .unwrap_or(usize::MAX)
+            .min(self.batches.len());
+        let bytes: usize = self.batches.drain(..n).map(|w| writes_bytes(&w)).sum();
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.trimmed += n as u64;
+    }
 }
 
 pub struct SledStore {
@@ -250,9 +268,8 @@ impl SledStore {
         }
         opened.flush()?;
         *slot = Some(Arc::new(opened));
-        replay.batches.clear();
-        replay.bytes = 0;
-        replay.epoch += 1;
+        let end = replay.end();
+        replay.trim_to(end);
         self.failed.store(false, Ordering::SeqCst);
         self.reopens.fetch_add(1, Ordering::Relaxed);
         tracing::info!("store re-opened after an I/O error; nothing committed was lost");
@@ -272,12 +289,10 @@ impl SledStore {
         result.map_err(|err| StoreError::Io(format!("the disk takes no writes yet: {err}")))
     }
 
-    /// Flushes what is committed now and trims the replay log of it.
-    fn flush_committed(&self, opened: &Opened) -> Result<(), StoreError> {
-        let (covered, epoch) = {
-            let replay = lock(&self.replay);
-            (replay.batches.len(), replay.epoch)
-        };
+    /// Flushes `opened` and trims the replay log up to `covered` (its end when the flush
+    /// started). Takes the handle by value and lets go of it before locking the log, so
+    /// a reopen holding the log never waits on this thread for sled's file lock.
+    fn flush_through(&self, opened: Arc<Opened>, covered: u64) -> Result<(), StoreError> {
         if let Err(err) = opened.db.flush() {
             return Err(self.sled_error(err));
         }
@@ -285,15 +300,8 @@ impl SledStore {
             self.failed.store(true, Ordering::SeqCst);
             return Err(io(err));
         }
-        let mut replay = lock(&self.replay);
-        if replay.epoch == epoch {
-            let trimmed: usize = replay
-                .batches
-                .drain(..covered)
-                .map(|w| writes_bytes(&w))
-                .sum();
-            replay.bytes = replay.bytes.saturating_sub(trimmed);
-        }
+        drop(opened);
+        lock(&self.replay).trim_to(covered);
         Ok(())
     }
 }
@@ -381,9 +389,10 @@ impl Store for SledStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let opened = self.opened()?;
-        // Held across the transaction, so the replay log's order is the commit order.
+        // Held across the transaction, so the replay log's order is the commit order; taken
+        // before the handle, as `reopen` does.
         let mut replay = lock(&self.replay);
+        let opened = self.opened()?;
         match transact_batch(&opened, &batch.expects, &batch.writes) {
             Ok(()) => {}
             Err(TransactionError::Abort(())) => return Err(StoreError::Conflict),
@@ -393,10 +402,11 @@ impl Store for SledStore {
         replay.bytes += writes_bytes(&writes);
         replay.batches.push(writes);
         let over = replay.bytes > REPLAY_LOG_MAX_BYTES;
+        let covered = replay.end();
         drop(replay);
         if over {
             // The batch is committed; a failed flush here only leaves the log long.
-            let _ = self.flush_committed(&opened);
+            let _ = self.flush_through(opened, covered);
         }
         Ok(())
     }
@@ -405,8 +415,9 @@ impl Store for SledStore {
         if self.failed.load(Ordering::SeqCst) {
             return self.reopen();
         }
+        let covered = lock(&self.replay).end();
         let opened = self.opened()?;
-        self.flush_committed(&opened)
+        self.flush_through(opened, covered)
     }
 }
 #[cfg(test)]
@@ -508,6 +519,25 @@ mod tests {
             .get(Table::Meta, key.as_bytes())
             .unwrap()
             .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn concurrent_flushes_trim_the_replay_log_once() {
+        let (_dir, store) = open_temp();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        put(store, &[(&format!("t{t}-{i}"), Some("v"))]).unwrap();
+                        store.flush().unwrap();
+                    }
+                });
+            }
+        });
+        let replay = lock(&store.replay);
+        assert!(replay.batches.is_empty() && replay.bytes == 0);
+        assert_eq!(replay.trimmed, 200);
     }
 
     #[test]
