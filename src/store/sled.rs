@@ -50,8 +50,11 @@ const REOPEN_INTERVAL: Duration = Duration::from_millis(200);
 /// What the space probe writes: about what sled needs to reopen and replay a little.
 const PROBE_BYTES: usize = 1 << 20;
 
+/// `(table, key, value)` rows of a batch: a precondition, or a write (`None` = delete).
+type Row = (Table, Vec<u8>, Option<Vec<u8>>);
+
 /// The writes of one batch, kept for replay after a reopen.
-type Writes = Vec<(Table, Vec<u8>, Option<Vec<u8>>)>;
+type Writes = Vec<Row>;
 
 /// One opened `sled::Db` with its trees.
 struct Opened {
@@ -159,8 +162,8 @@ fn open_db(db_dir: &Path, cache_bytes: u64) -> Result<Opened, StoreError> {
 /// Applies `batch` in one sled transaction: its preconditions, then its writes.
 fn transact_batch(
     opened: &Opened,
-    expects: &[(Table, Vec<u8>, Option<Vec<u8>>)],
-    writes: &[(Table, Vec<u8>, Option<Vec<u8>>)],
+    expects: &[Row],
+    writes: &[Row],
 ) -> Result<(), TransactionError<()>> {
     let mut tables: Vec<Table> = expects.iter().chain(writes).map(|(t, _, _)| *t).collect();
     tables.sort();
