@@ -39,6 +39,9 @@ pub enum BrokerError {
     /// The audit log could not record the event, so nothing is answered.
     #[error("audit log unavailable")]
     AuditUnavailable,
+    /// The store failed I/O (a full disk, a lost database): transient, the caller retries.
+    #[error("storage unavailable: {0}")]
+    StoreUnavailable(String),
     /// Store or crypto failure: the detail goes to the log, never to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,12 +58,10 @@ impl BrokerError {
 
 impl From<StoreError> for BrokerError {
     fn from(err: StoreError) -> Self {
-        // An unreachable store (database down) is UNAVAILABLE, like an audit that cannot land.
-        if let StoreError::Io(detail) = &err {
-            tracing::error!(%detail, "store unavailable");
-            return BrokerError::AuditUnavailable;
+        match err {
+            StoreError::Io(detail) => BrokerError::StoreUnavailable(detail),
+            err => BrokerError::Internal(format!("store: {err}")),
         }
-        BrokerError::Internal(format!("store: {err}"))
     }
 }
 

@@ -277,16 +277,32 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
 }
 
 fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `try_init` also routes the `log` crate's records (sled's) into tracing.
+    let _ = log_subscriber(format, std::io::stderr).try_init();
+}
+
+/// The daemon's log subscriber, writing to `writer`.
+///
+/// A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
+/// tracing-subscriber's default reports such a failure with `eprintln!`, which panics
+/// when stderr itself fails, and a panic inside a request handler ends the call
+/// CANCELLED. Logging must never fail a request.
+fn log_subscriber<W>(format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,h2=warn,tower=warn,hyper=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+        .with_writer(writer)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Json => Box::new(builder.json().with_current_span(true).finish()),
+        LogFormat::Text => Box::new(builder.finish()),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -1,7 +1,8 @@
 //! The one table from broker errors to gRPC status.
 //!
 //! Client-caused errors say what was wrong; server-side failures become an opaque
-//! `INTERNAL` with a log line carrying the detail (never a secret: errors hold none).
+//! `INTERNAL` with a log line carrying the detail (never a secret: errors hold none);
+//! storage I/O failures (a full disk) are transient: `UNAVAILABLE`, detail in the log.
 
 use tonic::{Code, Status};
 
@@ -34,6 +35,10 @@ impl From<BrokerError> for Status {
                 Code::Unavailable,
                 "audit log unavailable; the request was not carried out",
             ),
+            BrokerError::StoreUnavailable(detail) => {
+                tracing::error!(%detail, "storage unavailable");
+                Status::unavailable("storage unavailable; retry later")
+            }
             BrokerError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::internal("internal error")
@@ -84,6 +89,10 @@ mod tests {
             ),
             (BrokerError::AuditUnavailable, Code::Unavailable),
             (
+                BrokerError::from(crate::store::StoreError::Io("No space left".into())),
+                Code::Unavailable,
+            ),
+            (
                 BrokerError::Internal("disk on fire at /secret/path".into()),
                 Code::Internal,
             ),
@@ -93,6 +102,8 @@ mod tests {
         }
         let internal = Status::from(BrokerError::Internal("disk on fire".into()));
         assert_eq!(internal.message(), "internal error");
+        let full = Status::from(BrokerError::StoreUnavailable("/secret/path: ENOSPC".into()));
+        assert!(!full.message().contains("secret"), "{}", full.message());
         let locked = Status::from(BrokerError::LockedOut {
             retry_after: Duration::from_secs(9),
         });

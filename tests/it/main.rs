@@ -18,6 +18,8 @@ mod authn;
 mod cli_output;
 mod client_lib;
 mod deploy_files;
+mod crash;
+mod disk_full;
 mod durability;
 mod exec;
 mod failover;
