@@ -21,6 +21,7 @@ mod durability;
 mod exec;
 mod iam;
 mod lifecycle;
+mod load_limits;
 mod login;
 mod newuser;
 mod postgres;
