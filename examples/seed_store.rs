@@ -50,7 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .to_string();
 
     let mut writes = Vec::with_capacity(BATCH);
-    let mut flush = |writes: &mut Vec<(Table, Vec<u8>, Option<Vec<u8>>)>| {
+    let flush = |writes: &mut Vec<(Table, Vec<u8>, Option<Vec<u8>>)>| {
+        // (sled's store panics on an empty batch; Tx::commit never sends one either)
+        if writes.is_empty() {
+            return Ok(());
+        }
         store.commit(&Batch {
             expects: Vec::new(),
             writes: std::mem::take(writes),
@@ -67,7 +71,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         user["login_profile"] = serde_json::Value::Null;
         user["groups"] = serde_json::json!([]);
         ids.push((format!("{arn_prefix}{name}"), id));
-        writes.push((Table::Users, name.into_bytes(), Some(serde_json::to_vec(&user)?)));
+        writes.push((
+            Table::Users,
+            name.into_bytes(),
+            Some(serde_json::to_vec(&user)?),
+        ));
         if writes.len() == BATCH {
             flush(&mut writes)?;
         }
@@ -85,7 +93,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "session_policies": [],
             "principal_id": id,
         });
-        writes.push((Table::Sessions, jti.into_bytes(), Some(serde_json::to_vec(&session)?)));
+        writes.push((
+            Table::Sessions,
+            jti.into_bytes(),
+            Some(serde_json::to_vec(&session)?),
+        ));
         if writes.len() == BATCH {
             flush(&mut writes)?;
         }
