@@ -19,6 +19,8 @@ use stint::store::{Batch, Store, Table};
 const ADMIN_PASSWORD: &str = "seed-admin-password-1";
 const BATCH: usize = 2_000;
 
+type Writes = Vec<(Table, Vec<u8>, Option<Vec<u8>>)>;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: seed_store DATA_DIR [USERS=10000] [SESSIONS=100000]";
@@ -50,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .to_string();
 
     let mut writes = Vec::with_capacity(BATCH);
-    let flush = |writes: &mut Vec<(Table, Vec<u8>, Option<Vec<u8>>)>| {
+    let flush = |writes: &mut Writes| {
         // (sled's store panics on an empty batch; Tx::commit never sends one either)
         if writes.is_empty() {
             return Ok(());
