@@ -10,7 +10,7 @@
 //!   with its audit event in one synchronous batch, so a cut-short request leaves either
 //!   the whole change or none of it.
 //! - Each request message is bounded by its RPC ([`max_request_bytes`]): small calls
-//!   (`Authorize`, `GetCallerIdentity`, `AssumeRole`) accept far less than the IAM calls
+//!   (`GetCallerIdentity`, `AssumeRole`, `Authorize`) accept far less than the IAM calls
 //!   that carry policy documents. The length prefix of each gRPC message is checked as it
 //!   arrives, before the message is buffered; too large is `RESOURCE_EXHAUSTED` naming
 //!   the limit. Each service's decoder is capped at its largest method as well.
@@ -77,10 +77,11 @@ const KIB: usize = 1024;
 /// The IAM service: policy documents (inline ≤ 10 KiB, managed ≤ 6 KiB), simulations
 /// with up to 10 extra policies of ≤ 128 Ki characters, inline OIDC JWKS ≤ 64 KiB.
 pub const IAM_MAX_REQUEST: usize = 4 * KIB * KIB;
-/// `Sts` and `Tokens` calls carrying tags, session policies, tokens or a context.
+/// `Sts` calls carrying tags, session policies, policy ARNs or a web identity token.
 pub const STS_MAX_REQUEST: usize = 128 * KIB;
-/// `Tokens` (Authorize's context, Introspect's token).
-pub const TOKENS_MAX_REQUEST: usize = 128 * KIB;
+/// `Tokens`: Authorize with every field at its bound that a real caller reaches (64
+/// context keys × a few values of ≤ 2,048), Introspect's token.
+pub const TOKENS_MAX_REQUEST: usize = 512 * KIB;
 /// `Audit`, `Keys`, health, reflection: a few small fields.
 pub const SMALL_MAX_REQUEST: usize = 16 * KIB;
 /// Calls with (next to) no fields.
@@ -372,7 +373,8 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(max_request_bytes(path), want, "{path}");
         }
-        assert!(max_request_bytes("/stint.v1.Tokens/Authorize") * 16 <= IAM_MAX_REQUEST);
+        assert!(max_request_bytes("/stint.v1.Tokens/Authorize") * 8 <= IAM_MAX_REQUEST);
+        assert!(max_request_bytes("/stint.v1.Sts/AssumeRole") * 32 <= IAM_MAX_REQUEST);
     }
 
     #[test]

@@ -177,9 +177,9 @@ async fn more_slow_requests_than_the_limits_get_a_fast_refusal_naming_the_limit(
 async fn an_oversized_message_to_a_small_rpc_is_refused_naming_the_limit() {
     let server = TestServer::start().await;
     let admin = server.admin_login().await;
-    let big = "a".repeat(200 * 1024);
+    let big = "a".repeat(600 * 1024);
 
-    // Authorize (128 KiB): refused before decoding, so before authentication too.
+    // Authorize (512 KiB): refused before decoding, so before authentication too.
     let refused = server
         .tokens_as(&admin)
         .authorize(proto::AuthorizeRequest {
@@ -191,10 +191,20 @@ async fn an_oversized_message_to_a_small_rpc_is_refused_naming_the_limit() {
         .await
         .expect_err("oversized Authorize");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    for part in ["/stint.v1.Tokens/Authorize", "128 KiB"] {
+    for part in ["/stint.v1.Tokens/Authorize", "512 KiB"] {
         assert!(refused.message().contains(part), "{}", refused.message());
     }
-    // A login (4 KiB) refuses what an IAM call takes.
+    // AssumeRole (128 KiB) and a login (4 KiB) refuse far less than an IAM call takes.
+    let role = server
+        .sts_as(&admin)
+        .assume_role(proto::AssumeRoleRequest {
+            role_arn: "a".repeat(200 * 1024),
+            ..Default::default()
+        })
+        .await
+        .expect_err("oversized AssumeRole");
+    assert_eq!(role.code(), Code::ResourceExhausted, "{role:?}");
+    assert!(role.message().contains("128 KiB"), "{}", role.message());
     let login = server
         .sts()
         .get_session_token(login_request(ADMIN, &"p".repeat(8 * 1024)))
