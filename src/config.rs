@@ -105,6 +105,8 @@ pub struct Config {
     pub sweeper: SweeperConfig,
     /// The HTTP ops listener (`/healthz`, `/readyz`, `/metrics`).
     pub ops: OpsConfig,
+    /// Load limits: password-hash pool, request concurrency, deadlines, HTTP/2.
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             sweeper: SweeperConfig::default(),
             ops: OpsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -468,6 +471,108 @@ impl OpsConfig {
     }
 }
 
+/// Load limits: what the server takes on at once and for how long, so that under load it
+/// refuses quickly (`RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`) instead of queueing without
+/// end. docs/ARCHITECTURE.md ("Limits") has the table and what a client sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Threads hashing passwords (argon2id), apart from the async workers; 0: one per core.
+    pub hash_threads: u64,
+    /// Password checks that may wait for a hashing thread; more are refused at once.
+    pub hash_queue: u64,
+    /// Requests in flight in the whole server; more are refused at once.
+    pub max_concurrent_requests: u64,
+    /// Requests in flight on one connection; more are refused at once.
+    pub max_concurrent_requests_per_connection: u64,
+    /// HTTP/2 streams one connection may open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u64,
+    /// Longest a request may take to answer, in ms; a client's shorter `grpc-timeout` wins.
+    pub request_timeout_ms: u64,
+    /// Seconds between HTTP/2 pings on an idle connection; 0: no pings.
+    pub keepalive_interval_seconds: u64,
+    /// Seconds to wait for a ping's answer before closing the connection.
+    pub keepalive_timeout_seconds: u64,
+    /// Largest header block a request may send, in bytes (bearer tokens travel here).
+    pub max_header_list_bytes: u64,
+    /// Largest HTTP/2 frame accepted, in bytes.
+    pub max_frame_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            hash_threads: 0,
+            hash_queue: 64,
+            max_concurrent_requests: 1024,
+            max_concurrent_requests_per_connection: 256,
+            max_concurrent_streams: 1024,
+            request_timeout_ms: 60_000,
+            keepalive_interval_seconds: 60,
+            keepalive_timeout_seconds: 20,
+            max_header_list_bytes: 65_536,
+            max_frame_bytes: 16_384,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The hashing threads to start (`hash_threads`, or one per core when 0).
+    pub fn hash_threads(&self) -> usize {
+        match usize::try_from(self.hash_threads) {
+            Ok(0) | Err(_) => crate::broker::default_hash_threads(),
+            Ok(n) => n,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges = [
+            ("limits.hash_threads", self.hash_threads, HASH_THREADS),
+            ("limits.hash_queue", self.hash_queue, HASH_QUEUE),
+            (
+                "limits.max_concurrent_requests",
+                self.max_concurrent_requests,
+                CONCURRENT_REQUESTS,
+            ),
+            (
+                "limits.max_concurrent_requests_per_connection",
+                self.max_concurrent_requests_per_connection,
+                CONCURRENT_REQUESTS,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                self.max_concurrent_streams,
+                CONCURRENT_REQUESTS,
+            ),
+            (
+                "limits.request_timeout_ms",
+                self.request_timeout_ms,
+                REQUEST_TIMEOUT_MS,
+            ),
+            (
+                "limits.keepalive_interval_seconds",
+                self.keepalive_interval_seconds,
+                KEEPALIVE_INTERVAL_SECONDS,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                self.keepalive_timeout_seconds,
+                KEEPALIVE_TIMEOUT_SECONDS,
+            ),
+            (
+                "limits.max_header_list_bytes",
+                self.max_header_list_bytes,
+                HEADER_LIST_BYTES,
+            ),
+            ("limits.max_frame_bytes", self.max_frame_bytes, FRAME_BYTES),
+        ];
+        for (key, value, range) in ranges {
+            in_range(key, value, range)?;
+        }
+        Ok(())
+    }
+}
+
 /// Command-line flags; applied last, over file and environment. `None`/`false` leaves the
 /// lower layers alone (a flag cannot turn `insecure` or `dev` off).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -496,6 +601,10 @@ pub struct Overrides {
     pub dev: bool,
     /// `--ops-listen ADDR`
     pub ops_listen: Option<SocketAddr>,
+    /// `--hash-threads N`
+    pub hash_threads: Option<u64>,
+    /// `--max-concurrent-requests N`
+    pub max_concurrent_requests: Option<u64>,
 }
 
 /// Why a configuration could not be loaded or is invalid. Every message names the key,
@@ -729,6 +838,12 @@ impl Config {
         if let Some(addr) = o.ops_listen {
             self.ops.listen = Some(addr);
         }
+        if let Some(n) = o.hash_threads {
+            self.limits.hash_threads = n;
+        }
+        if let Some(n) = o.max_concurrent_requests {
+            self.limits.max_concurrent_requests = n;
+        }
     }
 
     /// The effective token issuer: `tokens.issuer`, or else the server's own URL,
@@ -933,6 +1048,7 @@ impl Config {
             SWEEP_INTERVAL_SECONDS,
         )?;
         self.ops.validate(&self.listen)?;
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -981,6 +1097,14 @@ const CHECKPOINT_EVERY_EVENTS: RangeInclusive<u64> = 1..=100_000_000;
 const CHECKPOINT_EVERY_SECONDS: RangeInclusive<u64> = 1..=604_800;
 const RETENTION_DAYS: RangeInclusive<u64> = 0..=36_500; // 100 years; 0 = forever
 const SWEEP_INTERVAL_SECONDS: RangeInclusive<u64> = 1..=2_592_000; // 30 days
+const HASH_THREADS: RangeInclusive<u64> = 0..=256; // 0 = one per core
+const HASH_QUEUE: RangeInclusive<u64> = 1..=65_536;
+const CONCURRENT_REQUESTS: RangeInclusive<u64> = 1..=1_000_000;
+const REQUEST_TIMEOUT_MS: RangeInclusive<u64> = 1..=3_600_000; // 1 hour
+const KEEPALIVE_INTERVAL_SECONDS: RangeInclusive<u64> = 0..=86_400; // 0 = no pings
+const KEEPALIVE_TIMEOUT_SECONDS: RangeInclusive<u64> = 1..=3_600;
+const HEADER_LIST_BYTES: RangeInclusive<u64> = 4_096..=16_777_216; // 16 MiB
+const FRAME_BYTES: RangeInclusive<u64> = 16_384..=16_777_215; // HTTP/2's own bounds
 
 /// `key`'s value must lie in `range`; the error names the key and the range.
 fn in_range(key: &'static str, value: u64, range: RangeInclusive<u64>) -> Result<(), ConfigError> {
@@ -1295,6 +1419,8 @@ mod tests {
             log_format: Some(LogFormat::Json),
             dev: true,
             ops_listen: Some("127.0.0.1:9001".parse().unwrap()),
+            hash_threads: Some(3),
+            max_concurrent_requests: Some(77),
         };
         let c = Config::load(
             None,
@@ -1315,6 +1441,10 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.store.url.as_deref(), Some("postgres://flag@db/stint"));
         assert_eq!(c.ops.listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(
+            (c.limits.hash_threads, c.limits.max_concurrent_requests),
+            (3, 77)
+        );
 
         let dev_tls = Overrides {
             dev_tls: true,
@@ -1405,6 +1535,16 @@ mod tests {
             ("STINT_AUDIT__RETENTION_DAYS", "8"),
             ("STINT_SWEEPER__INTERVAL_SECONDS", "9"),
             ("STINT_OPS__LISTEN", "0.0.0.0:7421"),
+            ("STINT_LIMITS__HASH_THREADS", "1"),
+            ("STINT_LIMITS__HASH_QUEUE", "2"),
+            ("STINT_LIMITS__MAX_CONCURRENT_REQUESTS", "3"),
+            ("STINT_LIMITS__MAX_CONCURRENT_REQUESTS_PER_CONNECTION", "4"),
+            ("STINT_LIMITS__MAX_CONCURRENT_STREAMS", "5"),
+            ("STINT_LIMITS__REQUEST_TIMEOUT_MS", "6"),
+            ("STINT_LIMITS__KEEPALIVE_INTERVAL_SECONDS", "0"),
+            ("STINT_LIMITS__KEEPALIVE_TIMEOUT_SECONDS", "8"),
+            ("STINT_LIMITS__MAX_HEADER_LIST_BYTES", "9000"),
+            ("STINT_LIMITS__MAX_FRAME_BYTES", "20000"),
         ])
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:1".parse().unwrap());
@@ -1449,6 +1589,28 @@ mod tests {
         );
         assert_eq!(c.sweeper.interval_seconds, 9);
         assert_eq!(c.ops.listen, Some("0.0.0.0:7421".parse().unwrap()));
+        let l = &c.limits;
+        assert_eq!(
+            (
+                l.hash_threads,
+                l.hash_queue,
+                l.max_concurrent_requests,
+                l.max_concurrent_requests_per_connection,
+                l.max_concurrent_streams,
+                l.request_timeout_ms,
+            ),
+            (1, 2, 3, 4, 5, 6)
+        );
+        assert_eq!(
+            (
+                l.keepalive_interval_seconds,
+                l.keepalive_timeout_seconds,
+                l.max_header_list_bytes,
+                l.max_frame_bytes
+            ),
+            (0, 8, 9000, 20000)
+        );
+        assert_eq!(l.hash_threads(), 1);
     }
 
     #[test]
@@ -1977,6 +2139,43 @@ mod tests {
                 "sweeper.interval_seconds",
                 Box::new(|c| c.sweeper.interval_seconds = u64::MAX),
             ),
+            (
+                "limits.hash_threads",
+                Box::new(|c| c.limits.hash_threads = 257),
+            ),
+            ("limits.hash_queue", Box::new(|c| c.limits.hash_queue = 0)),
+            (
+                "limits.max_concurrent_requests",
+                Box::new(|c| c.limits.max_concurrent_requests = 0),
+            ),
+            (
+                "limits.max_concurrent_requests_per_connection",
+                Box::new(|c| c.limits.max_concurrent_requests_per_connection = u64::MAX),
+            ),
+            (
+                "limits.max_concurrent_streams",
+                Box::new(|c| c.limits.max_concurrent_streams = u64::MAX),
+            ),
+            (
+                "limits.request_timeout_ms",
+                Box::new(|c| c.limits.request_timeout_ms = 0),
+            ),
+            (
+                "limits.keepalive_interval_seconds",
+                Box::new(|c| c.limits.keepalive_interval_seconds = u64::MAX),
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                Box::new(|c| c.limits.keepalive_timeout_seconds = 0),
+            ),
+            (
+                "limits.max_header_list_bytes",
+                Box::new(|c| c.limits.max_header_list_bytes = 100),
+            ),
+            (
+                "limits.max_frame_bytes",
+                Box::new(|c| c.limits.max_frame_bytes = 1 << 24),
+            ),
         ];
         for (key, tweak) in cases {
             let mut c = Config::default();
@@ -2117,6 +2316,7 @@ mod tests {
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
         assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1 + 1);
+        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1 + 10);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::chain::CheckpointPolicy;
 use crate::audit::writer::{AuditConfig as AuditWriterConfig, AuditLog};
-use crate::broker::{Broker, BrokerSettings, ScheduledRotation, default_hash_concurrency};
+use crate::broker::{Broker, BrokerSettings, ScheduledRotation};
 use crate::config::Config;
 use crate::core::authn::password::Argon2Params;
 use crate::core::model::Account;
@@ -107,7 +107,8 @@ pub fn broker_settings(config: &Config) -> BrokerSettings {
             parallelism: config.argon2.parallelism,
         },
         lockout: config.lockout.policy(),
-        hash_concurrency: default_hash_concurrency(),
+        hash_threads: config.limits.hash_threads(),
+        hash_queue: usize::try_from(config.limits.hash_queue).unwrap_or(usize::MAX),
     }
 }
 
@@ -352,7 +353,9 @@ impl Daemon {
                 .map_or_else(|_| "?".to_owned(), |a| a.to_string());
             systemd.notify(&format!("READY=1\nSTATUS=serving gRPC on {addr}"));
         }
-        let result = rpc::serve_with_tls(listener, self.broker.clone(), tls, draining).await;
+        let limits = rpc::limits::Limits::from_config(&self.config.limits);
+        let result =
+            rpc::serve_with_limits(listener, self.broker.clone(), tls, limits, draining).await;
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }

@@ -34,6 +34,9 @@ pub enum BrokerError {
     DeleteConflict(String),
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// A bounded queue is full: refused before any work, retry after the hint.
+    #[error("server busy ({what}); retry in {} ms", retry_after.as_millis().max(1))]
+    Overloaded { what: String, retry_after: Duration },
     #[error("{0}")]
     FailedPrecondition(String),
     /// The audit log could not record the event, so nothing is answered.

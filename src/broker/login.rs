@@ -236,13 +236,17 @@ impl Broker {
         };
         // Refusals are audited where they are decided; any other failure (bad input, the
         // store refusing a write) is audited here, so it too lands in the log or, when the
-        // log cannot take it either, answers "audit unavailable" and flips health.
+        // log cannot take it either, answers "audit unavailable" and flips health. A login
+        // refused because the hash queue is full checked nothing and is not audited: an
+        // event each would turn a flood the queue sheds into a flood of audit writes (the
+        // request log still has one line per refusal).
         if let Err(err) = &result
             && !matches!(
                 err,
                 BrokerError::InvalidCredentials
                     | BrokerError::LockedOut { .. }
                     | BrokerError::AuditUnavailable
+                    | BrokerError::Overloaded { .. }
             )
         {
             let params = json!({ "duration_seconds": duration_seconds });
@@ -442,9 +446,15 @@ impl Broker {
         }
         let salt: [u8; 16] = self.random()?;
         let password = password.clone();
-        let phc = self
+        let phc = match self
             .hash_job(move || password::hash_password(&password, &salt, &params))
-            .await??;
+            .await
+        {
+            Ok(phc) => phc?,
+            // The login itself succeeded: upgrade on a later one rather than refuse it.
+            Err(BrokerError::Overloaded { .. }) => return Ok(()),
+            Err(err) => return Err(err),
+        };
         let old = profile.phc.clone();
         let key = name_key(&user.name);
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {

@@ -9,6 +9,7 @@
 mod audit;
 mod caller;
 mod error;
+mod hash_pool;
 mod iam;
 mod keys;
 mod login;
@@ -22,6 +23,7 @@ mod web_identity;
 pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
+pub use hash_pool::{HashPoolStats, PoolBusy};
 pub use iam::{Holder, OidcProvider, OidcProviderInput, Page};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
@@ -56,14 +58,20 @@ pub struct BrokerSettings {
     pub clock_skew: Duration,
     pub argon2: Argon2Params,
     pub lockout: LockoutPolicy,
-    /// Concurrent password hashes allowed; more wait, so a login flood can't starve RPCs.
-    pub hash_concurrency: usize,
+    /// Threads hashing passwords (argon2id), apart from the async workers and the
+    /// blocking pool.
+    pub hash_threads: usize,
+    /// Hashes that may wait for a thread; one more is refused at once (`RESOURCE_EXHAUSTED`).
+    pub hash_queue: usize,
 }
 
-/// Half the cores hash passwords at most, so a login flood leaves the rest to other RPCs.
-pub fn default_hash_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+/// Hashing threads when `limits.hash_threads` is 0: one per core.
+pub fn default_hash_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Hashes that may wait for a thread by default.
+pub const DEFAULT_HASH_QUEUE: usize = 64;
 
 impl BrokerSettings {
     pub fn dev(account: Account) -> Self {
@@ -74,7 +82,8 @@ impl BrokerSettings {
             clock_skew: Duration::from_secs(60),
             argon2: Argon2Params::default(),
             lockout: LockoutPolicy::default(),
-            hash_concurrency: default_hash_concurrency(),
+            hash_threads: default_hash_threads(),
+            hash_queue: DEFAULT_HASH_QUEUE,
         }
     }
 }
@@ -87,7 +96,8 @@ pub struct Broker {
     pub(crate) settings: BrokerSettings,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
-    hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Password hashes run here (see `hash_pool`), never on the async workers.
+    hash_pool: hash_pool::HashPool,
     /// Open `WatchEvents` streams, capped per caller and in all.
     pub(crate) watches: Arc<audit::WatchSlots>,
     /// Open `WatchRevocations` streams, capped like `WatchEvents` (slots of their own).
@@ -126,9 +136,8 @@ impl Broker {
         let keys = Arc::new(KeyRing::load(store.as_ref(), &master, &settings)?);
         let dummy_phc = crate::core::authn::password::dummy_phc(&settings.argon2)?;
         let broker = Arc::new(Self {
-            hash_slots: Arc::new(tokio::sync::Semaphore::new(
-                settings.hash_concurrency.max(1),
-            )),
+            hash_pool: hash_pool::HashPool::new(settings.hash_threads, settings.hash_queue)
+                .map_err(|e| BrokerError::Internal(format!("cannot start hash threads: {e}")))?,
             watches: Arc::new(audit::WatchSlots::default()),
             revocation_watches: Arc::new(audit::WatchSlots::default()),
             revocations_changed: tokio::sync::watch::Sender::new(0),
@@ -191,21 +200,27 @@ impl Broker {
         Ok(policy)
     }
 
-    /// Runs a CPU-heavy password operation on the blocking pool, at most
-    /// `hash_concurrency` at a time.
+    /// Runs a password hash or verification on the hash pool; a full queue is refused at
+    /// once with [`BrokerError::Overloaded`], nothing hashed.
     pub(crate) async fn hash_job<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, BrokerError> {
-        let _slot = self
-            .hash_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BrokerError::Internal("hash pool closed".into()))?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|err| BrokerError::Internal(format!("hash task failed: {err}")))
+        self.hash_pool.run(job).await.map_err(|err| match err {
+            hash_pool::PoolError::Busy(busy) => BrokerError::Overloaded {
+                what: format!(
+                    "password checks: {} already wait (limits.hash_queue)",
+                    busy.queued
+                ),
+                retry_after: busy.retry_after,
+            },
+            hash_pool::PoolError::Lost => BrokerError::Internal("hash job failed".into()),
+        })
+    }
+
+    /// The hash pool's counters (threads, queue, refusals).
+    pub fn hash_pool_stats(&self) -> HashPoolStats {
+        self.hash_pool.stats()
     }
 }
 

@@ -179,6 +179,12 @@ pub struct ServeArgs {
     /// Development mode: initialise an empty data dir with a generated admin; loopback only.
     #[arg(long)]
     pub dev: bool,
+    /// Threads hashing passwords (limits.hash_threads; 0 = one per core).
+    #[arg(long, value_name = "N")]
+    pub hash_threads: Option<u64>,
+    /// Requests in flight before more are refused (limits.max_concurrent_requests).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_requests: Option<u64>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -268,6 +274,8 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
     overrides.log_format = more.log_format;
     overrides.dev = more.dev;
     overrides.ops_listen = more.ops_listen;
+    overrides.hash_threads = more.hash_threads;
+    overrides.max_concurrent_requests = more.max_concurrent_requests;
     let (config, warnings) =
         Config::load_with_warnings(flags.config.as_deref(), &env_vars(), &overrides)?;
     for warning in warnings {
@@ -388,6 +396,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             log_format: args.log_format,
             dev: args.dev,
             ops_listen: args.ops_listen,
+            hash_threads: args.hash_threads,
+            max_concurrent_requests: args.max_concurrent_requests,
             ..Overrides::default()
         },
     )?;

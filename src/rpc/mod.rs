@@ -10,6 +10,7 @@ pub mod convert;
 pub mod http;
 pub mod iam;
 pub mod keys;
+pub mod limits;
 pub mod log;
 pub mod ops_http;
 pub mod request_metrics;
@@ -77,6 +78,17 @@ pub async fn serve_with_tls(
     tls: Option<tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_limits(listener, broker, tls, limits::Limits::default(), shutdown).await
+}
+
+/// [`serve_with_tls`] under the given load [`limits::Limits`] (`[limits]` of the config).
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<tls::ServerTls>,
+    limits: limits::Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_serving(&health, true).await;
     // Health follows the audit log: no durable audit, no service.
@@ -95,24 +107,39 @@ pub async fn serve_with_tls(
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let routes = Routes::new(proto::sts_server::StsServer::new(sts::StsService {
-        broker: broker.clone(),
-    }))
-    .add_service(proto::tokens_server::TokensServer::new(
-        tokens::TokensService {
+    // Each decoder is capped at its service's largest request (see `limits`).
+    use limits::{IAM_MAX_REQUEST, SMALL_MAX_REQUEST, STS_MAX_REQUEST, TOKENS_MAX_REQUEST};
+    let routes = Routes::new(
+        proto::sts_server::StsServer::new(sts::StsService {
             broker: broker.clone(),
-        },
-    ))
-    .add_service(proto::iam_server::IamServer::new(iam::IamService {
-        broker: broker.clone(),
-    }))
-    .add_service(proto::audit_server::AuditServer::new(audit::AuditService {
-        broker: broker.clone(),
-    }))
-    .add_service(proto::keys_server::KeysServer::new(keys::KeysService {
-        broker: broker.clone(),
-    }))
-    .add_service(health_service)
+        })
+        .max_decoding_message_size(STS_MAX_REQUEST),
+    )
+    .add_service(
+        proto::tokens_server::TokensServer::new(tokens::TokensService {
+            broker: broker.clone(),
+        })
+        .max_decoding_message_size(TOKENS_MAX_REQUEST),
+    )
+    .add_service(
+        proto::iam_server::IamServer::new(iam::IamService {
+            broker: broker.clone(),
+        })
+        .max_decoding_message_size(IAM_MAX_REQUEST),
+    )
+    .add_service(
+        proto::audit_server::AuditServer::new(audit::AuditService {
+            broker: broker.clone(),
+        })
+        .max_decoding_message_size(SMALL_MAX_REQUEST),
+    )
+    .add_service(
+        proto::keys_server::KeysServer::new(keys::KeysService {
+            broker: broker.clone(),
+        })
+        .max_decoding_message_size(SMALL_MAX_REQUEST),
+    )
+    .add_service(health_service.max_decoding_message_size(SMALL_MAX_REQUEST))
     .add_service(reflection);
     let router = routes
         .into_axum_router()
@@ -122,8 +149,18 @@ pub async fn serve_with_tls(
     let prefix = format!("{:06x}", std::process::id() & 0xff_ffff);
     let router = Server::builder()
         .accept_http1(true)
+        // Per connection: requests in flight (one more is RESOURCE_EXHAUSTED at once),
+        // streams, frame and header sizes, and pings to find dead peers.
+        .concurrency_limit_per_connection(limits.max_concurrent_requests_per_connection)
+        .load_shed(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .layer(log::RequestLogLayer::new(&prefix))
         .layer(request_metrics::RequestMetricsLayer)
+        .layer(limits::LimitsLayer::new(&limits))
         .add_routes(Routes::from(router));
     let served = match tls {
         // No Nagle: small gRPC frames would otherwise meet delayed ACKs (~40 ms stalls).

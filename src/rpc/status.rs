@@ -31,6 +31,17 @@ impl From<BrokerError> for Status {
                 Status::failed_precondition(message)
             }
             BrokerError::LimitExceeded(_) => Status::resource_exhausted(message),
+            BrokerError::Overloaded { retry_after, .. } => {
+                let mut status = Status::resource_exhausted(message);
+                // gRPC's retry pushback (ms), as the client retry design reads it.
+                let ms = retry_after.as_millis().max(1);
+                if let Ok(value) = ms.to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert("grpc-retry-pushback-ms", value);
+                }
+                status
+            }
             BrokerError::AuditUnavailable => Status::new(
                 Code::Unavailable,
                 "audit log unavailable; the request was not carried out",
@@ -87,6 +98,13 @@ mod tests {
                 BrokerError::LimitExceeded("x".into()),
                 Code::ResourceExhausted,
             ),
+            (
+                BrokerError::Overloaded {
+                    what: "x".into(),
+                    retry_after: Duration::from_millis(40),
+                },
+                Code::ResourceExhausted,
+            ),
             (BrokerError::AuditUnavailable, Code::Unavailable),
             (
                 BrokerError::from(crate::store::StoreError::Io("No space left".into())),
@@ -108,6 +126,16 @@ mod tests {
             retry_after: Duration::from_secs(9),
         });
         assert_eq!(locked.metadata().get("retry-after").unwrap(), "9");
+        let busy = Status::from(BrokerError::Overloaded {
+            what: "password checks".into(),
+            retry_after: Duration::from_millis(40),
+        });
+        assert_eq!(busy.metadata().get("grpc-retry-pushback-ms").unwrap(), "40");
+        assert!(
+            busy.message().contains("password checks"),
+            "{}",
+            busy.message()
+        );
         let invalid = Status::from(BrokerError::invalid("user_name", "too long"));
         assert!(invalid.message().starts_with("user_name"));
     }

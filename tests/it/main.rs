@@ -25,6 +25,7 @@ mod exec;
 mod failover;
 mod iam;
 mod lifecycle;
+mod load_limits;
 mod login;
 mod newuser;
 mod ops_http;
