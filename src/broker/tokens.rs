@@ -31,9 +31,9 @@ pub struct AuthorizeOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Revocation {
     v: u32,
-    issued_before_ms: i64,
+    pub(crate) issued_before_ms: i64,
     /// After this, every token it could match has expired; the sweeper removes it.
-    keep_until_ms: i64,
+    pub(crate) keep_until_ms: i64,
 }
 
 /// Condition keys that describe the session itself. They come from the token only: a
@@ -381,7 +381,8 @@ impl Broker {
         let keep_until = now_ms
             + (super::keys::MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
         let params = json!({"session_id": session_id, "principal_arn": principal_arn, "role_arn": role_arn, "issued_before_ms": issued_before_ms});
-        self.audited(
+        let mut written: Option<Revocation> = None;
+        let revoked = self.audited(
             |tx| {
                 let resource = match &target {
                     RevokeTarget::Session(id) => {
@@ -406,6 +407,7 @@ impl Broker {
                         .map_or(keep_until, |s| s.keep_until_ms.max(keep_until)),
                 };
                 tx.put(Table::Revocations, &key, &revocation);
+                written = Some(revocation);
                 Ok(1)
             },
             |result| {
@@ -422,8 +424,13 @@ impl Broker {
                 Some(event)
             },
         )
-        .await
-        .inspect(|_| self.revocations_changed.send_modify(|n| *n += 1))
+        .await?;
+        // Cached tokens see it before this call answers.
+        if let Some(revocation) = written {
+            self.cache.revoked(key, revocation, now_ms);
+        }
+        self.revocations_changed.send_modify(|n| *n += 1);
+        Ok(revoked)
     }
 }
 
