@@ -146,7 +146,9 @@ impl Broker {
                         false => self.store.commit(&batch),
                     };
                     match committed {
-                        Ok(()) => self.cache.committed(super::session_cache::writes_iam(&batch)),
+                        Ok(()) => self
+                            .cache
+                            .committed(super::session_cache::writes_iam(&batch)),
                         Err(StoreError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
                         Err(err) => return Err(err.into()),
                     }

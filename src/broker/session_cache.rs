@@ -264,10 +264,7 @@ impl SessionCache {
 
     /// Records a revocation this process committed (before its RPC answers).
     pub fn revoked(&self, key: String, revocation: Revocation, now_ms: i64) {
-        let mut set = self
-            .revocations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
         // The sweeper removes these from the store; memory follows here.
         set.entries.retain(|_, r| r.keep_until_ms >= now_ms);
         set.entries.insert(key, revocation);
@@ -290,10 +287,7 @@ impl SessionCache {
                 _ => break,
             }
         }
-        let mut set = self
-            .revocations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
         set.entries = entries;
         set.refreshed_at = Some(now);
         self.revocation_generation.fetch_add(1, Ordering::AcqRel);
@@ -336,7 +330,10 @@ mod tests {
     #[test]
     fn staleness_counts_a_clock_gone_backwards_as_stale() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        assert_eq!(elapsed(t, t + Duration::from_secs(2)), Duration::from_secs(2));
+        assert_eq!(
+            elapsed(t, t + Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
         assert_eq!(elapsed(t, t - Duration::from_secs(1)), Duration::MAX);
     }
 }

@@ -418,7 +418,8 @@ impl Broker {
             }
             _ => {}
         }
-        let (caller, verifier) = self.authenticate_uncached(token, accept_audience, now, verifier)?;
+        let (caller, verifier) =
+            self.authenticate_uncached(token, accept_audience, now, verifier)?;
         self.cache.insert(
             hash,
             &caller,

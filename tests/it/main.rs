@@ -19,6 +19,7 @@ mod cli_output;
 mod client_lib;
 mod durability;
 mod exec;
+mod hot_path;
 mod iam;
 mod lifecycle;
 mod login;
