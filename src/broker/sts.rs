@@ -488,36 +488,21 @@ impl Broker {
     ) -> Result<AssumedRole, BrokerError> {
         check_assume_role_bounds(&input)?;
         let now = self.now();
-        let params = json!({
-            "role_arn": input.role_arn,
-            "role_session_name": input.role_session_name,
-            "duration_seconds": input.duration_seconds,
-            "external_id_present": !input.external_id.is_empty(),
-            "mfa": input.token_code.is_some(),
-            "policy_present": !input.policy.is_empty(),
-            "policy_arns": input.policy_arns,
-            "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
-            "source_identity": input.source_identity,
-            "audience": input.audience,
-        });
         let result = self
-            .assume_role_inner(meta, caller, &input, now, params.clone())
+            .assume_role_inner(meta, caller, &input, now, assume_role_params(&input))
             .await;
         if let Err(err) = &result
             && !matches!(err, BrokerError::AuditUnavailable)
         {
-            {
-                let outcome = match err {
-                    BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => {
-                        Outcome::Deny
-                    }
-                    _ => Outcome::Error,
-                };
-                let mut event = self.event(meta, "sts:AssumeRole", caller.arn(), outcome, now);
-                event.params = params;
-                event.reason = err.to_string();
-                self.audit.append(event).await?;
-            }
+            let outcome = match err {
+                BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => Outcome::Deny,
+                _ => Outcome::Error,
+            };
+            let mut event = self.event(meta, "sts:AssumeRole", caller.arn(), outcome, now);
+            // Built again rather than cloned on every success: failures are the rare case.
+            event.params = assume_role_params(&input);
+            event.reason = err.to_string();
+            self.audit.append(event).await?;
         }
         result
     }
@@ -870,6 +855,23 @@ impl Broker {
         event.user_agent = meta.user_agent.clone();
         event
     }
+}
+
+/// What the audit event of an `AssumeRole` records of its request (no secrets: only
+/// whether an external id, MFA code or inline policy was given).
+fn assume_role_params(input: &AssumeRoleInput) -> serde_json::Value {
+    json!({
+        "role_arn": input.role_arn,
+        "role_session_name": input.role_session_name,
+        "duration_seconds": input.duration_seconds,
+        "external_id_present": !input.external_id.is_empty(),
+        "mfa": input.token_code.is_some(),
+        "policy_present": !input.policy.is_empty(),
+        "policy_arns": input.policy_arns,
+        "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
+        "source_identity": input.source_identity,
+        "audience": input.audience,
+    })
 }
 
 /// Longest ARN Stint accepts in a request (IAM's limit for ARNs and policy ARNs).
