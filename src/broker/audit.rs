@@ -140,8 +140,15 @@ impl Broker {
             let result = body(&mut tx);
             let Some(event) = record(&result) else {
                 if result.is_ok() {
-                    match tx.commit() {
-                        Ok(()) => {}
+                    let batch = tx.into_batch();
+                    let committed = match batch.is_empty() {
+                        true => Ok(()),
+                        false => self.store.commit(&batch),
+                    };
+                    match committed {
+                        Ok(()) => self
+                            .cache
+                            .committed(super::session_cache::writes_iam(&batch)),
                         Err(StoreError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
                         Err(err) => return Err(err.into()),
                     }
@@ -152,8 +159,12 @@ impl Broker {
                 Ok(_) => tx.into_batch(),
                 Err(_) => Batch::default(),
             };
+            let iam = super::session_cache::writes_iam(&change);
             match self.audit.commit(event, change).await {
-                Ok(_) => return result,
+                Ok(_) => {
+                    self.cache.committed(iam);
+                    return result;
+                }
                 Err(AuditError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
                 Err(AuditError::Conflict) => return Err(StoreError::Conflict.into()),
                 Err(err) => return Err(err.into()),

@@ -234,10 +234,25 @@ impl Broker {
     }
 
     /// The caller's effective policies: a user's, or the assumed role's ∩ session policy.
+    /// Compiled once per session and kept until IAM changes (see `session_cache`).
     pub(crate) fn caller_policies(
         &self,
         caller: &Caller,
-    ) -> Result<EffectivePolicies, BrokerError> {
+    ) -> Result<Arc<EffectivePolicies>, BrokerError> {
+        let now = self.now();
+        let shared = self.store.shared();
+        if let Some(policies) = self.cache.policies(caller.jti(), now, shared) {
+            return Ok(policies);
+        }
+        // Read before the policies are: a change committed meanwhile makes them stale.
+        let generation = self.cache.iam_generation();
+        let policies = Arc::new(self.load_caller_policies(caller)?);
+        self.cache
+            .insert_policies(caller.jti(), policies.clone(), generation, now);
+        Ok(policies)
+    }
+
+    fn load_caller_policies(&self, caller: &Caller) -> Result<EffectivePolicies, BrokerError> {
         match caller.claims.stint.kind {
             TokenKind::Session => {
                 let user = self.session_user(caller)?;

@@ -15,6 +15,7 @@ mod keys;
 mod login;
 mod oidc_fetch;
 mod review;
+mod session_cache;
 mod sts;
 mod sweep;
 mod tokens;
@@ -27,6 +28,7 @@ pub use hash_pool::{HashPoolStats, PoolBusy};
 pub use iam::{Holder, OidcProvider, OidcProviderInput, Page};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
+pub use session_cache::{MAX_CACHED_TOKENS, SHARED_REFRESH};
 pub use sts::{AssumeRoleInput, AssumedRole, Issued, LoginCredential, SessionTokenInput};
 pub use sweep::SweepReport;
 pub use tokens::{AuthorizeOutcome, MAX_REVOCATIONS_STREAMED, RevocationEntry, RevocationWatch};
@@ -109,6 +111,8 @@ pub struct Broker {
     dummy_phc: String,
     /// OIDC providers' fetched signing keys (`AssumeRoleWithWebIdentity`).
     web_identity_keys: web_identity::KeyCache,
+    /// Verified tokens, compiled session policies, revocations (see `session_cache`).
+    pub(crate) cache: session_cache::SessionCache,
 }
 
 impl Broker {
@@ -151,7 +155,11 @@ impl Broker {
             compiled: Mutex::new(HashMap::new()),
             dummy_phc,
             web_identity_keys: web_identity::KeyCache::default(),
+            cache: session_cache::SessionCache::default(),
         });
+        broker
+            .cache
+            .load_revocations(broker.store.as_ref(), broker.clock.now())?;
         Ok(broker)
     }
 

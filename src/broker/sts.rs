@@ -383,17 +383,77 @@ impl Broker {
         accept_audience: &dyn Fn(&str) -> bool,
     ) -> Result<Caller, BrokerError> {
         let now = self.now();
-        let claims = match self.keys.verifier().verify_for(token, now, accept_audience) {
+        let shared = self.store.shared();
+        if shared {
+            self.cache.refresh_if_due(self.store.as_ref(), now)?;
+        }
+        let hash = super::session_cache::token_hash(token);
+        let verifier = self.keys.verifier();
+        // Read before anything is loaded: a change committed meanwhile bumps them, and
+        // the entry made from what was loaded is checked again on its next use.
+        let iam_generation = self.cache.iam_generation();
+        let revocation_generation = self.cache.revocation_generation();
+        match self.cache.lookup(&hash, now, &verifier, shared) {
+            super::session_cache::Hit::Fresh(entry)
+                if accept_audience(&entry.caller.claims.aud) =>
+            {
+                return Ok(entry.caller.clone());
+            }
+            super::session_cache::Hit::Recheck(entry)
+                if accept_audience(&entry.caller.claims.aud) =>
+            {
+                let caller = &entry.caller;
+                let own = super::tokens::own_link(&caller.claims, &caller.session);
+                let links = caller.session.ancestors.iter().chain(std::iter::once(&own));
+                let revoked =
+                    super::tokens::revoked_link(links, |key| Ok(self.cache.revocation(key)))?;
+                if revoked.is_some() {
+                    self.cache.forget(&hash);
+                    return Err(BrokerError::Unauthenticated(
+                        "session has been revoked".into(),
+                    ));
+                }
+                self.cache.rechecked(&entry, revocation_generation);
+                return Ok(entry.caller.clone());
+            }
+            _ => {}
+        }
+        let (caller, verifier) =
+            self.authenticate_uncached(token, accept_audience, now, verifier)?;
+        self.cache.insert(
+            hash,
+            &caller,
+            verifier,
+            i64::try_from(self.settings.clock_skew.as_secs()).unwrap_or(i64::MAX),
+            iam_generation,
+            revocation_generation,
+            now,
+        );
+        Ok(caller)
+    }
+
+    /// Full verification: signature and claims, the session record, revocations and the
+    /// principal's unique id, from the store. Returns the verifier that accepted it.
+    fn authenticate_uncached(
+        &self,
+        token: &str,
+        accept_audience: &dyn Fn(&str) -> bool,
+        now: SystemTime,
+        verifier: std::sync::Arc<crate::core::token::Verifier>,
+    ) -> Result<(Caller, std::sync::Arc<crate::core::token::Verifier>), BrokerError> {
+        let (claims, verifier) = match verifier.verify_for(token, now, accept_audience) {
             // Signed by a key another replica created since we last read the keys.
             Err(crate::core::error::Error::UnknownKey(_))
                 if self.keys.may_reload_for_unknown_kid(now) =>
             {
                 self.reload_keys()?;
-                self.keys.verifier().verify_for(token, now, accept_audience)
+                let verifier = self.keys.verifier();
+                (verifier.verify_for(token, now, accept_audience), verifier)
             }
-            verified => verified,
-        }
-        .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
+            verified => (verified, verifier),
+        };
+        let claims = claims
+            .map_err(|err| BrokerError::Unauthenticated(format!("invalid session token: {err}")))?;
         // Every minted session has a record (written with its audit event); one without
         // is not a session this broker stands behind, so it fails closed.
         let session: Option<Session> =
@@ -408,7 +468,7 @@ impl Broker {
         }
         let caller = Caller { claims, session };
         self.check_principal_ids(&caller)?;
-        Ok(caller)
+        Ok((caller, verifier))
     }
 
     pub fn get_caller_identity(&self, caller: &Caller) -> (String, String, String) {
@@ -428,36 +488,21 @@ impl Broker {
     ) -> Result<AssumedRole, BrokerError> {
         check_assume_role_bounds(&input)?;
         let now = self.now();
-        let params = json!({
-            "role_arn": input.role_arn,
-            "role_session_name": input.role_session_name,
-            "duration_seconds": input.duration_seconds,
-            "external_id_present": !input.external_id.is_empty(),
-            "mfa": input.token_code.is_some(),
-            "policy_present": !input.policy.is_empty(),
-            "policy_arns": input.policy_arns,
-            "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
-            "source_identity": input.source_identity,
-            "audience": input.audience,
-        });
         let result = self
-            .assume_role_inner(meta, caller, &input, now, params.clone())
+            .assume_role_inner(meta, caller, &input, now, assume_role_params(&input))
             .await;
         if let Err(err) = &result
             && !matches!(err, BrokerError::AuditUnavailable)
         {
-            {
-                let outcome = match err {
-                    BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => {
-                        Outcome::Deny
-                    }
-                    _ => Outcome::Error,
-                };
-                let mut event = self.event(meta, "sts:AssumeRole", caller.arn(), outcome, now);
-                event.params = params;
-                event.reason = err.to_string();
-                self.audit.append(event).await?;
-            }
+            let outcome = match err {
+                BrokerError::AccessDenied { .. } | BrokerError::InvalidCredentials => Outcome::Deny,
+                _ => Outcome::Error,
+            };
+            let mut event = self.event(meta, "sts:AssumeRole", caller.arn(), outcome, now);
+            // Built again rather than cloned on every success: failures are the rare case.
+            event.params = assume_role_params(&input);
+            event.reason = err.to_string();
+            self.audit.append(event).await?;
         }
         result
     }
@@ -810,6 +855,23 @@ impl Broker {
         event.user_agent = meta.user_agent.clone();
         event
     }
+}
+
+/// What the audit event of an `AssumeRole` records of its request (no secrets: only
+/// whether an external id, MFA code or inline policy was given).
+fn assume_role_params(input: &AssumeRoleInput) -> serde_json::Value {
+    json!({
+        "role_arn": input.role_arn,
+        "role_session_name": input.role_session_name,
+        "duration_seconds": input.duration_seconds,
+        "external_id_present": !input.external_id.is_empty(),
+        "mfa": input.token_code.is_some(),
+        "policy_present": !input.policy.is_empty(),
+        "policy_arns": input.policy_arns,
+        "tags": input.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
+        "source_identity": input.source_identity,
+        "audience": input.audience,
+    })
 }
 
 /// Longest ARN Stint accepts in a request (IAM's limit for ARNs and policy ARNs).

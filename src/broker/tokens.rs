@@ -31,9 +31,9 @@ pub struct AuthorizeOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Revocation {
     v: u32,
-    issued_before_ms: i64,
+    pub(crate) issued_before_ms: i64,
     /// After this, every token it could match has expired; the sweeper removes it.
-    keep_until_ms: i64,
+    pub(crate) keep_until_ms: i64,
 }
 
 /// Condition keys that describe the session itself. They come from the token only: a
@@ -381,49 +381,58 @@ impl Broker {
         let keep_until = now_ms
             + (super::keys::MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
         let params = json!({"session_id": session_id, "principal_arn": principal_arn, "role_arn": role_arn, "issued_before_ms": issued_before_ms});
-        self.audited(
-            |tx| {
-                let resource = match &target {
-                    RevokeTarget::Session(id) => {
-                        let session: Option<Session> = tx.get(Table::Sessions, id)?;
-                        let session = session
-                            .ok_or_else(|| BrokerError::NotFound(format!("session {id}")))?;
-                        session.principal_arn
+        let mut written: Option<Revocation> = None;
+        let revoked = self
+            .audited(
+                |tx| {
+                    let resource = match &target {
+                        RevokeTarget::Session(id) => {
+                            let session: Option<Session> = tx.get(Table::Sessions, id)?;
+                            let session = session
+                                .ok_or_else(|| BrokerError::NotFound(format!("session {id}")))?;
+                            session.principal_arn
+                        }
+                        RevokeTarget::Principal(arn) | RevokeTarget::Role(arn) => arn.to_string(),
+                    };
+                    if !revokes_itself(caller, &target) {
+                        self.require(caller, meta, "stint:RevokeSession", &resource)?;
                     }
-                    RevokeTarget::Principal(arn) | RevokeTarget::Role(arn) => arn.to_string(),
-                };
-                if !revokes_itself(caller, &target) {
-                    self.require(caller, meta, "stint:RevokeSession", &resource)?;
-                }
-                let stored: Option<Revocation> = tx.get(Table::Revocations, &key)?;
-                let revocation = Revocation {
-                    v: 1,
-                    issued_before_ms: stored
-                        .as_ref()
-                        .map_or(cutoff, |s| s.issued_before_ms.max(cutoff)),
-                    keep_until_ms: stored
-                        .as_ref()
-                        .map_or(keep_until, |s| s.keep_until_ms.max(keep_until)),
-                };
-                tx.put(Table::Revocations, &key, &revocation);
-                Ok(1)
-            },
-            |result| {
-                let outcome = match result {
-                    Ok(_) => Outcome::Allow,
-                    Err(BrokerError::AccessDenied { .. }) => Outcome::Deny,
-                    Err(_) => Outcome::Error,
-                };
-                let mut event = self.event(meta, "stint:RevokeSession", caller.arn(), outcome, now);
-                event.params = params.clone();
-                if let Err(err) = result {
-                    event.reason = err.to_string();
-                }
-                Some(event)
-            },
-        )
-        .await
-        .inspect(|_| self.revocations_changed.send_modify(|n| *n += 1))
+                    let stored: Option<Revocation> = tx.get(Table::Revocations, &key)?;
+                    let revocation = Revocation {
+                        v: 1,
+                        issued_before_ms: stored
+                            .as_ref()
+                            .map_or(cutoff, |s| s.issued_before_ms.max(cutoff)),
+                        keep_until_ms: stored
+                            .as_ref()
+                            .map_or(keep_until, |s| s.keep_until_ms.max(keep_until)),
+                    };
+                    tx.put(Table::Revocations, &key, &revocation);
+                    written = Some(revocation);
+                    Ok(1)
+                },
+                |result| {
+                    let outcome = match result {
+                        Ok(_) => Outcome::Allow,
+                        Err(BrokerError::AccessDenied { .. }) => Outcome::Deny,
+                        Err(_) => Outcome::Error,
+                    };
+                    let mut event =
+                        self.event(meta, "stint:RevokeSession", caller.arn(), outcome, now);
+                    event.params = params.clone();
+                    if let Err(err) = result {
+                        event.reason = err.to_string();
+                    }
+                    Some(event)
+                },
+            )
+            .await?;
+        // Cached tokens see it before this call answers.
+        if let Some(revocation) = written {
+            self.cache.revoked(key, revocation, now_ms);
+        }
+        self.revocations_changed.send_modify(|n| *n += 1);
+        Ok(revoked)
     }
 }
 

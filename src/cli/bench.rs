@@ -1,7 +1,9 @@
-//! `stint bench`: a load generator over real gRPC on loopback.
+//! `stint bench`: a load generator over real gRPC.
 //!
-//! It starts a broker in-process on `127.0.0.1:0` with a temporary data dir, then drives it
-//! with concurrent tonic clients for a fixed time per RPC and reports each figure beside the
+//! By default it starts a broker in-process on `127.0.0.1:0` with a temporary data dir;
+//! with `--endpoint` it drives a running server instead (plain or TLS, any store), using
+//! the client's credentials and creating nothing there (see [`BenchArgs::endpoint`]). It
+//! drives the server with concurrent tonic clients for a fixed time per RPC and reports each figure beside the
 //! primitive beneath it, measured in the same run, as a ratio: an empty unary RPC
 //! (`grpc.health.v1.Health/Check`, "echo") for every RPC, one fdatasync for AssumeRole's
 //! durable audit, one argon2id hash for logins, a bare Ed25519 verify for offline token
@@ -25,6 +27,9 @@ use crate::proto::{self, sts_client::StsClient, tokens_client::TokensClient};
 use crate::store::seal::MasterKey;
 
 use super::client::duration::parse_duration;
+use super::client::{
+    ClientTls, ConnFlags, Context as ClientContext, Env as ClientEnv, connect_with,
+};
 use super::serve::Daemon;
 use super::{CliError, OutputFormat};
 
@@ -33,6 +38,8 @@ use super::{CliError, OutputFormat};
 pub enum BenchRpc {
     /// The empty unary RPC (`grpc.health.v1.Health/Check`): the ceiling.
     Echo,
+    /// `Sts/GetCallerIdentity`: one token verification.
+    GetCallerIdentity,
     /// `Tokens/Authorize` with the caller's own session token.
     Authorize,
     /// `Sts/AssumeRole`: a signed, durably audited mint.
@@ -46,8 +53,9 @@ pub enum BenchRpc {
 }
 
 impl BenchRpc {
-    const ALL: [BenchRpc; 6] = [
+    const ALL: [BenchRpc; 7] = [
         BenchRpc::Echo,
+        BenchRpc::GetCallerIdentity,
         BenchRpc::Authorize,
         BenchRpc::AssumeRole,
         BenchRpc::GetSessionTokenKey,
@@ -58,6 +66,7 @@ impl BenchRpc {
     fn name(self) -> &'static str {
         match self {
             BenchRpc::Echo => "echo",
+            BenchRpc::GetCallerIdentity => "get-caller-identity",
             BenchRpc::Authorize => "authorize",
             BenchRpc::AssumeRole => "assume-role",
             BenchRpc::GetSessionTokenKey => "get-session-token-key",
@@ -87,6 +96,54 @@ pub struct BenchArgs {
     /// Concurrent logins in the flood phase.
     #[arg(long, default_value_t = 8)]
     pub login_flood: usize,
+    /// Drive a running server (`http://` or `https://`) instead of an in-process one. It
+    /// authenticates like every client command (`--token` / `STINT_TOKEN`, else the
+    /// profile's cached session) and creates nothing: echo, get-caller-identity,
+    /// authorize (the caller's token as its own subject) and verify-offline need only a
+    /// valid session; assume-role needs `--role-arn` (a role the caller may assume: each
+    /// call mints a 900 s session and writes its audit event); get-session-token-key
+    /// needs `--access-key-id` and `--secret-access-key`; login and the login flood need
+    /// `--login-user` and `STINT_BENCH_PASSWORD` (a user without MFA). RPCs whose
+    /// credentials are missing are skipped by `--suite` and refused when named.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// PEM CA certificate of the server's TLS certificate (with an https:// --endpoint).
+    #[arg(long, env = "STINT_CA_CERT", requires = "endpoint")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that require one (mTLS).
+    #[arg(long = "tls-cert", value_name = "FILE", env = "STINT_CLIENT_CERT", requires_all = ["endpoint", "client_key"])]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        value_name = "FILE",
+        env = "STINT_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Credentials profile whose cached session drives a running server.
+    #[arg(long, env = "STINT_PROFILE", default_value = "default")]
+    pub profile: String,
+    /// Session token to use instead of the profile's (with --endpoint).
+    #[arg(long, env = "STINT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Role to assume for assume-role (with --endpoint).
+    #[arg(long, requires = "endpoint")]
+    pub role_arn: Option<String>,
+    /// Access key for get-session-token-key (with --endpoint).
+    #[arg(long, env = "STINT_BENCH_ACCESS_KEY_ID", requires = "endpoint")]
+    pub access_key_id: Option<String>,
+    /// Its secret (prefer the environment variable to the command line).
+    #[arg(
+        long,
+        env = "STINT_BENCH_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "access_key_id"
+    )]
+    pub secret_access_key: Option<String>,
+    /// User whose password logins are measured (password in STINT_BENCH_PASSWORD).
+    #[arg(long, requires = "endpoint")]
+    pub login_user: Option<String>,
 }
 
 fn parse_bench_duration(text: &str) -> Result<Duration, String> {
@@ -217,19 +274,27 @@ fn progress(line: &str) {
     eprintln!("stint bench: {line}");
 }
 
-/// What the measured closures need: the server's address and the callers' credentials.
+/// What the measured closures need: the server and the callers' credentials (the
+/// optional ones may be missing against a running server).
 struct Setup {
-    addr: std::net::SocketAddr,
+    endpoint: String,
+    tls: ClientTls,
+    /// Where the fdatasync primitive is measured.
+    probe_dir: std::path::PathBuf,
     token: String,
-    password: String,
-    access_key: (String, String),
-    role_arn: String,
+    /// User and password for logins.
+    login: Option<(String, String)>,
+    access_key: Option<(String, String)>,
+    role_arn: Option<String>,
     verifier: Arc<Verifier>,
     /// The session token's signed part, its signature and the key that made it.
     signed: Arc<(Vec<u8>, Vec<u8>, [u8; 32])>,
 }
 
 pub async fn run(args: BenchArgs, output: OutputFormat) -> Result<(), CliError> {
+    if let Some(endpoint) = args.endpoint.clone() {
+        return run_remote(&args, output, &endpoint).await;
+    }
     let dir = tempfile_dir()?;
     let result = run_in(&args, output, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -275,7 +340,11 @@ async fn run_in(
     });
     let result = async {
         let setup = prepare(&broker, addr, &password, seed.expose(), &issuer, &audience).await?;
-        measure(args, output, &setup, &argon2, dir).await
+        let setup = Setup {
+            probe_dir: dir.to_path_buf(),
+            ..setup
+        };
+        measure(args, output, &setup, &argon2).await
     }
     .await;
     let _ = stop.send(());
@@ -289,6 +358,108 @@ async fn connect(addr: std::net::SocketAddr) -> Result<Channel, CliError> {
         .connect()
         .await
         .map_err(err)
+}
+
+/// A running server: the client's credentials, nothing created there.
+async fn run_remote(
+    args: &BenchArgs,
+    output: OutputFormat,
+    endpoint: &str,
+) -> Result<(), CliError> {
+    let conn = ConnFlags {
+        endpoint: Some(endpoint.to_string()),
+        ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+        profile: args.profile.clone(),
+    };
+    let context = ClientContext::open(&conn, &ClientEnv::from_process())?;
+    let token = context.token(args.token.as_deref())?.expose().to_string();
+    let channel = context.channel().await?;
+    // Fail fast, with the server's reason, on a token it does not take.
+    StsClient::new(channel.clone())
+        .get_caller_identity(bearer(proto::GetCallerIdentityRequest {}, &token))
+        .await
+        .map_err(|s| CliError::new(format!("the server refuses the bench's session token ({}: {}); run `stint login` or give --token", s.code(), s.message())))?;
+    let login = match &args.login_user {
+        Some(user) => {
+            let password = std::env::var("STINT_BENCH_PASSWORD").map_err(|_| {
+                CliError::new("--login-user needs the user's password in STINT_BENCH_PASSWORD")
+            })?;
+            Some((user.clone(), password))
+        }
+        None => None,
+    };
+    let access_key = match (&args.access_key_id, &args.secret_access_key) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (Some(_), None) => {
+            return Err(CliError::new(
+                "--access-key-id needs --secret-access-key (or STINT_BENCH_SECRET_ACCESS_KEY)",
+            ));
+        }
+        _ => None,
+    };
+    let claims = unverified_claims(&token)?;
+    let text = |key: &str| claims[key].as_str().unwrap_or_default().to_string();
+    let (verifier, signed) = offline_verifier(channel, &token, &text("iss"), &text("aud")).await?;
+    let setup = Setup {
+        endpoint: endpoint.to_string(),
+        tls: context.tls.clone(),
+        probe_dir: std::env::temp_dir(),
+        token,
+        login,
+        access_key,
+        role_arn: args.role_arn.clone(),
+        verifier,
+        signed,
+    };
+    let argon2 = password::Argon2Params {
+        memory_kib: Config::default().argon2.memory_kib,
+        iterations: Config::default().argon2.iterations,
+        parallelism: Config::default().argon2.parallelism,
+    };
+    measure(args, output, &setup, &argon2).await
+}
+
+/// The JWT's claims, unverified (the offline verifier is built for its issuer and
+/// audience; the verification itself checks them).
+fn unverified_claims(token: &str) -> Result<serde_json::Value, CliError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| CliError::new("the session token is not a JWT"))?;
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(payload.as_bytes())
+        .map_err(|_| CliError::new("the session token's claims are not base64url"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| CliError::new("the session token's claims are not JSON"))
+}
+
+/// What an RPC needs that a running server's bench may lack, as a refusal naming it.
+fn missing(setup: &Setup, rpc: BenchRpc) -> Option<&'static str> {
+    match rpc {
+        BenchRpc::AssumeRole if setup.role_arn.is_none() => Some(
+            "assume-role needs --role-arn ARN: a role whose trust policy lets the bench's caller assume it (sts:AssumeRole)",
+        ),
+        BenchRpc::GetSessionTokenKey if setup.access_key.is_none() => Some(
+            "get-session-token-key needs --access-key-id and --secret-access-key (or STINT_BENCH_SECRET_ACCESS_KEY)",
+        ),
+        BenchRpc::Login if setup.login.is_none() => {
+            Some("login needs --login-user NAME and STINT_BENCH_PASSWORD (a user without MFA)")
+        }
+        _ => None,
+    }
+}
+
+fn need<T: Clone>(value: &Option<T>, rpc: BenchRpc) -> Result<T, CliError> {
+    value
+        .clone()
+        .ok_or_else(|| CliError::new(format!("{} cannot run without its credentials", rpc.name())))
+}
+
+/// Connects to the bench's server.
+async fn open_channel(setup: &Setup) -> Result<Channel, CliError> {
+    connect_with(&setup.endpoint, &setup.tls).await
 }
 
 async fn prepare(
@@ -345,7 +516,28 @@ async fn prepare(
         .await
         .map_err(err)?;
 
-    // Offline verification: the served JWKS, as a relying party would fetch it.
+    let (verifier, signed) = offline_verifier(channel, &token, issuer, audience).await?;
+    Ok(Setup {
+        endpoint: format!("http://{addr}"),
+        tls: ClientTls::default(),
+        probe_dir: std::env::temp_dir(),
+        token,
+        login: Some(("flood".into(), password.expose().to_string())),
+        access_key: Some((key.access_key_id, secret.expose().to_string())),
+        role_arn: Some(role.arn),
+        verifier,
+        signed,
+    })
+}
+
+/// The session token's verifier from the served JWKS, as a relying party would fetch it,
+/// and the token's signed part, signature and signing key (for the bare verify).
+async fn offline_verifier(
+    channel: Channel,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<(Arc<Verifier>, Arc<(Vec<u8>, Vec<u8>, [u8; 32])>), CliError> {
     let jwks = TokensClient::new(channel)
         .get_jwks(proto::GetJwksRequest::default())
         .await
@@ -372,17 +564,9 @@ async fn prepare(
         }
     }
     let signer_key = signer_key.ok_or_else(|| CliError::new("no JWKS key verifies the token"))?;
-    verifier.verify(&token, SystemClock.now()).map_err(err)?;
+    verifier.verify(token, SystemClock.now()).map_err(err)?;
     let signed = Arc::new((signed_part.as_bytes().to_vec(), signature, signer_key));
-    Ok(Setup {
-        addr,
-        token,
-        password: password.expose().to_string(),
-        access_key: (key.access_key_id, secret.expose().to_string()),
-        role_arn: role.arn,
-        verifier: Arc::new(verifier),
-        signed,
-    })
+    Ok((Arc::new(verifier), signed))
 }
 
 fn bare_verify(public: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
@@ -425,6 +609,19 @@ async fn measure_rpc(
             })
             .await
         }
+        BenchRpc::GetCallerIdentity => {
+            let token = Arc::new(setup.token.clone());
+            drive(duration, concurrency, channels, move |channel| {
+                let request = bearer(proto::GetCallerIdentityRequest {}, &token);
+                async move {
+                    StsClient::new(channel)
+                        .get_caller_identity(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
         BenchRpc::Authorize => {
             let token = Arc::new(setup.token.clone());
             drive(duration, concurrency, channels, move |channel| {
@@ -448,7 +645,7 @@ async fn measure_rpc(
         }
         BenchRpc::AssumeRole => {
             let token = Arc::new(setup.token.clone());
-            let role_arn = Arc::new(setup.role_arn.clone());
+            let role_arn = Arc::new(need(&setup.role_arn, rpc)?);
             drive(duration, concurrency, channels, move |channel| {
                 let request = bearer(
                     proto::AssumeRoleRequest {
@@ -469,7 +666,7 @@ async fn measure_rpc(
             .await
         }
         BenchRpc::GetSessionTokenKey => {
-            let (id, secret) = setup.access_key.clone();
+            let (id, secret) = need(&setup.access_key, rpc)?;
             let (id, secret) = (Arc::new(id), Arc::new(secret));
             drive(duration, concurrency, channels, move |channel| {
                 let request = proto::GetSessionTokenRequest {
@@ -493,9 +690,9 @@ async fn measure_rpc(
             .await
         }
         BenchRpc::Login => {
-            let password = Arc::new(setup.password.clone());
+            let login = Arc::new(need(&setup.login, rpc)?);
             drive(duration, concurrency, channels, move |channel| {
-                let request = login_request("flood", &password);
+                let request = login_request(&login.0, &login.1);
                 async move {
                     StsClient::new(channel)
                         .get_session_token(request)
@@ -530,8 +727,8 @@ struct Primitives {
 fn measure_primitives(
     setup: &Setup,
     argon2: &password::Argon2Params,
-    dir: &std::path::Path,
 ) -> Result<Primitives, CliError> {
+    let dir = &setup.probe_dir;
     let (message, signature, public) = &*setup.signed;
     let ed25519_verify = primitive_rate(2000, || {
         if bare_verify(public, message, signature) {
@@ -540,7 +737,7 @@ fn measure_primitives(
             Err(CliError::new("bare Ed25519 verify failed"))
         }
     })?;
-    let secret = SecretString::new(setup.password.clone());
+    let secret = SecretString::new("bench password 1234".into());
     let argon2id_hash = primitive_rate(5, || {
         password::hash_password(&secret, &[7u8; 16], argon2)
             .map(|_| ())
@@ -566,10 +763,17 @@ async fn measure(
     output: OutputFormat,
     setup: &Setup,
     argon2: &password::Argon2Params,
-    dir: &std::path::Path,
 ) -> Result<(), CliError> {
     let (rpcs, concurrencies): (Vec<BenchRpc>, Vec<usize>) = if args.suite {
-        (BenchRpc::ALL.to_vec(), vec![16, 64])
+        let mut rpcs = BenchRpc::ALL.to_vec();
+        rpcs.retain(|&rpc| match missing(setup, rpc) {
+            Some(why) => {
+                progress(&format!("skipping {}: {why}", rpc.name()));
+                false
+            }
+            None => true,
+        });
+        (rpcs, vec![16, 64])
     } else if args.rpcs.is_empty() {
         (
             vec![BenchRpc::Echo, BenchRpc::Authorize],
@@ -580,10 +784,13 @@ async fn measure(
     };
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        channels.push(connect(setup.addr).await?);
+        channels.push(open_channel(setup).await?);
+    }
+    if let Some(why) = rpcs.iter().find_map(|&rpc| missing(setup, rpc)) {
+        return Err(CliError::new(why));
     }
     progress("measuring primitives (Ed25519 verify, argon2id hash, fdatasync)");
-    let primitives = measure_primitives(setup, argon2, dir)?;
+    let primitives = measure_primitives(setup, argon2)?;
     // Warm up connections and caches.
     measure_rpc(
         BenchRpc::Echo,
@@ -646,7 +853,7 @@ async fn measure(
                 ));
             }
         }
-        if args.suite {
+        if args.suite && setup.login.is_some() {
             let alone = measure_rpc(
                 BenchRpc::Authorize,
                 args.duration,
@@ -728,15 +935,12 @@ async fn login_flood(
     let mut flood = Vec::new();
     for _ in 0..args.login_flood {
         let (flooding, logins, failures) = (flooding.clone(), logins.clone(), failures.clone());
-        let channel = connect(setup.addr).await?;
-        let password = setup.password.clone();
+        let channel = open_channel(setup).await?;
+        let (user, password) = need(&setup.login, BenchRpc::Login)?;
         flood.push(tokio::spawn(async move {
             let mut sts = StsClient::new(channel);
             while flooding.load(Ordering::Relaxed) {
-                match sts
-                    .get_session_token(login_request("flood", &password))
-                    .await
-                {
+                match sts.get_session_token(login_request(&user, &password)).await {
                     Ok(_) => logins.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failures.fetch_add(1, Ordering::Relaxed),
                 };
@@ -782,8 +986,12 @@ fn print_figures(
         }
         return;
     }
+    let target = match &args.endpoint {
+        Some(endpoint) => format!("server at {endpoint}"),
+        None => "loopback gRPC, in-process broker".to_string(),
+    };
     println!(
-        "stint bench: {:?} per measurement, {} connection(s), loopback gRPC, in-process broker",
+        "stint bench: {:?} per measurement, {} connection(s), {target}",
         args.duration,
         args.connections.max(1)
     );

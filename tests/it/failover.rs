@@ -499,7 +499,7 @@ async fn sigkill_of_a_replica_loses_no_credential_and_the_others_serve() {
         .expect_err("the same code on replica 0");
     assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
 
-    // A session revoked on one replica is refused by the others at once.
+    // A session revoked on one replica is refused by the others within the bound.
     let victim = StsClient::new(replicas[1].channel.clone())
         .get_session_token(key_login(&id, &secret))
         .await
@@ -518,9 +518,26 @@ async fn sigkill_of_a_replica_loses_no_credential_and_the_others_serve() {
         })
         .await
         .expect("revoked on replica 1");
-    for n in [0, 1] {
-        let refused = whoami(&replicas[n], &victim).await.expect_err("revoked");
-        assert_eq!(refused.code(), Code::Unauthenticated, "replica {n}");
+    let refused = whoami(&replicas[1], &victim).await.expect_err("revoked");
+    assert_eq!(
+        refused.code(),
+        Code::Unauthenticated,
+        "the revoking replica, at once"
+    );
+    // Replica 0 cached the token above: it re-checks it against the database at most
+    // SHARED_REFRESH (1 s) later (docs/ARCHITECTURE.md); allow scheduling slack.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match whoami(&replicas[0], &victim).await {
+            Err(refused) => {
+                assert_eq!(refused.code(), Code::Unauthenticated, "replica 0");
+                break;
+            }
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(_) => panic!("replica 0 still accepts a session revoked on replica 1"),
+        }
     }
 
     // Every credential a client received has its event; the one chain verifies.

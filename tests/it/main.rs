@@ -23,6 +23,7 @@ mod disk_full;
 mod durability;
 mod exec;
 mod failover;
+mod hot_path;
 mod iam;
 mod lifecycle;
 mod load_limits;

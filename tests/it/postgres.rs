@@ -73,8 +73,8 @@ async fn replicas_share_tokens_revocations_and_mfa_codes() {
     assert_eq!(status.message(), "invalid credentials");
     b.after_failure();
 
-    // A revocation made on one replica is honoured by the other at once: revocations
-    // are read from the store on every request.
+    // A revocation made on one replica is honoured by the other at once for a token that
+    // replica has not cached (a cached one within SHARED_REFRESH: tests/it/hot_path.rs).
     a.tokens_as(&from_a)
         .revoke_session(proto::RevokeSessionRequest {
             session_id: jti(&from_b),

@@ -1,0 +1,339 @@
+//! The hot path's memory: verified tokens, each session's compiled policies, revocations.
+//!
+//! `Authorize` and every authenticated RPC used to verify a signature, parse claims, read
+//! the session record, the revocations, the principal and its policies from the store on
+//! each call. A verified token is kept here, keyed by the SHA-256 of the token text, with
+//! the caller it proved; a hit costs one hash and a few comparisons. What can make a hit
+//! wrong, and how each is caught:
+//!
+//! - expiry: every hit checks `nbf`/`exp` (with the verifier's leeway) against the broker's
+//!   [`Clock`](super::Clock), so a manual clock expires entries in tests;
+//! - revocation: an in-memory copy of the revocations table, changed synchronously by
+//!   `RevokeSession` on this process. Its generation is stamped on each entry; a hit whose
+//!   stamp is older re-checks the entry's session chain against the set;
+//! - IAM changes (a user or role deleted and created again, a policy detached): every
+//!   committed batch that writes users, groups, roles or policies bumps the IAM
+//!   generation; an entry (and its compiled policies) from an older generation is
+//!   re-verified from the store;
+//! - signing keys: an entry remembers the verifier that accepted it; a rotation, purge or
+//!   reload replaces the verifier, and the entry is re-verified;
+//! - other replicas (a shared PostgreSQL store): they revoke and change IAM too, unseen by
+//!   the generations above. There the revocation set is re-read from the store, and every
+//!   entry re-verified, once [`SHARED_REFRESH`] old: another replica's revocation or IAM
+//!   change takes effect here within that bound for tokens this replica has cached (a
+//!   token it has not cached is checked against the store at once).
+//!
+//! A cache miss is the old path: full verification, store reads; its result is cached.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::core::token::Verifier;
+use crate::store::{self, Batch, Store, Table};
+
+use super::caller::{Caller, EffectivePolicies};
+use super::tokens::Revocation;
+use super::{BrokerError, unix_secs};
+
+/// Verified tokens (and sessions with compiled policies) kept at most; a full cache drops
+/// its expired entries, then everything if that was not enough.
+pub const MAX_CACHED_TOKENS: usize = 10_000;
+
+/// On a shared store: how stale a replica's view of other replicas' revocations and IAM
+/// changes may be, for tokens it has cached.
+pub const SHARED_REFRESH: Duration = Duration::from_secs(1);
+
+/// Whether a batch changes what cached callers depend on: principals, their unique ids,
+/// group memberships, boundaries and policies.
+pub(crate) fn writes_iam(batch: &Batch) -> bool {
+    batch.writes.iter().any(|(table, ..)| {
+        matches!(
+            table,
+            Table::Users | Table::Groups | Table::Roles | Table::Policies
+        )
+    })
+}
+
+/// The SHA-256 of a token's text.
+pub(crate) type TokenHash = [u8; 32];
+
+pub(crate) fn token_hash(token: &str) -> TokenHash {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// One verified token.
+pub(crate) struct Verified {
+    pub caller: Caller,
+    /// Unix seconds: accepted while `valid_from <= now < valid_until` (leeway included).
+    valid_from: i64,
+    valid_until: i64,
+    /// The verifier that accepted it: a key change replaces it.
+    verifier: Arc<Verifier>,
+    iam_generation: u64,
+    revocation_generation: AtomicU64,
+    checked_at: SystemTime,
+}
+
+/// A session's compiled policies, for the IAM generation they were loaded in.
+struct CompiledFor {
+    iam_generation: u64,
+    checked_at: SystemTime,
+    policies: Arc<EffectivePolicies>,
+}
+
+/// The revocations table, in memory.
+#[derive(Default)]
+struct RevocationSet {
+    entries: HashMap<String, Revocation>,
+    refreshed_at: Option<SystemTime>,
+}
+
+#[derive(Default)]
+pub(crate) struct SessionCache {
+    tokens: Mutex<HashMap<TokenHash, Arc<Verified>>>,
+    /// By session id (`jti`).
+    policies: Mutex<HashMap<String, CompiledFor>>,
+    revocations: RwLock<RevocationSet>,
+    /// Held by the one request re-reading revocations of a shared store.
+    refreshing: Mutex<()>,
+    iam_generation: AtomicU64,
+    revocation_generation: AtomicU64,
+}
+
+/// What a lookup found.
+pub(crate) enum Hit {
+    /// Valid now; its revocation stamp is current.
+    Fresh(Arc<Verified>),
+    /// Valid now, but revocations changed since it was checked: check its chain.
+    Recheck(Arc<Verified>),
+    Miss,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
+    // A clock that went backwards counts as stale.
+    now.duration_since(since).unwrap_or(Duration::MAX)
+}
+
+impl SessionCache {
+    pub fn iam_generation(&self) -> u64 {
+        self.iam_generation.load(Ordering::Acquire)
+    }
+
+    pub fn revocation_generation(&self) -> u64 {
+        self.revocation_generation.load(Ordering::Acquire)
+    }
+
+    /// Called after every committed batch (`Broker::audited`), before its RPC answers:
+    /// one that wrote IAM makes cached callers and policies be checked again.
+    pub fn committed(&self, wrote_iam: bool) {
+        if wrote_iam {
+            self.iam_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The entry for `hash` if it may answer at `now` for `verifier` without the store.
+    pub fn lookup(
+        &self,
+        hash: &TokenHash,
+        now: SystemTime,
+        verifier: &Arc<Verifier>,
+        shared: bool,
+    ) -> Hit {
+        let Some(entry) = lock(&self.tokens).get(hash).cloned() else {
+            return Hit::Miss;
+        };
+        let secs = unix_secs(now);
+        let usable = entry.valid_from <= secs
+            && secs < entry.valid_until
+            && Arc::ptr_eq(&entry.verifier, verifier)
+            && entry.iam_generation == self.iam_generation()
+            && !(shared && elapsed(entry.checked_at, now) >= SHARED_REFRESH);
+        if !usable {
+            lock(&self.tokens).remove(hash);
+            return Hit::Miss;
+        }
+        if entry.revocation_generation.load(Ordering::Acquire) == self.revocation_generation() {
+            Hit::Fresh(entry)
+        } else {
+            Hit::Recheck(entry)
+        }
+    }
+
+    /// Marks `entry` checked against the revocations of `generation`.
+    pub fn rechecked(&self, entry: &Verified, generation: u64) {
+        entry
+            .revocation_generation
+            .fetch_max(generation, Ordering::AcqRel);
+    }
+
+    pub fn forget(&self, hash: &TokenHash) {
+        lock(&self.tokens).remove(hash);
+    }
+
+    /// Caches `caller`, verified at `now` by `verifier` with `leeway` seconds, against the
+    /// generations read before it was loaded.
+    #[allow(clippy::too_many_arguments)] // each stamp named at the one call
+    pub fn insert(
+        &self,
+        hash: TokenHash,
+        caller: &Caller,
+        verifier: Arc<Verifier>,
+        leeway: i64,
+        iam_generation: u64,
+        revocation_generation: u64,
+        now: SystemTime,
+    ) {
+        let entry = Arc::new(Verified {
+            caller: caller.clone(),
+            valid_from: caller.claims.nbf.saturating_sub(leeway),
+            valid_until: caller.claims.exp.saturating_add(leeway),
+            verifier,
+            iam_generation,
+            revocation_generation: AtomicU64::new(revocation_generation),
+            checked_at: now,
+        });
+        let mut tokens = lock(&self.tokens);
+        if tokens.len() >= MAX_CACHED_TOKENS {
+            let secs = unix_secs(now);
+            tokens.retain(|_, e| secs < e.valid_until);
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(hash, entry);
+    }
+
+    /// The compiled policies of session `jti`, if loaded in the current IAM generation
+    /// (and, on a shared store, recently).
+    pub fn policies(
+        &self,
+        jti: &str,
+        now: SystemTime,
+        shared: bool,
+    ) -> Option<Arc<EffectivePolicies>> {
+        let cache = lock(&self.policies);
+        let found = cache.get(jti)?;
+        let usable = found.iam_generation == self.iam_generation()
+            && !(shared && elapsed(found.checked_at, now) >= SHARED_REFRESH);
+        usable.then(|| found.policies.clone())
+    }
+
+    pub fn insert_policies(
+        &self,
+        jti: &str,
+        policies: Arc<EffectivePolicies>,
+        iam_generation: u64,
+        now: SystemTime,
+    ) {
+        let mut cache = lock(&self.policies);
+        if cache.len() >= MAX_CACHED_TOKENS {
+            let current = self.iam_generation();
+            cache.retain(|_, c| c.iam_generation == current);
+            if cache.len() >= MAX_CACHED_TOKENS {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            jti.to_owned(),
+            CompiledFor {
+                iam_generation,
+                checked_at: now,
+                policies,
+            },
+        );
+    }
+
+    /// A stored revocation, from memory.
+    pub fn revocation(&self, key: &str) -> Option<Revocation> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .get(key)
+            .cloned()
+    }
+
+    /// Records a revocation this process committed (before its RPC answers).
+    pub fn revoked(&self, key: String, revocation: Revocation, now_ms: i64) {
+        let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
+        // The sweeper removes these from the store; memory follows here.
+        set.entries.retain(|_, r| r.keep_until_ms >= now_ms);
+        set.entries.insert(key, revocation);
+        self.revocation_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Loads every stored revocation (at startup, and on a shared store every
+    /// [`SHARED_REFRESH`] from the first request after it is due).
+    pub fn load_revocations(&self, store: &dyn Store, now: SystemTime) -> Result<(), BrokerError> {
+        let mut entries = HashMap::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan(Table::Revocations, b"", after.as_deref(), 1_000)?;
+            for (key, bytes) in &page {
+                let revocation: Revocation = store::decode(Table::Revocations, key, bytes)?;
+                entries.insert(String::from_utf8_lossy(key).into_owned(), revocation);
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1_000 => after = Some(key.clone()),
+                _ => break,
+            }
+        }
+        let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
+        set.entries = entries;
+        set.refreshed_at = Some(now);
+        self.revocation_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// On a shared store, re-reads the revocations when [`SHARED_REFRESH`] has passed; one
+    /// request does it while the others go on with the current set.
+    pub fn refresh_if_due(&self, store: &dyn Store, now: SystemTime) -> Result<(), BrokerError> {
+        let due = self
+            .revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .refreshed_at
+            .is_none_or(|at| elapsed(at, now) >= SHARED_REFRESH);
+        if !due {
+            return Ok(());
+        }
+        let Ok(_refreshing) = self.refreshing.try_lock() else {
+            return Ok(());
+        };
+        self.load_revocations(store, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_is_sha256_of_the_text() {
+        let hex = data_encoding::HEXLOWER.encode(&token_hash("abc"));
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(token_hash("a.b.c"), token_hash("a.b.d"));
+    }
+
+    #[test]
+    fn staleness_counts_a_clock_gone_backwards_as_stale() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(
+            elapsed(t, t + Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(elapsed(t, t - Duration::from_secs(1)), Duration::MAX);
+    }
+}
