@@ -186,6 +186,9 @@ pub struct AuditLog {
     wake: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
     healthy: watch::Sender<bool>,
+    /// Bumped by every failure, so a flush that began before a failure cannot report the
+    /// log healthy again over it.
+    failures: AtomicU64,
     live: broadcast::Sender<Record>,
     signer: RwLock<Option<Arc<dyn CheckpointSigner>>>,
     appended: AtomicU64,
@@ -276,6 +279,7 @@ impl AuditLog {
             wake: wake.clone(),
             flushed: watch::Sender::new(Flushed { durable, failed: 0 }),
             healthy: watch::Sender::new(true),
+            failures: AtomicU64::new(0),
             live: broadcast::Sender::new(LIVE_CAPACITY),
             signer: RwLock::new(None),
             appended: AtomicU64::new(0),
@@ -564,6 +568,9 @@ impl AuditLog {
     }
 
     fn set_healthy(&self, healthy: bool) {
+        if !healthy {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
         let changed = self.healthy.send_if_modified(|current| {
             let changed = *current != healthy;
             *current = healthy;
@@ -956,6 +963,7 @@ impl Flusher {
             return;
         }
         let store = log.store.clone();
+        let failures_before = log.failures.load(Ordering::SeqCst);
         let attempted_checkpoint = signer.is_some();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
@@ -998,7 +1006,10 @@ impl Flusher {
                     counters.max_batch = counters.max_batch.max(batch);
                     crate::metrics::audit_flushed(batch, started.elapsed());
                 }
-                log.set_healthy(true);
+                // Only a flush that began after the last failure proves the store well.
+                if needs_flush && log.failures.load(Ordering::SeqCst) == failures_before {
+                    log.set_healthy(true);
+                }
                 log.publish_durable(target);
             }
             Err(err) => {

@@ -345,7 +345,8 @@ mod tests {
             "sts:AssumeRole",
             crate::audit::event::Outcome::Allow,
         );
-        let _ = ready.broker.audit_log().append(event).await;
+        let appended = ready.broker.audit_log().append(event).await;
+        assert!(appended.is_err(), "{appended:?}");
         assert!(!ready.broker.audit_log().healthy());
         assert_eq!(ready.check().await, Err(NotReady::AuditUnavailable));
         ready.keys_loaded.store(false, Ordering::SeqCst);
