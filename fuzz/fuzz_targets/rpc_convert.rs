@@ -147,6 +147,7 @@ async fn server() -> Server {
     config.argon2.memory_kib = 8;
     config.argon2.iterations = 1;
     config.argon2.parallelism = 1;
+    config.account.id = "123456789012".into();
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
     let daemon = Daemon::assemble(config, Arc::new(MemoryStore::new()), master(), clock.clone())
         .expect("assemble");
@@ -171,10 +172,23 @@ async fn server() -> Server {
         )
         .await
         .expect("admin login");
-    Server {
-        broker,
-        bearer: format!("Bearer {}", issued.session_token),
-    }
+    let bearer = format!("Bearer {}", issued.session_token);
+    // A role the account may assume, so AssumeRole and role requests get past the lookup.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
+    let iam = iam::IamService {
+        broker: broker.clone(),
+    };
+    iam.create_role(request(
+        proto::CreateRoleRequest {
+            role_name: "deploy".into(),
+            assume_role_policy_document: trust.into(),
+            ..Default::default()
+        },
+        &bearer,
+    ))
+    .await
+    .expect("role");
+    Server { broker, bearer }
 }
 
 fn request<T>(message: T, bearer: &str) -> tonic::Request<T> {
