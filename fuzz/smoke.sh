@@ -20,8 +20,8 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-# cargo-fuzz has no --locked: refuse a stale fuzz/Cargo.lock before building.
-cargo metadata --locked --format-version 1 >/dev/null
+# cargo-fuzz has no --locked: fetch with it first, which refuses a stale fuzz/Cargo.lock.
+cargo fetch --locked --target "$(rustc -vV | sed -n "s/^host: //p")" >/dev/null
 
 start=$SECONDS
 cargo fuzz build "${flags[@]}"

@@ -31,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
     let document = parts.next().unwrap_or_default();
     let action = parts.next().unwrap_or("s3:GetObject");
     let resource = parts.next().unwrap_or("arn:aws:s3:::bucket/key");
-    let principal = parts.next().unwrap_or("arn:aws:iam::123456789012:user/alice");
+    let principal = parts
+        .next()
+        .unwrap_or("arn:aws:iam::123456789012:user/alice");
     let mut context = Context::new();
     for line in parts.next().unwrap_or_default().lines() {
         if let Some((key, values)) = line.split_once('=') {
@@ -64,10 +66,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let decision = evaluate(&request, &set);
     let _ = decision.reason.len();
-    let plain = evaluate(&request, &PolicySet { identity: &identity, ..PolicySet::default() });
+    let plain = evaluate(
+        &request,
+        &PolicySet {
+            identity: &identity,
+            ..PolicySet::default()
+        },
+    );
     let _ = plain.matched.len();
     if let Some(trust) = named(&parsed[4]) {
         let _ = evaluate_assume_role(&request, trust, &set);
-        let _ = evaluate_assume_role(&Request { principal: None, ..request }, trust, &set);
+        let _ = evaluate_assume_role(
+            &Request {
+                principal: None,
+                ..request
+            },
+            trust,
+            &set,
+        );
     }
 });

@@ -53,9 +53,11 @@ fn check(f: &Fixture, token: &str) {
     let _ = f.verifier.verify_for(token, now, &|aud| aud.len() < 8);
     if let Ok(parsed) = UnverifiedToken::parse(token) {
         let _ = parsed.verify_signature(&f.jwks);
-        let _ = parsed
-            .claims
-            .check(1_700_000_000, 60, &["stint".into(), "sts.amazonaws.com".into()]);
+        let _ = parsed.claims.check(
+            1_700_000_000,
+            60,
+            &["stint".into(), "sts.amazonaws.com".into()],
+        );
         let _ = parsed.claims.check(i64::MIN, i64::MAX, &[]);
         let _ = parsed.claims.check(i64::MAX, i64::MIN, &[]);
     }
