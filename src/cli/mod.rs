@@ -287,7 +287,10 @@ pub fn load_config(flags: &ServerFlags, more: Overrides) -> Result<Config, CliEr
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt;
     // `try_init` also routes the `log` crate's records (sled's) into tracing.
-    let _ = log_subscriber(format, std::io::stderr).try_init();
+    // Colours only for a person at a terminal: escape codes cost CPU on every request line
+    // and clutter files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = log_subscriber(format, ansi, std::io::stderr).try_init();
 }
 
 /// The daemon's log subscriber, writing to `writer`.
@@ -296,7 +299,11 @@ fn init_tracing(format: LogFormat) {
 /// tracing-subscriber's default reports such a failure with `eprintln!`, which panics
 /// when stderr itself fails, and a panic inside a request handler ends the call
 /// CANCELLED. Logging must never fail a request.
-fn log_subscriber<W>(format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+fn log_subscriber<W>(
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -306,6 +313,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .log_internal_errors(false);
     match format {
         LogFormat::Json => Box::new(builder.json().with_current_span(true).finish()),
