@@ -67,9 +67,10 @@ pub struct BrokerSettings {
     pub hash_queue: usize,
 }
 
-/// Hashing threads when `limits.hash_threads` is 0: one per core.
+/// Hashing threads when `limits.hash_threads` is 0: one per core but one (at least one).
 pub fn default_hash_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // One core is left to the async workers, so a login flood cannot starve minting.
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// Hashes that may wait for a thread by default.
