@@ -977,3 +977,46 @@ pub fn trust(principal: &str, condition: Option<Value>) -> String {
     }
     serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string()
 }
+
+/// Finishes `cmd` (the binary at `stint init`, with its environment and store flags) with
+/// `--admin-user admin --password-stdin --output json`, runs it with `password` on stdin
+/// and returns its JSON.
+pub fn run_init(mut cmd: std::process::Command, password: &str) -> Value {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .args([
+            "--admin-user",
+            "admin",
+            "--password-stdin",
+            "--output",
+            "json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stint init starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).expect("init --output json prints JSON");
+    assert_eq!(json["user_name"], "admin");
+    json
+}
+
+/// The admin's TOTP seed from `stint init --output json`.
+pub fn init_totp_seed(json: &Value) -> Vec<u8> {
+    data_encoding::BASE32_NOPAD
+        .decode(json["totp_secret"].as_str().unwrap().as_bytes())
+        .unwrap()
+}

@@ -11,7 +11,7 @@
 //! The process helpers here are shared with `disk_full.rs`.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ use stint::proto::iam_client::IamClient;
 use stint::proto::keys_client::KeysClient;
 use stint::proto::sts_client::StsClient;
 
-use crate::common::{allow, arn, trust};
+use crate::common::{allow, arn, init_totp_seed, run_init, trust};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stint");
 pub const ADMIN_PASSWORD: &str = "crash test password 42";
@@ -46,37 +46,14 @@ pub fn command(data_dir: &Path) -> Command {
 }
 
 /// `stint init` with an `admin` user; returns the admin's TOTP seed.
+fn init_command(data_dir: &Path) -> Command {
+    let mut cmd = command(data_dir);
+    cmd.arg("init");
+    cmd
+}
+
 pub fn init(data_dir: &Path) -> Vec<u8> {
-    let mut child = command(data_dir)
-        .args([
-            "init",
-            "--admin-user",
-            "admin",
-            "--password-stdin",
-            "--output",
-            "json",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("stint init starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
-    data_encoding::BASE32_NOPAD
-        .decode(json["totp_secret"].as_str().unwrap().as_bytes())
-        .unwrap()
+    init_totp_seed(&run_init(init_command(data_dir), ADMIN_PASSWORD))
 }
 
 /// A running `stint serve`, killed (SIGKILL) when dropped.

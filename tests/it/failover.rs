@@ -42,7 +42,7 @@ use stint::proto::sts_client::StsClient;
 use stint::proto::tokens_client::TokensClient;
 use stint::store::postgres::testing;
 
-use crate::common::{Bearer, allow, arn, assume, jwt_claims, trust};
+use crate::common::{Bearer, allow, arn, assume, init_totp_seed, jwt_claims, run_init, trust};
 
 const PASSWORD: &str = "failover test password 42";
 /// How long recovery may take before the test fails (polled, not slept).
@@ -86,36 +86,7 @@ impl Shared {
 
     /// `stint init`; returns the admin's TOTP seed.
     fn init(&self) -> Vec<u8> {
-        let mut child = self
-            .command(&self.data_dir(0), "init")
-            .args([
-                "--admin-user",
-                "admin",
-                "--password-stdin",
-                "--output",
-                "json",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("stint init starts");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
-        data_encoding::BASE32_NOPAD
-            .decode(json["totp_secret"].as_str().unwrap().as_bytes())
-            .unwrap()
+        init_totp_seed(&run_init(self.command(&self.data_dir(0), "init"), PASSWORD))
     }
 
     /// `stint audit <what>` against the store (the stopped data dir for sled).

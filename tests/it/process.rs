@@ -12,6 +12,7 @@ use serde_json::Value;
 use tonic::Request;
 use tonic::transport::Channel;
 
+use crate::common::run_init;
 use stint::proto;
 use stint::proto::get_session_token_request::Credential;
 use stint::proto::iam_client::IamClient;
@@ -36,35 +37,14 @@ struct Init {
     otpauth_uri: String,
 }
 
+fn init_command(data_dir: &Path) -> Command {
+    let mut cmd = command(data_dir);
+    cmd.arg("init");
+    cmd
+}
+
 fn init(data_dir: &Path) -> Init {
-    let mut child = command(data_dir)
-        .args([
-            "init",
-            "--admin-user",
-            "admin",
-            "--password-stdin",
-            "--output",
-            "json",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("stint init starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).expect("init --output json prints JSON");
-    assert_eq!(json["user_name"], "admin");
+    let json = run_init(init_command(data_dir), PASSWORD);
     Init {
         totp_secret: json["totp_secret"].as_str().unwrap().to_string(),
         otpauth_uri: json["otpauth_uri"].as_str().unwrap().to_string(),
