@@ -31,7 +31,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 failed=()
 for target in $(cargo fuzz list); do
-    mkdir -p "$work/$target"
+    mkdir -p "$work/$target" "corpus/$target"
     # New inputs go to the scratch dir (first), the committed seeds are only read.
     if ! cargo fuzz run "${flags[@]}" "$target" "$work/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \

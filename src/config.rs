@@ -480,7 +480,7 @@ impl OpsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Threads hashing passwords (argon2id), apart from the async workers; 0: one per core but one (at least one).
+    /// Threads hashing passwords (argon2id), apart from the async workers; 0: one per core.
     pub hash_threads: u64,
     /// Password checks that may wait for a hashing thread; more are refused at once.
     pub hash_queue: u64,
@@ -520,7 +520,7 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// The hashing threads to start (`hash_threads`, or one per core but one when 0).
+    /// The hashing threads to start (`hash_threads`, or one per core when 0).
     pub fn hash_threads(&self) -> usize {
         match usize::try_from(self.hash_threads) {
             Ok(0) | Err(_) => crate::broker::default_hash_threads(),
@@ -1100,7 +1100,7 @@ const CHECKPOINT_EVERY_EVENTS: RangeInclusive<u64> = 1..=100_000_000;
 const CHECKPOINT_EVERY_SECONDS: RangeInclusive<u64> = 1..=604_800;
 const RETENTION_DAYS: RangeInclusive<u64> = 0..=36_500; // 100 years; 0 = forever
 const SWEEP_INTERVAL_SECONDS: RangeInclusive<u64> = 1..=2_592_000; // 30 days
-const HASH_THREADS: RangeInclusive<u64> = 0..=256; // 0 = one per core but one (at least one)
+const HASH_THREADS: RangeInclusive<u64> = 0..=256; // 0 = one per core
 const HASH_QUEUE: RangeInclusive<u64> = 1..=65_536;
 const CONCURRENT_REQUESTS: RangeInclusive<u64> = 1..=1_000_000;
 const REQUEST_TIMEOUT_MS: RangeInclusive<u64> = 1..=3_600_000; // 1 hour

@@ -8,6 +8,10 @@
 //! `RESOURCE_EXHAUSTED` with a retry hint), before any hash is computed, whoever the user
 //! is — a known user and an unknown one are refused alike. A job whose caller has gone
 //! (request cancelled or past its deadline) is skipped rather than hashed.
+//!
+//! The threads run at a lower scheduling priority (nice [`HASH_NICENESS`]): an idle server
+//! gives logins every core, and under a login flood the scheduler still hands the cores to
+//! the async workers first, so minting and Authorize keep their latency.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,21 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// How much nicer than the rest of the daemon the hashing threads run (Linux per-thread nice).
+pub const HASH_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority; best effort (a refusal only costs fairness).
+fn lower_priority() {
+    let this_thread = rustix::thread::gettid();
+    let current = rustix::process::getpriority_process(Some(this_thread)).unwrap_or(0);
+    if let Err(err) = rustix::process::setpriority_process(
+        Some(this_thread),
+        current.saturating_add(HASH_NICENESS),
+    ) {
+        tracing::debug!(%err, "hash thread priority unchanged");
+    }
+}
 
 /// The queue is full: nothing was hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +115,10 @@ impl HashPool {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("stint-hash-{i}"))
-                .spawn(move || work(&shared))?;
+                .spawn(move || {
+                    lower_priority();
+                    work(&shared)
+                })?;
         }
         Ok(Self {
             shared,
@@ -197,6 +219,16 @@ fn work(shared: &Shared) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[tokio::test]
+    async fn hashes_run_at_a_lower_priority_than_the_daemon() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let ours = nice();
+        let pool = HashPool::new(1, 1).unwrap();
+        let theirs = pool.run(nice).await.unwrap();
+        // Linux clamps nice at 19.
+        assert_eq!(theirs, (ours + HASH_NICENESS).min(19), "ours {ours}");
+    }
 
     /// A job that blocks its thread until the test lets it go.
     fn gate() -> (mpsc::Sender<()>, impl FnOnce() -> u32 + Send + 'static) {

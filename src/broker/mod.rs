@@ -67,10 +67,9 @@ pub struct BrokerSettings {
     pub hash_queue: usize,
 }
 
-/// Hashing threads when `limits.hash_threads` is 0: one per core but one (at least one).
+/// Hashing threads when `limits.hash_threads` is 0: one per core.
 pub fn default_hash_threads() -> usize {
-    // One core is left to the async workers, so a login flood cannot starve minting.
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Hashes that may wait for a thread by default.

@@ -179,7 +179,7 @@ pub struct ServeArgs {
     /// Development mode: initialise an empty data dir with a generated admin; loopback only.
     #[arg(long)]
     pub dev: bool,
-    /// Threads hashing passwords (limits.hash_threads; 0 = one per core but one, at least one).
+    /// Threads hashing passwords (limits.hash_threads; 0 = one per core).
     #[arg(long, value_name = "N")]
     pub hash_threads: Option<u64>,
     /// Requests in flight before more are refused (limits.max_concurrent_requests).
