@@ -138,9 +138,10 @@ pub struct BenchArgs {
         long,
         env = "STINT_BENCH_SECRET_ACCESS_KEY",
         hide_env_values = true,
-        requires = "access_key_id"
+        requires = "access_key_id",
+        value_parser = |s: &str| Ok::<_, String>(SecretString::new(s.to_owned()))
     )]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<SecretString>,
     /// User whose password logins are measured (password in STINT_BENCH_PASSWORD).
     #[arg(long, requires = "endpoint")]
     pub login_user: Option<String>,
@@ -283,8 +284,8 @@ struct Setup {
     probe_dir: std::path::PathBuf,
     token: String,
     /// User and password for logins.
-    login: Option<(String, String)>,
-    access_key: Option<(String, String)>,
+    login: Option<(String, SecretString)>,
+    access_key: Option<(String, SecretString)>,
     role_arn: Option<String>,
     verifier: Arc<Verifier>,
     /// The session token's signed part, its signature and the key that made it.
@@ -386,7 +387,7 @@ async fn run_remote(
             let password = std::env::var("STINT_BENCH_PASSWORD").map_err(|_| {
                 CliError::new("--login-user needs the user's password in STINT_BENCH_PASSWORD")
             })?;
-            Some((user.clone(), password))
+            Some((user.clone(), SecretString::new(password)))
         }
         None => None,
     };
@@ -522,8 +523,8 @@ async fn prepare(
         tls: ClientTls::default(),
         probe_dir: std::env::temp_dir(),
         token,
-        login: Some(("flood".into(), password.expose().to_string())),
-        access_key: Some((key.access_key_id, secret.expose().to_string())),
+        login: Some(("flood".into(), password.clone())),
+        access_key: Some((key.access_key_id, secret.clone())),
         role_arn: Some(role.arn),
         verifier,
         signed,
@@ -673,7 +674,7 @@ async fn measure_rpc(
                     credential: Some(proto::get_session_token_request::Credential::AccessKey(
                         proto::AccessKeyCredential {
                             access_key_id: id.to_string(),
-                            secret_access_key: secret.to_string(),
+                            secret_access_key: secret.expose().to_owned(),
                         },
                     )),
                     token_code: String::new(),
@@ -692,7 +693,7 @@ async fn measure_rpc(
         BenchRpc::Login => {
             let login = Arc::new(need(&setup.login, rpc)?);
             drive(duration, concurrency, channels, move |channel| {
-                let request = login_request(&login.0, &login.1);
+                let request = login_request(&login.0, login.1.expose());
                 async move {
                     StsClient::new(channel)
                         .get_session_token(request)
@@ -940,7 +941,10 @@ async fn login_flood(
         flood.push(tokio::spawn(async move {
             let mut sts = StsClient::new(channel);
             while flooding.load(Ordering::Relaxed) {
-                match sts.get_session_token(login_request(&user, &password)).await {
+                match sts
+                    .get_session_token(login_request(&user, password.expose()))
+                    .await
+                {
                     Ok(_) => logins.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failures.fetch_add(1, Ordering::Relaxed),
                 };
@@ -1045,6 +1049,25 @@ mod tests {
             Command::Bench(args) => (args, cli.output),
             _ => panic!("not bench"),
         }
+    }
+
+    #[test]
+    fn the_access_key_secret_never_shows_in_debug() {
+        let (args, _) = bench_args(&[
+            "stint",
+            "bench",
+            "--endpoint",
+            "http://127.0.0.1:7420",
+            "--access-key-id",
+            "AKIAEXAMPLE",
+            "--secret-access-key",
+            "s3cr3t-never-printed",
+        ]);
+        assert_eq!(
+            args.secret_access_key.as_ref().map(SecretString::expose),
+            Some("s3cr3t-never-printed")
+        );
+        assert!(!format!("{args:?}").contains("s3cr3t-never-printed"));
     }
 
     #[test]
