@@ -471,7 +471,7 @@ pub struct MeteredStore {
     series: Vec<(Arc<Histogram>, Arc<Counter>)>,
 }
 
-const STORE_OPS: [&str; 5] = ["get", "scan", "last", "commit", "flush"];
+const STORE_OPS: [&str; 6] = ["get", "scan", "last", "commit", "flush", "commit_group"];
 
 impl MeteredStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
@@ -522,6 +522,17 @@ impl Store for MeteredStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.timed(4, || self.inner.flush())
     }
+    /// Forwarded whole: the default would split the group into one commit per batch
+    /// (one transaction, or one PostgreSQL round trip, each).
+    fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
+        let mut applied = 0;
+        let result = self.timed(5, || {
+            let (n, result) = self.inner.commit_group(batches);
+            applied = n;
+            result
+        });
+        (applied, result)
+    }
     fn shared(&self) -> bool {
         self.inner.shared()
     }
@@ -531,6 +542,59 @@ impl Store for MeteredStore {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+
+    /// Counts how the metered store reaches it.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryStore,
+        commits: std::sync::atomic::AtomicUsize,
+        groups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for Counting {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key)
+        }
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Entries, StoreError> {
+            self.inner.scan(table, prefix, after, limit)
+        }
+        fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+            self.inner.last(table)
+        }
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.inner.commit(batch)
+        }
+        fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            self.inner.commit_group(batches)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+    }
+
+    /// A group reaches the store whole (one PostgreSQL round trip), not batch by batch.
+    #[test]
+    fn the_metered_store_passes_a_group_on_whole() {
+        let inner = Arc::new(Counting::default());
+        let metered = MeteredStore::new(inner.clone());
+        let batch = |key: &[u8]| Batch {
+            expects: vec![(Table::Users, key.to_vec(), None)],
+            writes: vec![(Table::Users, key.to_vec(), Some(b"v".to_vec()))],
+        };
+        let (applied, result) = metered.commit_group(&[batch(b"a"), batch(b"b"), batch(b"a")]);
+        assert_eq!(applied, 2);
+        assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+        assert_eq!(inner.groups.load(Ordering::Relaxed), 1);
+        assert_eq!(inner.commits.load(Ordering::Relaxed), 0);
+    }
 
     /// `name value` lines of a rendering, by sample name with labels.
     fn samples(text: &str) -> BTreeMap<String, String> {

@@ -816,6 +816,8 @@ fn next_group(queue: &Mutex<VecDeque<Queued>>) -> Vec<Queued> {
 /// commits it as the next group. On a shared store (PostgreSQL: a network round trip) the
 /// group runs on the blocking pool; sled and memory commit in memory, so inline.
 async fn committer(log: Weak<AuditLog>, queued: Arc<Notify>) {
+    // The last seq of the group committed before the current one (local stores).
+    let mut unflushed: Option<u64> = None;
     loop {
         queued.notified().await;
         loop {
@@ -844,8 +846,31 @@ async fn committer(log: Weak<AuditLog>, queued: Arc<Notify>) {
             } else {
                 log.commit_group(entries)
             };
+            let last_seq = results
+                .iter()
+                .filter_map(|result| result.as_ref().ok().map(Record::seq))
+                .max();
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
+            }
+            // A local store (sled): commit the next group once the previous group's flush
+            // has ended, so the next one forms meanwhile and one transaction covers it,
+            // while this group's flush (the next round) overlaps that wait and the next
+            // commit. A lone caller waits for nothing it would not wait for anyway.
+            if log.store.shared() {
+                continue;
+            }
+            let previous = unflushed;
+            unflushed = last_seq.or(unflushed);
+            if let Some(seq) = previous {
+                let mut flushed = log.flushed.subscribe();
+                let timeout = log.config.flush_timeout;
+                drop(log);
+                let _ = tokio::time::timeout(
+                    timeout,
+                    flushed.wait_for(|f| f.durable >= seq || f.failed >= seq),
+                )
+                .await;
             }
         }
     }
@@ -1085,6 +1110,33 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_store_commits_what_queued_during_a_flush_as_one_group() {
+        let store = Arc::new(FaultyStore::default());
+        *store.flush_delay.lock().unwrap() = Duration::from_millis(2);
+        let log = AuditLog::open(store.clone(), config(0)).unwrap();
+        // 8 callers, 25 appends each, every one waiting for its own flush: without group
+        // forming each arrival is its own transaction (about 200).
+        let callers: Vec<_> = (0..8u64)
+            .map(|caller| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..25 {
+                        log.append(event(caller * 100 + i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let stats = log.stats();
+        assert_eq!(stats.committed_records, 200, "{stats:?}");
+        assert!(stats.commit_batches <= 120, "{stats:?}");
+        assert!(stats.max_commit_batch > 1, "{stats:?}");
+        assert!(verify(&*store, None).unwrap().intact);
+    }
+
+    #[tokio::test]
     async fn concurrent_appends_share_flushes() {
         let store = Arc::new(FaultyStore::default());
         // Each flush costs a millisecond, like a real fsync, so appends pile up behind it.

@@ -348,6 +348,20 @@ async fn run_in(
         measure(args, output, &setup, &argon2).await
     }
     .await;
+    if result.is_ok() && matches!(output, OutputFormat::Text) {
+        // What group commit did for the mints above: records per transaction and per fsync.
+        let stats = broker.audit.stats();
+        if stats.appended > 0 {
+            println!(
+                "audit log: {} records in {} commit groups ({:.1} per transaction), {} flushes ({:.1} per fsync)",
+                stats.appended,
+                stats.commit_batches,
+                stats.committed_records as f64 / stats.commit_batches.max(1) as f64,
+                stats.flushes,
+                stats.mean_batch,
+            );
+        }
+    }
     let _ = stop.send(());
     server.await.map_err(err)??;
     result

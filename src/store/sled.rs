@@ -1,7 +1,8 @@
 //! The sled-backed [`Store`].
 //!
 //! One sled tree per [`Table`]; a [`Batch`] is one multi-tree sled transaction that checks
-//! its preconditions and writes, so a change lands whole or not at all.
+//! its preconditions and writes, so a change lands whole or not at all. A group of batches
+//! ([`Store::commit_group`]) is one transaction too (see `transact_group`).
 //!
 //! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which survives a process
 //! crash but not a power loss (sled issue 1452). [`SledStore::flush`] therefore follows it
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
 use super::{Batch, Entries, Store, StoreError, Table};
 
@@ -159,33 +160,49 @@ fn open_db(db_dir: &Path, cache_bytes: u64) -> Result<Opened, StoreError> {
     })
 }
 
-/// Applies `batch` in one sled transaction: its preconditions, then its writes.
-fn transact_batch(
+/// Applies a leading run of `batches` in one sled transaction: each batch's preconditions
+/// are checked against what the earlier ones wrote, and the first that fails stops the
+/// group. Returns how many were applied.
+///
+/// One transaction per group, not per batch: every sled transaction (and `apply_batch`)
+/// seals the current log buffer and hands its write to sled's I/O threads (`pin_log`
+/// rolls the buffer), which cost more than everything else a mint does. A group of 30
+/// pays that once.
+fn transact_group(
     opened: &Opened,
-    expects: &[Row],
-    writes: &[Row],
-) -> Result<(), TransactionError<()>> {
-    let mut tables: Vec<Table> = expects.iter().chain(writes).map(|(t, _, _)| *t).collect();
+    batches: &[(&[Row], &[Row])],
+) -> Result<usize, TransactionError<()>> {
+    let mut tables: Vec<Table> = batches
+        .iter()
+        .flat_map(|(expects, writes)| expects.iter().chain(writes.iter()))
+        .map(|(t, _, _)| *t)
+        .collect();
     tables.sort();
     tables.dedup();
+    if tables.is_empty() {
+        // sled panics on a transaction over no trees; nothing to check or write.
+        return Ok(batches.len());
+    }
     let trees: Vec<sled::Tree> = tables.iter().map(|t| opened.tree(*t).clone()).collect();
-    #[allow(clippy::expect_used)] // every table of the batch was collected above
+    #[allow(clippy::expect_used)] // every table of the group was collected above
     let index = |table: Table| tables.binary_search(&table).expect("table collected above");
     trees.as_slice().transaction(|view| {
-        for (table, key, expected) in expects {
-            let current = view[index(*table)].get(key)?;
-            if current.as_deref() != expected.as_deref() {
-                return Err(ConflictableTransactionError::Abort(()));
+        for (applied, (expects, writes)) in batches.iter().enumerate() {
+            for (table, key, expected) in expects.iter() {
+                let current = view[index(*table)].get(key)?;
+                if current.as_deref() != expected.as_deref() {
+                    return Ok(applied);
+                }
+            }
+            for (table, key, value) in writes.iter() {
+                let tree = &view[index(*table)];
+                match value {
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
+                };
             }
         }
-        for (table, key, value) in writes {
-            let tree = &view[index(*table)];
-            match value {
-                Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                None => tree.remove(key.as_slice())?,
-            };
-        }
-        Ok(())
+        Ok(batches.len())
     })
 }
 
@@ -263,12 +280,15 @@ impl SledStore {
         // Drop this handle first: sled's file lock goes with its last one.
         drop(slot.take());
         let opened = open_db(&self.db_dir, self.cache_bytes)?;
-        for writes in &replay.batches {
-            transact_batch(&opened, &[], writes).map_err(|err| match err {
-                TransactionError::Abort(()) => StoreError::Conflict,
-                TransactionError::Storage(err) => io(err),
-            })?;
-        }
+        let group: Vec<(&[Row], &[Row])> = replay
+            .batches
+            .iter()
+            .map(|writes| (&[][..], writes.as_slice()))
+            .collect();
+        transact_group(&opened, &group).map_err(|err| match err {
+            TransactionError::Abort(()) => StoreError::Conflict,
+            TransactionError::Storage(err) => io(err),
+        })?;
         opened.flush()?;
         *slot = Some(Arc::new(opened));
         let end = replay.end();
@@ -392,26 +412,46 @@ impl Store for SledStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        match self.commit_group(std::slice::from_ref(batch)) {
+            (_, Err(err)) => Err(err),
+            (1, Ok(())) => Ok(()),
+            (_, Ok(())) => Err(StoreError::Conflict),
+        }
+    }
+
+    fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
         // Held across the transaction, so the replay log's order is the commit order; taken
         // before the handle, as `reopen` does.
         let mut replay = lock(&self.replay);
-        let opened = self.opened()?;
-        match transact_batch(&opened, &batch.expects, &batch.writes) {
-            Ok(()) => {}
-            Err(TransactionError::Abort(())) => return Err(StoreError::Conflict),
-            Err(TransactionError::Storage(err)) => return Err(self.sled_error(err)),
+        let opened = match self.opened() {
+            Ok(opened) => opened,
+            Err(err) => return (0, Err(err)),
+        };
+        let group: Vec<(&[Row], &[Row])> = batches
+            .iter()
+            .map(|b| (b.expects.as_slice(), b.writes.as_slice()))
+            .collect();
+        let applied = match transact_group(&opened, &group) {
+            Ok(applied) => applied,
+            Err(TransactionError::Abort(())) => 0,
+            Err(TransactionError::Storage(err)) => return (0, Err(self.sled_error(err))),
+        };
+        for batch in &batches[..applied] {
+            replay.bytes += writes_bytes(&batch.writes);
+            replay.batches.push(batch.writes.clone());
         }
-        let writes = batch.writes.clone();
-        replay.bytes += writes_bytes(&writes);
-        replay.batches.push(writes);
         let over = replay.bytes > REPLAY_LOG_MAX_BYTES;
         let covered = replay.end();
         drop(replay);
         if over {
-            // The batch is committed; a failed flush here only leaves the log long.
+            // The batches are committed; a failed flush here only leaves the log long.
             let _ = self.flush_through(opened, covered);
         }
-        Ok(())
+        if applied == batches.len() {
+            (applied, Ok(()))
+        } else {
+            (applied, Err(StoreError::Conflict))
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
