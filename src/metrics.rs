@@ -543,47 +543,10 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
-    /// Counts how the metered store reaches it.
-    #[derive(Default)]
-    struct Counting {
-        inner: MemoryStore,
-        commits: std::sync::atomic::AtomicUsize,
-        groups: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Store for Counting {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(table, key)
-        }
-        fn scan(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Entries, StoreError> {
-            self.inner.scan(table, prefix, after, limit)
-        }
-        fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
-            self.inner.last(table)
-        }
-        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            self.inner.commit(batch)
-        }
-        fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
-            self.groups.fetch_add(1, Ordering::Relaxed);
-            self.inner.commit_group(batches)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush()
-        }
-    }
-
     /// A group reaches the store whole (one PostgreSQL round trip), not batch by batch.
     #[test]
     fn the_metered_store_passes_a_group_on_whole() {
-        let inner = Arc::new(Counting::default());
+        let inner = Arc::new(crate::audit::testing::FaultyStore::default());
         let metered = MeteredStore::new(inner.clone());
         let batch = |key: &[u8]| Batch {
             expects: vec![(Table::Users, key.to_vec(), None)],

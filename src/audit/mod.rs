@@ -55,7 +55,7 @@ pub enum AuditError {
 /// Shared by the layer's tests: a fixed Ed25519 signer, a store copier, a faulty store.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
     use std::time::Duration;
 
@@ -117,12 +117,16 @@ pub(crate) mod testing {
         to
     }
 
-    /// A [`MemoryStore`] whose flush can be slowed, failed, or held at a gate.
+    /// A [`MemoryStore`] whose flush can be slowed, failed, or held at a gate, and which
+    /// counts how commits reach it.
     #[derive(Default)]
     pub struct FaultyStore {
         pub inner: MemoryStore,
         pub flush_delay: Mutex<Duration>,
         pub fail_flush: AtomicBool,
+        /// Calls of `commit` and of `commit_group`.
+        pub commits: AtomicUsize,
+        pub groups: AtomicUsize,
         gate_closed: Mutex<bool>,
         gate: Condvar,
     }
@@ -152,7 +156,12 @@ pub(crate) mod testing {
             self.inner.last(table)
         }
         fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.commits.fetch_add(1, Ordering::SeqCst);
             self.inner.commit(batch)
+        }
+        fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
+            self.groups.fetch_add(1, Ordering::SeqCst);
+            self.inner.commit_group(batches)
         }
         fn flush(&self) -> Result<(), StoreError> {
             let mut closed = self.gate_closed.lock().unwrap();

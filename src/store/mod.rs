@@ -130,9 +130,10 @@ pub trait Store: Send + Sync + 'static {
     /// the ones after it were not tried). A prefix, never a subset: the audit writer links
     /// each batch's record to the one before, so a hole would break the chain.
     ///
-    /// This default commits batch by batch (each atomic on its own), which suits stores
-    /// whose commit is an in-memory operation (sled, memory: durability comes from the
-    /// shared flush). PostgreSQL overrides it with one transaction in one round trip.
+    /// This default commits batch by batch (each atomic on its own), which suits the
+    /// memory store. sled overrides it with one transaction for the group (a sled
+    /// transaction rolls its log buffer), PostgreSQL with one transaction in one round trip;
+    /// a wrapping store must forward it (see `MeteredStore`).
     fn commit_group(&self, batches: &[Batch]) -> (usize, Result<(), StoreError>) {
         for (applied, batch) in batches.iter().enumerate() {
             if let Err(err) = self.commit(batch) {
