@@ -417,6 +417,31 @@ pub(crate) mod contract {
             )
         };
         assert_eq!(store.commit_group(&[]).0, 0);
+        // Empty batches are no-ops, alone or in a group (sled itself panics on an empty
+        // transaction).
+        store.commit(&Batch::default()).unwrap();
+        let (applied, result) = store.commit_group(&[Batch::default(), Batch::default()]);
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(applied, 2);
+        // A group spans tables: one batch's write is another's precondition.
+        let group = [
+            Batch {
+                expects: vec![],
+                writes: vec![(Table::Users, b"u".to_vec(), Some(b"1".to_vec()))],
+            },
+            Batch::default(),
+            Batch {
+                expects: vec![(Table::Users, b"u".to_vec(), Some(b"1".to_vec()))],
+                writes: vec![put("g0", "after u")],
+            },
+        ];
+        let (applied, result) = store.commit_group(&group);
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(applied, 3);
+        assert_eq!(
+            store.get(Table::Sessions, b"g0").unwrap().as_deref(),
+            Some(&b"after u"[..])
+        );
         let group = [
             Batch {
                 expects: vec![expect("g1", None)],
