@@ -125,8 +125,8 @@ pub struct BenchArgs {
     #[arg(long, env = "STINT_PROFILE", default_value = "default")]
     pub profile: String,
     /// Session token to use instead of the profile's (with --endpoint).
-    #[arg(long, env = "STINT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, env = "STINT_TOKEN", hide_env_values = true, value_parser = super::client::secret_arg)]
+    pub token: Option<SecretString>,
     /// Role to assume for assume-role (with --endpoint).
     #[arg(long, requires = "endpoint")]
     pub role_arn: Option<String>,
@@ -139,7 +139,7 @@ pub struct BenchArgs {
         env = "STINT_BENCH_SECRET_ACCESS_KEY",
         hide_env_values = true,
         requires = "access_key_id",
-        value_parser = |s: &str| Ok::<_, String>(SecretString::new(s.to_owned()))
+        value_parser = super::client::secret_arg
     )]
     pub secret_access_key: Option<SecretString>,
     /// User whose password logins are measured (password in STINT_BENCH_PASSWORD).
@@ -389,7 +389,10 @@ async fn run_remote(
         profile: args.profile.clone(),
     };
     let context = ClientContext::open(&conn, &ClientEnv::from_process())?;
-    let token = context.token(args.token.as_deref())?.expose().to_string();
+    let token = context
+        .token(args.token.as_ref().map(SecretString::expose))?
+        .expose()
+        .to_string();
     let channel = context.channel().await?;
     // Fail fast, with the server's reason, on a token it does not take.
     StsClient::new(channel.clone())

@@ -584,4 +584,32 @@ mod tests {
         assert_eq!(args.output, OutputFormat::Env);
         assert!(Cli::try_parse_from(["stint", "keys", "list", "--output", "yaml"]).is_err());
     }
+
+    /// A token on the command line is a secret from the parser on: no `Debug` of the
+    /// parsed flags shows it (`AuthFlags` is what every client command flattens).
+    #[test]
+    fn a_token_flag_never_shows_in_debug() {
+        #[derive(clap::Parser, Debug)]
+        struct Flags {
+            #[command(flatten)]
+            auth: client::AuthFlags,
+        }
+        let flags = Flags::try_parse_from(["stint", "--token", "tok-never-printed"]).unwrap();
+        assert_eq!(flags.auth.token_flag(), Some("tok-never-printed"));
+        let shown = format!("{flags:?}");
+        assert!(!shown.contains("tok-never-printed"), "{shown}");
+        let line = [
+            "stint",
+            "bench",
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--token",
+            "tok-never-printed",
+        ];
+        let Command::Bench(args) = Cli::try_parse_from(line).unwrap().command else {
+            panic!("bench")
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("tok-never-printed"), "{shown}");
+    }
 }

@@ -183,7 +183,7 @@ fn invoke(
     let token = if NO_AUTH.contains(&method.full_name()) {
         None
     } else {
-        Some(ctx.token(auth.token.as_deref())?)
+        Some(ctx.token(auth.token_flag())?)
     };
     let message = match body {
         Body::Text(text) => from_json(&method.input(), &text)?,
@@ -472,7 +472,7 @@ pub fn audit_chain_verify(
 ) -> Result<ExitCode, CliError> {
     let method = method("Audit", "VerifyChain")?;
     let ctx = Context::open(&auth.conn, env)?;
-    let token = ctx.token(auth.token.as_deref())?;
+    let token = ctx.token(auth.token_flag())?;
     let request = bearer(from_json(&method.input(), "{}")?, &token)?;
     let answer = runtime()?.block_on(async {
         let channel = ctx.channel().await?;
@@ -561,7 +561,7 @@ pub fn authorize(
 ) -> Result<ExitCode, CliError> {
     let method = method("Tokens", "Authorize")?;
     let ctx = Context::open(&args.auth.conn, env)?;
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     let body = json!({
         "session_token": token.expose(),
         "action": args.action,
@@ -885,7 +885,7 @@ fn credential_report(
     let format = report_format(args.format.as_deref(), output)?;
     let method = method("Iam", "GetCredentialReport")?;
     let ctx = Context::open(&args.auth.conn, env)?;
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     let message = from_value(&method.input(), &json!({"format": format}))?;
     let request = bearer(message, &token)?;
     runtime()?.block_on(async {

@@ -1762,7 +1762,7 @@ pub fn apply(args: ApplyArgs, env: &Env, output: OutputFormat) -> Result<ExitCod
     let format = args.format.unwrap_or_else(|| FileFormat::of(&args.file));
     let declaration = parse(&args.file, &text, format)?;
     let ctx = Context::open(&args.auth.conn, env)?;
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     runtime()?.block_on(async {
         let channel = ctx.channel().await?;
         let identity = StsClient::new(channel.clone())

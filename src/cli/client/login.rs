@@ -357,7 +357,7 @@ pub fn assume_role(args: AssumeRoleArgs, env: &Env) -> Result<ExitCode, CliError
             response.assumed_role_user,
         );
     }
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     let endpoint = ctx.endpoint()?;
     let policy = read_policy_file(args.policy_file.as_deref())?;
     let code = args.code.clone().unwrap_or_default();
@@ -478,7 +478,7 @@ fn print_role_credentials(
 
 pub fn whoami(args: WhoamiArgs, env: &Env) -> Result<ExitCode, CliError> {
     let ctx = Context::open(&args.auth.conn, env)?;
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     let request = bearer(GetCallerIdentityRequest {}, &token)?;
     let identity = runtime()?.block_on(async {
         let channel = ctx.channel().await?;
@@ -489,11 +489,7 @@ pub fn whoami(args: WhoamiArgs, env: &Env) -> Result<ExitCode, CliError> {
     })?;
     let identity = identity.into_inner();
     let now = super::now();
-    let from_flag = args
-        .auth
-        .token
-        .as_deref()
-        .is_some_and(|t| !t.trim().is_empty());
+    let from_flag = args.auth.token_flag().is_some_and(|t| !t.trim().is_empty());
     let peek = session::peek(&token).unwrap_or_default();
     let expiration = if from_flag {
         OffsetDateTime::from_unix_timestamp(peek.exp)

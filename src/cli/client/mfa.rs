@@ -138,7 +138,7 @@ async fn delete(
 pub fn run(command: MfaCommand, env: &Env) -> Result<ExitCode, CliError> {
     let MfaCommand::Enroll(args) = command;
     let ctx = Context::open(&args.auth.conn, env)?;
-    let token = ctx.token(args.auth.token.as_deref())?;
+    let token = ctx.token(args.auth.token_flag())?;
     let user_name = args.user.clone().unwrap_or_default();
     let caller_arn = session::peek(&token).map(|p| p.sub).unwrap_or_default();
     let owner = if user_name.is_empty() {

@@ -76,8 +76,21 @@ pub struct AuthFlags {
     #[command(flatten)]
     pub conn: ConnFlags,
     /// Session token to use instead of the cached profile's.
-    #[arg(long, env = "STINT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, env = "STINT_TOKEN", hide_env_values = true, value_parser = secret_arg)]
+    pub token: Option<SecretString>,
+}
+
+impl AuthFlags {
+    /// `--token` / `STINT_TOKEN`, for [`ClientContext::token`].
+    pub fn token_flag(&self) -> Option<&str> {
+        self.token.as_ref().map(SecretString::expose)
+    }
+}
+
+/// Parses a secret command-line value (a token, a key) straight into a [`SecretString`]:
+/// redacted in the flags' `Debug`, zeroized when the command ends.
+pub fn secret_arg(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::new(value.to_owned()))
 }
 
 /// The few environment facts the client reads, gathered in one place so tests pass
