@@ -5,10 +5,13 @@
 //! the store (capped at [`GROUP_MAX_RECORDS`], [`GROUP_MAX_BYTES`] and [`GROUP_MAX_KEYS`]),
 //! links the events in arrival order after the head, and hands the group to
 //! [`Store::commit_group`]: on PostgreSQL one function call, so one round trip and one
-//! transaction for the whole group; on sled and memory a loop of in-memory commits. The
-//! group size therefore follows the load: a lone request goes alone at once, and under load
-//! one round trip carries many records, so a replica is no longer capped at 1/RTT commits a
-//! second. Each record still lands in the same atomic batch as its own change, and every
+//! transaction for the whole group; on sled one transaction (each sled transaction rolls
+//! sled's log buffer, a write on its I/O threads, so one per group, not per record); on
+//! memory a loop of commits. The group size therefore follows the load: a lone request goes
+//! alone at once, and under load one round trip carries many records, so a replica is no
+//! longer capped at 1/RTT commits a second. On a local store the committer takes the next
+//! group only once the previous group's flush has ended, so a group forms during a flush
+//! and its commit overlaps the next one. Each record still lands in the same atomic batch as its own change, and every
 //! change's preconditions are checked in order against the state the earlier ones left.
 //!
 //! The store applies a *prefix* of the group (never a subset: each record links to the one
