@@ -742,6 +742,24 @@ impl TestServer {
             .unwrap_or_else(|s| panic!("PutUserPolicy {policy_name}: {s}"));
     }
 
+    /// Puts the inline policy `policy_name` on `role`.
+    pub async fn put_role_policy(
+        &self,
+        admin: &str,
+        role: &str,
+        policy_name: &str,
+        document: &str,
+    ) {
+        self.iam_as(admin)
+            .put_role_policy(proto::PutRolePolicyRequest {
+                role_name: role.into(),
+                policy_name: policy_name.into(),
+                policy_document: document.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("PutRolePolicy {policy_name}: {s}"));
+    }
+
     /// Creates a role that `trust_policy` lets be assumed.
     pub async fn create_role(&self, admin: &str, role: &str, trust_policy: String) {
         self.iam_as(admin)

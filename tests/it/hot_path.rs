@@ -105,21 +105,18 @@ async fn server_with_dev() -> (TestServer, String) {
     (server, admin)
 }
 
+/// Role `ops`, trusting `dev`, allowed to read S3.
+async fn ops_role_for_dev(server: &TestServer, admin: &str) {
+    server
+        .create_role(admin, "ops", trust(&arn("user", "dev")))
+        .await;
+    server.put_role_policy(admin, "ops", "read", S3_READ).await;
+}
+
 #[tokio::test]
 async fn a_cached_token_is_refused_once_it_or_its_parent_is_revoked() {
     let (server, admin) = server_with_dev().await;
-    server
-        .create_role(&admin, "ops", trust(&arn("user", "dev")))
-        .await;
-    server
-        .iam_as(&admin)
-        .put_role_policy(proto::PutRolePolicyRequest {
-            role_name: "ops".into(),
-            policy_name: "read".into(),
-            policy_document: S3_READ.into(),
-        })
-        .await
-        .expect("PutRolePolicy");
+    ops_role_for_dev(&server, &admin).await;
 
     // By session id.
     let dev = server.session("dev", DEV_PASSWORD).await;
@@ -254,18 +251,7 @@ async fn detaching_or_deleting_a_policy_denies_the_next_authorize() {
 #[tokio::test]
 async fn cached_sessions_of_a_deleted_and_recreated_principal_are_refused() {
     let (server, admin) = server_with_dev().await;
-    server
-        .create_role(&admin, "ops", trust(&arn("user", "dev")))
-        .await;
-    server
-        .iam_as(&admin)
-        .put_role_policy(proto::PutRolePolicyRequest {
-            role_name: "ops".into(),
-            policy_name: "read".into(),
-            policy_document: S3_READ.into(),
-        })
-        .await
-        .expect("PutRolePolicy");
+    ops_role_for_dev(&server, &admin).await;
     let dev = server.session("dev", DEV_PASSWORD).await;
     let in_ops = assume(&server, &dev, "ops", "s1").await;
     warm(&server, &admin, &dev).await;
