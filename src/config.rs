@@ -86,6 +86,10 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// Allow plain-text gRPC on a non-loopback address.
     pub insecure: bool,
+    /// Load balancers (addresses or CIDRs) whose connections start with a PROXY protocol
+    /// v2 header naming the client; empty (the default): none. From these peers the header
+    /// is required; from others it is never read (see `rpc::proxy`).
+    pub proxy_protocol_from: Vec<String>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Development mode (only allowed on a loopback address).
@@ -119,6 +123,7 @@ impl Default for Config {
             data_dir: PathBuf::from("stint-data"),
             master_key_file: None,
             insecure: false,
+            proxy_protocol_from: Vec::new(),
             log_format: LogFormat::default(),
             dev: false,
             tls: TlsConfig::default(),
@@ -791,6 +796,15 @@ impl Config {
                         || bad("expected a boolean (true/false, 1/0, yes/no, on/off)".into()),
                     )?))
                 }
+                // A list of strings: comma-separated; empty is the empty list.
+                toml::Value::Array(_) => Some(toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| toml::Value::String(item.to_owned()))
+                        .collect(),
+                )),
                 _ => {
                     warnings.push(EnvWarning {
                         var: var.clone(),
@@ -899,6 +913,19 @@ impl Config {
                     return invalid(key, format!("{} is not valid UTF-8", path.display()));
                 }
             }
+        }
+
+        if let Some(bad) = self
+            .proxy_protocol_from
+            .iter()
+            .find(|entry| crate::core::policy::Cidr::parse(entry.trim()).is_none())
+        {
+            return invalid(
+                "proxy_protocol_from",
+                format!(
+                    "{bad:?} is not an IP address or CIDR (e.g. \"10.0.0.5\", \"10.0.0.0/24\")"
+                ),
+            );
         }
 
         let partition = self.account.partition.as_bytes();
@@ -1348,6 +1375,33 @@ mod tests {
         assert_eq!(c.audit.retention_days, 0);
         assert_eq!(c.sweeper.interval_seconds, 60);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn proxy_protocol_from_is_a_comma_list_in_the_environment_and_checked() {
+        let c = load_env(&[(
+            "STINT_PROXY_PROTOCOL_FROM",
+            " 10.0.0.5, 10.0.1.0/24,,fd00::/8 ",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.proxy_protocol_from,
+            ["10.0.0.5", "10.0.1.0/24", "fd00::/8"]
+        );
+        assert!(
+            load_env(&[("STINT_PROXY_PROTOCOL_FROM", "")])
+                .unwrap()
+                .proxy_protocol_from
+                .is_empty()
+        );
+        let err = load_env(&[("STINT_PROXY_PROTOCOL_FROM", "10.0.0.5,haproxy")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: "proxy_protocol_from", reason } if reason.contains("\"haproxy\"")),
+            "{err}"
+        );
+        let f = file("proxy_protocol_from = [\"10.0.0.0/33\"]\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("proxy_protocol_from"), "{err}");
     }
 
     #[test]
@@ -2314,11 +2368,11 @@ mod tests {
 
     #[test]
     fn schema_lists_every_key() {
-        // 6 top-level keys plus the keys of the 10 sections (… sweeper, ops, limits).
+        // 7 top-level keys plus the keys of the 10 sections (… sweeper, ops, limits).
         let s = schema();
         let mut n = 0;
         collect_keys(&s, "", &mut |_, _| n += 1);
-        assert_eq!(n, 6 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1 + 1 + 10);
+        assert_eq!(n, 7 + 4 + 3 + 2 + 5 + 3 + 10 + 4 + 1 + 1 + 10);
         assert!(lookup(&s, &["tls".into(), "cert_file".into()]).is_some());
         assert!(lookup(&s, &["master_key_file".into()]).is_some());
     }

@@ -283,6 +283,8 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
         let schedule = Schedule::from_config(&self.config)?;
+        let proxies = rpc::proxy::ProxyTrust::parse(&self.config.proxy_protocol_from)
+            .map_err(|e| DaemonError::new(format!("proxy_protocol_from: {e}")))?;
         self.bind_ops().await?;
         let ops_listener = self
             .ops_listener
@@ -354,8 +356,15 @@ impl Daemon {
             systemd.notify(&format!("READY=1\nSTATUS=serving gRPC on {addr}"));
         }
         let limits = rpc::limits::Limits::from_config(&self.config.limits);
-        let result =
-            rpc::serve_with_limits(listener, self.broker.clone(), tls, limits, draining).await;
+        let result = rpc::serve_with_limits(
+            listener,
+            self.broker.clone(),
+            tls,
+            limits,
+            proxies,
+            draining,
+        )
+        .await;
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }

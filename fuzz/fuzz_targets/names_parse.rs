@@ -1,5 +1,6 @@
 //! Small parsers on the request path: ARNs, IAM names, paths and tags, audit outcome
-//! and hash text, and the CLI's duration, key=value and RFC 3339 flags.
+//! and hash text, the CLI's duration, key=value and RFC 3339 flags, and the PROXY v2
+//! header a load balancer puts before a connection's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +12,7 @@ use stint::core::model::{
     Arn, NameKind, Tag, path_or_root, validate_name, validate_path, validate_tags,
 };
 use stint::core::policy::over_match_cap;
+use stint::core::proxy_header::{self, Source};
 
 const NAME_KINDS: [NameKind; 7] = [
     NameKind::User,
@@ -23,6 +25,15 @@ const NAME_KINDS: [NameKind; 7] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(Some((source, rest))) = proxy_header::split(data) {
+        // The header is taken off the front; what follows is left whole.
+        assert!(rest.len() + proxy_header::FIXED_LEN <= data.len());
+        assert_eq!(rest, &data[data.len() - rest.len()..]);
+        if let Source::Client(client) = source {
+            let again = proxy_header::encode(client, client);
+            assert_eq!(proxy_header::split(&again), Ok(Some((source, &[][..]))));
+        }
+    }
     let text = String::from_utf8_lossy(data);
     if let Some(arn) = Arn::parse(&text) {
         let _ = arn.kind_and_name();

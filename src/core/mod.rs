@@ -7,6 +7,7 @@ pub mod authn;
 pub mod error;
 pub mod model;
 pub mod policy;
+pub mod proxy_header;
 pub mod secret;
 pub mod time;
 pub mod token;

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod limits;
 pub mod log;
 pub mod ops_http;
+pub mod proxy;
 pub mod request_metrics;
 pub mod status;
 pub mod sts;
@@ -78,15 +79,26 @@ pub async fn serve_with_tls(
     tls: Option<tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_with_limits(listener, broker, tls, limits::Limits::default(), shutdown).await
+    let proxies = proxy::ProxyTrust::default();
+    serve_with_limits(
+        listener,
+        broker,
+        tls,
+        limits::Limits::default(),
+        proxies,
+        shutdown,
+    )
+    .await
 }
 
-/// [`serve_with_tls`] under the given load [`limits::Limits`] (`[limits]` of the config).
+/// [`serve_with_tls`] under the given load [`limits::Limits`] (`[limits]` of the config),
+/// reading PROXY headers from `proxies` (`proxy_protocol_from`).
 pub async fn serve_with_limits(
     listener: TcpListener,
     broker: Arc<Broker>,
     tls: Option<tls::ServerTls>,
     limits: limits::Limits,
+    proxies: proxy::ProxyTrust,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -164,7 +176,7 @@ pub async fn serve_with_limits(
         .add_routes(Routes::from(router));
     let served = match tls {
         // No Nagle: small gRPC frames would otherwise meet delayed ACKs (~40 ms stalls).
-        None => {
+        None if proxies.is_empty() => {
             router
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -172,9 +184,18 @@ pub async fn serve_with_limits(
                 )
                 .await
         }
+        None => {
+            let (incoming, _accept) = proxy::incoming(listener, move |tcp, peer| {
+                let proxies = proxies.clone();
+                async move { proxies.accept(tcp, peer).await }
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
         Some(tls) => {
             let _reload = tls::reload_on_sighup(&tls);
-            let (incoming, _accept) = tls::incoming(listener, tls);
+            let (incoming, _accept) = tls::incoming(listener, tls, proxies);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -17,27 +17,24 @@ pub mod dev;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::Config;
 
+use super::proxy::{AbortOnDrop, Proxied, ProxyTrust};
+
 /// PEM files larger than this are refused before they are parsed.
 pub const MAX_PEM_BYTES: u64 = 1 << 20;
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_CONCURRENT_HANDSHAKES: usize = 4096;
 
 /// Why TLS material could not be used: names the file or part at fault, never key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -289,65 +286,26 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Aborts its task when dropped (the accept loop and the SIGHUP watcher end with the
-/// server).
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Accepted, PROXY-header-read (for trusted proxies) and handshaken TLS connections, for
+/// tonic's `serve_with_incoming_shutdown`.
+pub type Incoming = ReceiverStream<io::Result<TlsStream<Proxied>>>;
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Accepted and handshaken TLS connections, for tonic's `serve_with_incoming_shutdown`.
-pub type Incoming = ReceiverStream<io::Result<TlsStream<TcpStream>>>;
-
-/// Accepts TCP connections on `listener` and completes their TLS handshakes concurrently
-/// (bounded in number and time) with the config current at accept time.
-pub fn incoming(listener: TcpListener, tls: ServerTls) -> (Incoming, AbortOnDrop) {
-    let (tx, rx) = mpsc::channel(64);
-    let task = tokio::spawn(accept_loop(listener, tls, tx));
-    (ReceiverStream::new(rx), AbortOnDrop(task))
-}
-
-async fn accept_loop(
+/// Accepts TCP connections on `listener`, reads a PROXY header from trusted proxies and
+/// completes the TLS handshakes concurrently (bounded in number and time, see
+/// [`super::proxy::incoming`]) with the config current at accept time.
+pub fn incoming(
     listener: TcpListener,
     tls: ServerTls,
-    tx: mpsc::Sender<io::Result<TlsStream<TcpStream>>>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            () = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // No Nagle: small gRPC frames would otherwise meet delayed ACKs.
-        let _ = tcp.set_nodelay(true);
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+    proxies: ProxyTrust,
+) -> (Incoming, AbortOnDrop) {
+    super::proxy::incoming(listener, move |tcp, peer| {
         let acceptor = tls.acceptor();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send(Ok(stream)).await;
-                }
-                Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
+        let proxies = proxies.clone();
+        async move {
+            let proxied = proxies.accept(tcp, peer).await?;
+            acceptor.accept(proxied).await
+        }
+    })
 }
 
 /// Reloads `tls` from its files on every SIGHUP, until dropped. Nothing for TLS that was
@@ -465,7 +423,7 @@ mod tests {
     #[test]
     fn from_config_picks_files_dev_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let mut config = Config {
             data_dir: dir.path().join("data"),
             ..Config::default()

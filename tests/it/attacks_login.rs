@@ -628,3 +628,132 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
         .expect("login after the lock");
     assert_eq!(events_named(&server, "stint:LockoutEnded"), 1);
 }
+
+// ---- behind a load balancer: the PROXY protocol -----------------------------------------
+
+/// The load balancer of these tests: connections from 127.0.0.99 carry a PROXY v2 header.
+const PROXY: u8 = 99;
+
+/// An STS client whose connection comes from `127.0.0.<from>` and starts with a PROXY v2
+/// header naming `client` (none when `None`), as HAProxy's `send-proxy-v2` sends it.
+async fn sts_through(
+    server: &TestServer,
+    from: u8,
+    client: Option<&str>,
+) -> Result<StsClient<Channel>, tonic::transport::Error> {
+    use tokio::io::AsyncWriteExt;
+    let target = server.addr;
+    let client: Option<std::net::SocketAddr> = client.map(|c| c.parse().expect("client address"));
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(loopback(from), 0))?;
+        let mut tcp = socket.connect(target).await?;
+        if let Some(client) = client {
+            tcp.write_all(&stint::core::proxy_header::encode(client, target))
+                .await?;
+        }
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
+    });
+    let channel = Endpoint::from_static("http://proxied.invalid")
+        .connect_with_connector(connector)
+        .await?;
+    Ok(StsClient::new(channel))
+}
+
+async fn login_through(
+    server: &TestServer,
+    from: u8,
+    client: Option<&str>,
+    credential: Credential,
+) -> Result<proto::Credentials, String> {
+    let mut sts = sts_through(server, from, client)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    sts.get_session_token(proto::GetSessionTokenRequest {
+        credential: Some(credential),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().credentials.expect("credentials"))
+    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// Behind HAProxy every connection comes from the proxy. With `proxy_protocol_from` naming
+/// it, throttling and the audit log key on the client the header names: one client's typo
+/// slows that client only, not everyone behind the proxy.
+#[tokio::test]
+async fn behind_a_proxy_throttling_and_the_audit_log_see_each_client() {
+    let server = TestServer::start_with(|c| {
+        c.proxy_protocol_from = vec![format!("127.0.0.{PROXY}")];
+    })
+    .await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "alice", "alice-password-1")
+        .await;
+    let (home, office) = ("203.0.113.7:50000", "[2001:db8::8]:50001");
+    let right = || password("alice", "alice-password-1");
+
+    let typo = login_through(&server, PROXY, Some(home), password("alice", "typo")).await;
+    assert_eq!(typo.unwrap_err(), "Unauthenticated: invalid credentials");
+    let slowed = login_through(&server, PROXY, Some(home), right()).await;
+    let slowed = slowed.unwrap_err();
+    assert!(
+        slowed.starts_with("Unauthenticated") && slowed.contains("retry after"),
+        "home is slowed: {slowed}"
+    );
+    login_through(&server, PROXY, Some(office), right())
+        .await
+        .expect("the same user from another client behind the same proxy");
+
+    let events = server.events_after(&admin, 0).await;
+    let from = |ip: &str| {
+        events
+            .iter()
+            .any(|e| e.source_ip == ip && e.principal_arn == arn("user", "alice"))
+    };
+    assert!(from("203.0.113.7") && from("2001:db8::8"), "{events:#?}");
+    assert!(!from(&format!("127.0.0.{PROXY}")), "{events:#?}");
+}
+
+/// A header is read only from the configured proxy, and the proxy must send one: a client
+/// cannot claim an address, and a proxy without `send-proxy-v2` cannot make every client
+/// look like the proxy.
+#[tokio::test]
+async fn only_the_configured_proxy_may_name_a_client_and_it_must() {
+    let server = TestServer::start_with(|c| {
+        c.proxy_protocol_from = vec![format!("127.0.0.{PROXY}/32")];
+    })
+    .await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "alice", "alice-password-1")
+        .await;
+    let right = || password("alice", "alice-password-1");
+
+    // A client that is not the proxy sends a header claiming someone else's address: the
+    // header is not read, so its bytes are a broken HTTP/2 preface and nothing is served.
+    let spoofed = login_through(&server, 40, Some("198.51.100.1:1"), right()).await;
+    assert!(spoofed.is_err(), "{spoofed:?}");
+    // The proxy without a header: refused, not served as the proxy's own address.
+    let bare = login_through(&server, PROXY, None, right()).await;
+    assert!(bare.is_err(), "{bare:?}");
+    // Neither reached the broker; a plain client from elsewhere is served as itself.
+    login_through(&server, 41, None, right())
+        .await
+        .expect("a direct client");
+    let sources: Vec<String> = server
+        .events_after(&admin, 0)
+        .await
+        .into_iter()
+        .filter(|e| e.principal_arn == arn("user", "alice"))
+        .map(|e| e.source_ip)
+        .collect();
+    assert!(
+        sources
+            .iter()
+            .all(|s| s == "127.0.0.41" || s == "127.0.0.1"),
+        "{sources:?}"
+    );
+    assert!(sources.iter().any(|s| s == "127.0.0.41"), "{sources:?}");
+}

@@ -349,7 +349,7 @@ async fn the_tls_acceptor_reports_secure_transport_and_peer_address() {
     let tls = ServerTls::from_files(source(&dev, None)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (mut incoming, _accept) = stint::rpc::tls::incoming(listener, tls);
+    let (mut incoming, _accept) = stint::rpc::tls::incoming(listener, tls, Default::default());
     let client = tokio::spawn(async move {
         let endpoint = format!("https://localhost:{port}");
         let channel = connect_with(&endpoint, &trusting(&dev.ca_cert)).await;

@@ -350,7 +350,7 @@ fn parse_iso8601(v: &str) -> Option<i128> {
 
 /// An IPv4 or IPv6 network; a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Cidr {
+pub struct Cidr {
     v4: bool,
     network: u128,
     prefix: u8,
@@ -382,7 +382,7 @@ impl Cidr {
         })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let (v4, bits, width) = match ip {
             IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {

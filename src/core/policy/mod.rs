@@ -42,6 +42,7 @@ mod tests;
 
 use std::fmt;
 
+pub use condition::Cidr;
 pub use eval::{evaluate, evaluate_assume_role};
 
 /// The longest action, resource, principal, pattern or condition value the engine matches, in

@@ -1,0 +1,241 @@
+//! The PROXY protocol version 2 header (HAProxy's `send-proxy-v2`, AWS NLB, Envoy): how a
+//! load balancer in front of the broker tells it the client's address.
+//!
+//! Behind a proxy every connection comes from the proxy, so per-address login throttling,
+//! `aws:SourceIp` conditions and the audit log's `source_ip` would all see one address.
+//! The binary v2 header is the one the common balancers send, and its fixed layout (16
+//! bytes, then a length) lets a reader take exactly the header off the socket and leave
+//! the HTTP/2 bytes behind it untouched. Version 1 (text) is not accepted.
+//!
+//! Only connections from configured proxy addresses may carry a header: anyone else could
+//! claim any address (see `rpc::proxy`).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The 12 bytes every v2 header starts with.
+pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// The fixed part: signature, version and command, family and protocol, length.
+pub const FIXED_LEN: usize = 16;
+
+/// Largest address-and-TLV block accepted. HAProxy's own TLVs (ALPN, authority, unique
+/// id, SSL details) fit well within it; the protocol's own limit is 65,535.
+pub const MAX_BLOCK_LEN: usize = 4096;
+
+/// What a header says about the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `PROXY` over TCP: the client's address and port.
+    Client(SocketAddr),
+    /// `LOCAL` (the proxy's own connection, e.g. a health check) or an address family the
+    /// broker does not use (UNIX sockets, UDP, unspecified): the connection's own address
+    /// stands.
+    Proxy,
+}
+
+/// Why the bytes are not a v2 header.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("the connection did not start with a PROXY protocol v2 signature")]
+    Signature,
+    #[error("PROXY protocol version {0} is not supported (only 2)")]
+    Version(u8),
+    #[error("PROXY protocol command {0:#x} is neither LOCAL nor PROXY")]
+    Command(u8),
+    #[error("PROXY protocol header block of {0} bytes is over the {MAX_BLOCK_LEN}-byte limit")]
+    TooLong(usize),
+    #[error("PROXY protocol address block of {got} bytes is shorter than its family's {need}")]
+    ShortAddresses { got: usize, need: usize },
+}
+
+/// Reads the fixed 16 bytes: checks signature, version and command, and returns the
+/// length of the block that follows (addresses, then TLVs).
+pub fn block_len(fixed: &[u8; FIXED_LEN]) -> Result<usize, HeaderError> {
+    if fixed[..12] != SIGNATURE {
+        return Err(HeaderError::Signature);
+    }
+    let version = fixed[12] >> 4;
+    if version != 2 {
+        return Err(HeaderError::Version(version));
+    }
+    let command = fixed[12] & 0x0f;
+    if command > 1 {
+        return Err(HeaderError::Command(command));
+    }
+    let len = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+    if len > MAX_BLOCK_LEN {
+        return Err(HeaderError::TooLong(len));
+    }
+    Ok(len)
+}
+
+/// Parses a whole header: the fixed part and the `block_len` bytes after it.
+pub fn parse(fixed: &[u8; FIXED_LEN], block: &[u8]) -> Result<Source, HeaderError> {
+    let len = block_len(fixed)?;
+    if block.len() != len {
+        return Err(HeaderError::ShortAddresses {
+            got: block.len(),
+            need: len,
+        });
+    }
+    let local = fixed[12] & 0x0f == 0;
+    // High nibble: family (1 IPv4, 2 IPv6, 3 UNIX); low nibble: protocol (1 STREAM).
+    let family = fixed[13];
+    if local || family & 0x0f != 1 {
+        return Ok(Source::Proxy);
+    }
+    let need = match family >> 4 {
+        1 => 12,
+        2 => 36,
+        _ => return Ok(Source::Proxy),
+    };
+    if block.len() < need {
+        return Err(HeaderError::ShortAddresses {
+            got: block.len(),
+            need,
+        });
+    }
+    let source = if need == 12 {
+        let ip = Ipv4Addr::new(block[0], block[1], block[2], block[3]);
+        SocketAddr::from((ip, u16::from_be_bytes([block[8], block[9]])))
+    } else {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&block[..16]);
+        let port = u16::from_be_bytes([block[32], block[33]]);
+        SocketAddr::from((Ipv6Addr::from(octets), port))
+    };
+    Ok(Source::Client(source))
+}
+
+/// Encodes a `PROXY` header for `source` → `destination` (same family), as a proxy would.
+/// For tests and tools that stand in for a proxy.
+pub fn encode(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut out = SIGNATURE.to_vec();
+    out.push(0x21);
+    match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            out.push(0x11);
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+        (s, d) => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+                SocketAddr::V6(a) => *a.ip(),
+            };
+            out.push(0x21);
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&v6(s).octets());
+            out.extend_from_slice(&v6(d).octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Splits `bytes` into a header and what follows, for callers holding the whole input
+/// (the fuzz target). `Ok(None)`: not enough bytes yet.
+pub fn split(bytes: &[u8]) -> Result<Option<(Source, &[u8])>, HeaderError> {
+    let Some(fixed) = bytes.get(..FIXED_LEN) else {
+        return Ok(None);
+    };
+    #[allow(clippy::expect_used)] // exactly FIXED_LEN bytes
+    let fixed: &[u8; FIXED_LEN] = fixed.try_into().expect("16 bytes");
+    let len = block_len(fixed)?;
+    let Some(block) = bytes.get(FIXED_LEN..FIXED_LEN + len) else {
+        return Ok(None);
+    };
+    let source = parse(fixed, block)?;
+    Ok(Some((source, &bytes[FIXED_LEN + len..])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn encoded_headers_parse_back_and_leave_the_rest() {
+        let cases = [
+            ("203.0.113.7:50123", "10.0.0.2:7420"),
+            ("[2001:db8::7]:443", "[2001:db8::1]:7420"),
+        ];
+        for (source, destination) in cases {
+            let mut bytes = encode(addr(source), addr(destination));
+            bytes.extend_from_slice(b"PRI * HTTP/2.0");
+            let (parsed, rest) = split(&bytes).unwrap().unwrap();
+            assert_eq!(parsed, Source::Client(addr(source)), "{source}");
+            assert_eq!(rest, b"PRI * HTTP/2.0");
+        }
+    }
+
+    #[test]
+    fn tlvs_after_the_addresses_are_skipped() {
+        let mut bytes = encode(addr("198.51.100.9:1"), addr("10.0.0.2:7420"));
+        // ALPN TLV "h2": type 0x01, length 2.
+        bytes[15] = 12 + 5;
+        bytes.extend_from_slice(&[0x01, 0x00, 0x02, b'h', b'2', 0xAA]);
+        let (parsed, rest) = split(&bytes).unwrap().unwrap();
+        assert_eq!(parsed, Source::Client(addr("198.51.100.9:1")));
+        assert_eq!(rest, [0xAA]);
+    }
+
+    #[test]
+    fn local_and_other_families_keep_the_connection_address() {
+        let mut local = encode(addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
+        local[12] = 0x20;
+        assert_eq!(split(&local).unwrap().unwrap().0, Source::Proxy);
+        let unix = [SIGNATURE.as_slice(), &[0x21, 0x31, 0, 0]].concat();
+        assert_eq!(split(&unix).unwrap().unwrap().0, Source::Proxy);
+        let udp = [SIGNATURE.as_slice(), &[0x21, 0x12, 0, 0]].concat();
+        assert_eq!(split(&udp).unwrap().unwrap().0, Source::Proxy);
+    }
+
+    #[test]
+    fn incomplete_input_asks_for_more() {
+        let bytes = encode(addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
+        for cut in 0..bytes.len() {
+            assert_eq!(split(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_headers_say_what_is_wrong() {
+        let good = encode(addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
+        let with = |i: usize, b: u8| {
+            let mut h = good.clone();
+            h[i] = b;
+            h
+        };
+        let cases: [(Vec<u8>, HeaderError); 6] = [
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+                HeaderError::Signature,
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
+                HeaderError::Signature,
+            ),
+            (with(12, 0x11), HeaderError::Version(1)),
+            (with(12, 0x22), HeaderError::Command(2)),
+            (
+                [&good[..14], &[0x10, 0x01]].concat(),
+                HeaderError::TooLong(4097),
+            ),
+            (
+                [&good[..15], &[4], &good[16..20]].concat(),
+                HeaderError::ShortAddresses { got: 4, need: 12 },
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(split(&bytes), Err(want.clone()), "{want}");
+        }
+    }
+}
