@@ -678,19 +678,24 @@ async fn login_through(
     .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
 }
 
+/// A server taking PROXY headers from `proxy` (an address or CIDR), with user alice; and
+/// the admin's token.
+async fn behind_proxy(proxy: &str) -> (TestServer, String) {
+    let proxy = proxy.to_owned();
+    let server = TestServer::start_with(|c| c.proxy_protocol_from = vec![proxy]).await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "alice", "alice-password-1")
+        .await;
+    (server, admin)
+}
+
 /// Behind HAProxy every connection comes from the proxy. With `proxy_protocol_from` naming
 /// it, throttling and the audit log key on the client the header names: one client's typo
 /// slows that client only, not everyone behind the proxy.
 #[tokio::test]
 async fn behind_a_proxy_throttling_and_the_audit_log_see_each_client() {
-    let server = TestServer::start_with(|c| {
-        c.proxy_protocol_from = vec![format!("127.0.0.{PROXY}")];
-    })
-    .await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "alice", "alice-password-1")
-        .await;
+    let (server, admin) = behind_proxy(&format!("127.0.0.{PROXY}")).await;
     let (home, office) = ("203.0.113.7:50000", "[2001:db8::8]:50001");
     let right = || password("alice", "alice-password-1");
 
@@ -721,14 +726,7 @@ async fn behind_a_proxy_throttling_and_the_audit_log_see_each_client() {
 /// look like the proxy.
 #[tokio::test]
 async fn only_the_configured_proxy_may_name_a_client_and_it_must() {
-    let server = TestServer::start_with(|c| {
-        c.proxy_protocol_from = vec![format!("127.0.0.{PROXY}/32")];
-    })
-    .await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "alice", "alice-password-1")
-        .await;
+    let (server, admin) = behind_proxy(&format!("127.0.0.{PROXY}/32")).await;
     let right = || password("alice", "alice-password-1");
 
     // A client that is not the proxy sends a header claiming someone else's address: the
