@@ -1025,6 +1025,11 @@ impl Config {
                 "expected postgres://user@host:port/database (only PostgreSQL is supported)",
             );
         }
+        if let Some(url) = &self.store.url
+            && let Err(err) = crate::store::postgres_tls::split_url(url)
+        {
+            return invalid("store.url", err.to_string());
+        }
 
         let a = &self.argon2;
         in_range(
@@ -2001,6 +2006,14 @@ mod tests {
     fn validation_names_the_key() {
         type Tweak = Box<dyn Fn(&mut Config)>;
         let cases: Vec<(&str, Tweak)> = vec![
+            (
+                "store.url",
+                Box::new(|c| c.store.url = Some("postgres://u@db/x?sslmode=verify-ca".into())),
+            ),
+            (
+                "proxy_protocol_from",
+                Box::new(|c| c.proxy_protocol_from = vec!["10.0.0.0/8".into(), "lb".into()]),
+            ),
             (
                 "account.partition",
                 Box::new(|c| c.account.partition = "Stint".into()),

@@ -9,6 +9,7 @@
 pub mod lease;
 pub mod memory;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod seal;
 pub mod sled;
 

@@ -35,8 +35,9 @@
 //! [`migrate`] under a session advisory lock, so replicas starting together apply each
 //! once. `stint init` and every start run them.
 //!
-//! Connections are plain TCP (or a Unix socket given as `host=/run/postgresql`): TLS to
-//! the database is not built in; keep the database on a private network or loopback.
+//! Connections are plain TCP (or a Unix socket given as `host=/run/postgresql`) unless the
+//! URL asks for TLS (`sslmode=verify-full`, `sslrootcert=`): then verified TLS over rustls
+//! ([`postgres_tls`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -46,8 +47,9 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
+use super::postgres_tls::{self, Connector};
 use super::{Batch, Entries, Entry, Store, StoreError, Table};
 
 /// Connections (and threads) per store.
@@ -208,9 +210,25 @@ fn map_err(err: &postgres::Error) -> StoreError {
                 db.code().code(),
                 db.message()
             )),
-            None => StoreError::Io(format!("postgresql: {err}")),
+            None => StoreError::Io(format!("postgresql: {}", describe(err))),
         },
     }
+}
+
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"): the client's own message alone does not say what went wrong.
+fn describe(err: &postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// True when the error means this connection is of no further use: no answer from the
@@ -224,11 +242,15 @@ fn connection_lost(err: &postgres::Error) -> bool {
     }
 }
 
-fn parse_config(url: &str) -> Result<postgres::Config, StoreError> {
+/// The connection settings of `url`, and how to connect (plain or verified TLS, see
+/// [`postgres_tls`]).
+fn parse_config(url: &str) -> Result<(postgres::Config, Connector), StoreError> {
+    let (url, tls) = postgres_tls::split_url(url)?;
+    let connector = Connector::for_mode(&tls)?;
     let mut config: postgres::Config = url.parse().map_err(|e| {
         StoreError::Io(format!(
             "store url {} is not a PostgreSQL URL: {e}",
-            redact_url(url)
+            redact_url(&url)
         ))
     })?;
     if config.get_connect_timeout().is_none() {
@@ -236,16 +258,16 @@ fn parse_config(url: &str) -> Result<postgres::Config, StoreError> {
     }
     config.keepalives(true);
     config.application_name("stint");
-    Ok(config)
+    Ok((config, connector))
 }
 
 /// Applies every missing migration (under an advisory lock, so concurrent starts apply
 /// each once) and returns the schema version.
 pub fn migrate(url: &str) -> Result<i32, StoreError> {
-    let config = parse_config(url)?;
+    let (config, connector) = parse_config(url)?;
     // The sync client runs its own runtime: keep it off the caller's (maybe async) thread.
     std::thread::spawn(move || -> Result<i32, StoreError> {
-        let mut client = config.connect(NoTls).map_err(|e| map_err(&e))?;
+        let mut client = connector.connect(&config).map_err(|e| map_err(&e))?;
         migrate_with(&mut client)
     })
     .join()
@@ -300,6 +322,7 @@ fn migrate_with(client: &mut Client) -> Result<i32, StoreError> {
 /// One worker's connection, opened on first use and re-opened after it drops.
 struct Conn {
     config: postgres::Config,
+    connector: Connector,
     client: Option<Client>,
     statements: HashMap<&'static str, Statement>,
 }
@@ -313,10 +336,9 @@ impl Conn {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
             self.client = None;
-            let client = self
-                .config
-                .connect(NoTls)
-                .map_err(|e| StoreError::Io(format!("cannot connect to postgresql: {e}")))?;
+            let client = self.connector.connect(&self.config).map_err(|e| {
+                StoreError::Io(format!("cannot connect to postgresql: {}", describe(&e)))
+            })?;
             self.client = Some(client);
         }
         let Some(client) = self.client.as_mut() else {
@@ -344,7 +366,7 @@ impl Conn {
 impl PostgresStore {
     /// Connects to `url`, applies the migrations and starts `pool_size` connection threads.
     pub fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let config = parse_config(url)?;
+        let (config, connector) = parse_config(url)?;
         migrate(url)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -353,6 +375,7 @@ impl PostgresStore {
             let queue = queue.clone();
             let mut conn = Conn {
                 config: config.clone(),
+                connector: connector.clone(),
                 client: None,
                 statements: HashMap::new(),
             };
@@ -646,10 +669,10 @@ pub mod testing {
             .take(30)
             .collect();
         let name = format!("t_{safe}_{}_{n}", std::process::id());
-        let config = parse_config(base_url)?;
+        let (config, connector) = parse_config(base_url)?;
         let create = name.clone();
         std::thread::spawn(move || -> Result<(), StoreError> {
-            let mut client = config.connect(NoTls).map_err(|e| map_err(&e))?;
+            let mut client = connector.connect(&config).map_err(|e| map_err(&e))?;
             client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {create}"))
                 .map_err(|e| map_err(&e))?;
@@ -777,9 +800,9 @@ mod tests {
         };
         put(b"1").unwrap();
         store.get(Table::Meta, b"k").unwrap();
-        let config = parse_config(&url).unwrap();
+        let (config, _) = parse_config(&url).unwrap();
         let killed = std::thread::spawn(move || {
-            let mut admin = config.connect(NoTls).unwrap();
+            let mut admin = config.connect(postgres::NoTls).unwrap();
             admin
                 .query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity

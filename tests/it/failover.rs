@@ -518,7 +518,7 @@ async fn sigkill_of_a_replica_loses_no_credential_and_the_others_serve() {
 }
 
 /// A PostgreSQL cluster of this test's own, so stopping it disturbs no other test.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     bin: PathBuf,
     run_as: Option<String>,
     dir: tempfile::TempDir,
@@ -526,7 +526,7 @@ struct OwnPostgres {
 }
 
 impl OwnPostgres {
-    fn create(test: &str) -> Option<OwnPostgres> {
+    pub(crate) fn create(test: &str) -> Option<OwnPostgres> {
         let bin = match std::env::var("STINT_TEST_PG_BIN") {
             Ok(bin) if !bin.is_empty() => PathBuf::from(bin),
             _ => {
@@ -635,6 +635,46 @@ impl OwnPostgres {
 
     fn stop(&self) {
         self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Serves TLS with this certificate and key, and only TLS over TCP (`hostssl`), then
+    /// restarts.
+    pub(crate) fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.path().join("data");
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some(user) = &self.run_as {
+                assert!(
+                    Command::new("chown")
+                        .arg(user)
+                        .arg(&path)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap()
+            .write_all(b"ssl = on\n")
+            .unwrap();
+        self.stop();
+        self.start();
+    }
+
+    /// `127.0.0.1:<port>` and `localhost:<port>`, for URLs of this cluster.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -384,3 +384,74 @@ async fn a_sled_data_dir_migrates_into_postgres_with_its_chain() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
     drop(dir);
 }
+
+/// TLS to the database: a cluster that takes only TLS over TCP (`hostssl`) with a
+/// certificate from a private CA. `sslmode=verify-full` with that CA as `sslrootcert` works,
+/// and the store is usable; the same URL without the CA (host roots), or a host name the
+/// certificate does not name, is refused before any credential is sent; plain is refused
+/// by the server.
+#[tokio::test]
+async fn the_store_speaks_verified_tls_to_postgresql() {
+    let Some(pg) = crate::failover::OwnPostgres::create("postgres_tls") else {
+        return;
+    };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    pg.require_tls(&server.pem(), &server_key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let port = pg.port();
+    let url =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
+    let verified = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+    );
+    let store = tokio::task::spawn_blocking(move || PostgresStore::open(&verified, 2))
+        .await
+        .unwrap()
+        .expect("verified TLS to the database");
+    let batch = stint::store::Batch {
+        expects: vec![],
+        writes: vec![(Table::Meta, b"tls-probe".to_vec(), Some(b"yes".to_vec()))],
+    };
+    store.commit(&batch).unwrap();
+    assert_eq!(
+        store.get(Table::Meta, b"tls-probe").unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
+
+    let refused = [
+        // The host's roots do not hold the private CA.
+        (url("localhost", "sslmode=require"), "certificate"),
+        // The certificate names localhost, not 127.0.0.1.
+        (
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+            ),
+            "certificate",
+        ),
+        // Plain: the server takes only TLS over TCP.
+        (url("localhost", "sslmode=disable"), "pg_hba.conf"),
+    ];
+    for (url, want) in refused {
+        let shown = url.clone();
+        let err = tokio::task::spawn_blocking(move || PostgresStore::open(&url, 1).err())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{shown} was accepted"))
+            .to_string();
+        assert!(err.to_lowercase().contains(want), "{shown}: {err}");
+    }
+}
