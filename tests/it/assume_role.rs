@@ -91,13 +91,14 @@ async fn reports_setup(server: &TestServer) -> proto::AccessKey {
     })
     .await
     .expect("AttachRolePolicy");
-    iam.put_role_policy(proto::PutRolePolicyRequest {
-        role_name: "reports-reader".into(),
-        policy_name: "list-reports".into(),
-        policy_document: allow(&["s3:ListBucket"], &["arn:aws:s3:::reports"]),
-    })
-    .await
-    .expect("PutRolePolicy");
+    server
+        .put_role_policy(
+            &admin,
+            "reports-reader",
+            "list-reports",
+            &allow(&["s3:ListBucket"], &["arn:aws:s3:::reports"]),
+        )
+        .await;
     key
 }
 

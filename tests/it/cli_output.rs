@@ -436,13 +436,9 @@ async fn role_token(server: &TestServer, admin: &str) -> String {
             {"Sid": "NoDelete", "Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"}
         ]
     });
-    iam.put_role_policy(proto::PutRolePolicyRequest {
-        role_name: "reader".into(),
-        policy_name: "s3".into(),
-        policy_document: document.to_string(),
-    })
-    .await
-    .unwrap();
+    server
+        .put_role_policy(admin, "reader", "s3", &document.to_string())
+        .await;
     server
         .sts_as(admin)
         .assume_role(proto::AssumeRoleRequest {

@@ -448,14 +448,13 @@ async fn an_app_asks_authorize_about_its_caller() {
     let admin = server.admin_login().await;
     let key = service_setup(&server, &admin).await;
     server
-        .iam_as(&admin)
-        .put_role_policy(proto::PutRolePolicyRequest {
-            role_name: "worker".into(),
-            policy_name: "health".into(),
-            policy_document: allow(&["health:Check"], &["arn:stint:health:::reports"]),
-        })
-        .await
-        .expect("PutRolePolicy");
+        .put_role_policy(
+            &admin,
+            "worker",
+            "health",
+            &allow(&["health:Check"], &["arn:stint:health:::reports"]),
+        )
+        .await;
     let client = client(&server).await;
     let app = client
         .login_access_key(

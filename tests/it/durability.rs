@@ -128,13 +128,9 @@ async fn every_change_and_mint_is_one_event_with_its_fields() {
         &[],
     );
 
-    iam.put_role_policy(proto::PutRolePolicyRequest {
-        role_name: "worker".into(),
-        policy_name: "read".into(),
-        policy_document: allow(&["s3:GetObject"], &["*"]),
-    })
-    .await
-    .expect("PutRolePolicy");
+    server
+        .put_role_policy(&admin, "worker", "read", &allow(&["s3:GetObject"], &["*"]))
+        .await;
     check_one(
         "PutRolePolicy",
         &caused(&server, &admin, &mut mark).await,

@@ -37,13 +37,14 @@ async fn deploy_role(server: &TestServer, condition: Option<Value>) {
     })
     .await
     .expect("CreateRole");
-    iam.put_role_policy(proto::PutRolePolicyRequest {
-        role_name: "deploy".into(),
-        policy_name: "read-releases".into(),
-        policy_document: allow(&["s3:GetObject"], &["arn:aws:s3:::releases/*"]),
-    })
-    .await
-    .expect("PutRolePolicy");
+    server
+        .put_role_policy(
+            &admin,
+            "deploy",
+            "read-releases",
+            &allow(&["s3:GetObject"], &["arn:aws:s3:::releases/*"]),
+        )
+        .await;
 }
 
 async fn carol_session(server: &TestServer) -> String {

@@ -69,14 +69,8 @@ async fn create_role(server: &TestServer, admin: &str, role: &str, trusted: &str
 
 async fn put_role_policy(server: &TestServer, admin: &str, role: &str, document: String) {
     server
-        .iam_as(admin)
-        .put_role_policy(proto::PutRolePolicyRequest {
-            role_name: role.into(),
-            policy_name: format!("{role}-inline"),
-            policy_document: document,
-        })
-        .await
-        .unwrap_or_else(|s| panic!("PutRolePolicy {role}: {s}"));
+        .put_role_policy(admin, role, &format!("{role}-inline"), &document)
+        .await;
 }
 
 async fn create_policy(server: &TestServer, admin: &str, name: &str, document: String) -> String {
