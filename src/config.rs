@@ -915,16 +915,10 @@ impl Config {
             }
         }
 
-        if let Some(bad) = self
-            .proxy_protocol_from
-            .iter()
-            .find(|entry| crate::core::policy::Cidr::parse(entry.trim()).is_none())
-        {
+        if let Err(reason) = crate::core::proxy_header::parse_trusted(&self.proxy_protocol_from) {
             return invalid(
                 "proxy_protocol_from",
-                format!(
-                    "{bad:?} is not an IP address or CIDR (e.g. \"10.0.0.5\", \"10.0.0.0/24\")"
-                ),
+                format!("{reason} (e.g. \"10.0.0.5\", \"10.0.0.0/24\")"),
             );
         }
 

@@ -12,6 +12,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::policy::Cidr;
+
 /// The 12 bytes every v2 header starts with.
 pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -46,6 +48,37 @@ pub enum HeaderError {
     TooLong(usize),
     #[error("PROXY protocol address block of {got} bytes is shorter than its family's {need}")]
     ShortAddresses { got: usize, need: usize },
+    #[error("PROXY protocol header announced {want} bytes after its fixed part but has {got}")]
+    Length { got: usize, want: usize },
+    #[error("PROXY protocol address family and protocol byte {0:#04x} is not defined")]
+    Family(u8),
+}
+
+/// The family/protocol bytes the specification defines (UNSPEC, TCP/UDP over IPv4, IPv6,
+/// UNIX); any other must be refused.
+const FAMILIES: [u8; 7] = [0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32];
+
+/// Parses the `proxy_protocol_from` entries: addresses or CIDRs, written as what they are
+/// (an IPv4-mapped IPv6 entry would never match, peers being compared as IPv4), and none
+/// that admits every address (`/0`: anyone could then claim any address).
+pub fn parse_trusted(entries: &[String]) -> Result<Vec<Cidr>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            let cidr = Cidr::parse(entry)
+                .ok_or_else(|| format!("{entry:?} is not an IP address or CIDR"))?;
+            if entry.to_ascii_lowercase().starts_with("::ffff:") {
+                return Err(format!("{entry:?}: write the IPv4 address itself"));
+            }
+            if entry.ends_with("/0") {
+                return Err(format!(
+                    "{entry:?} trusts every address, so any client could claim any address: name the load balancers"
+                ));
+            }
+            Ok(cidr)
+        })
+        .collect()
 }
 
 /// Reads the fixed 16 bytes: checks signature, version and command, and returns the
@@ -73,14 +106,17 @@ pub fn block_len(fixed: &[u8; FIXED_LEN]) -> Result<usize, HeaderError> {
 pub fn parse(fixed: &[u8; FIXED_LEN], block: &[u8]) -> Result<Source, HeaderError> {
     let len = block_len(fixed)?;
     if block.len() != len {
-        return Err(HeaderError::ShortAddresses {
+        return Err(HeaderError::Length {
             got: block.len(),
-            need: len,
+            want: len,
         });
     }
     let local = fixed[12] & 0x0f == 0;
     // High nibble: family (1 IPv4, 2 IPv6, 3 UNIX); low nibble: protocol (1 STREAM).
     let family = fixed[13];
+    if !FAMILIES.contains(&family) {
+        return Err(HeaderError::Family(family));
+    }
     if local || family & 0x0f != 1 {
         return Ok(Source::Proxy);
     }
@@ -199,6 +235,47 @@ mod tests {
     }
 
     #[test]
+    fn trusted_entries_must_name_load_balancers() {
+        let ok = ["10.0.0.5", " 10.0.1.0/24", "fd00::/8", "2001:db8::1"];
+        let ok: Vec<String> = ok.iter().map(|s| s.to_string()).collect();
+        assert_eq!(parse_trusted(&ok).unwrap().len(), 4);
+        for (entry, want) in [
+            ("lb.internal", "not an IP address"),
+            ("10.0.0.0/33", "not an IP address"),
+            ("0.0.0.0/0", "trusts every address"),
+            ("::/0", "trusts every address"),
+            ("::ffff:10.0.0.5", "write the IPv4 address"),
+        ] {
+            let err = parse_trusted(&[entry.to_string()]).unwrap_err();
+            assert!(err.contains(want), "{entry}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the client address, and whatever follows the header, the header gives
+        /// the address back and leaves the rest untouched.
+        #[test]
+        fn any_client_round_trips(
+            octets in proptest::array::uniform16(0u8..),
+            port in 0u16..,
+            v4 in proptest::bool::ANY,
+            rest in proptest::collection::vec(0u8.., 0..64),
+        ) {
+            let ip = if v4 {
+                std::net::IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
+            } else {
+                std::net::IpAddr::from(octets)
+            };
+            let client = SocketAddr::new(ip, port);
+            let mut bytes = encode(client, client);
+            bytes.extend_from_slice(&rest);
+            let (source, tail) = split(&bytes).unwrap().unwrap();
+            proptest::prop_assert_eq!(source, Source::Client(client));
+            proptest::prop_assert_eq!(tail, &rest[..]);
+        }
+    }
+
+    #[test]
     fn incomplete_input_asks_for_more() {
         let bytes = encode(addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
         for cut in 0..bytes.len() {
@@ -214,7 +291,9 @@ mod tests {
             h[i] = b;
             h
         };
-        let cases: [(Vec<u8>, HeaderError); 6] = [
+        let cases: [(Vec<u8>, HeaderError); 8] = [
+            (with(13, 0x13), HeaderError::Family(0x13)),
+            (with(13, 0x41), HeaderError::Family(0x41)),
             (
                 b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
                 HeaderError::Signature,

@@ -38,13 +38,9 @@ pub struct ProxyTrust {
 impl ProxyTrust {
     /// From `proxy_protocol_from` entries (addresses or CIDRs), validated by the config.
     pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let from = entries
-            .iter()
-            .map(|e| {
-                Cidr::parse(e.trim()).ok_or_else(|| format!("{e:?} is not an IP address or CIDR"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { from: from.into() })
+        Ok(Self {
+            from: proxy_header::parse_trusted(entries)?.into(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,7 +68,8 @@ impl ProxyTrust {
         let mut block = vec![0u8; len];
         tcp.read_exact(&mut block).await?;
         let remote = match proxy_header::parse(&fixed, &block).map_err(invalid)? {
-            Source::Client(client) => client,
+            // `::ffff:a.b.c.d` (a TCP6 header for an IPv4 client) is that IPv4 client.
+            Source::Client(client) => SocketAddr::new(client.ip().to_canonical(), client.port()),
             Source::Proxy => peer,
         };
         Ok(Proxied {

@@ -265,6 +265,10 @@ fn parse_config(url: &str) -> Result<(postgres::Config, Connector), StoreError> 
 /// each once) and returns the schema version.
 pub fn migrate(url: &str) -> Result<i32, StoreError> {
     let (config, connector) = parse_config(url)?;
+    migrate_over(config, connector)
+}
+
+fn migrate_over(config: postgres::Config, connector: Connector) -> Result<i32, StoreError> {
     // The sync client runs its own runtime: keep it off the caller's (maybe async) thread.
     std::thread::spawn(move || -> Result<i32, StoreError> {
         let mut client = connector.connect(&config).map_err(|e| map_err(&e))?;
@@ -367,7 +371,7 @@ impl PostgresStore {
     /// Connects to `url`, applies the migrations and starts `pool_size` connection threads.
     pub fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
         let (config, connector) = parse_config(url)?;
-        migrate(url)?;
+        migrate_over(config.clone(), connector.clone())?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let mut workers = Vec::new();

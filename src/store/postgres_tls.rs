@@ -35,6 +35,8 @@ use super::StoreError;
 
 /// A root bundle larger than this is refused before it is parsed.
 const MAX_ROOT_PEM_BYTES: u64 = 1 << 20;
+/// A database that has not finished its TLS handshake by then is given up on.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the URL asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,49 +49,72 @@ pub enum TlsMode {
 
 /// Splits the TLS parameters off a store URL (`postgres://…?sslmode=…&sslrootcert=…`) or
 /// key=value string (`host=… sslmode=…`): what is left for tokio-postgres, and the mode.
+/// Error messages never quote the URL: a misplaced character of a password could be in it.
 pub fn split_url(url: &str) -> Result<(String, TlsMode), StoreError> {
-    let bad = |reason: String| StoreError::Io(format!("store url: {reason}"));
+    let bad = |reason: &str| StoreError::Io(format!("store url: {reason}"));
     let mut mode: Option<String> = None;
     let mut root_cert: Option<PathBuf> = None;
-    let mut take = |key: &str, value: &str| -> Result<bool, StoreError> {
+    let mut take = |key: &str, value: String| -> Result<bool, StoreError> {
         match key {
-            "sslmode" => mode = Some(value.to_owned()),
+            "sslmode" => {
+                if mode.replace(value).is_some() {
+                    return Err(bad("sslmode is given twice"));
+                }
+            }
             "sslrootcert" => {
                 if value.is_empty() {
-                    return Err(bad("sslrootcert is empty".into()));
+                    return Err(bad("sslrootcert is empty"));
                 }
-                root_cert = Some(PathBuf::from(value));
+                if root_cert.replace(PathBuf::from(value)).is_some() {
+                    return Err(bad("sslrootcert is given twice"));
+                }
             }
             _ => return Ok(false),
         }
         Ok(true)
     };
-    let rest = if let Some((base, query)) = url.split_once("://").and_then(|_| url.split_once('?'))
-    {
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).ok_or_else(|| bad(format!("{key}: bad %-escape")))?;
-            if !take(key, &value)? {
-                kept.push(pair);
+    let rest = if let Some(scheme_end) = url.find("://").map(|at| at + 3) {
+        // The query starts at the first `?` after the user info (which ends at the first
+        // `@`, as tokio-postgres reads it), so a `?` in a password is not a query.
+        let host_start = url[scheme_end..]
+            .find('@')
+            .map_or(scheme_end, |at| scheme_end + at + 1);
+        match url[host_start..].find('?').map(|at| host_start + at) {
+            Some(q) => {
+                let (base, query) = (&url[..q], &url[q + 1..]);
+                let mut kept = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    let decode = |text: &str| {
+                        percent_decode(text)
+                            .ok_or_else(|| bad("a query parameter has a bad %-escape"))
+                    };
+                    if !take(&decode(key)?, decode(value)?)? {
+                        kept.push(pair);
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
             }
+            None => url.to_owned(),
         }
-        if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        }
-    } else if url.contains("://") {
-        url.to_owned()
     } else {
+        // key=value form: values with quotes or escapes are libpq's grammar, not split here.
+        if url.contains(['\'', '\\']) {
+            if url.contains("ssl") {
+                return Err(bad(
+                    "TLS settings with quoted key=value pairs are not supported: use a postgres:// URL",
+                ));
+            }
+            return Ok((url.to_owned(), TlsMode::Plain));
+        }
         let mut kept = Vec::new();
         for word in url.split_whitespace() {
             match word.split_once('=') {
-                Some((key, value)) if !value.starts_with('\'') => {
-                    if !take(key, value)? {
-                        kept.push(word);
-                    }
-                }
+                Some((key, value)) if take(key, value.to_owned())? => {}
                 _ => kept.push(word),
             }
         }
@@ -98,22 +123,20 @@ pub fn split_url(url: &str) -> Result<(String, TlsMode), StoreError> {
     let tls = match mode.as_deref() {
         None | Some("disable" | "prefer") => {
             if root_cert.is_some() {
-                return Err(bad(
-                    "sslrootcert needs sslmode=verify-full (or require)".into()
-                ));
+                return Err(bad("sslrootcert needs sslmode=verify-full (or require)"));
             }
             TlsMode::Plain
         }
         Some("require" | "verify-full") => TlsMode::Verified { root_cert },
         Some("verify-ca") => {
             return Err(bad(
-                "sslmode=verify-ca is not supported: Stint always checks the host name; use sslmode=verify-full".into(),
+                "sslmode=verify-ca is not supported: Stint always checks the host name; use sslmode=verify-full",
             ));
         }
-        Some(other) => {
-            return Err(bad(format!(
-                "sslmode={other:?} is not one of disable, prefer, require, verify-full"
-            )));
+        Some(_) => {
+            return Err(bad(
+                "sslmode is not one of disable, prefer, require, verify-full",
+            ));
         }
     };
     // tokio-postgres then only needs to know that TLS is required.
@@ -128,11 +151,19 @@ pub fn split_url(url: &str) -> Result<(String, TlsMode), StoreError> {
 }
 
 fn append_param(url: &str, key: &str, value: &str) -> String {
-    if url.contains("://") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}{key}={value}")
-    } else {
-        format!("{url} {key}={value}")
+    match url.find("://").map(|at| at + 3) {
+        Some(scheme_end) => {
+            let host_start = url[scheme_end..]
+                .find('@')
+                .map_or(scheme_end, |at| scheme_end + at + 1);
+            let sep = if url[host_start..].contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            format!("{url}{sep}{key}={value}")
+        }
+        None => format!("{url} {key}={value}"),
     }
 }
 
@@ -200,6 +231,9 @@ pub fn client_config(root_cert: Option<&PathBuf>) -> Result<Arc<rustls::ClientCo
     .map_err(|e| StoreError::Io(format!("TLS setup: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut config = config;
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`) requires it; older servers ignore it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -238,9 +272,14 @@ impl TlsConnect<Socket> for RustlsConnect {
 
     fn connect(self, socket: Socket) -> Self::Future {
         Box::pin(async move {
-            let stream = TlsConnector::from(self.config)
-                .connect(self.name, socket)
-                .await?;
+            // tokio-postgres's connect_timeout covers only the TCP connect: a server that
+            // accepts TLS and then stalls must not hold a pool thread for good.
+            let handshake = TlsConnector::from(self.config).connect(self.name, socket);
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Ok(RustlsStream(Box::new(stream)))
         })
     }
@@ -248,6 +287,9 @@ impl TlsConnect<Socket> for RustlsConnect {
 
 pub struct RustlsStream(Box<tokio_rustls::client::TlsStream<Socket>>);
 
+/// No SCRAM channel binding is offered (`tls-server-end-point` hashes the certificate with
+/// its signature's hash, which would need an X.509 parser); SCRAM still runs, inside the
+/// verified TLS session. `channel_binding=require` in the URL therefore fails.
 impl TlsStream for RustlsStream {
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
@@ -339,6 +381,16 @@ mod tests {
                 verified(Some("/etc/ca.pem")),
             ),
             ("host=db user=u", "host=db user=u", TlsMode::Plain),
+            (
+                "postgres://u:p?w@db/x?ssl%6Dode=require",
+                "postgres://u:p?w@db/x?sslmode=require",
+                verified(None),
+            ),
+            (
+                "host=db password='a b' dbname=x",
+                "host=db password='a b' dbname=x",
+                TlsMode::Plain,
+            ),
         ];
         for (url, rest, mode) in cases {
             let (got_rest, got_mode) = split_url(url).unwrap();
@@ -353,7 +405,15 @@ mod tests {
                 "postgres://u@db/x?sslmode=verify-ca",
                 "verify-ca is not supported",
             ),
-            ("postgres://u@db/x?sslmode=allow", "\"allow\" is not one of"),
+            ("postgres://u@db/x?sslmode=allow", "sslmode is not one of"),
+            (
+                "postgres://u@db/x?sslmode=verify-full&sslmode=disable",
+                "sslmode is given twice",
+            ),
+            (
+                "host=db password='x9 z7' sslmode=require",
+                "use a postgres:// URL",
+            ),
             (
                 "postgres://u@db/x?sslrootcert=/ca.pem",
                 "needs sslmode=verify-full",
@@ -370,6 +430,9 @@ mod tests {
         for (url, want) in cases {
             let err = split_url(url).unwrap_err().to_string();
             assert!(err.contains(want), "{url}: {err}");
+            for secret in ["kL9", "Ab3", "nope", "x9 z7"] {
+                assert!(!err.contains(secret), "{url}: {err}");
+            }
         }
     }
 

@@ -634,41 +634,18 @@ async fn lock_and_unlock_commit_with_their_audit_events_or_not_at_all() {
 /// The load balancer of these tests: connections from 127.0.0.99 carry a PROXY v2 header.
 const PROXY: u8 = 99;
 
-/// An STS client whose connection comes from `127.0.0.<from>` and starts with a PROXY v2
-/// header naming `client` (none when `None`), as HAProxy's `send-proxy-v2` sends it.
-async fn sts_through(
-    server: &TestServer,
-    from: u8,
-    client: Option<&str>,
-) -> Result<StsClient<Channel>, tonic::transport::Error> {
-    use tokio::io::AsyncWriteExt;
-    let target = server.addr;
-    let client: Option<std::net::SocketAddr> = client.map(|c| c.parse().expect("client address"));
-    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| async move {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(std::net::SocketAddr::new(loopback(from), 0))?;
-        let mut tcp = socket.connect(target).await?;
-        if let Some(client) = client {
-            tcp.write_all(&stint::core::proxy_header::encode(client, target))
-                .await?;
-        }
-        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
-    });
-    let channel = Endpoint::from_static("http://proxied.invalid")
-        .connect_with_connector(connector)
-        .await?;
-    Ok(StsClient::new(channel))
-}
-
 async fn login_through(
     server: &TestServer,
     from: u8,
     client: Option<&str>,
     credential: Credential,
 ) -> Result<proto::Credentials, String> {
-    let mut sts = sts_through(server, from, client)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut sts = StsClient::new(
+        server
+            .proxied_channel(from, client)
+            .await
+            .map_err(|e| format!("connect: {e}"))?,
+    );
     sts.get_session_token(proto::GetSessionTokenRequest {
         credential: Some(credential),
         ..Default::default()
@@ -754,4 +731,25 @@ async fn only_the_configured_proxy_may_name_a_client_and_it_must() {
         "{sources:?}"
     );
     assert!(sources.iter().any(|s| s == "127.0.0.41"), "{sources:?}");
+}
+
+/// A proxy connection that never sends its header holds one place in the bounded
+/// accept queue for at most the preparation timeout; everyone else is served meanwhile.
+#[tokio::test]
+async fn a_silent_proxy_connection_stalls_no_one_else() {
+    let (server, _admin) = behind_proxy(&format!("127.0.0.{PROXY}")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(loopback(PROXY), 0))
+        .unwrap();
+    let _silent = socket.connect(server.addr).await.unwrap();
+    let right = password("alice", "alice-password-1");
+    // Well within the 10 s a silent connection may take before it is dropped.
+    let served = tokio::time::timeout(
+        Duration::from_secs(5),
+        login_through(&server, PROXY, Some("203.0.113.7:1"), right),
+    )
+    .await
+    .expect("not stalled behind the silent connection");
+    served.expect("served while another connection from the proxy says nothing");
 }

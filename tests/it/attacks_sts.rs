@@ -809,3 +809,56 @@ async fn a_revocation_the_store_refuses_changes_nothing() {
         &["revoked"],
     );
 }
+
+/// Behind a TCP load balancer with TLS end to end (the PROXY header first, then the TLS
+/// handshake, as from an NLB or HAProxy in TCP mode): conditions see both facts, TLS
+/// (`aws:SecureTransport`) and the client the header names (`aws:SourceIp`).
+#[tokio::test]
+async fn behind_a_proxy_conditions_see_the_client_and_its_tls() {
+    let server = TestServer::builder()
+        .tls(TEST_CERT, TEST_KEY)
+        .config(|c| c.proxy_protocol_from = vec!["127.0.0.99".into()])
+        .start()
+        .await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    let office_over_tls = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*",
+        "Condition": {
+            "Bool": {"aws:SecureTransport": "true"},
+            "IpAddress": {"aws:SourceIp": "203.0.113.0/24"}
+        }
+    }]});
+    server
+        .put_user_policy(&admin, "dev", "office", &office_over_tls.to_string())
+        .await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
+    let decide = |client: &'static str| {
+        let (server, admin, dev) = (&server, admin.clone(), dev.clone());
+        async move {
+            let channel = server
+                .proxied_channel(99, Some(client))
+                .await
+                .expect("TLS through the proxy");
+            stint::proto::tokens_client::TokensClient::with_interceptor(
+                channel,
+                Bearer::new(&admin),
+            )
+            .authorize(proto::AuthorizeRequest {
+                session_token: dev,
+                action: "s3:GetObject".into(),
+                resource: "arn:aws:s3:::b/k".into(),
+                context: vec![],
+            })
+            .await
+            .expect("Authorize")
+            .into_inner()
+            .decision()
+        }
+    };
+    assert_eq!(decide("203.0.113.7:40000").await, Decision::Allow);
+    assert_eq!(decide("198.51.100.1:40000").await, Decision::ImplicitDeny);
+    server.stop().await.expect("clean TLS shutdown");
+}

@@ -608,6 +608,41 @@ impl TestServer {
         self.channel.clone()
     }
 
+    /// A channel whose TCP connection comes from `127.0.0.<from>` and opens with a PROXY
+    /// v2 header naming `client` (none when `None`), as HAProxy's `send-proxy-v2` sends it;
+    /// then TLS when the server serves it, as a client behind a TCP load balancer sees it.
+    pub async fn proxied_channel(
+        &self,
+        from: u8,
+        client: Option<&str>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        use tokio::io::AsyncWriteExt;
+        let target = self.addr;
+        let client: Option<SocketAddr> = client.map(|c| c.parse().expect("client address"));
+        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
+            let mut tcp = socket.connect(target).await?;
+            if let Some(client) = client {
+                tcp.write_all(&stint::core::proxy_header::encode(client, target))
+                    .await?;
+            }
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
+        });
+        let endpoint = match &self.tls {
+            None => Channel::from_static("http://proxied.invalid"),
+            Some(tls) => Channel::from_shared(format!("https://localhost:{}", target.port()))
+                .expect("uri")
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(&tls.cert_pem))
+                        .domain_name("localhost"),
+                )
+                .expect("tls config"),
+        };
+        endpoint.connect_with_connector(connector).await
+    }
+
     pub fn sts(&self) -> StsClient<Channel> {
         StsClient::new(self.channel())
     }

@@ -637,8 +637,8 @@ impl OwnPostgres {
         self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
-    /// Serves TLS with this certificate and key, and only TLS over TCP (`hostssl`), then
-    /// restarts.
+    /// Serves TLS with this certificate and key, and only TLS over TCP (`hostssl`, SCRAM
+    /// passwords: set one first), then restarts.
     pub(crate) fn require_tls(&self, cert_pem: &str, key_pem: &str) {
         let data = self.dir.path().join("data");
         for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
@@ -659,7 +659,7 @@ impl OwnPostgres {
         }
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
         std::fs::OpenOptions::new()

@@ -385,8 +385,8 @@ async fn a_sled_data_dir_migrates_into_postgres_with_its_chain() {
     drop(dir);
 }
 
-/// TLS to the database: a cluster that takes only TLS over TCP (`hostssl`) with a
-/// certificate from a private CA. `sslmode=verify-full` with that CA as `sslrootcert` works,
+/// TLS to the database: a cluster that takes only TLS over TCP (`hostssl`, SCRAM password)
+/// with a certificate from a private CA. `sslmode=verify-full` with that CA as `sslrootcert` works,
 /// and the store is usable; the same URL without the CA (host roots), or a host name the
 /// certificate does not name, is refused before any credential is sent; plain is refused
 /// by the server.
@@ -405,14 +405,25 @@ async fn the_store_speaks_verified_tls_to_postgresql() {
         .unwrap()
         .signed_by(&server_key, &issuer)
         .unwrap();
+    const PASSWORD: &str = "tls-test-Secret-9";
+    let plain = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("ALTER USER postgres PASSWORD '{PASSWORD}'"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
     pg.require_tls(&server.pem(), &server_key.serialize_pem());
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
 
     let port = pg.port();
-    let url =
-        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
+    let url = |host: &str, query: &str| {
+        format!("postgres://postgres:{PASSWORD}@{host}:{port}/postgres?{query}")
+    };
     let verified = url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
@@ -453,5 +464,6 @@ async fn the_store_speaks_verified_tls_to_postgresql() {
             .unwrap_or_else(|| panic!("{shown} was accepted"))
             .to_string();
         assert!(err.to_lowercase().contains(want), "{shown}: {err}");
+        assert!(!err.contains(PASSWORD), "{err}");
     }
 }
