@@ -526,7 +526,9 @@ impl Broker {
         };
         self.lockout_success(&keys, now)?;
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            if let Some(mut key) = tx.get::<AccessKey>(Table::AccessKeys, access_key_id)? {
+            if let Some(mut key) = tx.get::<AccessKey>(Table::AccessKeys, access_key_id)?
+                && stale_use(key.last_used, now)
+            {
                 key.last_used = Some(unix_ms(now));
                 tx.put(Table::AccessKeys, access_key_id, &key);
             }
@@ -571,10 +573,11 @@ impl Broker {
     fn touch_password_use(&self, user: &User, now: SystemTime) -> Result<(), BrokerError> {
         let key = name_key(&user.name);
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            if let Some(mut user) = tx.get::<User>(Table::Users, &key)? {
-                if let Some(profile) = user.login_profile.as_mut() {
-                    profile.last_used = Some(unix_ms(now));
-                }
+            if let Some(mut user) = tx.get::<User>(Table::Users, &key)?
+                && let Some(profile) = user.login_profile.as_mut()
+                && stale_use(profile.last_used, now)
+            {
+                profile.last_used = Some(unix_ms(now));
                 tx.put(Table::Users, &key, &user);
             }
             Ok::<_, BrokerError>(())
@@ -718,9 +721,15 @@ impl Broker {
                     .unwrap_or_default(),
                 address: LockoutState::default(),
             };
+            let before = gate.clone();
             gate.record_success(&keys.address, now, &policy);
-            put_row(tx, &keys.pair, &gate.pair);
-            put_row(tx, &keys.principal, &gate.principal);
+            // Most successes change nothing (no failures, a known address): no write.
+            if gate.pair != before.pair {
+                put_row(tx, &keys.pair, &gate.pair);
+            }
+            if gate.principal != before.principal {
+                put_row(tx, &keys.principal, &gate.principal);
+            }
             Ok::<_, BrokerError>(())
         })
     }
@@ -743,6 +752,15 @@ impl Broker {
             None => (HIDDEN.into(), format!("{}:{HIDDEN}", keys.kind)),
         })
     }
+}
+
+/// How fine "last used" times are kept: a credential used many times a minute is written
+/// once a minute, not on every login (AWS's own last-used data lags by hours).
+const LAST_USED_GRANULARITY_MS: crate::core::time::UnixMs = 60_000;
+
+/// Whether a "last used" time (Unix ms) is old enough to be written again at `now`.
+fn stale_use(last_used: Option<crate::core::time::UnixMs>, now: SystemTime) -> bool {
+    last_used.is_none_or(|at| unix_ms(now).saturating_sub(at) >= LAST_USED_GRANULARITY_MS)
 }
 
 /// Writes a row, or deletes it once it holds nothing.

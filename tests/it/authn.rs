@@ -3,6 +3,7 @@
 //! password policy and forced changes, access keys, lockout audit, indistinguishable
 //! failures for access keys, and the credential report.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Code;
@@ -1305,4 +1306,61 @@ async fn credential_report_csv_quotes_names_with_commas() {
         .unwrap_or_else(|| panic!("no row for last,first in {rows:#?}"));
     assert_eq!(row["arn"], arn("user", "last,first"));
     assert_eq!(row["password_enabled"], "false");
+}
+
+/// A service logging in with its access key many times a minute costs one write per
+/// login: its session, with its audit event. The key's last-used time (kept to the
+/// minute) and the lockout rows (no failures to clear, an address already known) are not
+/// rewritten each time; a minute later the last-used time moves again.
+#[tokio::test]
+async fn a_repeated_key_login_writes_only_its_session_and_event() {
+    let store = Arc::new(FaultStore::default());
+    let server = TestServer::builder().faults(&store).start().await;
+    let admin = server.admin_login().await;
+    server.create_user(&admin, "svc").await;
+    let key = server
+        .iam_as(&admin)
+        .create_access_key(proto::CreateAccessKeyRequest {
+            user_name: "svc".into(),
+        })
+        .await
+        .expect("CreateAccessKey")
+        .into_inner()
+        .access_key
+        .unwrap();
+    let (id, secret) = (key.access_key_id, key.secret_access_key);
+    let last_used = || async {
+        let used = server
+            .iam_as(&admin)
+            .get_access_key_last_used(proto::GetAccessKeyLastUsedRequest {
+                access_key_id: id.clone(),
+            })
+            .await
+            .expect("GetAccessKeyLastUsed")
+            .into_inner()
+            .access_key_last_used
+            .unwrap();
+        timestamp_secs(&used.last_used_date)
+    };
+
+    key_login(&server, &id, &secret).await.expect("first login");
+    let first = server.now_secs();
+    let writes = store.unaudited_commits();
+    for _ in 0..3 {
+        server.advance(Duration::from_secs(15));
+        key_login(&server, &id, &secret).await.expect("login again");
+    }
+    assert_eq!(
+        store.unaudited_commits(),
+        writes,
+        "no write besides the mints"
+    );
+    assert_eq!(last_used().await, first);
+
+    server.advance(Duration::from_secs(15));
+    key_login(&server, &id, &secret)
+        .await
+        .expect("a minute later");
+    assert_eq!(store.unaudited_commits(), writes + 1, "last used, once");
+    assert_eq!(last_used().await, server.now_secs());
 }

@@ -95,6 +95,8 @@ pub struct FaultStore {
     inner: MemoryStore,
     refuse_audit: AtomicBool,
     refuse_flush: AtomicBool,
+    /// Committed batches that write something but append no audit record.
+    unaudited: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultStore {
@@ -111,6 +113,11 @@ impl FaultStore {
     /// While set, every commit and flush fails.
     pub fn refuse_all(&self, refuse: bool) {
         self.inner.refuse_writes(refuse);
+    }
+
+    /// How many committed batches wrote something without an audit record.
+    pub fn unaudited_commits(&self) -> usize {
+        self.unaudited.load(Ordering::SeqCst)
     }
 
     /// Every row of every table.
@@ -149,7 +156,11 @@ impl Store for FaultStore {
         if appends && self.refuse_audit.load(Ordering::SeqCst) {
             return Err(StoreError::Io("audit writes refused (test fault)".into()));
         }
-        self.inner.commit(batch)
+        self.inner.commit(batch)?;
+        if !appends && !batch.writes.is_empty() {
+            self.unaudited.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
     fn flush(&self) -> Result<(), StoreError> {
         if self.refuse_flush.load(Ordering::SeqCst) {

@@ -167,6 +167,9 @@ pub struct LockoutState {
     known: Vec<KnownAddress>,
 }
 
+/// How old the most recent known address's time may grow before a success refreshes it.
+const KNOWN_REFRESH_MS: u64 = 3_600_000;
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -322,6 +325,15 @@ impl LockoutState {
             self.failures = 0;
             self.last_failure_unix_ms = None;
             self.locked_until_unix_ms = None;
+        }
+        // The most recent address, seen again within the hour, keeps its time: a service
+        // logging in many times a second then leaves the row as it was (and unwritten).
+        // Known addresses last days, so an hour of drift changes nothing that matters.
+        let refreshed_lately = self.known.first().is_some_and(|k| {
+            k.address == address && now_ms.saturating_sub(k.last_success_unix_ms) < KNOWN_REFRESH_MS
+        });
+        if refreshed_lately {
+            return;
         }
         self.known.retain(|k| {
             k.address != address
