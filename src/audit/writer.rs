@@ -137,6 +137,7 @@ pub struct CommitBatch {
 }
 
 type CommitHook = Box<dyn Fn(CommitBatch) + Send + Sync>;
+type AppliedHook = Box<dyn Fn(&Batch) + Send + Sync>;
 
 /// A caller waiting in the group-commit queue.
 struct Queued {
@@ -184,6 +185,7 @@ pub struct AuditLog {
     /// Wakes the committer task.
     queued: Arc<Notify>,
     commit_hook: RwLock<Option<CommitHook>>,
+    applied_hook: RwLock<Option<AppliedHook>>,
     /// Committed records not yet broadcast (broadcast once durable), in seq order.
     pending: Mutex<VecDeque<Record>>,
     wake: Arc<Notify>,
@@ -278,6 +280,7 @@ impl AuditLog {
             queue: Mutex::new(VecDeque::new()),
             queued: queued.clone(),
             commit_hook: RwLock::new(None),
+            applied_hook: RwLock::new(None),
             pending: Mutex::new(VecDeque::new()),
             wake: wake.clone(),
             flushed: watch::Sender::new(Flushed { durable, failed: 0 }),
@@ -384,6 +387,17 @@ impl AuditLog {
             .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
     }
 
+    /// Sets the hook told about each change the store applied, in commit order, before its
+    /// caller is answered, and whether or not that caller still waits: a request dropped
+    /// at its deadline, or one whose flush failed, has its change in the store all the
+    /// same. What is derived from the store in memory (the broker's caches) follows here.
+    pub fn on_applied(&self, hook: impl Fn(&Batch) + Send + Sync + 'static) {
+        *self
+            .applied_hook
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
     /// Links `entries` after the head, in order, and commits them with
     /// [`Store::commit_group`]: one result per entry, in order. Blocking (store calls).
     ///
@@ -432,17 +446,26 @@ impl AuditLog {
             let applied = applied.min(rest.len());
             if applied > 0 {
                 let mut pending = lock(&self.pending);
-                for ((record, next_hash), (n, _, _)) in
+                let mut changes = Vec::with_capacity(applied);
+                for ((record, next_hash), (n, _, change)) in
                     records.drain(..applied).zip(rest.drain(..applied))
                 {
                     seq = record.seq();
                     hash = next_hash;
                     pending.push_back(record.clone());
                     results[n] = Some(Ok(record));
+                    changes.push(change);
                 }
                 drop(pending);
                 committed += applied;
                 *lock(&self.head) = Head { seq, hash };
+                if let Some(hook) = &*self
+                    .applied_hook
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                {
+                    changes.iter().for_each(hook);
+                }
             }
             let err = match outcome {
                 Ok(()) => break,

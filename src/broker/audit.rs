@@ -159,12 +159,10 @@ impl Broker {
                 Ok(_) => tx.into_batch(),
                 Err(_) => Batch::default(),
             };
-            let iam = super::session_cache::writes_iam(&change);
+            // The cache learns of the change from the audit log as it is applied
+            // (`AuditLog::on_applied`), whether or not this future is still polled then.
             match self.audit.commit(event, change).await {
-                Ok(_) => {
-                    self.cache.committed(iam);
-                    return result;
-                }
+                Ok(_) => return result,
                 Err(AuditError::Conflict) if attempt < store::TX_ATTEMPTS => continue,
                 Err(AuditError::Conflict) => return Err(StoreError::Conflict.into()),
                 Err(err) => return Err(err.into()),

@@ -112,7 +112,7 @@ pub struct Broker {
     /// OIDC providers' fetched signing keys (`AssumeRoleWithWebIdentity`).
     web_identity_keys: web_identity::KeyCache,
     /// Verified tokens, compiled session policies, revocations (see `session_cache`).
-    pub(crate) cache: session_cache::SessionCache,
+    pub(crate) cache: Arc<session_cache::SessionCache>,
 }
 
 impl Broker {
@@ -155,11 +155,17 @@ impl Broker {
             compiled: Mutex::new(HashMap::new()),
             dummy_phc,
             web_identity_keys: web_identity::KeyCache::default(),
-            cache: session_cache::SessionCache::default(),
+            cache: Arc::default(),
         });
         broker
             .cache
             .load_revocations(broker.store.as_ref(), broker.clock.now())?;
+        // Every applied change reaches the cache, even one whose request was dropped
+        // before it was answered (its change is in the store all the same).
+        let (cache, clock) = (broker.cache.clone(), broker.clock.clone());
+        broker
+            .audit
+            .on_applied(move |change| cache.applied(change, unix_ms(clock.now())));
         Ok(broker)
     }
 

@@ -35,7 +35,7 @@ use crate::store::{self, Batch, Store, Table};
 
 use super::caller::{Caller, EffectivePolicies};
 use super::tokens::Revocation;
-use super::{BrokerError, unix_secs};
+use super::{BrokerError, unix_ms, unix_secs};
 
 /// Verified tokens (and sessions with compiled policies) kept at most; a full cache drops
 /// its expired entries, then everything if that was not enough.
@@ -137,6 +137,30 @@ impl SessionCache {
     pub fn committed(&self, wrote_iam: bool) {
         if wrote_iam {
             self.iam_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Called by the audit log for every change it applied (see `AuditLog::on_applied`),
+    /// before the change's request is answered and even if it never is: IAM writes make
+    /// cached callers and policies be checked again, and revocations take effect at once.
+    pub fn applied(&self, change: &Batch, now_ms: i64) {
+        self.committed(writes_iam(change));
+        for (table, key, value) in &change.writes {
+            if let (Table::Revocations, Some(bytes)) = (table, value) {
+                match store::decode::<Revocation>(Table::Revocations, key, bytes) {
+                    Ok(revocation) => {
+                        self.revoked(
+                            String::from_utf8_lossy(key).into_owned(),
+                            revocation,
+                            now_ms,
+                        );
+                    }
+                    // Written by this process a moment ago with the same codec.
+                    Err(err) => {
+                        tracing::error!(error = %err, "a revocation just written does not decode")
+                    }
+                }
+            }
         }
     }
 
@@ -288,6 +312,17 @@ impl SessionCache {
             }
         }
         let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
+        // Merged, not replaced: a revocation this process applied while the scan ran may
+        // be missing from the scan. Entries only ever rise; expired ones are dropped.
+        let now_ms = unix_ms(now);
+        for (key, revocation) in std::mem::take(&mut set.entries) {
+            if revocation.keep_until_ms < now_ms {
+                continue;
+            }
+            let merged = entries.entry(key).or_insert_with(|| revocation.clone());
+            merged.issued_before_ms = merged.issued_before_ms.max(revocation.issued_before_ms);
+            merged.keep_until_ms = merged.keep_until_ms.max(revocation.keep_until_ms);
+        }
         set.entries = entries;
         set.refreshed_at = Some(now);
         self.revocation_generation.fetch_add(1, Ordering::AcqRel);
@@ -325,6 +360,77 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(token_hash("a.b.c"), token_hash("a.b.d"));
+    }
+
+    fn revocation(issued_before_ms: i64, keep_until_ms: i64) -> Revocation {
+        Revocation {
+            v: 1,
+            issued_before_ms,
+            keep_until_ms,
+        }
+    }
+
+    /// A refresh that scanned before a revocation landed must not drop it from memory;
+    /// what the scan found is merged in, cutoffs only rise, and expired entries go.
+    #[test]
+    fn a_refresh_merges_with_revocations_applied_meanwhile() {
+        let store = crate::store::memory::MemoryStore::new();
+        let stored = revocation(500, 10_000);
+        let mut batch = Batch::default();
+        batch.writes.push((
+            Table::Revocations,
+            b"session:both".to_vec(),
+            Some(store::encode(&stored)),
+        ));
+        store.commit(&batch).unwrap();
+        let cache = SessionCache::default();
+        let now_ms = 1_000;
+        cache.revoked("session:mine".into(), revocation(900, 10_000), now_ms);
+        cache.revoked("session:both".into(), revocation(700, 5_000), now_ms);
+        cache.revoked("session:gone".into(), revocation(100, 999), 0);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms as u64);
+        cache.load_revocations(&store, now).unwrap();
+        let cutoff = |key: &str| {
+            cache
+                .revocation(key)
+                .map(|r| (r.issued_before_ms, r.keep_until_ms))
+        };
+        assert_eq!(cutoff("session:mine"), Some((900, 10_000)));
+        assert_eq!(cutoff("session:both"), Some((700, 10_000)));
+        assert_eq!(cutoff("session:gone"), None);
+    }
+
+    /// Every change the audit log applies reaches the cache: an IAM write moves the IAM
+    /// generation, a revocation is in the set, other writes change nothing.
+    #[test]
+    fn applied_changes_reach_the_cache() {
+        let cache = SessionCache::default();
+        let mut iam = Batch::default();
+        iam.writes
+            .push((Table::Users, b"dev".to_vec(), Some(b"{}".to_vec())));
+        let mut revoke = Batch::default();
+        revoke.writes.push((
+            Table::Revocations,
+            b"session:x".to_vec(),
+            Some(store::encode(&revocation(5, 10))),
+        ));
+        let mut session = Batch::default();
+        session
+            .writes
+            .push((Table::Sessions, b"x".to_vec(), Some(b"{}".to_vec())));
+        let (iam_before, revocations_before) =
+            (cache.iam_generation(), cache.revocation_generation());
+        cache.applied(&session, 0);
+        assert_eq!(cache.iam_generation(), iam_before);
+        assert_eq!(cache.revocation_generation(), revocations_before);
+        cache.applied(&iam, 0);
+        assert_eq!(cache.iam_generation(), iam_before + 1);
+        cache.applied(&revoke, 0);
+        assert!(cache.revocation_generation() > revocations_before);
+        assert_eq!(
+            cache.revocation("session:x").map(|r| r.issued_before_ms),
+            Some(5)
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct AuthorizeOutcome {
 /// "Everything issued to X before T" — kept until no such token can still be alive.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Revocation {
-    v: u32,
+    pub(crate) v: u32,
     pub(crate) issued_before_ms: i64,
     /// After this, every token it could match has expired; the sweeper removes it.
     pub(crate) keep_until_ms: i64,
@@ -381,7 +381,6 @@ impl Broker {
         let keep_until = now_ms
             + (super::keys::MAX_TOKEN_LIFETIME + self.settings.clock_skew).as_millis() as i64;
         let params = json!({"session_id": session_id, "principal_arn": principal_arn, "role_arn": role_arn, "issued_before_ms": issued_before_ms});
-        let mut written: Option<Revocation> = None;
         let revoked = self
             .audited(
                 |tx| {
@@ -408,7 +407,6 @@ impl Broker {
                             .map_or(keep_until, |s| s.keep_until_ms.max(keep_until)),
                     };
                     tx.put(Table::Revocations, &key, &revocation);
-                    written = Some(revocation);
                     Ok(1)
                 },
                 |result| {
@@ -427,10 +425,7 @@ impl Broker {
                 },
             )
             .await?;
-        // Cached tokens see it before this call answers.
-        if let Some(revocation) = written {
-            self.cache.revoked(key, revocation, now_ms);
-        }
+        // Cached tokens saw it before this call answers (`SessionCache::applied`).
         self.revocations_changed.send_modify(|n| *n += 1);
         Ok(revoked)
     }

@@ -394,3 +394,52 @@ async fn another_replicas_revocation_and_iam_change_reach_cached_tokens_within_t
     );
     assert!(is_alive(&b, &detached).await);
 }
+
+/// A change whose request fails after the store applied it still reaches the cache. Here
+/// the audit flush fails, so DeleteUserPolicy and RevokeSession answer UNAVAILABLE; a
+/// passed deadline or a client that hangs up drops the request at the same point. The
+/// store has the change all the same, and the cache must follow: the policy no longer
+/// allows, and the revoked session is refused, on this server, at once.
+#[tokio::test]
+async fn a_change_whose_request_failed_after_it_was_applied_still_reaches_the_cache() {
+    let (server, faults) = TestServer::over_faults(100_000_000, 604_800).await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    server.put_user_policy(&admin, "dev", "read", S3_READ).await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
+    let other = server.session("dev", DEV_PASSWORD).await;
+    warm(&server, &admin, &dev).await;
+    warm(&server, &admin, &other).await;
+
+    faults.refuse_flush(true);
+    let detached = server
+        .iam_as(&admin)
+        .delete_user_policy(proto::DeleteUserPolicyRequest {
+            user_name: "dev".into(),
+            policy_name: "read".into(),
+        })
+        .await;
+    assert_eq!(detached.unwrap_err().code(), Code::Unavailable);
+    let revoked = server
+        .tokens_as(&admin)
+        .revoke_session(revoke(&jti(&other), ""))
+        .await;
+    assert_eq!(revoked.unwrap_err().code(), Code::Unavailable);
+    faults.refuse_flush(false);
+    server
+        .health_becomes(tonic_health::pb::health_check_response::ServingStatus::Serving)
+        .await;
+
+    assert_eq!(
+        decision(&server, &admin, &dev).await,
+        Ok(Decision::ImplicitDeny),
+        "the deleted policy no longer allows"
+    );
+    assert!(
+        !is_alive(&server, &other).await,
+        "the revoked session is refused"
+    );
+    assert!(is_alive(&server, &dev).await);
+}
