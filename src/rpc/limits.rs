@@ -163,6 +163,12 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let grpc = is_grpc(&request);
         let path = request.uri().path();
+        // tonic routes by path alone: a gRPC method called with another content type
+        // would skip the message-size cap below. The gRPC spec's answer is 415.
+        if !grpc && is_grpc_path(path) {
+            let refusal = plain(http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return Box::pin(async move { Ok(refusal) });
+        }
         let exempt = path.starts_with("/grpc.health.v1.Health/");
         let permit = if exempt {
             None
@@ -199,6 +205,12 @@ where
             }
         })
     }
+}
+
+/// A path of one of the gRPC services (Stint's, health, reflection), not an HTTP route.
+fn is_grpc_path(path: &str) -> bool {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    service.starts_with("stint.") || service.starts_with("grpc.")
 }
 
 fn is_grpc<B>(request: &http::Request<B>) -> bool {

@@ -152,7 +152,7 @@ pub async fn serve_with_limits(
         .max_decoding_message_size(SMALL_MAX_REQUEST),
     )
     .add_service(health_service.max_decoding_message_size(SMALL_MAX_REQUEST))
-    .add_service(reflection);
+    .add_service(reflection.max_decoding_message_size(SMALL_MAX_REQUEST));
     let router = routes
         .into_axum_router()
         .merge(http::routes(broker.clone(), tls.is_some()))

@@ -345,3 +345,36 @@ async fn the_server_caps_every_deadline() {
     );
     assert_eq!(session_count(&server), sessions);
 }
+
+/// tonic routes by path alone, so a gRPC method called with another content type would
+/// skip the per-RPC message cap (reflection would then buffer up to 4 MiB per message,
+/// unauthenticated). Every gRPC path answers such a request 415 before reading its body.
+#[tokio::test]
+async fn a_grpc_method_with_another_content_type_is_refused_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let paths = [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/stint.v1.Sts/GetSessionToken",
+        "/grpc.health.v1.Health/Check",
+    ];
+    for path in paths {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        // Declares a 4 MiB message and sends none of it: a server that read the body would
+        // wait, not answer.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x\r\nContent-Length: 4194309\r\nConnection: close\r\n\r\n\0\0\x40\0\0",
+            server.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("answered without reading the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 415"), "{path}: {answer}");
+    }
+    // The HTTP routes are not gRPC paths.
+    assert_eq!(http_get(server.addr, "/.well-known/jwks.json").await.0, 200);
+}
