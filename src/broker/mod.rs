@@ -106,13 +106,23 @@ pub struct Broker {
     pub(crate) revocation_watches: Arc<audit::WatchSlots>,
     /// Bumped after each committed revocation: wakes the `WatchRevocations` streams.
     pub(crate) revocations_changed: tokio::sync::watch::Sender<u64>,
-    /// Compiled policies by kind, then by document text (looked up without allocating).
-    compiled: Mutex<HashMap<PolicyKind, HashMap<String, Arc<Policy>>>>,
+    compiled: Mutex<CompiledPolicies>,
     dummy_phc: String,
     /// OIDC providers' fetched signing keys (`AssumeRoleWithWebIdentity`).
     web_identity_keys: web_identity::KeyCache,
     /// Verified tokens, compiled session policies, revocations (see `session_cache`).
     pub(crate) cache: Arc<session_cache::SessionCache>,
+}
+
+/// Most compiled policies kept, and most bytes of their texts.
+const MAX_COMPILED_POLICIES: usize = 20_000;
+const MAX_COMPILED_POLICY_TEXT_BYTES: usize = 16 << 20;
+
+/// Compiled policies by kind, then by document text (looked up without allocating).
+#[derive(Default)]
+struct CompiledPolicies {
+    by_kind: HashMap<PolicyKind, HashMap<String, Arc<Policy>>>,
+    text_bytes: usize,
 }
 
 impl Broker {
@@ -152,7 +162,7 @@ impl Broker {
             settings,
             clock,
             rng,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::default(),
             dummy_phc,
             web_identity_keys: web_identity::KeyCache::default(),
             cache: Arc::default(),
@@ -200,17 +210,30 @@ impl Broker {
         document: &str,
     ) -> Result<Arc<Policy>, BrokerError> {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(policy) = cache.get(&kind).and_then(|by_text| by_text.get(document)) {
+        if let Some(policy) = cache
+            .by_kind
+            .get(&kind)
+            .and_then(|by_text| by_text.get(document))
+        {
             return Ok(policy.clone());
         }
         let policy = Arc::new(Policy::parse(document, kind).map_err(|err| {
             BrokerError::Internal(format!("stored policy no longer parses: {err}"))
         })?);
-        let by_text = cache.entry(kind).or_default();
-        if by_text.len() >= 10_000 {
-            by_text.clear();
+        // Session policies are the caller's own text: bounded in count and in bytes (a
+        // compiled document takes a few times its text).
+        let entries: usize = cache.by_kind.values().map(HashMap::len).sum();
+        if entries >= MAX_COMPILED_POLICIES
+            || cache.text_bytes + document.len() > MAX_COMPILED_POLICY_TEXT_BYTES
+        {
+            *cache = CompiledPolicies::default();
         }
-        by_text.insert(document.to_owned(), policy.clone());
+        cache.text_bytes += document.len();
+        cache
+            .by_kind
+            .entry(kind)
+            .or_default()
+            .insert(document.to_owned(), policy.clone());
         Ok(policy)
     }
 

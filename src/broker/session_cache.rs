@@ -40,6 +40,9 @@ use super::{BrokerError, unix_ms, unix_secs};
 /// Verified tokens (and sessions with compiled policies) kept at most; a full cache drops
 /// its expired entries, then everything if that was not enough.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
+/// And at most about this many bytes of them: a session can carry up to ~80 KiB of session
+/// policies and tags, so the count alone would allow most of a GiB.
+pub const MAX_CACHED_TOKEN_BYTES: usize = 64 << 20;
 
 /// On a shared store: how stale a replica's view of other replicas' revocations and IAM
 /// changes may be, for tokens it has cached.
@@ -79,6 +82,47 @@ pub(crate) struct Verified {
     checked_at: SystemTime,
 }
 
+/// The verified tokens, and about how much memory they hold.
+#[derive(Default)]
+struct CachedTokens {
+    entries: HashMap<TokenHash, Arc<Verified>>,
+    bytes: usize,
+}
+
+impl CachedTokens {
+    fn remove(&mut self, hash: &TokenHash) {
+        if let Some(gone) = self.entries.remove(hash) {
+            self.bytes = self.bytes.saturating_sub(approx_bytes(&gone.caller));
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Verified) -> bool) {
+        let mut bytes = 0;
+        self.entries.retain(|_, entry| {
+            let kept = keep(entry);
+            if kept {
+                bytes += approx_bytes(&entry.caller);
+            }
+            kept
+        });
+        self.bytes = bytes;
+    }
+}
+
+/// About what a cached caller holds: a fixed part, its session policies, tags and chain.
+fn approx_bytes(caller: &Caller) -> usize {
+    let stint = &caller.claims.stint;
+    let tags: usize = stint.tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+    let keys: usize = stint.transitive_tag_keys.iter().map(|k| k.len() + 24).sum();
+    let policies: usize = caller
+        .session
+        .session_policies
+        .iter()
+        .map(|p| p.len() + 24)
+        .sum();
+    1024 + tags + keys + policies + caller.session.ancestors.len() * 128
+}
+
 /// A session's compiled policies, for the IAM generation they were loaded in.
 struct CompiledFor {
     iam_generation: u64,
@@ -95,7 +139,7 @@ struct RevocationSet {
 
 #[derive(Default)]
 pub(crate) struct SessionCache {
-    tokens: Mutex<HashMap<TokenHash, Arc<Verified>>>,
+    tokens: Mutex<CachedTokens>,
     /// By session id (`jti`).
     policies: Mutex<HashMap<String, CompiledFor>>,
     revocations: RwLock<RevocationSet>,
@@ -172,7 +216,7 @@ impl SessionCache {
         verifier: &Arc<Verifier>,
         shared: bool,
     ) -> Hit {
-        let Some(entry) = lock(&self.tokens).get(hash).cloned() else {
+        let Some(entry) = lock(&self.tokens).entries.get(hash).cloned() else {
             return Hit::Miss;
         };
         let secs = unix_secs(now);
@@ -225,15 +269,21 @@ impl SessionCache {
             revocation_generation: AtomicU64::new(revocation_generation),
             checked_at: now,
         });
+        let bytes = approx_bytes(&entry.caller);
         let mut tokens = lock(&self.tokens);
-        if tokens.len() >= MAX_CACHED_TOKENS {
+        tokens.remove(&hash);
+        let full = |t: &CachedTokens| {
+            t.entries.len() >= MAX_CACHED_TOKENS || t.bytes + bytes > MAX_CACHED_TOKEN_BYTES
+        };
+        if full(&tokens) {
             let secs = unix_secs(now);
-            tokens.retain(|_, e| secs < e.valid_until);
-            if tokens.len() >= MAX_CACHED_TOKENS {
-                tokens.clear();
+            tokens.retain(|e| secs < e.valid_until);
+            if full(&tokens) {
+                *tokens = CachedTokens::default();
             }
         }
-        tokens.insert(hash, entry);
+        tokens.bytes += bytes;
+        tokens.entries.insert(hash, entry);
     }
 
     /// The compiled policies of session `jti`, if loaded in the current IAM generation
@@ -367,6 +417,48 @@ mod tests {
             v: 1,
             issued_before_ms,
             keep_until_ms,
+        }
+    }
+
+    /// A caller whose session carries `policy_bytes` of session policy, valid at t=0..3600.
+    fn caller(jti: &str, policy_bytes: usize) -> Caller {
+        let mut claims = crate::core::token::claims::tests::sample();
+        claims.jti = jti.into();
+        (claims.nbf, claims.exp) = (0, 3_600);
+        let session: crate::core::model::Session = serde_json::from_value(serde_json::json!({
+            "v": 1, "jti": jti, "principal_arn": "arn:aws:iam::000000000000:user/dev",
+            "issued_at": 0, "expires_at": 3_600_000,
+            "session_policies": ["x".repeat(policy_bytes)],
+        }))
+        .unwrap();
+        Caller { claims, session }
+    }
+
+    /// Many sessions with large session policies are bounded by bytes, not only by count.
+    #[test]
+    fn cached_tokens_are_bounded_in_bytes() {
+        let cache = SessionCache::default();
+        let verifier = Arc::new(Verifier::new("iss".into(), "aud".into(), 0));
+        let big = 60 * 1024;
+        let fits = MAX_CACHED_TOKEN_BYTES / (big + 2048);
+        for n in 0..fits + 200 {
+            let hash = token_hash(&n.to_string());
+            cache.insert(
+                hash,
+                &caller(&n.to_string(), big),
+                verifier.clone(),
+                0,
+                0,
+                0,
+                SystemTime::UNIX_EPOCH,
+            );
+            let tokens = lock(&cache.tokens);
+            assert!(
+                tokens.bytes <= MAX_CACHED_TOKEN_BYTES,
+                "{n}: {}",
+                tokens.bytes
+            );
+            assert!(tokens.entries.len() < fits + 100, "{n}");
         }
     }
 
