@@ -14,9 +14,11 @@
 //! at most [`MAX_HEAD_BYTES`] read within [`HEAD_TIMEOUT`], and a connection lives at
 //! most [`CONNECTION_LIFETIME`].
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,6 +36,9 @@ use crate::metrics::metrics;
 use crate::store::Table;
 
 pub const MAX_CONNECTIONS: usize = 64;
+/// Of which one address may hold at most: a client keeping idle connections open cannot
+/// take every slot from the kubelet's probes.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 32;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -197,6 +202,39 @@ async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n".into())
 }
 
+/// One connection's place in its address's count, given back on drop.
+struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.entry(ip).or_insert(0);
+        if *held >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *held += 1;
+        Some(Self {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves the ops routes on `listener` until `stop` turns true (or its sender is
 /// dropped); then closes every connection.
 pub async fn serve(
@@ -206,6 +244,7 @@ pub async fn serve(
 ) {
     let app = router(readiness);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(Mutex::new(HashMap::new()));
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -217,8 +256,8 @@ pub async fn serve(
         };
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %err, "ops listener: accept failed");
@@ -226,12 +265,16 @@ pub async fn serve(
                 continue;
             }
         };
+        // Over either limit: dropping the stream closes it.
+        let Some(address_slot) = AddressSlot::take(&per_address, peer.ip()) else {
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // Over the limit: dropping the stream closes it.
+            continue;
         };
         let service = TowerToHyperService::new(app.clone());
         connections.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)

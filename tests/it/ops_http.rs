@@ -143,18 +143,22 @@ async fn probes_answer_and_the_listener_is_bounded() {
     )
     .await;
     assert_ne!(status, 200, "{body}");
-    // Past the connection limit a connection is closed at once; below it, served.
+    use stint::rpc::ops_http::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS};
+    // One address holding its share of idle connections: its next one is closed at once,
+    // while another address (the kubelet's) is still served.
     let mut idle = Vec::new();
-    for _ in 0..stint::rpc::ops_http::MAX_CONNECTIONS {
-        idle.push(TcpStream::connect(addr).await.expect("connect"));
+    for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+        idle.push(connect_from(30, addr).await);
     }
-    let mut extra = TcpStream::connect(addr).await.expect("connect");
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(20), extra.read(&mut buf))
-        .await
-        .expect("closed in time")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "a connection over the limit is closed unanswered");
+    assert_closed_unanswered(connect_from(30, addr).await).await;
+    assert_eq!(call(addr, "GET", "/healthz").await.0, 200);
+    // Past the whole listener's limit (from several addresses), closed too.
+    for n in 0..(MAX_CONNECTIONS / MAX_CONNECTIONS_PER_ADDRESS - 1) {
+        for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+            idle.push(connect_from(31 + n as u8, addr).await);
+        }
+    }
+    assert_closed_unanswered(connect_from(60, addr).await).await;
     drop(idle);
     let mut healthy = false;
     for _ in 0..200 {
@@ -466,4 +470,21 @@ impl Drop for KillOnDrop {
             let _ = child.wait();
         }
     }
+}
+
+async fn connect_from(last: u8, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+        .unwrap();
+    socket.connect(addr).await.expect("connect")
+}
+
+async fn assert_closed_unanswered(mut extra: TcpStream) {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(20), extra.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection over the limit is closed unanswered");
 }
