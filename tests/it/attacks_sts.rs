@@ -369,6 +369,16 @@ fn tls_only_policy() -> String {
     .to_string()
 }
 
+/// May `subject` read an object?
+fn get_object(subject: String) -> proto::AuthorizeRequest {
+    proto::AuthorizeRequest {
+        session_token: subject,
+        action: "s3:GetObject".into(),
+        resource: "arn:aws:s3:::b/k".into(),
+        context: vec![],
+    }
+}
+
 /// Logs in as admin, creates `dev` with the TLS-only policy, and asks Authorize whether
 /// dev may read an object.
 async fn secure_transport_decision(server: &TestServer) -> Decision {
@@ -382,12 +392,7 @@ async fn secure_transport_decision(server: &TestServer) -> Decision {
     let dev = server.session("dev", DEV_PASSWORD).await;
     server
         .tokens_as(&admin)
-        .authorize(proto::AuthorizeRequest {
-            session_token: dev,
-            action: "s3:GetObject".into(),
-            resource: "arn:aws:s3:::b/k".into(),
-            context: vec![],
-        })
+        .authorize(get_object(dev))
         .await
         .expect("Authorize")
         .into_inner()
@@ -846,12 +851,7 @@ async fn behind_a_proxy_conditions_see_the_client_and_its_tls() {
                 channel,
                 Bearer::new(&admin),
             )
-            .authorize(proto::AuthorizeRequest {
-                session_token: dev,
-                action: "s3:GetObject".into(),
-                resource: "arn:aws:s3:::b/k".into(),
-                context: vec![],
-            })
+            .authorize(get_object(dev))
             .await
             .expect("Authorize")
             .into_inner()

@@ -1318,17 +1318,7 @@ async fn a_repeated_key_login_writes_only_its_session_and_event() {
     let server = TestServer::builder().faults(&store).start().await;
     let admin = server.admin_login().await;
     server.create_user(&admin, "svc").await;
-    let key = server
-        .iam_as(&admin)
-        .create_access_key(proto::CreateAccessKeyRequest {
-            user_name: "svc".into(),
-        })
-        .await
-        .expect("CreateAccessKey")
-        .into_inner()
-        .access_key
-        .unwrap();
-    let (id, secret) = (key.access_key_id, key.secret_access_key);
+    let (id, secret) = server.create_access_key(&admin, "svc").await;
     let last_used = || async {
         let used = server
             .iam_as(&admin)

@@ -281,7 +281,20 @@ async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
             .await
             .map_err(|e| e.to_string())
     });
-    let endpoint = match tls {
+    let channel = endpoint(addr, tls).connect().await.expect("connect");
+    Running {
+        addr,
+        ops_addr,
+        channel,
+        broker,
+        shutdown,
+        task,
+    }
+}
+
+/// The endpoint of a test server at `addr`: plain, or TLS trusting its certificate.
+fn endpoint(addr: SocketAddr, tls: Option<&TestTls>) -> tonic::transport::Endpoint {
+    match tls {
         None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
         Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))
             .expect("uri")
@@ -291,15 +304,6 @@ async fn serve_daemon(daemon: Daemon, tls: Option<&TestTls>) -> Running {
                     .domain_name("localhost"),
             )
             .expect("tls config"),
-    };
-    let channel = endpoint.connect().await.expect("connect");
-    Running {
-        addr,
-        ops_addr,
-        channel,
-        broker,
-        shutdown,
-        task,
     }
 }
 
@@ -640,18 +644,9 @@ impl TestServer {
             }
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
         });
-        let endpoint = match &self.tls {
-            None => Channel::from_static("http://proxied.invalid"),
-            Some(tls) => Channel::from_shared(format!("https://localhost:{}", target.port()))
-                .expect("uri")
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(&tls.cert_pem))
-                        .domain_name("localhost"),
-                )
-                .expect("tls config"),
-        };
-        endpoint.connect_with_connector(connector).await
+        endpoint(target, self.tls.as_ref())
+            .connect_with_connector(connector)
+            .await
     }
 
     pub fn sts(&self) -> StsClient<Channel> {
@@ -804,6 +799,21 @@ impl TestServer {
             })
             .await
             .unwrap_or_else(|s| panic!("PutRolePolicy {policy_name}: {s}"));
+    }
+
+    /// A new access key of `user`: (id, secret).
+    pub async fn create_access_key(&self, admin: &str, user: &str) -> (String, String) {
+        let key = self
+            .iam_as(admin)
+            .create_access_key(proto::CreateAccessKeyRequest {
+                user_name: user.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateAccessKey {user}: {s}"))
+            .into_inner()
+            .access_key
+            .expect("the new key");
+        (key.access_key_id, key.secret_access_key)
     }
 
     /// Creates a role that `trust_policy` lets be assumed.
