@@ -104,7 +104,8 @@ pub struct Broker {
     pub(crate) watches: Arc<audit::WatchSlots>,
     /// Open `WatchRevocations` streams, capped like `WatchEvents` (slots of their own).
     pub(crate) revocation_watches: Arc<audit::WatchSlots>,
-    /// Bumped after each committed revocation: wakes the `WatchRevocations` streams.
+    /// Bumped for each applied revocation (by the audit log's applied hook, even when the
+    /// request that made it was dropped): wakes the `WatchRevocations` streams.
     pub(crate) revocations_changed: tokio::sync::watch::Sender<u64>,
     compiled: Mutex<CompiledPolicies>,
     dummy_phc: String,
@@ -172,10 +173,14 @@ impl Broker {
             .load_revocations(broker.store.as_ref(), broker.clock.now())?;
         // Every applied change reaches the cache, even one whose request was dropped
         // before it was answered (its change is in the store all the same).
+        // `WatchRevocations` streams are woken the same way.
         let (cache, clock) = (broker.cache.clone(), broker.clock.clone());
-        broker
-            .audit
-            .on_applied(move |change| cache.applied(change, unix_ms(clock.now())));
+        let revocations_changed = broker.revocations_changed.clone();
+        broker.audit.on_applied(move |change| {
+            if cache.applied(change, unix_ms(clock.now())) {
+                revocations_changed.send_modify(|n| *n += 1);
+            }
+        });
         Ok(broker)
     }
 

@@ -187,10 +187,13 @@ impl SessionCache {
     /// Called by the audit log for every change it applied (see `AuditLog::on_applied`),
     /// before the change's request is answered and even if it never is: IAM writes make
     /// cached callers and policies be checked again, and revocations take effect at once.
-    pub fn applied(&self, change: &Batch, now_ms: i64) {
+    /// Returns whether the change wrote a revocation.
+    pub fn applied(&self, change: &Batch, now_ms: i64) -> bool {
         self.committed(writes_iam(change));
+        let mut revoked = false;
         for (table, key, value) in &change.writes {
             if let (Table::Revocations, Some(bytes)) = (table, value) {
+                revoked = true;
                 match store::decode::<Revocation>(Table::Revocations, key, bytes) {
                     Ok(revocation) => {
                         self.revoked(
@@ -206,6 +209,7 @@ impl SessionCache {
                 }
             }
         }
+        revoked
     }
 
     /// The entry for `hash` if it may answer at `now` for `verifier` without the store.

@@ -425,8 +425,8 @@ impl Broker {
                 },
             )
             .await?;
-        // Cached tokens saw it before this call answers (`SessionCache::applied`).
-        self.revocations_changed.send_modify(|n| *n += 1);
+        // Cached tokens and `WatchRevocations` streams saw it before this call answers
+        // (the audit log's applied hook, see `Broker::new`).
         Ok(revoked)
     }
 }

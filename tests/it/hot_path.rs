@@ -443,3 +443,44 @@ async fn a_change_whose_request_failed_after_it_was_applied_still_reaches_the_ca
     );
     assert!(is_alive(&server, &dev).await);
 }
+
+/// `WatchRevocations` streams (apps verifying tokens offline) learn of a revocation whose
+/// request failed after the store applied it, as the cache does: nothing waits for the
+/// next unrelated revocation.
+#[tokio::test]
+async fn a_watcher_sees_a_revocation_whose_request_failed_after_it_was_applied() {
+    let (server, faults) = TestServer::over_faults(100_000_000, 604_800).await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    let dev = server.session("dev", DEV_PASSWORD).await;
+    let mut stream = server
+        .tokens_as(&admin)
+        .watch_revocations(proto::WatchRevocationsRequest {})
+        .await
+        .expect("WatchRevocations")
+        .into_inner();
+    loop {
+        let entry = stream.message().await.unwrap().expect("snapshot");
+        if entry.end_of_snapshot {
+            break;
+        }
+    }
+
+    faults.refuse_flush(true);
+    let revoked = server
+        .tokens_as(&admin)
+        .revoke_session(revoke(&jti(&dev), ""))
+        .await;
+    assert_eq!(revoked.unwrap_err().code(), Code::Unavailable);
+    faults.refuse_flush(false);
+
+    // Well before the streams' 5 s safety rescan, which would find it eventually.
+    let entry = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .expect("the watcher was told at once")
+        .unwrap()
+        .expect("an entry");
+    assert_eq!(entry.session_id, jti(&dev));
+}
