@@ -71,7 +71,7 @@ pub fn parse_trusted(entries: &[String]) -> Result<Vec<Cidr>, String> {
             if entry.to_ascii_lowercase().starts_with("::ffff:") {
                 return Err(format!("{entry:?}: write the IPv4 address itself"));
             }
-            if entry.ends_with("/0") {
+            if cidr.is_everything() {
                 return Err(format!(
                     "{entry:?} trusts every address, so any client could claim any address: name the load balancers"
                 ));
@@ -244,6 +244,8 @@ mod tests {
             ("10.0.0.0/33", "not an IP address"),
             ("0.0.0.0/0", "trusts every address"),
             ("::/0", "trusts every address"),
+            ("10.0.0.0/00", "trusts every address"),
+            ("10.1.2.3/000", "trusts every address"),
             ("::ffff:10.0.0.5", "write the IPv4 address"),
         ] {
             let err = parse_trusted(&[entry.to_string()]).unwrap_err();

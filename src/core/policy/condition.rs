@@ -382,6 +382,11 @@ impl Cidr {
         })
     }
 
+    /// True for a network that holds every address of its family (`/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let (v4, bits, width) = match ip {
             IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
