@@ -125,6 +125,10 @@ pub struct AuditStats {
     pub committed_records: u64,
     /// Most records one group commit committed.
     pub max_commit_batch: u64,
+    /// Time spent in those group commits, in all.
+    pub commit_time: Duration,
+    /// Time spent in those flushes, in all.
+    pub flush_time: Duration,
 }
 
 /// One group commit, as reported to the hook of [`AuditLog::on_commit_batch`].
@@ -168,6 +172,8 @@ struct Counters {
     commit_batches: u64,
     committed_records: u64,
     max_commit_batch: u64,
+    commit_time: Duration,
+    flush_time: Duration,
 }
 
 /// The process's single audit appender (one per store).
@@ -521,6 +527,7 @@ impl AuditLog {
                 counters.commit_batches += 1;
                 counters.committed_records += committed as u64;
                 counters.max_commit_batch = counters.max_commit_batch.max(committed as u64);
+                counters.commit_time += started.elapsed();
             }
             if let Some(hook) = &*self
                 .commit_hook
@@ -636,6 +643,8 @@ impl AuditLog {
             commit_batches: counters.commit_batches,
             committed_records: counters.committed_records,
             max_commit_batch: counters.max_commit_batch,
+            commit_time: counters.commit_time,
+            flush_time: counters.flush_time,
         }
     }
 
@@ -1055,6 +1064,7 @@ impl Flusher {
                     counters.flushes += 1;
                     counters.flushed_records += batch;
                     counters.max_batch = counters.max_batch.max(batch);
+                    counters.flush_time += started.elapsed();
                     crate::metrics::audit_flushed(batch, started.elapsed());
                 }
                 // Only a flush that began after the last failure proves the store well.

@@ -353,12 +353,14 @@ async fn run_in(
         let stats = broker.audit.stats();
         if stats.appended > 0 {
             println!(
-                "audit log: {} records in {} commit groups ({:.1} per transaction), {} flushes ({:.1} per fsync)",
+                "audit log: {} records in {} commit groups ({:.1} per transaction, {:.0} µs each), {} flushes ({:.1} per fsync, {:.0} µs each)",
                 stats.appended,
                 stats.commit_batches,
                 stats.committed_records as f64 / stats.commit_batches.max(1) as f64,
+                stats.commit_time.as_secs_f64() * 1e6 / stats.commit_batches.max(1) as f64,
                 stats.flushes,
                 stats.mean_batch,
+                stats.flush_time.as_secs_f64() * 1e6 / stats.flushes.max(1) as f64,
             );
         }
     }
