@@ -87,7 +87,7 @@ pub struct Config {
     /// Allow plain-text gRPC on a non-loopback address.
     pub insecure: bool,
     /// Load balancers (addresses or CIDRs) whose connections start with a PROXY protocol
-    /// v2 header naming the client; empty (the default): none. From these peers the header
+    /// header (v2 or v1) naming the client; empty (the default): none. From these peers the header
     /// is required; from others it is never read (see `rpc::proxy`).
     pub proxy_protocol_from: Vec<String>,
     /// Log line format.

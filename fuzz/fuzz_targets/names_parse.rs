@@ -1,6 +1,6 @@
 //! Small parsers on the request path: ARNs, IAM names, paths and tags, audit outcome
-//! and hash text, the CLI's duration, key=value and RFC 3339 flags, and the PROXY v2
-//! header a load balancer puts before a connection's bytes.
+//! and hash text, the CLI's duration, key=value and RFC 3339 flags, and the PROXY header
+//! (v1 or v2) a load balancer puts before a connection's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -27,11 +27,18 @@ const NAME_KINDS: [NameKind; 7] = [
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((source, rest))) = proxy_header::split(data) {
         // The header is taken off the front; what follows is left whole.
-        assert!(rest.len() + proxy_header::FIXED_LEN <= data.len());
+        assert!(rest.len() + proxy_header::V1_MIN_LEN <= data.len());
         assert_eq!(rest, &data[data.len() - rest.len()..]);
+        if data.starts_with(proxy_header::V1_PREFIX) {
+            assert!(data.len() - rest.len() <= proxy_header::V1_MAX_LEN);
+        }
         if let Source::Client(client) = source {
-            let again = proxy_header::encode(client, client);
-            assert_eq!(proxy_header::split(&again), Ok(Some((source, &[][..]))));
+            for again in [
+                proxy_header::encode(client, client),
+                proxy_header::encode_v1(client, client),
+            ] {
+                assert_eq!(proxy_header::split(&again), Ok(Some((source, &[][..]))));
+            }
         }
     }
     let text = String::from_utf8_lossy(data);

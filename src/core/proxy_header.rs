@@ -1,16 +1,18 @@
-//! The PROXY protocol version 2 header (HAProxy's `send-proxy-v2`, AWS NLB, Envoy): how a
-//! load balancer in front of the broker tells it the client's address.
+//! The PROXY protocol header: how a load balancer in front of the broker tells it the
+//! client's address. Version 2 (binary: HAProxy's `send-proxy-v2`, AWS NLB, Envoy) and
+//! version 1 (one text line: nginx's `proxy_protocol on`, HAProxy's `send-proxy`).
 //!
 //! Behind a proxy every connection comes from the proxy, so per-address login throttling,
 //! `aws:SourceIp` conditions and the audit log's `source_ip` would all see one address.
-//! The binary v2 header is the one the common balancers send, and its fixed layout (16
-//! bytes, then a length) lets a reader take exactly the header off the socket and leave
-//! the HTTP/2 bytes behind it untouched. Version 1 (text) is not accepted.
+//! Both versions let a reader take exactly the header off the socket and leave the bytes
+//! behind it (TLS or HTTP/2) untouched: v2 has a fixed 16-byte part that gives the length
+//! of the rest, and a v1 line is at least [`V1_MIN_LEN`] bytes and ends at its first CRLF,
+//! within [`V1_MAX_LEN`].
 //!
 //! Only connections from configured proxy addresses may carry a header: anyone else could
 //! claim any address (see `rpc::proxy`).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::policy::Cidr;
 
@@ -23,6 +25,16 @@ pub const FIXED_LEN: usize = 16;
 /// Largest address-and-TLV block accepted. HAProxy's own TLVs (ALPN, authority, unique
 /// id, SSL details) fit well within it; the protocol's own limit is 65,535.
 pub const MAX_BLOCK_LEN: usize = 4096;
+
+/// How every v1 header starts.
+pub const V1_PREFIX: &[u8] = b"PROXY ";
+
+/// The shortest v1 header, `PROXY UNKNOWN\r\n`: this many bytes can always be read first,
+/// whichever version follows (a v2 header is longer).
+pub const V1_MIN_LEN: usize = 15;
+
+/// The longest v1 header, CRLF included (the specification's bound).
+pub const V1_MAX_LEN: usize = 107;
 
 /// What a header says about the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +50,12 @@ pub enum Source {
 /// Why the bytes are not a v2 header.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
-    #[error("the connection did not start with a PROXY protocol v2 signature")]
+    #[error("the connection did not start with a PROXY protocol header")]
     Signature,
+    #[error("PROXY protocol v1 line has no CRLF within {V1_MAX_LEN} bytes")]
+    V1TooLong,
+    #[error("PROXY protocol v1 line is malformed: {0}")]
+    V1Malformed(&'static str),
     #[error("PROXY protocol version {0} is not supported (only 2)")]
     Version(u8),
     #[error("PROXY protocol command {0:#x} is neither LOCAL nor PROXY")]
@@ -143,6 +159,102 @@ pub fn parse(fixed: &[u8; FIXED_LEN], block: &[u8]) -> Result<Source, HeaderErro
     Ok(Source::Client(source))
 }
 
+/// Where a v1 line ends (the index after its CRLF), if `bytes` holds it whole; `Ok(None)`
+/// when more bytes may complete it.
+pub fn v1_len(bytes: &[u8]) -> Result<Option<usize>, HeaderError> {
+    let window = &bytes[..bytes.len().min(V1_MAX_LEN)];
+    match window.windows(2).position(|pair| pair == b"\r\n") {
+        Some(at) => Ok(Some(at + 2)),
+        None if bytes.len() >= V1_MAX_LEN => Err(HeaderError::V1TooLong),
+        None => Ok(None),
+    }
+}
+
+/// Parses one whole v1 line, CRLF included: `PROXY TCP4|TCP6 <source> <destination>
+/// <source port> <destination port>`, single spaces, or `PROXY UNKNOWN` and anything up to
+/// the CRLF (the proxy's own connection: the connection's address stands).
+pub fn parse_v1(line: &[u8]) -> Result<Source, HeaderError> {
+    let malformed = HeaderError::V1Malformed;
+    if line.len() > V1_MAX_LEN {
+        return Err(HeaderError::V1TooLong);
+    }
+    let body = line
+        .strip_prefix(V1_PREFIX)
+        .ok_or(HeaderError::Signature)?
+        .strip_suffix(b"\r\n")
+        .ok_or(malformed("it does not end with CRLF"))?;
+    if body.starts_with(b"UNKNOWN") && matches!(body.get(7), None | Some(b' ')) {
+        return Ok(Source::Proxy);
+    }
+    let body = std::str::from_utf8(body).map_err(|_| malformed("it is not ASCII"))?;
+    let fields: Vec<&str> = body.split(' ').collect();
+    let [protocol, source, destination, source_port, destination_port] = fields[..] else {
+        return Err(malformed(
+            "it does not have a protocol, two addresses and two ports, one space apart",
+        ));
+    };
+    let ip: IpAddr = match protocol {
+        "TCP4" => source
+            .parse::<Ipv4Addr>()
+            .map_err(|_| malformed("the TCP4 source is not an IPv4 address"))?
+            .into(),
+        "TCP6" => source
+            .parse::<Ipv6Addr>()
+            .map_err(|_| malformed("the TCP6 source is not an IPv6 address"))?
+            .into(),
+        _ => return Err(malformed("the protocol is not TCP4, TCP6 or UNKNOWN")),
+    };
+    let destination_ok = match protocol {
+        "TCP4" => destination.parse::<Ipv4Addr>().is_ok(),
+        _ => destination.parse::<Ipv6Addr>().is_ok(),
+    };
+    if !destination_ok {
+        return Err(malformed(
+            "the destination is not an address of the protocol's family",
+        ));
+    }
+    let port = parse_port(source_port).ok_or(malformed("the source port is not 0-65535"))?;
+    parse_port(destination_port).ok_or(malformed("the destination port is not 0-65535"))?;
+    Ok(Source::Client(SocketAddr::new(ip, port)))
+}
+
+/// A decimal port as v1 writes it: digits only, no sign, no leading zero.
+fn parse_port(text: &str) -> Option<u16> {
+    let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    (digits_only && !leading_zero).then(|| text.parse().ok())?
+}
+
+/// Encodes a v1 line for `source` → `destination`, as nginx would (TCP6, with IPv4
+/// addresses mapped, unless both are IPv4). For tests and tools that stand in for a proxy.
+pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let line = match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                s.ip(),
+                d.ip(),
+                s.port(),
+                d.port()
+            )
+        }
+        (s, d) => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+                SocketAddr::V6(a) => *a.ip(),
+            };
+            format!(
+                "PROXY TCP6 {} {} {} {}\r\n",
+                v6(s),
+                v6(d),
+                s.port(),
+                d.port()
+            )
+        }
+    };
+    line.into_bytes()
+}
+
 /// Encodes a `PROXY` header for `source` → `destination` (same family), as a proxy would.
 /// For tests and tools that stand in for a proxy.
 pub fn encode(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
@@ -173,9 +285,15 @@ pub fn encode(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// Splits `bytes` into a header and what follows, for callers holding the whole input
-/// (the fuzz target). `Ok(None)`: not enough bytes yet.
+/// Splits `bytes` into a header (either version) and what follows, for callers holding the
+/// whole input (the fuzz target). `Ok(None)`: not enough bytes yet.
 pub fn split(bytes: &[u8]) -> Result<Option<(Source, &[u8])>, HeaderError> {
+    if bytes.starts_with(V1_PREFIX) {
+        let Some(len) = v1_len(bytes)? else {
+            return Ok(None);
+        };
+        return Ok(Some((parse_v1(&bytes[..len])?, &bytes[len..])));
+    }
     let Some(fixed) = bytes.get(..FIXED_LEN) else {
         return Ok(None);
     };
@@ -253,6 +371,79 @@ mod tests {
         }
     }
 
+    #[test]
+    fn v1_lines_parse_back_and_leave_the_rest() {
+        let cases = [
+            ("203.0.113.7:50123", "10.0.0.2:7420"),
+            ("[2001:db8::7]:443", "[2001:db8::1]:7420"),
+            ("0.0.0.0:0", "255.255.255.255:65535"),
+        ];
+        for (source, destination) in cases {
+            let mut bytes = encode_v1(addr(source), addr(destination));
+            bytes.extend_from_slice(b"PRI * HTTP/2.0\r\n");
+            let (parsed, rest) = split(&bytes).unwrap().unwrap();
+            assert_eq!(parsed, Source::Client(addr(source)), "{source}");
+            assert_eq!(rest, b"PRI * HTTP/2.0\r\n");
+        }
+        // The longest possible line fits the bound.
+        let longest = b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
+        assert_eq!(longest.len(), V1_MAX_LEN - 3);
+        assert!(matches!(split(longest), Ok(Some((Source::Client(_), [])))));
+    }
+
+    #[test]
+    fn v1_unknown_keeps_the_connection_address() {
+        for line in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+        ] {
+            assert!(line.len() >= V1_MIN_LEN);
+            assert_eq!(split(line), Ok(Some((Source::Proxy, &[][..]))));
+        }
+    }
+
+    #[test]
+    fn bad_v1_lines_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 16] = [
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "two ports"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "two ports"),
+            (b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", "two ports"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", "two ports"),
+            (
+                b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+                "not TCP4, TCP6 or UNKNOWN",
+            ),
+            (
+                b"PROXY UNKNOWNX 1.2.3.4 5.6.7.8 1 2\r\n",
+                "not TCP4, TCP6 or UNKNOWN",
+            ),
+            (b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", "not an IPv4 address"),
+            (
+                b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",
+                "not an IPv4 address",
+            ),
+            (b"PROXY TCP6 1.2.3.4 ::2 1 2\r\n", "not an IPv6 address"),
+            (b"PROXY TCP4 1.2.3.4 ::2 1 2\r\n", "destination"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", "source port"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", "source port"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", "source port"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 x\r\n", "destination port"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \xff\r\n", "not ASCII"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n\r\n", "destination port"),
+        ];
+        for (line, want) in cases {
+            let err = split(line).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let endless = [V1_PREFIX, &[b'A'; V1_MAX_LEN]].concat();
+        assert_eq!(split(&endless), Err(HeaderError::V1TooLong));
+        assert_eq!(split(&endless[..V1_MAX_LEN - 1]), Ok(None));
+    }
+
     proptest::proptest! {
         /// Whatever the client address, and whatever follows the header, the header gives
         /// the address back and leaves the rest untouched.
@@ -269,19 +460,22 @@ mod tests {
                 std::net::IpAddr::from(octets)
             };
             let client = SocketAddr::new(ip, port);
-            let mut bytes = encode(client, client);
-            bytes.extend_from_slice(&rest);
-            let (source, tail) = split(&bytes).unwrap().unwrap();
-            proptest::prop_assert_eq!(source, Source::Client(client));
-            proptest::prop_assert_eq!(tail, &rest[..]);
+            for mut bytes in [encode(client, client), encode_v1(client, client)] {
+                bytes.extend_from_slice(&rest);
+                let (source, tail) = split(&bytes).unwrap().unwrap();
+                proptest::prop_assert_eq!(source, Source::Client(client));
+                proptest::prop_assert_eq!(tail, &rest[..]);
+            }
         }
     }
 
     #[test]
     fn incomplete_input_asks_for_more() {
-        let bytes = encode(addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
-        for cut in 0..bytes.len() {
-            assert_eq!(split(&bytes[..cut]), Ok(None), "cut at {cut}");
+        let (source, destination) = (addr("203.0.113.7:1"), addr("10.0.0.2:7420"));
+        for bytes in [encode(source, destination), encode_v1(source, destination)] {
+            for cut in 0..bytes.len() {
+                assert_eq!(split(&bytes[..cut]), Ok(None), "cut at {cut}");
+            }
         }
     }
 
@@ -301,7 +495,7 @@ mod tests {
                 HeaderError::Signature,
             ),
             (
-                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
+                b"PROXZ TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
                 HeaderError::Signature,
             ),
             (with(12, 0x11), HeaderError::Version(1)),

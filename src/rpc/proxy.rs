@@ -1,12 +1,13 @@
-//! Connections from a load balancer that speaks the PROXY protocol (v2): the client's
+//! Connections from a load balancer that speaks the PROXY protocol (v2 or v1): the client's
 //! address is read off the front of the connection, so throttling, `aws:SourceIp` and the
 //! audit log see the client rather than the proxy.
 //!
 //! Only peers in `proxy_protocol_from` are proxies. From them a header is required (a
-//! connection without one is closed: a proxy that forgot `send-proxy-v2` must not make every
-//! client look like the proxy); from anyone else none is read, so a client cannot claim an
-//! address. The header is read exactly (its length is in its first 16 bytes), under the
-//! same bound on time and on connections in progress as a TLS handshake.
+//! connection without one is closed: a proxy that forgot `send-proxy-v2` or `proxy_protocol
+//! on` must not make every client look like the proxy); from anyone else none is read, so a
+//! client cannot claim an address. The header is read exactly, never a byte of what follows
+//! it (v2: its length is in its first 16 bytes; v1: up to its CRLF, at most 107 bytes),
+//! under the same bound on time and on connections in progress as a TLS handshake.
 //!
 //! [`Proxied`] reports the client's address through tonic's `TcpConnectInfo`, so
 //! `Request::remote_addr` (and [`super::auth::meta`]) read it with no further change, with
@@ -27,9 +28,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::core::policy::Cidr;
-use crate::core::proxy_header::{self, FIXED_LEN, Source};
+use crate::core::proxy_header::{self, FIXED_LEN, Source, V1_MIN_LEN, V1_PREFIX};
 
-/// Which peers are proxies that send a PROXY v2 header.
+/// Which peers are proxies that send a PROXY header.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyTrust {
     from: Arc<[Cidr]>,
@@ -61,13 +62,27 @@ impl ProxyTrust {
                 remote: Some(peer),
             });
         }
-        let mut fixed = [0u8; FIXED_LEN];
-        tcp.read_exact(&mut fixed).await?;
         let invalid = |e: proxy_header::HeaderError| io::Error::new(io::ErrorKind::InvalidData, e);
-        let len = proxy_header::block_len(&fixed).map_err(invalid)?;
-        let mut block = vec![0u8; len];
-        tcp.read_exact(&mut block).await?;
-        let remote = match proxy_header::parse(&fixed, &block).map_err(invalid)? {
+        // The shortest header of either version: reading it never takes a byte past one.
+        let mut head = [0u8; V1_MIN_LEN];
+        tcp.read_exact(&mut head).await?;
+        let source = if head.starts_with(V1_PREFIX) {
+            // A text line: read up to its CRLF, a byte at a time (at most V1_MAX_LEN).
+            let mut line = head.to_vec();
+            while proxy_header::v1_len(&line).map_err(invalid)?.is_none() {
+                line.push(tcp.read_u8().await?);
+            }
+            proxy_header::parse_v1(&line)
+        } else {
+            let mut fixed = [0u8; FIXED_LEN];
+            fixed[..V1_MIN_LEN].copy_from_slice(&head);
+            tcp.read_exact(&mut fixed[V1_MIN_LEN..]).await?;
+            let len = proxy_header::block_len(&fixed).map_err(invalid)?;
+            let mut block = vec![0u8; len];
+            tcp.read_exact(&mut block).await?;
+            proxy_header::parse(&fixed, &block)
+        };
+        let remote = match source.map_err(invalid)? {
             // `::ffff:a.b.c.d` (a TCP6 header for an IPv4 client) is that IPv4 client.
             Source::Client(client) => SocketAddr::new(client.ip().to_canonical(), client.port()),
             Source::Proxy => peer,
@@ -270,14 +285,49 @@ mod tests {
     #[tokio::test]
     async fn the_bytes_after_the_header_are_left_for_http2() {
         let trust = ProxyTrust::parse(&["127.0.0.1".into()]).unwrap();
+        let client_addr: SocketAddr = "[2001:db8::7]:1".parse().unwrap();
+        type Encode = fn(SocketAddr, SocketAddr) -> Vec<u8>;
+        let cases: [(Encode, &[u8], Option<SocketAddr>); 4] = [
+            (proxy_header::encode, b"PRI * HTTP/2.0", Some(client_addr)),
+            (
+                proxy_header::encode_v1,
+                b"PRI * HTTP/2.0",
+                Some(client_addr),
+            ),
+            // The shortest v1 line, then a single byte: nothing past the CRLF is taken.
+            (|_, _| b"PROXY UNKNOWN\r\n".to_vec(), b"P", None),
+            (|_, _| b"PROXY UNKNOWN\r\n".to_vec(), b"\x16\x03\x01", None),
+        ];
+        for (encode, after, want) in cases {
+            let (mut client, server, peer) = pair().await;
+            let mut bytes = encode(client_addr, peer);
+            bytes.extend_from_slice(after);
+            client.write_all(&bytes).await.unwrap();
+            let mut proxied = trust.accept(server, peer).await.unwrap();
+            assert_eq!(
+                proxied.connect_info().remote_addr,
+                Some(want.unwrap_or(peer))
+            );
+            let mut rest = vec![0u8; after.len()];
+            proxied.read_exact(&mut rest).await.unwrap();
+            assert_eq!(rest, after);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v1_line_without_its_crlf_is_refused_at_the_bound() {
+        let trust = ProxyTrust::parse(&["127.0.0.1".into()]).unwrap();
         let (mut client, server, peer) = pair().await;
-        let mut bytes = proxy_header::encode("[2001:db8::7]:1".parse().unwrap(), peer);
-        bytes.extend_from_slice(b"PRI * HTTP/2.0");
-        client.write_all(&bytes).await.unwrap();
-        let mut proxied = trust.accept(server, peer).await.unwrap();
-        let mut rest = [0u8; 14];
-        proxied.read_exact(&mut rest).await.unwrap();
-        assert_eq!(&rest, b"PRI * HTTP/2.0");
+        client
+            .write_all(&[b"PROXY TCP4 ".as_slice(), &[b'1'; 4096]].concat())
+            .await
+            .unwrap();
+        let err = trust.accept(server, peer).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("no CRLF within 107 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

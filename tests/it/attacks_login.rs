@@ -20,6 +20,7 @@ use stint::proto::sts_client::StsClient;
 use stint::proto::{self};
 use stint::store::{Store, Table};
 
+use crate::common::ProxyHeader::{V1, V2};
 use crate::common::*;
 
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
@@ -637,12 +638,12 @@ const PROXY: u8 = 99;
 async fn login_through(
     server: &TestServer,
     from: u8,
-    client: Option<&str>,
+    header: ProxyHeader<'_>,
     credential: Credential,
 ) -> Result<proto::Credentials, String> {
     let mut sts = StsClient::new(
         server
-            .proxied_channel(from, client)
+            .proxied_channel(from, header)
             .await
             .map_err(|e| format!("connect: {e}"))?,
     );
@@ -667,24 +668,25 @@ async fn behind_proxy(proxy: &str) -> (TestServer, String) {
     (server, admin)
 }
 
-/// Behind HAProxy every connection comes from the proxy. With `proxy_protocol_from` naming
-/// it, throttling and the audit log key on the client the header names: one client's typo
-/// slows that client only, not everyone behind the proxy.
+/// Behind HAProxy or nginx every connection comes from the proxy. With
+/// `proxy_protocol_from` naming it, throttling and the audit log key on the client the
+/// header names (v2 for one client here, v1 for the other): one client's typo slows that
+/// client only, not everyone behind the proxy.
 #[tokio::test]
 async fn behind_a_proxy_throttling_and_the_audit_log_see_each_client() {
     let (server, admin) = behind_proxy(&format!("127.0.0.{PROXY}")).await;
     let (home, office) = ("203.0.113.7:50000", "[2001:db8::8]:50001");
     let right = || password("alice", "alice-password-1");
 
-    let typo = login_through(&server, PROXY, Some(home), password("alice", "typo")).await;
+    let typo = login_through(&server, PROXY, V2(home), password("alice", "typo")).await;
     assert_eq!(typo.unwrap_err(), "Unauthenticated: invalid credentials");
-    let slowed = login_through(&server, PROXY, Some(home), right()).await;
+    let slowed = login_through(&server, PROXY, V2(home), right()).await;
     let slowed = slowed.unwrap_err();
     assert!(
         slowed.starts_with("Unauthenticated") && slowed.contains("retry after"),
         "home is slowed: {slowed}"
     );
-    login_through(&server, PROXY, Some(office), right())
+    login_through(&server, PROXY, V1(office), right())
         .await
         .expect("the same user from another client behind the same proxy");
 
@@ -708,13 +710,13 @@ async fn only_the_configured_proxy_may_name_a_client_and_it_must() {
 
     // A client that is not the proxy sends a header claiming someone else's address: the
     // header is not read, so its bytes are a broken HTTP/2 preface and nothing is served.
-    let spoofed = login_through(&server, 40, Some("198.51.100.1:1"), right()).await;
+    let spoofed = login_through(&server, 40, V2("198.51.100.1:1"), right()).await;
     assert!(spoofed.is_err(), "{spoofed:?}");
     // The proxy without a header: refused, not served as the proxy's own address.
-    let bare = login_through(&server, PROXY, None, right()).await;
+    let bare = login_through(&server, PROXY, ProxyHeader::None, right()).await;
     assert!(bare.is_err(), "{bare:?}");
     // Neither reached the broker; a plain client from elsewhere is served as itself.
-    login_through(&server, 41, None, right())
+    login_through(&server, 41, ProxyHeader::None, right())
         .await
         .expect("a direct client");
     let sources: Vec<String> = server
@@ -747,7 +749,7 @@ async fn a_silent_proxy_connection_stalls_no_one_else() {
     // Well within the 10 s a silent connection may take before it is dropped.
     let served = tokio::time::timeout(
         Duration::from_secs(5),
-        login_through(&server, PROXY, Some("203.0.113.7:1"), right),
+        login_through(&server, PROXY, V2("203.0.113.7:1"), right),
     )
     .await
     .expect("not stalled behind the silent connection");

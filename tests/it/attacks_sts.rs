@@ -844,7 +844,7 @@ async fn behind_a_proxy_conditions_see_the_client_and_its_tls() {
         let (server, admin, dev) = (&server, admin.clone(), dev.clone());
         async move {
             let channel = server
-                .proxied_channel(99, Some(client))
+                .proxied_channel(99, ProxyHeader::V2(client))
                 .await
                 .expect("TLS through the proxy");
             stint::proto::tokens_client::TokensClient::with_interceptor(

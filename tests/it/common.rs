@@ -206,6 +206,28 @@ impl Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// What a test's load balancer puts before its connection's bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum ProxyHeader<'a> {
+    /// Nothing: a proxy that forgot to send one, or a plain client.
+    None,
+    /// A PROXY v2 header naming this client (`address:port`).
+    V2(&'a str),
+    /// A PROXY v1 line naming this client.
+    V1(&'a str),
+}
+
+impl ProxyHeader<'_> {
+    fn encode(self, target: SocketAddr) -> Vec<u8> {
+        let parse = |client: &str| -> SocketAddr { client.parse().expect("client address") };
+        match self {
+            Self::None => Vec::new(),
+            Self::V2(client) => stint::core::proxy_header::encode(parse(client), target),
+            Self::V1(client) => stint::core::proxy_header::encode_v1(parse(client), target),
+        }
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The ops listener's address, when `config.ops.listen` is set (port 0 is fine).
@@ -623,26 +645,27 @@ impl TestServer {
         self.channel.clone()
     }
 
-    /// A channel whose TCP connection comes from `127.0.0.<from>` and opens with a PROXY
-    /// v2 header naming `client` (none when `None`), as HAProxy's `send-proxy-v2` sends it;
-    /// then TLS when the server serves it, as a client behind a TCP load balancer sees it.
+    /// A channel whose TCP connection comes from `127.0.0.<from>` and opens with the PROXY
+    /// `header` (v2 as HAProxy's `send-proxy-v2` sends it, v1 as nginx's `proxy_protocol on`
+    /// does); then TLS when the server serves it, as a client behind a TCP load balancer
+    /// sees it.
     pub async fn proxied_channel(
         &self,
         from: u8,
-        client: Option<&str>,
+        header: ProxyHeader<'_>,
     ) -> Result<Channel, tonic::transport::Error> {
         use tokio::io::AsyncWriteExt;
         let target = self.addr;
-        let client: Option<SocketAddr> = client.map(|c| c.parse().expect("client address"));
-        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| async move {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
-            let mut tcp = socket.connect(target).await?;
-            if let Some(client) = client {
-                tcp.write_all(&stint::core::proxy_header::encode(client, target))
-                    .await?;
+        let bytes = header.encode(target);
+        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+            let bytes = bytes.clone();
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
+                let mut tcp = socket.connect(target).await?;
+                tcp.write_all(&bytes).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
             }
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
         });
         endpoint(target, self.tls.as_ref())
             .connect_with_connector(connector)
