@@ -47,7 +47,7 @@ pub enum Source {
     Proxy,
 }
 
-/// Why the bytes are not a v2 header.
+/// Why the bytes are not a PROXY header.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     #[error("the connection did not start with a PROXY protocol header")]
@@ -56,7 +56,7 @@ pub enum HeaderError {
     V1TooLong,
     #[error("PROXY protocol v1 line is malformed: {0}")]
     V1Malformed(&'static str),
-    #[error("PROXY protocol version {0} is not supported (only 2)")]
+    #[error("PROXY protocol binary header version {0} is not supported (only 2)")]
     Version(u8),
     #[error("PROXY protocol command {0:#x} is neither LOCAL nor PROXY")]
     Command(u8),
@@ -177,6 +177,14 @@ pub fn parse_v1(line: &[u8]) -> Result<Source, HeaderError> {
     let malformed = HeaderError::V1Malformed;
     if line.len() > V1_MAX_LEN {
         return Err(HeaderError::V1TooLong);
+    }
+    if line.len() < V1_MIN_LEN {
+        return Err(malformed(
+            "it is shorter than the shortest line, PROXY UNKNOWN",
+        ));
+    }
+    if !line.is_ascii() {
+        return Err(malformed("it is not ASCII"));
     }
     let body = line
         .strip_prefix(V1_PREFIX)
@@ -404,7 +412,7 @@ mod tests {
 
     #[test]
     fn bad_v1_lines_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 16] = [
+        let cases: [(&[u8], &str); 18] = [
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "two ports"),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "two ports"),
             (b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", "two ports"),
@@ -429,6 +437,11 @@ mod tests {
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", "source port"),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 x\r\n", "destination port"),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \xff\r\n", "not ASCII"),
+            (
+                "PROXY TCP4 1.2.3.4 5.6.7.8 1 \u{ff12}\r\n".as_bytes(),
+                "not ASCII",
+            ),
+            (b"PROXY \r\n", "shorter than the shortest line"),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n\r\n", "destination port"),
         ];
         for (line, want) in cases {

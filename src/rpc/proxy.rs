@@ -69,10 +69,14 @@ impl ProxyTrust {
         let source = if head.starts_with(V1_PREFIX) {
             // A text line: read up to its CRLF, a byte at a time (at most V1_MAX_LEN).
             let mut line = head.to_vec();
-            while proxy_header::v1_len(&line).map_err(invalid)?.is_none() {
-                line.push(tcp.read_u8().await?);
-            }
-            proxy_header::parse_v1(&line)
+            let len = loop {
+                match proxy_header::v1_len(&line).map_err(invalid)? {
+                    Some(len) => break len,
+                    None => line.push(tcp.read_u8().await?),
+                }
+            };
+            // A CRLF inside the first read ends a line too short to be valid.
+            proxy_header::parse_v1(&line[..len])
         } else {
             let mut fixed = [0u8; FIXED_LEN];
             fixed[..V1_MIN_LEN].copy_from_slice(&head);
