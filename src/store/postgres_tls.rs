@@ -14,6 +14,9 @@
 //! - `disable`, `prefer` or no `sslmode`: plain TCP, as before (`prefer` falls back to
 //!   plain because no unverified TLS is offered).
 //!
+//! - Over TLS, SCRAM is bound to the session (`tls-server-end-point`) when the server
+//!   offers SCRAM-SHA-256-PLUS; `channel_binding=require` in the URL makes it mandatory.
+//!
 //! tokio-postgres knows only `disable|prefer|require` and no `sslrootcert`, so
 //! [`split_url`] takes those out of the URL (or key=value string) before it parses it.
 
@@ -287,13 +290,91 @@ impl TlsConnect<Socket> for RustlsConnect {
 
 pub struct RustlsStream(Box<tokio_rustls::client::TlsStream<Socket>>);
 
-/// No SCRAM channel binding is offered (`tls-server-end-point` hashes the certificate with
-/// its signature's hash, which would need an X.509 parser); SCRAM still runs, inside the
-/// verified TLS session. `channel_binding=require` in the URL therefore fails.
+/// SCRAM channel binding (`tls-server-end-point`, RFC 5929): the server's certificate,
+/// hashed with its signature's hash. With it, a database that runs SCRAM-SHA-256-PLUS
+/// proves the password exchange ran inside this very TLS session (libpq's
+/// `channel_binding=prefer`, the default, uses it when offered; `require` insists).
 impl TlsStream for RustlsStream {
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|certificate| server_end_point(certificate.as_ref()))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// The `tls-server-end-point` binding of a DER certificate: the certificate hashed with
+/// the hash of its signature algorithm, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1), as
+/// PostgreSQL computes it. `None` where the binding is undefined or this build does not
+/// know the algorithm (Ed25519, RSASSA-PSS, SHA-224): then none is offered and SCRAM runs
+/// without it, rather than with a value the server would compute differently.
+pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    let oid = signature_algorithm(certificate)?;
+    let hash = if oid == ECDSA_SHA1 {
+        &ring::digest::SHA256
+    } else if let Some(&[last]) = oid.strip_prefix(RSA) {
+        match last {
+            0x04 | 0x05 | 0x0b => &ring::digest::SHA256, // md5, sha1, sha256 WithRSAEncryption
+            0x0c => &ring::digest::SHA384,
+            0x0d => &ring::digest::SHA512,
+            _ => return None,
+        }
+    } else if let Some(&[last]) = oid.strip_prefix(ECDSA_SHA2) {
+        match last {
+            0x02 => &ring::digest::SHA256,
+            0x03 => &ring::digest::SHA384,
+            0x04 => &ring::digest::SHA512,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    Some(ring::digest::digest(hash, certificate).as_ref().to_vec())
+}
+
+/// The OID (content bytes) of a certificate's outer `signatureAlgorithm`:
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, … }, … }`.
+fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (SEQUENCE, body, _) = der(certificate)? else {
+        return None;
+    };
+    let (_tbs, _, rest) = der(body)?;
+    let (SEQUENCE, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    match der(algorithm)? {
+        (OID, oid, _) => Some(oid),
+        _ => None,
+    }
+}
+
+/// One DER element at the front of `input`: (tag, contents, what follows). Definite
+/// lengths of at most 4 bytes only (a certificate is far smaller).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(count)?;
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |len, &b| len << 8 | usize::from(b))
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
 }
 
 impl AsyncRead for RustlsStream {
@@ -446,5 +527,70 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let err = client_config(Some(&missing)).unwrap_err().to_string();
         assert!(err.contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn the_channel_binding_hashes_the_certificate_with_its_signature_hash() {
+        let signed = |algorithm: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["db.internal".to_string()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p256 = signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let p384 = signed(&rcgen::PKCS_ECDSA_P384_SHA384);
+        let digest = |hash, der: &[u8]| Some(ring::digest::digest(hash, der).as_ref().to_vec());
+        assert_eq!(
+            server_end_point(&p256),
+            digest(&ring::digest::SHA256, &p256)
+        );
+        assert_eq!(
+            server_end_point(&p384),
+            digest(&ring::digest::SHA384, &p384)
+        );
+        // No binding is defined for Ed25519: none is offered.
+        assert_eq!(server_end_point(&signed(&rcgen::PKCS_ED25519)), None);
+
+        // Certificate { tbs (empty here), AlgorithmIdentifier { OID } }, by hand, for the
+        // RSA family rcgen cannot sign with.
+        let with_oid = |oid: &[u8]| {
+            let algorithm = [&[0x06, oid.len() as u8], oid].concat();
+            let body = [&[0x30, 0x00, 0x30, algorithm.len() as u8][..], &algorithm].concat();
+            [&[0x30, body.len() as u8][..], &body].concat()
+        };
+        let rsa = |last: u8| with_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last]);
+        for (certificate, hash) in [
+            (rsa(0x05), Some(&ring::digest::SHA256)), // sha1: SHA-256 (RFC 5929)
+            (rsa(0x04), Some(&ring::digest::SHA256)), // md5: SHA-256
+            (rsa(0x0b), Some(&ring::digest::SHA256)),
+            (rsa(0x0c), Some(&ring::digest::SHA384)),
+            (rsa(0x0d), Some(&ring::digest::SHA512)),
+            (rsa(0x0a), None), // RSASSA-PSS: its hash is in parameters
+            (rsa(0x0e), None), // SHA-224: not offered
+        ] {
+            let want = hash.and_then(|hash| digest(hash, &certificate));
+            assert_eq!(server_end_point(&certificate), want, "{certificate:02x?}");
+        }
+    }
+
+    #[test]
+    fn malformed_certificates_offer_no_binding() {
+        let good = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["db".to_string()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        for cut in 0..good.len() {
+            assert_eq!(server_end_point(&good[..cut]), None, "cut at {cut}");
+        }
+        for garbage in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x80, 0x00, 0x00],             // indefinite length
+            &[0x30, 0x85, 1, 0, 0, 0, 0],          // 5 length bytes
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], // longer than the input
+            &[0x31, 0x02, 0x30, 0x00],             // a SET, not a SEQUENCE
+        ] {
+            assert_eq!(server_end_point(garbage), None, "{garbage:02x?}");
+        }
     }
 }

@@ -442,6 +442,21 @@ async fn the_store_speaks_verified_tls_to_postgresql() {
         Some(&b"yes"[..])
     );
 
+    // SCRAM bound to this TLS session (SCRAM-SHA-256-PLUS, tls-server-end-point): with
+    // `channel_binding=require` the login succeeds only if the binding Stint computes from
+    // the server's certificate is the one the server computes.
+    let bound = url(
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            ca_file.display()
+        ),
+    );
+    tokio::task::spawn_blocking(move || PostgresStore::open(&bound, 1))
+        .await
+        .unwrap()
+        .expect("SCRAM with channel binding over verified TLS");
+
     let refused = [
         // The host's roots do not hold the private CA.
         (url("localhost", "sslmode=require"), "certificate"),
