@@ -15,7 +15,9 @@
 //!   plain because no unverified TLS is offered).
 //!
 //! - Over TLS, SCRAM is bound to the session (`tls-server-end-point`) when the server
-//!   offers SCRAM-SHA-256-PLUS; `channel_binding=require` in the URL makes it mandatory.
+//!   offers SCRAM-SHA-256-PLUS; `channel_binding=require` in the URL makes it mandatory,
+//!   `disable` turns it off (behind a proxy that terminates TLS and relays SCRAM, where a
+//!   bound login fails, as it does with libpq).
 //!
 //! tokio-postgres knows only `disable|prefer|require` and no `sslrootcert`, so
 //! [`split_url`] takes those out of the URL (or key=value string) before it parses it.
@@ -307,9 +309,10 @@ impl TlsStream for RustlsStream {
 
 /// The `tls-server-end-point` binding of a DER certificate: the certificate hashed with
 /// the hash of its signature algorithm, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1), as
-/// PostgreSQL computes it. `None` where the binding is undefined or this build does not
-/// know the algorithm (Ed25519, RSASSA-PSS, SHA-224): then none is offered and SCRAM runs
-/// without it, rather than with a value the server would compute differently.
+/// PostgreSQL computes it. `None` where the binding is undefined (Ed25519) or not
+/// implemented here (RSASSA-PSS, whose hash is in its parameters; SHA-224): then none is
+/// offered and SCRAM runs without it, rather than with a value the server would compute
+/// differently.
 pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
     const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
     const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];

@@ -395,7 +395,9 @@ async fn the_store_speaks_verified_tls_to_postgresql() {
     let Some(pg) = crate::failover::OwnPostgres::create("postgres_tls") else {
         return;
     };
-    let ca_key = rcgen::KeyPair::generate().unwrap();
+    // A P-384 CA: the server's certificate is signed with ecdsa-with-SHA384 (as AWS RDS's
+    // ecc384 CA signs), so the channel binding below is its SHA-384 hash.
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
