@@ -4,6 +4,7 @@
 //! and a controlled clock.
 
 pub mod authn;
+pub mod der;
 pub mod error;
 pub mod model;
 pub mod policy;

@@ -343,6 +343,7 @@ pub fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
 /// The OID (content bytes) of a certificate's outer `signatureAlgorithm`:
 /// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, … }, … }`.
 fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
+    use crate::core::der::element as der;
     const SEQUENCE: u8 = 0x30;
     const OID: u8 = 0x06;
     let (SEQUENCE, body, _) = der(certificate)? else {
@@ -356,28 +357,6 @@ fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
         (OID, oid, _) => Some(oid),
         _ => None,
     }
-}
-
-/// One DER element at the front of `input`: (tag, contents, what follows). Definite
-/// lengths of at most 4 bytes only (a certificate is far smaller).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return None;
-        }
-        let (bytes, after) = rest.split_at_checked(count)?;
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |len, &b| len << 8 | usize::from(b))
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
 }
 
 impl AsyncRead for RustlsStream {

@@ -229,25 +229,7 @@ fn still_good(
 /// The `notAfter` of a DER X.509 certificate: Certificate → tbsCertificate → (optional
 /// version, serial, signature algorithm, issuer) → validity → second time.
 fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
-    /// One DER element of `input`: (tag, contents, rest).
-    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let (bytes, tail) = rest.split_at(n);
-            rest = tail;
-            bytes
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-        };
-        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-    }
+    use crate::core::der::element;
     let (_, cert, _) = element(der)?;
     let (_, tbs, _) = element(cert)?;
     let (tag, _, mut rest) = element(tbs)?;
