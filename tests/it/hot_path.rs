@@ -395,6 +395,17 @@ async fn another_replicas_revocation_and_iam_change_reach_cached_tokens_within_t
     assert!(is_alive(&b, &detached).await);
 }
 
+/// A server over a store whose flushes a test can make fail, with user dev; and the
+/// admin's token.
+async fn dev_over_faults() -> (TestServer, Arc<FaultStore>, String) {
+    let (server, faults) = TestServer::over_faults(100_000_000, 604_800).await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
+        .await;
+    (server, faults, admin)
+}
+
 /// A change whose request fails after the store applied it still reaches the cache. Here
 /// the audit flush fails, so DeleteUserPolicy and RevokeSession answer UNAVAILABLE; a
 /// passed deadline or a client that hangs up drops the request at the same point. The
@@ -402,11 +413,7 @@ async fn another_replicas_revocation_and_iam_change_reach_cached_tokens_within_t
 /// allows, and the revoked session is refused, on this server, at once.
 #[tokio::test]
 async fn a_change_whose_request_failed_after_it_was_applied_still_reaches_the_cache() {
-    let (server, faults) = TestServer::over_faults(100_000_000, 604_800).await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
-        .await;
+    let (server, faults, admin) = dev_over_faults().await;
     server.put_user_policy(&admin, "dev", "read", S3_READ).await;
     let dev = server.session("dev", DEV_PASSWORD).await;
     let other = server.session("dev", DEV_PASSWORD).await;
@@ -449,11 +456,7 @@ async fn a_change_whose_request_failed_after_it_was_applied_still_reaches_the_ca
 /// next unrelated revocation.
 #[tokio::test]
 async fn a_watcher_sees_a_revocation_whose_request_failed_after_it_was_applied() {
-    let (server, faults) = TestServer::over_faults(100_000_000, 604_800).await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", DEV_PASSWORD)
-        .await;
+    let (server, faults, admin) = dev_over_faults().await;
     let dev = server.session("dev", DEV_PASSWORD).await;
     let mut stream = server
         .tokens_as(&admin)
