@@ -167,26 +167,42 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// `url` with any password replaced by `***`, for logs and printed config.
+/// `url` with any password replaced by `***`, for logs and printed config: the user
+/// info's password (which ends at the first `@`, as tokio-postgres reads it, so a `/` or
+/// `?` in it stays hidden) and every query parameter whose decoded key is `password`. A
+/// key=value string that mentions a password is not shown at all (its values may be
+/// quoted, with spaces).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    use super::postgres_tls::{host_start, percent_decode};
+    let Some(host_start) = host_start(url) else {
+        return match url.to_ascii_lowercase().contains("password") {
+            true => "<key=value connection string, not shown: it has a password>".into(),
+            false => url.to_string(),
+        };
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
+    let scheme_end = url.find("://").map_or(0, |at| at + 3);
+    let mut out = match url[scheme_end..host_start].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***@", &url[..scheme_end]),
+        None => url[..host_start].to_string(),
     };
-    let mut out = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    let (base, query) = match url[host_start..].split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (&url[host_start..], None),
     };
-    // A password may also come as a query parameter.
-    if let Some(at) = out.find("password=") {
-        let end = out[at..].find('&').map_or(out.len(), |n| at + n);
-        out.replace_range(at..end, "password=***");
+    out.push_str(base);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                match percent_decode(key).as_deref() {
+                    Some(key) if key != "password" => pair.to_string(),
+                    _ => format!("{key}=***"),
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
     out
 }
@@ -857,6 +873,24 @@ mod tests {
                 "postgresql://u@db/x?password=hunter2&sslmode=disable",
                 "postgresql://u@db/x?password=***&sslmode=disable",
             ),
+            // The user info ends at the first `@`, as tokio-postgres reads it.
+            ("postgres://stint:pa/ss@db/x", "postgres://stint:***@db/x"),
+            ("postgres://u:p?w/x@db/x", "postgres://u:***@db/x"),
+            // Every password parameter (tokio-postgres takes the last), %-encoded too.
+            (
+                "postgres://u@db/x?password=a&password=b",
+                "postgres://u@db/x?password=***&password=***",
+            ),
+            (
+                "postgres://u@db/x?pass%77ord=b",
+                "postgres://u@db/x?pass%77ord=***",
+            ),
+            ("postgres://u@db/x?%zz=b", "postgres://u@db/x?%zz=***"),
+            (
+                "host=db password='hunter 2'",
+                "<key=value connection string, not shown: it has a password>",
+            ),
+            ("host=db user=stint", "host=db user=stint"),
         ] {
             assert_eq!(redact_url(url), want);
         }

@@ -78,12 +78,9 @@ pub fn split_url(url: &str) -> Result<(String, TlsMode), StoreError> {
         }
         Ok(true)
     };
-    let rest = if let Some(scheme_end) = url.find("://").map(|at| at + 3) {
-        // The query starts at the first `?` after the user info (which ends at the first
-        // `@`, as tokio-postgres reads it), so a `?` in a password is not a query.
-        let host_start = url[scheme_end..]
-            .find('@')
-            .map_or(scheme_end, |at| scheme_end + at + 1);
+    let rest = if let Some(host_start) = host_start(url) {
+        // The query starts at the first `?` after the user info, so a `?` in a password is
+        // not a query.
         match url[host_start..].find('?').map(|at| host_start + at) {
             Some(q) => {
                 let (base, query) = (&url[..q], &url[q + 1..]);
@@ -155,12 +152,21 @@ pub fn split_url(url: &str) -> Result<(String, TlsMode), StoreError> {
     Ok((rest, tls))
 }
 
+/// Where the host of a `postgres://` URL starts: after the user info, which ends at the
+/// first `@` after the scheme, as tokio-postgres reads it (a password may hold `/`, `?`
+/// or `:`). `None` for a key=value string.
+pub(crate) fn host_start(url: &str) -> Option<usize> {
+    let scheme_end = url.find("://")? + 3;
+    Some(
+        url[scheme_end..]
+            .find('@')
+            .map_or(scheme_end, |at| scheme_end + at + 1),
+    )
+}
+
 fn append_param(url: &str, key: &str, value: &str) -> String {
-    match url.find("://").map(|at| at + 3) {
-        Some(scheme_end) => {
-            let host_start = url[scheme_end..]
-                .find('@')
-                .map_or(scheme_end, |at| scheme_end + at + 1);
+    match host_start(url) {
+        Some(host_start) => {
             let sep = if url[host_start..].contains('?') {
                 '&'
             } else {
@@ -172,14 +178,17 @@ fn append_param(url: &str, key: &str, value: &str) -> String {
     }
 }
 
-fn percent_decode(value: &str) -> Option<String> {
+pub(crate) fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);

@@ -486,3 +486,41 @@ fn init_under_umask_022_leaves_a_private_data_dir() {
     }
     assert!(files >= 4, "master.key, LOCK and sled's files: {files}");
 }
+
+/// A store password holding `/` or `?` (tokio-postgres ends the user info at the first
+/// `@`) is hidden wherever the URL is shown: in `serve`'s start-up error when the database
+/// is unreachable, and in `store migrate`'s.
+#[test]
+fn a_store_password_with_a_slash_is_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let url = "postgres://stint:pa/ss?Secret9@127.0.0.1:1/stint";
+    let serve = command(dir.path())
+        .env("STINT_STORE__URL", url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--master-key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let migrate = command(dir.path())
+        .args(["store", "migrate", "--from"])
+        .arg(dir.path().join("sled"))
+        .args(["--to", url])
+        .output()
+        .unwrap();
+    for (what, output) in [("serve", serve), ("store migrate", migrate)] {
+        assert!(!output.status.success(), "{what} cannot reach the database");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!printed.contains("Secret9"), "{what}: {printed}");
+        assert!(!printed.contains("pa/ss"), "{what}: {printed}");
+    }
+}
