@@ -208,8 +208,18 @@ struct AddressSlot {
     ip: IpAddr,
 }
 
+/// What the per-address limit counts by: an IPv4 address (IPv4-mapped ones included), or
+/// an IPv6 /64, which one host usually holds whole.
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 impl AddressSlot {
     fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let ip = client_network(ip);
         let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
         let held = map.entry(ip).or_insert(0);
         if *held >= MAX_CONNECTIONS_PER_ADDRESS {
@@ -300,6 +310,25 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    #[test]
+    fn the_per_address_limit_counts_an_ipv6_slash_64_as_one_client() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let held: Vec<AddressSlot> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|n| AddressSlot::take(&counts, ip(&format!("2001:db8:1:2::{n:x}"))).unwrap())
+            .collect();
+        // Another address of the same /64 is the same client; another /64 is not.
+        assert!(AddressSlot::take(&counts, ip("2001:db8:1:2:ffff::1")).is_none());
+        assert!(AddressSlot::take(&counts, ip("2001:db8:1:3::1")).is_some());
+        // An IPv4 client counts alike whether it comes mapped or not.
+        let v4: Vec<AddressSlot> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| AddressSlot::take(&counts, ip("::ffff:10.0.0.7")).unwrap())
+            .collect();
+        assert!(AddressSlot::take(&counts, ip("10.0.0.7")).is_none());
+        drop((held, v4));
+        assert!(counts.lock().unwrap().is_empty());
+    }
 
     async fn readiness() -> (Arc<Readiness>, Arc<MemoryStore>) {
         let store = Arc::new(MemoryStore::new());
