@@ -573,12 +573,14 @@ impl Broker {
     fn touch_password_use(&self, user: &User, now: SystemTime) -> Result<(), BrokerError> {
         let key = name_key(&user.name);
         store::transact(self.store.as_ref(), |tx: &mut Tx<'_>| {
-            if let Some(mut user) = tx.get::<User>(Table::Users, &key)?
-                && let Some(profile) = user.login_profile.as_mut()
+            // The user who logged in, not a namesake created since.
+            if let Some(mut stored) = tx.get::<User>(Table::Users, &key)?
+                && stored.id == user.id
+                && let Some(profile) = stored.login_profile.as_mut()
                 && stale_use(profile.last_used, now)
             {
                 profile.last_used = Some(unix_ms(now));
-                tx.put(Table::Users, &key, &user);
+                tx.put(Table::Users, &key, &stored);
             }
             Ok::<_, BrokerError>(())
         })

@@ -135,7 +135,13 @@ struct CompiledFor {
 struct RevocationSet {
     entries: HashMap<String, Revocation>,
     refreshed_at: Option<SystemTime>,
+    /// The size at which [`SessionCache::revoked`] next drops expired entries: twice what
+    /// the last sweep left, so one revocation costs O(1) amortised, not a pass over all.
+    prune_at: usize,
 }
+
+/// Fewest entries before expired revocations are swept from memory.
+const MIN_PRUNE_AT: usize = 64;
 
 #[derive(Default)]
 pub(crate) struct SessionCache {
@@ -343,8 +349,12 @@ impl SessionCache {
     /// Records a revocation this process committed (before its RPC answers).
     pub fn revoked(&self, key: String, revocation: Revocation, now_ms: i64) {
         let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
-        // The sweeper removes these from the store; memory follows here.
-        set.entries.retain(|_, r| r.keep_until_ms >= now_ms);
+        // The sweeper removes these from the store; memory follows here, now and then (an
+        // expired entry only refuses tokens that have expired anyway).
+        if set.entries.len() >= set.prune_at {
+            set.entries.retain(|_, r| r.keep_until_ms >= now_ms);
+            set.prune_at = (set.entries.len() * 2).max(MIN_PRUNE_AT);
+        }
         set.entries.insert(key, revocation);
         self.revocation_generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -377,6 +387,7 @@ impl SessionCache {
             merged.issued_before_ms = merged.issued_before_ms.max(revocation.issued_before_ms);
             merged.keep_until_ms = merged.keep_until_ms.max(revocation.keep_until_ms);
         }
+        set.prune_at = (entries.len() * 2).max(MIN_PRUNE_AT);
         set.entries = entries;
         set.refreshed_at = Some(now);
         self.revocation_generation.fetch_add(1, Ordering::AcqRel);
@@ -468,6 +479,20 @@ mod tests {
 
     /// A refresh that scanned before a revocation landed must not drop it from memory;
     /// what the scan found is merged in, cutoffs only rise, and expired entries go.
+    #[test]
+    fn expired_revocations_are_swept_from_memory_in_batches() {
+        let cache = SessionCache::default();
+        let len = || cache.revocations.read().unwrap().entries.len();
+        // Each already expired at 1,000 ms; the sweep comes once the set has doubled.
+        for n in 0..MIN_PRUNE_AT {
+            cache.revoked(format!("old{n}"), revocation(0, 500), 1_000);
+        }
+        assert_eq!(len(), MIN_PRUNE_AT);
+        cache.revoked("live".into(), revocation(0, 5_000), 1_000);
+        assert_eq!(len(), 1);
+        assert!(cache.revocation("live").is_some());
+    }
+
     #[test]
     fn a_refresh_merges_with_revocations_applied_meanwhile() {
         let store = crate::store::memory::MemoryStore::new();
