@@ -9,12 +9,17 @@
 //! is — a known user and an unknown one are refused alike. A job whose caller has gone
 //! (request cancelled or past its deadline) is skipped rather than hashed.
 //!
-//! The threads run at a lower scheduling priority (nice [`HASH_NICENESS`]): an idle server
-//! gives logins every core, and under a login flood the scheduler still hands the cores to
-//! the async workers first, so minting and Authorize keep their latency.
+//! The threads take turns with the async workers in slices of ~0.1 ms: a hash pauses and
+//! yields its core every few hundred blocks (`stint-argon2`), and a worker serving
+//! requests while hashes run hands its core over at most every [`SHARE_INTERVAL`]
+//! ([`share_core`]). A kernel that switches threads only at its tick (4 ms at HZ=250, as
+//! here) would otherwise make every request behind a worker wait for that tick whenever a
+//! hash took the worker's core; see BENCHMARKS.md for the figures. An idle server still
+//! gives logins every core.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,19 +27,40 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// How much nicer than the rest of the daemon the hashing threads run (Linux per-thread nice).
-pub const HASH_NICENESS: i32 = 10;
+/// How long an async worker runs, while hashes run, between the turns it hands its core
+/// to a hashing thread.
+pub const SHARE_INTERVAL: Duration = Duration::from_micros(500);
 
-/// Lowers the calling thread's priority; best effort (a refusal only costs fairness).
-fn lower_priority() {
-    let this_thread = rustix::thread::gettid();
-    let current = rustix::process::getpriority_process(Some(this_thread)).unwrap_or(0);
-    if let Err(err) = rustix::process::setpriority_process(
-        Some(this_thread),
-        current.saturating_add(HASH_NICENESS),
-    ) {
-        tracing::debug!(%err, "hash thread priority unchanged");
+/// Hashing threads of any pool in this process that are computing a hash right now.
+static HASHING: AtomicUsize = AtomicUsize::new(0);
+
+/// Called by a hash between its slices (see the `stint-argon2` crate): a runnable async
+/// worker on this core gets it now, not at the scheduler's next tick.
+pub(crate) fn yield_core() {
+    std::thread::yield_now();
+}
+
+/// Called by the async workers for each request: while hashes run, hands this core to a
+/// hashing thread at most every [`SHARE_INTERVAL`]. The hash gives it back at its next
+/// pause (~0.1 ms), so logins get their share of the cores in small turns instead of
+/// whole scheduler ticks that stall every request behind the worker they took.
+pub fn share_core() {
+    if HASHING.load(Ordering::Relaxed) == 0 {
+        return;
     }
+    thread_local! {
+        static LAST_TURN: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    LAST_TURN.with(|last| {
+        if last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= SHARE_INTERVAL)
+        {
+            std::thread::yield_now();
+            last.set(Some(Instant::now()));
+        }
+    });
 }
 
 /// The queue is full: nothing was hashed.
@@ -115,10 +141,7 @@ impl HashPool {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("stint-hash-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    work(&shared)
-                })?;
+                .spawn(move || work(&shared))?;
         }
         Ok(Self {
             shared,
@@ -210,7 +233,9 @@ fn work(shared: &Shared) {
             }
         };
         // A panicking job drops its sender (the caller sees `Lost`); the thread lives on.
+        HASHING.fetch_add(1, Ordering::Relaxed);
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        HASHING.fetch_sub(1, Ordering::Relaxed);
         shared.lock().running -= 1;
     }
 }
@@ -219,16 +244,6 @@ fn work(shared: &Shared) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-
-    #[tokio::test]
-    async fn hashes_run_at_a_lower_priority_than_the_daemon() {
-        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let ours = nice();
-        let pool = HashPool::new(1, 1).unwrap();
-        let theirs = pool.run(nice).await.unwrap();
-        // Linux clamps nice at 19.
-        assert_eq!(theirs, (ours + HASH_NICENESS).min(19), "ours {ours}");
-    }
 
     /// A job that blocks its thread until the test lets it go.
     fn gate() -> (mpsc::Sender<()>, impl FnOnce() -> u32 + Send + 'static) {

@@ -352,9 +352,7 @@ impl Broker {
             .unwrap_or_else(|| self.dummy_phc.clone());
         let has_profile = user.as_ref().is_some_and(|u| u.login_profile.is_some());
         let password_for_rehash = password.clone();
-        let verified = self
-            .hash_job(move || password::verify_password(&password, &phc))
-            .await??;
+        let verified = self.verify_password_job(password, phc).await??;
         let password_ok = verified && has_profile;
 
         // The MFA check runs only after a correct password, so a code is never burned by
@@ -446,10 +444,7 @@ impl Broker {
         }
         let salt: [u8; 16] = self.random()?;
         let password = password.clone();
-        let phc = match self
-            .hash_job(move || password::hash_password(&password, &salt, &params))
-            .await
-        {
+        let phc = match self.hash_password_job(password, salt).await {
             Ok(phc) => phc?,
             // The login itself succeeded: upgrade on a later one rather than refuse it.
             Err(BrokerError::Overloaded { .. }) => return Ok(()),

@@ -24,7 +24,7 @@ mod web_identity;
 pub use audit::{AuditWatch, WATCHES_PER_CALLER, WATCHES_TOTAL};
 pub use caller::{Caller, RequestMeta};
 pub use error::BrokerError;
-pub use hash_pool::{HashPoolStats, PoolBusy};
+pub use hash_pool::{HashPoolStats, PoolBusy, share_core};
 pub use iam::{Holder, OidcProvider, OidcProviderInput, Page};
 pub use keys::{KeyRing, ScheduledRotation};
 pub use review::{Grant, SimulationInput, SimulationResult};
@@ -45,9 +45,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::audit::writer::AuditLog;
 use crate::core::authn::lockout::LockoutPolicy;
-use crate::core::authn::password::Argon2Params;
+use crate::core::authn::password::{self, Argon2Params};
 use crate::core::model::Account;
 use crate::core::policy::{Policy, PolicyKind};
+use crate::core::secret::SecretString;
 use crate::store::Store;
 use crate::store::seal::MasterKey;
 
@@ -258,6 +259,33 @@ impl Broker {
             },
             hash_pool::PoolError::Lost => BrokerError::Internal("hash job failed".into()),
         })
+    }
+
+    /// Hashes a new password with the configured cost on the hash pool, in slices that
+    /// share the core with the request workers.
+    pub(crate) async fn hash_password_job(
+        &self,
+        password: SecretString,
+        salt: [u8; 16],
+    ) -> Result<Result<String, crate::core::error::Error>, BrokerError> {
+        let params = self.settings.argon2;
+        self.hash_job(move || {
+            password::hash_password_pausing(&password, &salt, &params, &mut hash_pool::yield_core)
+        })
+        .await
+    }
+
+    /// Checks a password against a stored PHC string on the hash pool, in slices that
+    /// share the core with the request workers.
+    pub(crate) async fn verify_password_job(
+        &self,
+        password: SecretString,
+        phc: String,
+    ) -> Result<Result<bool, crate::core::error::Error>, BrokerError> {
+        self.hash_job(move || {
+            password::verify_password_pausing(&password, &phc, &mut hash_pool::yield_core)
+        })
+        .await
     }
 
     /// The hash pool's counters (threads, queue, refusals).

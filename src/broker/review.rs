@@ -6,7 +6,6 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::audit::event::Outcome;
-use crate::core::authn::password;
 use crate::core::model::{AccessKey, AccessKeyStatus, Role, User, name_key};
 use crate::core::policy::{self, Decision, NamedPolicy, PolicyKind, Request};
 use crate::core::secret::SecretString;
@@ -264,10 +263,7 @@ impl Broker {
             return Err(BrokerError::LockedOut { retry_after });
         }
         let (old, phc) = (old_password.clone(), profile.phc.clone());
-        if !self
-            .hash_job(move || password::verify_password(&old, &phc))
-            .await??
-        {
+        if !self.verify_password_job(old, phc).await?? {
             self.lockout_fail(meta, &keys, user_name, now).await?;
             return Err(BrokerError::InvalidCredentials);
         }
@@ -278,10 +274,7 @@ impl Broker {
             .collect();
         for previous in remembered {
             let candidate = new_password.clone();
-            if self
-                .hash_job(move || password::verify_password(&candidate, &previous))
-                .await??
-            {
+            if self.verify_password_job(candidate, previous).await?? {
                 return Err(BrokerError::invalid(
                     "new_password",
                     format!(
@@ -292,9 +285,8 @@ impl Broker {
             }
         }
         let salt: [u8; 16] = self.random()?;
-        let params = self.settings.argon2;
         let new = new_password.clone();
-        self.hash_job(move || password::hash_password(&new, &salt, &params))
+        self.hash_password_job(new, salt)
             .await?
             .map_err(BrokerError::from)
     }

@@ -161,6 +161,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        crate::broker::share_core();
         let grpc = is_grpc(&request);
         let path = request.uri().path();
         // tonic routes by path alone: a gRPC method called with another content type

@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use crate::core::authn::password;
 use crate::core::model::{self, NameKind, PasswordPolicy, User};
 use crate::core::secret::SecretString;
 use crate::store::{self, Table};
@@ -26,11 +25,8 @@ impl Broker {
             .check(password.expose())
             .map_err(|m| BrokerError::invalid("password", m))?;
         let salt: [u8; 16] = self.random()?;
-        let params = self.settings.argon2;
         let password = password.clone();
-        Ok(self
-            .hash_job(move || password::hash_password(&password, &salt, &params))
-            .await??)
+        Ok(self.hash_password_job(password, salt).await??)
     }
 
     /// CreateLoginProfile (`create = true`) or UpdateLoginProfile: an admin sets a password.

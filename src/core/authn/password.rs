@@ -10,7 +10,10 @@
 //! - Unknown users must cost the same time as known ones, or the login endpoint becomes a
 //!   user-enumeration oracle. [`DummyHash`] gives the broker a hash to verify against.
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
+use zeroize::Zeroize;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::error::Error;
@@ -61,19 +64,72 @@ pub fn hash_password(
     salt: &[u8; 16],
     params: &Argon2Params,
 ) -> Result<String, Error> {
-    let hash = params
-        .hasher()?
-        .hash_password_with_salt(password.expose().as_bytes(), salt)
-        .map_err(|e| Error::PasswordHash(format!("hashing failed: {e}")))?;
+    hash_password_pausing(password, salt, params, &mut || {})
+}
+
+/// [`hash_password`], calling `pause` every few hundred µs of hashing (see the `stint-argon2` crate).
+pub fn hash_password_pausing(
+    password: &SecretString,
+    salt: &[u8; 16],
+    params: &Argon2Params,
+    pause: &mut dyn FnMut(),
+) -> Result<String, Error> {
+    let mut tag = sliced_hash(password, salt, params, pause)?;
+    let phc = phc_string(salt, params, &tag);
+    tag.zeroize();
+    phc
+}
+
+fn sliced_hash(
+    password: &SecretString,
+    salt: &[u8],
+    params: &Argon2Params,
+    pause: &mut dyn FnMut(),
+) -> Result<[u8; stint_argon2::TAG_LEN], Error> {
+    let params = stint_argon2::Params {
+        memory_kib: params.memory_kib,
+        iterations: params.iterations,
+        parallelism: params.parallelism,
+    };
+    stint_argon2::hash(password.expose().as_bytes(), salt, &params, pause)
+        .map_err(|e| Error::PasswordHash(e.to_string()))
+}
+
+fn phc_string(salt: &[u8], params: &Argon2Params, tag: &[u8]) -> Result<String, Error> {
+    let refused = |e: &dyn std::fmt::Display| Error::PasswordHash(format!("hashing failed: {e}"));
+    let checked = params.hasher()?.params().clone();
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&checked).map_err(|e| refused(&e))?,
+        salt: Some(Salt::new(salt).map_err(|e| refused(&e))?),
+        hash: Some(Output::new(tag).map_err(|e| refused(&e))?),
+    };
     Ok(hash.to_string())
 }
 
 /// Checks `password` against a stored PHC string. `Ok(false)` is a wrong password;
-/// `Err` is a stored hash that cannot be used. The final comparison inside argon2 is
-/// constant time.
+/// `Err` is a stored hash that cannot be used. The final comparison is constant time.
 pub fn verify_password(password: &SecretString, phc: &str) -> Result<bool, Error> {
+    verify_password_pausing(password, phc, &mut || {})
+}
+
+/// [`verify_password`], calling `pause` every few hundred µs of hashing for the hashes
+/// `stint-argon2` computes (the ones [`hash_password`] writes); any other stored hash is
+/// verified by the `argon2` crate in one go.
+pub fn verify_password_pausing(
+    password: &SecretString,
+    phc: &str,
+    pause: &mut dyn FnMut(),
+) -> Result<bool, Error> {
     let hash = PasswordHash::new(phc)
         .map_err(|_| Error::PasswordHash("stored hash is not a valid PHC string".into()))?;
+    if let Some((params, salt, expected)) = ours(&hash) {
+        let mut tag = sliced_hash(password, salt, &params, pause)?;
+        let matches = bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], expected));
+        tag.zeroize();
+        return Ok(matches);
+    }
     // The hash carries its own algorithm, version and parameters; these defaults are
     // overridden by them.
     let verifier = Argon2::default();
@@ -86,6 +142,32 @@ pub fn verify_password(password: &SecretString, phc: &str) -> Result<bool, Error
         Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
         Err(e) => Err(Error::PasswordHash(format!("verification failed: {e}"))),
     }
+}
+
+/// The parameters, salt and tag of a stored hash `stint-argon2` can recompute: argon2id,
+/// version 0x13, a 32-byte tag, no key id or associated data.
+fn ours(hash: &PasswordHash) -> Option<(Argon2Params, &[u8], &[u8])> {
+    if hash.algorithm != argon2::ARGON2ID_IDENT || hash.version != Some(Version::V0x13.into()) {
+        return None;
+    }
+    let params = Params::try_from(hash).ok()?;
+    if !params.keyid().is_empty() || !params.data().is_empty() {
+        return None;
+    }
+    let salt = hash.salt.as_ref()?;
+    let tag = hash.hash.as_ref()?;
+    if tag.len() != stint_argon2::TAG_LEN || salt.len() < 8 || salt.len() > 64 {
+        return None;
+    }
+    Some((
+        Argon2Params {
+            memory_kib: params.m_cost(),
+            iterations: params.t_cost(),
+            parallelism: params.p_cost(),
+        },
+        salt.as_ref(),
+        tag.as_bytes(),
+    ))
 }
 
 /// Whether a stored hash should be recomputed with `params` after the next successful
@@ -238,6 +320,66 @@ mod tests {
         ];
         for (i, (hash, params, want)) in cases.iter().enumerate() {
             assert_eq!(needs_rehash(hash, params), *want, "case {i}");
+        }
+    }
+
+    /// What we write is what the `argon2` crate writes, and each verifies the other's:
+    /// hashes stored before the sliced hash existed keep working.
+    #[test]
+    fn the_phc_strings_are_the_argon2_crates() {
+        use argon2::PasswordHasher;
+        let params = Argon2Params {
+            memory_kib: 64,
+            iterations: 2,
+            parallelism: 2,
+        };
+        let ours = hash_password(&pw("correct horse"), &SALT, &params).unwrap();
+        let theirs = params
+            .hasher()
+            .unwrap()
+            .hash_password_with_salt(b"correct horse", &SALT)
+            .unwrap()
+            .to_string();
+        assert_eq!(ours, theirs);
+        let crate_verifies = |candidate: &str| {
+            PasswordVerifier::<PasswordHash>::verify_password(
+                &Argon2::default(),
+                candidate.as_bytes(),
+                &PasswordHash::new(&ours).unwrap(),
+            )
+            .is_ok()
+        };
+        assert!(crate_verifies("correct horse"));
+        assert!(!crate_verifies("correct horsE"));
+    }
+
+    /// Hashes outside the sliced hash's scope (argon2i, a 64-byte tag) are verified by the
+    /// crate, in one go: `pause` is never called for them, and always for ours.
+    #[test]
+    fn other_stored_hashes_fall_back_to_the_crate() {
+        use argon2::PasswordHasher;
+        let params = Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let checked = |len| Params::new(1024, 1, 1, len).unwrap();
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, checked(None))
+            .hash_password_with_salt(b"pw", &SALT)
+            .unwrap()
+            .to_string();
+        let long_tag = Argon2::new(Algorithm::Argon2id, Version::V0x13, checked(Some(64)))
+            .hash_password_with_salt(b"pw", &SALT)
+            .unwrap()
+            .to_string();
+        let ours = hash_password(&pw("pw"), &SALT, &params).unwrap();
+        for (phc, sliced) in [(&argon2i, false), (&long_tag, false), (&ours, true)] {
+            for (candidate, want) in [("pw", true), ("pW", false)] {
+                let mut pauses = 0;
+                let got = verify_password_pausing(&pw(candidate), phc, &mut || pauses += 1);
+                assert_eq!(got.unwrap(), want, "{phc} {candidate}");
+                assert_eq!(pauses > 0, sliced, "{phc}");
+            }
         }
     }
 
