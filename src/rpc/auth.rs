@@ -16,7 +16,9 @@ pub fn meta<T>(request: &Request<T>) -> RequestMeta {
             .get::<RequestId>()
             .map(|id| id.0.clone())
             .unwrap_or_default(),
-        source_ip: request.remote_addr().map(|addr| addr.ip()),
+        // An IPv4 client of a dual-stack (`[::]`) listener arrives as `::ffff:a.b.c.d`: it
+        // is that IPv4 address, for `aws:SourceIp` conditions, throttling and the audit log.
+        source_ip: request.remote_addr().map(|addr| addr.ip().to_canonical()),
         user_agent: request
             .metadata()
             .get("user-agent")
@@ -52,4 +54,31 @@ pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status
 /// Caller and meta together, for handlers that need both.
 pub fn context<T>(broker: &Broker, request: &Request<T>) -> Result<(Caller, RequestMeta), Status> {
     Ok((caller(broker, request)?, meta(request)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, SocketAddr};
+    use tonic::transport::server::TcpConnectInfo;
+
+    #[test]
+    fn the_source_address_is_canonical() {
+        let cases: &[(&str, &str)] = &[
+            ("[::ffff:192.0.2.9]:5000", "192.0.2.9"),
+            ("192.0.2.9:5000", "192.0.2.9"),
+            ("[2001:db8::1]:5000", "2001:db8::1"),
+            // IPv4-compatible (deprecated) addresses are not IPv4 clients.
+            ("[::192.0.2.9]:5000", "::192.0.2.9"),
+        ];
+        for (peer, want) in cases {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer.parse::<SocketAddr>().unwrap()),
+            });
+            let want: IpAddr = want.parse().unwrap();
+            assert_eq!(meta(&request).source_ip, Some(want), "{peer}");
+        }
+    }
 }
