@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::authn::password::Argon2Params;
+
 /// Prefix of every environment variable Stint reads.
 pub const ENV_PREFIX: &str = "STINT_";
 
@@ -1118,9 +1120,9 @@ const CACHE_MB: RangeInclusive<u64> = 1..=1_048_576; // 1 TiB
 const POOL_SIZE: RangeInclusive<u64> = 1..=256;
 const CLOCK_SKEW_SECONDS: RangeInclusive<u64> = 0..=3_600;
 const ROTATION_INTERVAL_HOURS: RangeInclusive<u64> = 1..=87_600; // 10 years
-const ARGON2_MEMORY_KIB: RangeInclusive<u64> = 8..=4_194_304; // 4 GiB
-const ARGON2_ITERATIONS: RangeInclusive<u64> = 1..=256;
-const ARGON2_PARALLELISM: RangeInclusive<u64> = 1..=255;
+const ARGON2_MEMORY_KIB: RangeInclusive<u64> = 8..=Argon2Params::MAX.memory_kib as u64; // 4 GiB
+const ARGON2_ITERATIONS: RangeInclusive<u64> = 1..=Argon2Params::MAX.iterations as u64;
+const ARGON2_PARALLELISM: RangeInclusive<u64> = 1..=Argon2Params::MAX.parallelism as u64;
 const FLUSH_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
 const CHECKPOINT_EVERY_EVENTS: RangeInclusive<u64> = 1..=100_000_000;
 const CHECKPOINT_EVERY_SECONDS: RangeInclusive<u64> = 1..=604_800;

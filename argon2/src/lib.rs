@@ -16,6 +16,8 @@
 //! Scope: argon2id, version 0x13, a 32-byte tag, no secret key or associated data: what
 //! Stint writes.
 
+use std::ops::ControlFlow;
+
 use blake2::digest::Digest;
 use blake2::{Blake2b256, Blake2b512};
 use zeroize::Zeroize;
@@ -40,6 +42,10 @@ pub enum Error {
     SaltLength,
     /// The password is longer than 2^32 - 1 bytes.
     PasswordTooLong,
+    /// The memory the parameters ask for could not be allocated.
+    OutOfMemory,
+    /// `pause` asked to stop (the caller has gone): no tag.
+    Stopped,
 }
 
 impl std::fmt::Display for Error {
@@ -48,6 +54,8 @@ impl std::fmt::Display for Error {
             Error::Params(why) => write!(f, "invalid argon2 parameters: {why}"),
             Error::SaltLength => f.write_str("salt must be 8 to 64 bytes"),
             Error::PasswordTooLong => f.write_str("password is too long"),
+            Error::OutOfMemory => f.write_str("not enough memory for the argon2 parameters"),
+            Error::Stopped => f.write_str("hash stopped: its caller has gone"),
         }
     }
 }
@@ -224,7 +232,7 @@ pub fn hash(
     password: &[u8],
     salt: &[u8],
     params: &Params,
-    pause: &mut dyn FnMut(),
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
 ) -> Result<[u8; TAG_LEN], Error> {
     hash_with(password, salt, params, pause, true)
 }
@@ -234,7 +242,7 @@ fn hash_with(
     password: &[u8],
     salt: &[u8],
     params: &Params,
-    pause: &mut dyn FnMut(),
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
     simd: bool,
 ) -> Result<[u8; TAG_LEN], Error> {
     let geometry = Geometry::of(params)?;
@@ -262,7 +270,8 @@ fn hash_with(
     initial.update(0u32.to_le_bytes()); // no associated data
     let mut h0 = initial.finalize();
 
-    let mut memory = vec![Block::ZERO; geometry.block_count()];
+    let mut memory = Memory::allocate(geometry.block_count(), pause)?;
+    let memory = &mut memory.0;
     for lane in 0..geometry.lanes {
         for column in 0..2u32 {
             memory[lane * geometry.lane_length + column as usize] =
@@ -271,14 +280,18 @@ fn hash_with(
     }
     h0.as_mut_slice().zeroize();
 
-    if simd {
+    let filled = if simd {
         pulp::Arch::new().dispatch(Fill {
-            memory: &mut memory,
+            memory,
             geometry: &geometry,
             pause,
-        });
+        })
     } else {
-        fill(&mut memory, &geometry, pause);
+        fill(memory, &geometry, pause)
+    };
+    if filled.is_break() {
+        wipe(memory, pause);
+        return Err(Error::Stopped);
     }
 
     let mut last = memory[geometry.lane_length - 1];
@@ -289,14 +302,54 @@ fn hash_with(
     let tag = hash_to_tag(&last_bytes);
     last_bytes.zeroize();
     last.0.zeroize();
-    // Zeroing 19 MiB takes ~1 ms: in slices too.
-    for chunk in memory.chunks_mut(BLOCKS_PER_SLICE * 16) {
+    wipe(memory, pause);
+    Ok(tag)
+}
+
+/// Blocks zeroed or freed between two pauses: ~0.1–0.2 ms of memory traffic.
+const BLOCKS_PER_MEMORY_SLICE: usize = 1024;
+
+/// The memory blocks. Dropped without [`wipe`] (a panic in `pause`), they are zeroed then.
+struct Memory(Vec<Block>);
+
+impl Memory {
+    /// `blocks` zeroed blocks, or [`Error::OutOfMemory`], never an abort. Filled a slice
+    /// at a time: zeroing 19 MiB (and its page faults) takes milliseconds.
+    fn allocate(blocks: usize, pause: &mut dyn FnMut() -> ControlFlow<()>) -> Result<Self, Error> {
+        let mut memory = Memory(Vec::new());
+        memory
+            .0
+            .try_reserve_exact(blocks)
+            .map_err(|_| Error::OutOfMemory)?;
+        while memory.0.len() < blocks {
+            let slice = BLOCKS_PER_MEMORY_SLICE.min(blocks - memory.0.len());
+            memory.0.extend(std::iter::repeat_n(Block::ZERO, slice));
+            if pause().is_break() {
+                return Err(Error::Stopped);
+            }
+        }
+        Ok(memory)
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        for block in self.0.iter_mut() {
+            block.0.zeroize();
+        }
+    }
+}
+
+/// Zeroes the memory a slice at a time, then empties it (so its drop has nothing left).
+fn wipe(memory: &mut Vec<Block>, pause: &mut dyn FnMut() -> ControlFlow<()>) {
+    for chunk in memory.chunks_mut(BLOCKS_PER_MEMORY_SLICE) {
         for block in chunk {
             block.0.zeroize();
         }
-        pause();
+        // Stopping or not, the memory is wiped whole.
+        let _ = pause();
     }
-    Ok(tag)
+    memory.clear();
 }
 
 /// [`fill`] compiled for the best SIMD the CPU has (AVX2 on most x86-64), as the `argon2`
@@ -305,14 +358,14 @@ fn hash_with(
 struct Fill<'a> {
     memory: &'a mut [Block],
     geometry: &'a Geometry,
-    pause: &'a mut dyn FnMut(),
+    pause: &'a mut dyn FnMut() -> ControlFlow<()>,
 }
 
 impl pulp::WithSimd for Fill<'_> {
-    type Output = ();
+    type Output = ControlFlow<()>;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
+    fn with_simd<S: pulp::Simd>(self, _: S) -> ControlFlow<()> {
         fill(self.memory, self.geometry, self.pause)
     }
 }
@@ -320,7 +373,11 @@ impl pulp::WithSimd for Fill<'_> {
 /// The passes over memory (RFC 9106 §3.4), argon2id's indexing: data-independent in the
 /// first half of the first pass, data-dependent after.
 #[inline(always)]
-fn fill(memory: &mut [Block], geometry: &Geometry, pause: &mut dyn FnMut()) {
+fn fill(
+    memory: &mut [Block],
+    geometry: &Geometry,
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
+) -> ControlFlow<()> {
     let Geometry {
         lanes,
         lane_length,
@@ -380,7 +437,11 @@ fn fill(memory: &mut [Block], geometry: &Geometry, pause: &mut dyn FnMut()) {
                     since_pause += 1;
                     if since_pause == BLOCKS_PER_SLICE {
                         since_pause = 0;
-                        pause();
+                        if pause().is_break() {
+                            input.0.zeroize();
+                            addresses.0.zeroize();
+                            return ControlFlow::Break(());
+                        }
                     }
                 }
                 input.0.zeroize();
@@ -388,6 +449,7 @@ fn fill(memory: &mut [Block], geometry: &Geometry, pause: &mut dyn FnMut()) {
             }
         }
     }
+    ControlFlow::Continue(())
 }
 
 /// The next block of pseudo-random addresses: G(0, G(0, input)) after bumping the counter.
@@ -501,9 +563,16 @@ mod tests {
             (b"correct horse", b"0123456789abcdef", OWASP),
         ];
         for (password, salt, params) in cases {
-            let ours = hash(password, salt, params, &mut || {}).unwrap();
+            let ours = hash(password, salt, params, &mut || ControlFlow::Continue(())).unwrap();
             assert_eq!(ours, crate_tag(password, salt, params), "{params:?}");
-            let plain = hash_with(password, salt, params, &mut || {}, false).unwrap();
+            let plain = hash_with(
+                password,
+                salt,
+                params,
+                &mut || ControlFlow::Continue(()),
+                false,
+            )
+            .unwrap();
             assert_eq!(plain, ours, "without SIMD: {params:?}");
         }
     }
@@ -516,10 +585,44 @@ mod tests {
             parallelism: 1,
         };
         let mut pauses = 0usize;
-        hash(b"pw", b"saltsalt", &params, &mut || pauses += 1).unwrap();
-        // 1024 blocks per pass, the first two of the first pass made by H'; then one
-        // pause after zeroing the memory.
-        assert_eq!(pauses, (2 * 1024 - 2) / BLOCKS_PER_SLICE + 1);
+        hash(b"pw", b"saltsalt", &params, &mut || {
+            pauses += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        // One pause for allocating the 1024 blocks, then one per slice of the two passes
+        // (the first two blocks of the first pass are made by H'), one for wiping them.
+        assert_eq!(pauses, 1 + (2 * 1024 - 2) / BLOCKS_PER_SLICE + 1);
+    }
+
+    /// A `pause` that asks to stop, at any of a hash's pauses, ends it with no tag.
+    #[test]
+    fn a_stop_at_any_pause_ends_the_hash() {
+        let params = Params {
+            memory_kib: 2048,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let mut total = 0usize;
+        hash(b"pw", b"saltsalt", &params, &mut || {
+            total += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        // The last pauses wipe the memory, after the tag is made: a stop there is ignored.
+        let wipe = 2048 / BLOCKS_PER_MEMORY_SLICE;
+        for stop_at in 1..=total - wipe {
+            let mut seen = 0usize;
+            let result = hash(b"pw", b"saltsalt", &params, &mut || {
+                seen += 1;
+                if seen == stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert_eq!(result, Err(Error::Stopped), "stop at pause {stop_at}");
+        }
     }
 
     #[test]
@@ -530,13 +633,13 @@ mod tests {
             parallelism: 1,
         };
         assert!(matches!(
-            hash(b"x", b"saltsalt", &bad, &mut || {}),
+            hash(b"x", b"saltsalt", &bad, &mut || ControlFlow::Continue(())),
             Err(Error::Params(_))
         ));
         let params = CHEAP;
         for salt in [&b"short"[..], &[0u8; 65][..]] {
             assert_eq!(
-                hash(b"x", salt, &params, &mut || {}),
+                hash(b"x", salt, &params, &mut || ControlFlow::Continue(())),
                 Err(Error::SaltLength)
             );
         }
@@ -558,7 +661,7 @@ mod tests {
                 parallelism: lanes,
             };
             prop_assert_eq!(
-                hash(&password, &salt, &params, &mut || {}).unwrap(),
+                hash(&password, &salt, &params, &mut || ControlFlow::Continue(())).unwrap(),
                 crate_tag(&password, &salt, &params)
             );
         }

@@ -19,6 +19,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,18 +28,15 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// What a job calls between slices of its work (see [`HashPool::run`]).
+pub(crate) type Pause<'a> = dyn FnMut() -> ControlFlow<()> + 'a;
+
 /// How long an async worker runs, while hashes run, between the turns it hands its core
 /// to a hashing thread.
 pub const SHARE_INTERVAL: Duration = Duration::from_micros(500);
 
 /// Hashing threads of any pool in this process that are computing a hash right now.
 static HASHING: AtomicUsize = AtomicUsize::new(0);
-
-/// Called by a hash between its slices (see the `stint-argon2` crate): a runnable async
-/// worker on this core gets it now, not at the scheduler's next tick.
-pub(crate) fn yield_core() {
-    std::thread::yield_now();
-}
 
 /// Called by the async workers for each request: while hashes run, hands this core to a
 /// hashing thread at most every [`SHARE_INTERVAL`]. The hash gives it back at its next
@@ -89,7 +87,7 @@ pub struct HashPoolStats {
     pub running: usize,
     /// Jobs refused because the queue was full, since start.
     pub refused: u64,
-    /// Jobs skipped because their caller had gone, since start.
+    /// Jobs skipped, or stopped part way, because their caller had gone, since start.
     pub skipped: u64,
 }
 
@@ -150,10 +148,13 @@ impl HashPool {
         })
     }
 
-    /// Runs `job` on a pool thread, or refuses at once when the queue is full.
+    /// Runs `job` on a pool thread, or refuses at once when the queue is full. The job
+    /// gets a `pause` to call between slices of its work (see the `stint-argon2` crate):
+    /// it yields the core, so a runnable async worker on it gets it now rather than at
+    /// the scheduler's next tick, and it answers `Break` once the caller has gone.
     pub async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut Pause) -> T + Send + 'static,
     ) -> Result<T, PoolError> {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
@@ -164,7 +165,18 @@ impl HashPool {
                 return;
             }
             let started = Instant::now();
-            let out = job();
+            let out = job(&mut || {
+                if tx.is_closed() {
+                    return ControlFlow::Break(());
+                }
+                std::thread::yield_now();
+                ControlFlow::Continue(())
+            });
+            if tx.is_closed() {
+                // Stopped part way (or done for nobody): not a job's duration.
+                shared.skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let old = shared.average_us.load(Ordering::Relaxed);
             shared
@@ -246,9 +258,12 @@ mod tests {
     use std::sync::mpsc;
 
     /// A job that blocks its thread until the test lets it go.
-    fn gate() -> (mpsc::Sender<()>, impl FnOnce() -> u32 + Send + 'static) {
+    fn gate() -> (
+        mpsc::Sender<()>,
+        impl FnOnce(&mut Pause) -> u32 + Send + 'static,
+    ) {
         let (open, wait) = mpsc::channel::<()>();
-        (open, move || {
+        (open, move |_| {
             let _ = wait.recv();
             7
         })
@@ -282,7 +297,7 @@ mod tests {
         until(&pool, |s| s.queued == 1).await;
 
         // Thread busy, queue full: refused without running (the closure would panic).
-        let refused = pool.run(|| -> u32 { panic!("must not run") }).await;
+        let refused = pool.run(|_| -> u32 { panic!("must not run") }).await;
         match refused {
             Err(PoolError::Busy(busy)) => {
                 assert_eq!(busy.queued, 1);
@@ -296,7 +311,7 @@ mod tests {
         open_second.send(()).unwrap();
         assert_eq!(running.await.unwrap(), Ok(7));
         assert_eq!(queued.await.unwrap(), Ok(7));
-        assert_eq!(pool.run(|| 8).await, Ok(8));
+        assert_eq!(pool.run(|_| 8).await, Ok(8));
     }
 
     #[tokio::test]
@@ -311,7 +326,7 @@ mod tests {
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let abandoned = tokio::spawn({
             let (pool, ran) = (pool.clone(), ran.clone());
-            async move { pool.run(move || ran.store(true, Ordering::SeqCst)).await }
+            async move { pool.run(move |_| ran.store(true, Ordering::SeqCst)).await }
         });
         until(&pool, |s| s.queued == 1).await;
         abandoned.abort();
@@ -322,10 +337,35 @@ mod tests {
         assert!(!ran.load(Ordering::SeqCst));
 
         assert_eq!(
-            pool.run(|| -> u32 { panic!("boom") }).await,
+            pool.run(|_| -> u32 { panic!("boom") }).await,
             Err(PoolError::Lost)
         );
-        assert_eq!(pool.run(|| 9).await, Ok(9));
+        assert_eq!(pool.run(|_| 9).await, Ok(9));
+    }
+
+    /// A hash whose caller leaves (deadline, disconnect) stops at its next pause instead
+    /// of running to the end for nobody.
+    #[tokio::test]
+    async fn a_job_whose_caller_leaves_stops_at_its_next_pause() {
+        let pool = Arc::new(HashPool::new(1, 1).unwrap());
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let caller = tokio::spawn({
+            let (pool, stopped) = (pool.clone(), stopped.clone());
+            async move {
+                pool.run(move |pause| {
+                    while pause().is_continue() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    stopped.store(true, Ordering::SeqCst);
+                })
+                .await
+            }
+        });
+        until(&pool, |s| s.running == 1).await;
+        caller.abort();
+        let _ = caller.await;
+        until(&pool, |s| s.running == 0 && s.skipped == 1).await;
+        assert!(stopped.load(Ordering::SeqCst));
     }
 
     #[test]

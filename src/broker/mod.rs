@@ -247,7 +247,7 @@ impl Broker {
     /// once with [`BrokerError::Overloaded`], nothing hashed.
     pub(crate) async fn hash_job<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut hash_pool::Pause) -> T + Send + 'static,
     ) -> Result<T, BrokerError> {
         self.hash_pool.run(job).await.map_err(|err| match err {
             hash_pool::PoolError::Busy(busy) => BrokerError::Overloaded {
@@ -269,8 +269,8 @@ impl Broker {
         salt: [u8; 16],
     ) -> Result<Result<String, crate::core::error::Error>, BrokerError> {
         let params = self.settings.argon2;
-        self.hash_job(move || {
-            password::hash_password_pausing(&password, &salt, &params, &mut hash_pool::yield_core)
+        self.hash_job(move |pause| {
+            password::hash_password_pausing(&password, &salt, &params, pause)
         })
         .await
     }
@@ -282,10 +282,8 @@ impl Broker {
         password: SecretString,
         phc: String,
     ) -> Result<Result<bool, crate::core::error::Error>, BrokerError> {
-        self.hash_job(move || {
-            password::verify_password_pausing(&password, &phc, &mut hash_pool::yield_core)
-        })
-        .await
+        self.hash_job(move |pause| password::verify_password_pausing(&password, &phc, pause))
+            .await
     }
 
     /// The hash pool's counters (threads, queue, refusals).

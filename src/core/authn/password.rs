@@ -12,6 +12,8 @@
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
+use std::ops::ControlFlow;
+
 use zeroize::Zeroize;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,14 @@ impl Argon2Params {
         memory_kib: 8,
         iterations: 1,
         parallelism: 1,
+    };
+
+    /// The largest costs that can be configured (`argon2.*` in the config), and that a
+    /// stored hash may ask for: 4 GiB, 256 passes, 255 lanes.
+    pub const MAX: Self = Self {
+        memory_kib: 4 * 1024 * 1024,
+        iterations: 256,
+        parallelism: 255,
     };
 
     /// OWASP Password Storage Cheat Sheet minimum for argon2id.
@@ -64,7 +74,7 @@ pub fn hash_password(
     salt: &[u8; 16],
     params: &Argon2Params,
 ) -> Result<String, Error> {
-    hash_password_pausing(password, salt, params, &mut || {})
+    hash_password_pausing(password, salt, params, &mut || ControlFlow::Continue(()))
 }
 
 /// [`hash_password`], calling `pause` every few hundred µs of hashing (see the `stint-argon2` crate).
@@ -72,7 +82,7 @@ pub fn hash_password_pausing(
     password: &SecretString,
     salt: &[u8; 16],
     params: &Argon2Params,
-    pause: &mut dyn FnMut(),
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
 ) -> Result<String, Error> {
     let mut tag = sliced_hash(password, salt, params, pause)?;
     let phc = phc_string(salt, params, &tag);
@@ -84,7 +94,7 @@ fn sliced_hash(
     password: &SecretString,
     salt: &[u8],
     params: &Argon2Params,
-    pause: &mut dyn FnMut(),
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
 ) -> Result<[u8; stint_argon2::TAG_LEN], Error> {
     let params = stint_argon2::Params {
         memory_kib: params.memory_kib,
@@ -111,7 +121,7 @@ fn phc_string(salt: &[u8], params: &Argon2Params, tag: &[u8]) -> Result<String, 
 /// Checks `password` against a stored PHC string. `Ok(false)` is a wrong password;
 /// `Err` is a stored hash that cannot be used. The final comparison is constant time.
 pub fn verify_password(password: &SecretString, phc: &str) -> Result<bool, Error> {
-    verify_password_pausing(password, phc, &mut || {})
+    verify_password_pausing(password, phc, &mut || ControlFlow::Continue(()))
 }
 
 /// [`verify_password`], calling `pause` every few hundred µs of hashing for the hashes
@@ -120,10 +130,21 @@ pub fn verify_password(password: &SecretString, phc: &str) -> Result<bool, Error
 pub fn verify_password_pausing(
     password: &SecretString,
     phc: &str,
-    pause: &mut dyn FnMut(),
+    pause: &mut dyn FnMut() -> ControlFlow<()>,
 ) -> Result<bool, Error> {
     let hash = PasswordHash::new(phc)
         .map_err(|_| Error::PasswordHash("stored hash is not a valid PHC string".into()))?;
+    // A stored hash is ours, but a database is not to be trusted with the memory and CPU
+    // a check may take: no more than the largest configurable cost.
+    if let Ok(stored) = Params::try_from(&hash)
+        && (stored.m_cost() > Argon2Params::MAX.memory_kib
+            || stored.t_cost() > Argon2Params::MAX.iterations
+            || stored.p_cost() > Argon2Params::MAX.parallelism)
+    {
+        return Err(Error::PasswordHash(
+            "stored hash costs more than the largest configurable argon2 parameters".into(),
+        ));
+    }
     if let Some((params, salt, expected)) = ours(&hash) {
         let mut tag = sliced_hash(password, salt, &params, pause)?;
         let matches = bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], expected));
@@ -376,11 +397,34 @@ mod tests {
         for (phc, sliced) in [(&argon2i, false), (&long_tag, false), (&ours, true)] {
             for (candidate, want) in [("pw", true), ("pW", false)] {
                 let mut pauses = 0;
-                let got = verify_password_pausing(&pw(candidate), phc, &mut || pauses += 1);
+                let got = verify_password_pausing(&pw(candidate), phc, &mut || {
+                    pauses += 1;
+                    ControlFlow::Continue(())
+                });
                 assert_eq!(got.unwrap(), want, "{phc} {candidate}");
                 assert_eq!(pauses > 0, sliced, "{phc}");
             }
         }
+    }
+
+    /// A stored hash that asks for more than can be configured is refused before any
+    /// memory is taken (4 TiB here would abort the process).
+    #[test]
+    fn a_stored_hash_beyond_the_configurable_costs_is_refused() {
+        let phc = hash_password(&pw("x"), &SALT, &Argon2Params::TEST_CHEAP).unwrap();
+        for (from, to) in [
+            ("m=8,", "m=4294967295,"),
+            ("m=8,", "m=4194305,"),
+            ("t=1,", "t=257,"),
+        ] {
+            let stored = phc.replacen(from, to, 1);
+            assert_ne!(stored, phc);
+            match verify_password(&pw("x"), &stored) {
+                Err(Error::PasswordHash(why)) => assert!(why.contains("largest"), "{why}"),
+                other => panic!("{stored}: {other:?}"),
+            }
+        }
+        assert!(verify_password(&pw("x"), &phc).unwrap());
     }
 
     #[test]
