@@ -7,7 +7,8 @@
 //! a bound: when the queue is full a login is refused at once ([`PoolBusy`], answered as
 //! `RESOURCE_EXHAUSTED` with a retry hint), before any hash is computed, whoever the user
 //! is — a known user and an unknown one are refused alike. A job whose caller has gone
-//! (request cancelled or past its deadline) is skipped rather than hashed.
+//! (request cancelled or past its deadline) is skipped rather than hashed, or stopped at
+//! its next pause (~0.1 ms) if it had started.
 //!
 //! The threads take turns with the async workers in slices of ~0.1 ms: a hash pauses and
 //! yields its core every few hundred blocks (`stint-argon2`), and a worker serving
