@@ -34,7 +34,7 @@ pub(crate) type Pause<'a> = dyn FnMut() -> ControlFlow<()> + 'a;
 
 /// How long an async worker runs, while hashes run, between the turns it hands its core
 /// to a hashing thread.
-pub const SHARE_INTERVAL: Duration = Duration::from_micros(500);
+pub const SHARE_INTERVAL: Duration = Duration::from_micros(350);
 
 /// Hashing threads of any pool in this process that are computing a hash right now.
 static HASHING: AtomicUsize = AtomicUsize::new(0);
