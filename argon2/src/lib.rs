@@ -603,7 +603,7 @@ mod tests {
             iterations: 2,
             parallelism: 1,
         };
-        let (result, pauses) = hash_on_a_fresh_thread(params, 0);
+        let (result, pauses) = hash_on_a_fresh_thread(params, 0, || {});
         assert!(result.is_ok());
         // One pause for taking the 1024 blocks, then one per slice of the two passes
         // (the first two blocks of the first pass are made by H'), one for wiping them.
@@ -611,10 +611,11 @@ mod tests {
     }
 
     /// Runs `hash` on a thread of its own (no spare memory yet), stopping at pause
-    /// `stop_at` (0: never); the result and the pauses seen.
+    /// `stop_at` (0: never), then `then` on that thread; the result and the pauses seen.
     fn hash_on_a_fresh_thread(
         params: Params,
         stop_at: usize,
+        then: impl FnOnce() + Send + 'static,
     ) -> (Result<[u8; TAG_LEN], Error>, usize) {
         std::thread::spawn(move || {
             let mut seen = 0usize;
@@ -626,6 +627,7 @@ mod tests {
                     ControlFlow::Continue(())
                 }
             });
+            then();
             (result, seen)
         })
         .join()
@@ -641,30 +643,20 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let (whole, total) = hash_on_a_fresh_thread(params, 0);
+        let (whole, total) = hash_on_a_fresh_thread(params, 0, || {});
         let want = crate_tag(b"pw", b"saltsalt", &params);
         assert_eq!(whole, Ok(want));
         // The last pauses wipe the memory, after the tag is made: a stop there is ignored.
         let wipe = 2048 / BLOCKS_PER_MEMORY_SLICE;
         for stop_at in 1..=total - wipe {
-            std::thread::spawn(move || {
-                let mut seen = 0usize;
-                let result = hash(b"pw", b"saltsalt", &params, &mut || {
-                    seen += 1;
-                    if seen == stop_at {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
-                assert_eq!(result, Err(Error::Stopped), "stop at pause {stop_at}");
+            let next_hash = move || {
                 let again = hash(b"pw", b"saltsalt", &params, &mut || {
                     ControlFlow::Continue(())
                 });
                 assert_eq!(again, Ok(want), "after a stop at pause {stop_at}");
-            })
-            .join()
-            .unwrap();
+            };
+            let (result, _) = hash_on_a_fresh_thread(params, stop_at, next_hash);
+            assert_eq!(result, Err(Error::Stopped), "stop at pause {stop_at}");
         }
     }
 
