@@ -136,7 +136,8 @@ pub fn verify_password_pausing(
         .map_err(|_| Error::PasswordHash("stored hash is not a valid PHC string".into()))?;
     // A stored hash is ours, but a database is not to be trusted with the memory and CPU
     // a check may take: no more than the largest configurable cost.
-    if let Ok(stored) = Params::try_from(&hash)
+    let stored = Params::try_from(&hash).ok();
+    if let Some(stored) = &stored
         && (stored.m_cost() > Argon2Params::MAX.memory_kib
             || stored.t_cost() > Argon2Params::MAX.iterations
             || stored.p_cost() > Argon2Params::MAX.parallelism)
@@ -145,7 +146,7 @@ pub fn verify_password_pausing(
             "stored hash costs more than the largest configurable argon2 parameters".into(),
         ));
     }
-    if let Some((params, salt, expected)) = ours(&hash) {
+    if let Some((params, salt, expected)) = stored.as_ref().and_then(|p| ours(&hash, p)) {
         let mut tag = sliced_hash(password, salt, &params, pause)?;
         let matches = bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], expected));
         tag.zeroize();
@@ -167,11 +168,10 @@ pub fn verify_password_pausing(
 
 /// The parameters, salt and tag of a stored hash `stint-argon2` can recompute: argon2id,
 /// version 0x13, a 32-byte tag, no key id or associated data.
-fn ours(hash: &PasswordHash) -> Option<(Argon2Params, &[u8], &[u8])> {
+fn ours<'a>(hash: &'a PasswordHash, params: &Params) -> Option<(Argon2Params, &'a [u8], &'a [u8])> {
     if hash.algorithm != argon2::ARGON2ID_IDENT || hash.version != Some(Version::V0x13.into()) {
         return None;
     }
-    let params = Params::try_from(hash).ok()?;
     if !params.keyid().is_empty() || !params.data().is_empty() {
         return None;
     }
