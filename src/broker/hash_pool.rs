@@ -88,8 +88,10 @@ pub struct HashPoolStats {
     pub running: usize,
     /// Jobs refused because the queue was full, since start.
     pub refused: u64,
-    /// Jobs skipped, or stopped part way, because their caller had gone, since start.
+    /// Jobs skipped because their caller had gone before they started, since start.
     pub skipped: u64,
+    /// Jobs stopped part way because their caller had gone, since start.
+    pub stopped: u64,
 }
 
 struct State {
@@ -105,6 +107,7 @@ struct Shared {
     average_us: AtomicU64,
     refused: AtomicU64,
     skipped: AtomicU64,
+    stopped: AtomicU64,
 }
 
 impl Shared {
@@ -135,6 +138,7 @@ impl HashPool {
             average_us: AtomicU64::new(20_000),
             refused: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
         });
         for i in 0..threads {
             let shared = shared.clone();
@@ -166,16 +170,20 @@ impl HashPool {
                 return;
             }
             let started = Instant::now();
+            let mut stopped = false;
             let out = job(&mut || {
                 if tx.is_closed() {
+                    stopped = true;
                     return ControlFlow::Break(());
                 }
                 std::thread::yield_now();
                 ControlFlow::Continue(())
             });
+            if stopped {
+                shared.stopped.fetch_add(1, Ordering::Relaxed);
+            }
             if tx.is_closed() {
-                // Stopped part way (or done for nobody): not a job's duration.
-                shared.skipped.fetch_add(1, Ordering::Relaxed);
+                // Stopped part way, or done for nobody: not a job's duration.
                 return;
             }
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -218,6 +226,7 @@ impl HashPool {
             running: state.running,
             refused: self.shared.refused.load(Ordering::Relaxed),
             skipped: self.shared.skipped.load(Ordering::Relaxed),
+            stopped: self.shared.stopped.load(Ordering::Relaxed),
         }
     }
 }
@@ -365,7 +374,7 @@ mod tests {
         until(&pool, |s| s.running == 1).await;
         caller.abort();
         let _ = caller.await;
-        until(&pool, |s| s.running == 0 && s.skipped == 1).await;
+        until(&pool, |s| s.running == 0 && s.stopped == 1).await;
         assert!(stopped.load(Ordering::SeqCst));
     }
 

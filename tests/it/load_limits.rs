@@ -378,3 +378,40 @@ async fn a_grpc_method_with_another_content_type_is_refused_before_its_body() {
     // The HTTP routes are not gRPC paths.
     assert_eq!(http_get(server.addr, "/.well-known/jwks.json").await.0, 200);
 }
+
+/// A client that gives up on a login while its password is being hashed (cancel,
+/// deadline, disconnect) stops that hash at its next pause: a flood of abandoned logins
+/// does not keep the hashing threads busy for nobody.
+#[tokio::test]
+async fn a_login_abandoned_mid_hash_stops_its_hash() {
+    let server = TestServer::start_with(|config| {
+        // Long enough (~1 s) that the hash is still running when the client leaves.
+        config.argon2 = Argon2Config {
+            memory_kib: 256 * 1024,
+            iterations: 4,
+            parallelism: 1,
+        };
+        config.limits.hash_threads = 1;
+    })
+    .await;
+    let server = &server;
+    let mut sts = server.sts();
+    let login = tokio::spawn(async move {
+        sts.get_session_token(login_request("nobody", "some-password-1"))
+            .await
+    });
+    let until = move |done: fn(stint::broker::HashPoolStats) -> bool| async move {
+        tokio::time::timeout(HANG, async {
+            while !done(server.broker().hash_pool_stats()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the hash pool reached the state");
+    };
+    until(|s| s.running == 1).await;
+    login.abort();
+    assert!(login.await.unwrap_err().is_cancelled());
+    // Stopped part way (before, it ran to the end for nobody).
+    until(|s| s.running == 0 && s.stopped == 1).await;
+}
