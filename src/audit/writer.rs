@@ -28,7 +28,9 @@
 //! the background flusher runs `Store::flush` (fsync) on the blocking pool, and every
 //! record committed before a flush starts is covered by it, so concurrent appends share
 //! one fsync. Either way a caller returns only once its record is durable, waiting at most
-//! `flush_timeout`. Checkpoints are signed and stored by the flusher right after a flush,
+//! `flush_timeout`, and is woken once for it: on sled the committer hands the callers of
+//! a committed group to the flusher, which answers them when their flush ends (not a
+//! reply at the commit and then a broadcast at every flush that each caller re-checks). Checkpoints are signed and stored by the flusher right after a flush,
 //! off the request path. Time-based checkpoints are timed and stamped by the log's
 //! [`Clock`] (the daemon's), so tests drive them with a manual clock.
 //!
@@ -150,6 +152,12 @@ struct Queued {
     reply: oneshot::Sender<Result<Record, AuditError>>,
 }
 
+/// A caller whose record is committed and waits for the flush that makes it durable.
+struct Waiter {
+    record: Record,
+    reply: oneshot::Sender<Result<Record, AuditError>>,
+}
+
 struct Head {
     seq: u64,
     hash: Hash,
@@ -194,6 +202,9 @@ pub struct AuditLog {
     applied_hook: RwLock<Option<AppliedHook>>,
     /// Committed records not yet broadcast (broadcast once durable), in seq order.
     pending: Mutex<VecDeque<Record>>,
+    /// Callers of committed records not yet durable (local stores), in seq order: each is
+    /// answered once, by whoever publishes the flush that covers it.
+    waiters: Mutex<VecDeque<Waiter>>,
     wake: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
     healthy: watch::Sender<bool>,
@@ -288,6 +299,7 @@ impl AuditLog {
             commit_hook: RwLock::new(None),
             applied_hook: RwLock::new(None),
             pending: Mutex::new(VecDeque::new()),
+            waiters: Mutex::new(VecDeque::new()),
             wake: wake.clone(),
             flushed: watch::Sender::new(Flushed { durable, failed: 0 }),
             healthy: watch::Sender::new(true),
@@ -356,22 +368,22 @@ impl AuditLog {
             reply,
         });
         self.queued.notify_one();
-        // A store that stops answering must not hold requests forever: the caller fails
-        // (its record may still land later, which the log allows; see above).
-        let record = match tokio::time::timeout(self.config.flush_timeout, answer).await {
+        // One answer, once the record is durable (or its commit or flush failed). A store
+        // that stops answering must not hold requests forever: the caller fails (its record
+        // may still land later, which the log allows; see above).
+        match tokio::time::timeout(self.config.flush_timeout, answer).await {
             Ok(answer) => {
-                answer.map_err(|_| AuditError::Unavailable("audit writer stopped".into()))??
+                answer.map_err(|_| AuditError::Unavailable("audit writer stopped".into()))?
             }
             Err(_) => {
                 tracing::error!(timeout = ?self.config.flush_timeout, "audit commit timed out");
                 self.set_healthy(false);
-                return Err(AuditError::Unavailable(format!(
-                    "commit not done within {:?}",
+                Err(AuditError::Unavailable(format!(
+                    "record not durable within {:?}",
                     self.config.flush_timeout
-                )));
+                )))
             }
-        };
-        self.wait_durable(record).await
+        }
     }
 
     /// The atomic commit of [`Self::commit`] without the queue and without the wait for
@@ -557,6 +569,7 @@ impl AuditLog {
         // Durable first, then broadcast: see `AuditLog::subscribe`.
         self.flushed
             .send_modify(|f| f.durable = f.durable.max(target));
+        self.answer_flushed();
         let ready: Vec<Record> = {
             let mut pending = lock(&self.pending);
             let n = pending.partition_point(|r| r.seq() <= target);
@@ -567,26 +580,30 @@ impl AuditLog {
         }
     }
 
-    async fn wait_durable(&self, record: Record) -> Result<Record, AuditError> {
-        let seq = record.seq();
-        let mut flushed = self.flushed.subscribe();
-        let waited = tokio::time::timeout(
-            self.config.flush_timeout,
-            flushed.wait_for(|f| f.durable >= seq || f.failed >= seq),
-        )
-        .await;
-        match waited.map(|state| state.map(|s| *s)) {
-            Ok(Ok(state)) if state.durable >= seq => Ok(record),
-            Ok(Ok(_)) => Err(AuditError::Unavailable(format!("flush of {seq} failed"))),
-            Ok(Err(_)) => Err(AuditError::Unavailable("audit writer stopped".into())),
-            Err(_) => {
-                tracing::error!(seq, timeout = ?self.config.flush_timeout, "audit flush timed out");
-                self.set_healthy(false);
-                Err(AuditError::Unavailable(format!(
-                    "record {seq} not durable within {:?}",
-                    self.config.flush_timeout
-                )))
-            }
+    /// Queues the callers of committed records until the flush that covers them.
+    fn await_flush(&self, committed: impl IntoIterator<Item = Waiter>) {
+        lock(&self.waiters).extend(committed);
+        // A flush may have covered them before they queued.
+        self.answer_flushed();
+    }
+
+    /// Answers every waiter the flushes so far decided: durable, or its flush failed.
+    fn answer_flushed(&self) {
+        let (decided, flushed): (Vec<Waiter>, Flushed) = {
+            let mut waiters = lock(&self.waiters);
+            let flushed = *self.flushed.borrow();
+            let upto = flushed.durable.max(flushed.failed);
+            let n = waiters.partition_point(|w| w.record.seq() <= upto);
+            (waiters.drain(..n).collect(), flushed)
+        };
+        for waiter in decided {
+            let seq = waiter.record.seq();
+            let answer = if seq <= flushed.durable {
+                Ok(waiter.record)
+            } else {
+                Err(AuditError::Unavailable(format!("flush of {seq} failed")))
+            };
+            let _ = waiter.reply.send(answer);
         }
     }
 
@@ -885,9 +902,17 @@ async fn committer(log: Weak<AuditLog>, queued: Arc<Notify>) {
                 .iter()
                 .filter_map(|result| result.as_ref().ok().map(Record::seq))
                 .max();
+            // A shared store's commit is durable; a local one's waits for its flush.
+            let mut committed = Vec::new();
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                match result {
+                    Ok(record) if !log.store.shared() => committed.push(Waiter { record, reply }),
+                    result => {
+                        let _ = reply.send(result);
+                    }
+                }
             }
+            log.await_flush(committed);
             // A local store (sled): commit the next group once the previous group's flush
             // has ended, so the next one forms meanwhile and one transaction covers it,
             // while this group's flush (the next round) overlaps that wait and the next
@@ -1077,6 +1102,7 @@ impl Flusher {
                 tracing::error!(seq = target, error = %err, "audit flush failed");
                 log.set_healthy(false);
                 log.flushed.send_modify(|f| f.failed = f.failed.max(target));
+                log.answer_flushed();
             }
         }
     }
