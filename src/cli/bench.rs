@@ -168,6 +168,9 @@ struct Figure {
     primitive: &'static str,
     primitive_rps: f64,
     ratio: f64,
+    /// The share of the machine's CPU time the hypervisor gave to other guests while this
+    /// was measured (`/proc/stat` steal; `null` where there is none to read).
+    steal_pct: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -176,6 +179,7 @@ struct Stats {
     p99: Duration,
     per_sec: f64,
     errors: usize,
+    steal_pct: Option<f64>,
 }
 
 fn stats(mut samples: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
@@ -191,7 +195,44 @@ fn stats(mut samples: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
         p99: at(0.99),
         per_sec: samples.len() as f64 / wall.as_secs_f64(),
         errors,
+        steal_pct: None,
     }
+}
+
+/// Cumulative CPU time of the whole machine, from the first line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CpuTimes {
+    steal: u64,
+    total: u64,
+}
+
+/// Parses `cpu  user nice system idle iowait irq softirq steal [guest guest_nice]`; guest
+/// time is already counted in user, so the total is the first eight fields.
+fn parse_cpu_times(stat: &str) -> Option<CpuTimes> {
+    let mut fields = stat.lines().next()?.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(CpuTimes {
+        steal: *values.get(7)?,
+        total: values.iter().try_fold(0u64, |sum, v| sum.checked_add(*v))?,
+    })
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Steal between two readings, as a percentage of all CPU time between them.
+fn steal_pct(before: Option<CpuTimes>, after: Option<CpuTimes>) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    let total = after.total.checked_sub(before.total).filter(|&t| t > 0)?;
+    let steal = after.steal.checked_sub(before.steal)?;
+    Some(steal as f64 * 100.0 / total as f64)
 }
 
 fn err(e: impl std::fmt::Display) -> CliError {
@@ -610,7 +651,23 @@ fn login_request(user: &str, password: &str) -> proto::GetSessionTokenRequest {
 }
 
 /// Measures `rpc` at `concurrency` streams.
+/// [`call_rpc`] with the hypervisor's steal over the measurement: on a shared VM a phase
+/// whose CPU was taken by other guests measures low, and ratios between phases with
+/// different steal are skewed.
 async fn measure_rpc(
+    rpc: BenchRpc,
+    duration: Duration,
+    concurrency: usize,
+    channels: &[Channel],
+    setup: &Setup,
+) -> Result<Stats, CliError> {
+    let before = read_cpu_times();
+    let mut stats = call_rpc(rpc, duration, concurrency, channels, setup).await?;
+    stats.steal_pct = steal_pct(before, read_cpu_times());
+    Ok(stats)
+}
+
+async fn call_rpc(
     rpc: BenchRpc,
     duration: Duration,
     concurrency: usize,
@@ -939,6 +996,7 @@ fn figure(
         primitive,
         primitive_rps,
         ratio: s.per_sec / primitive_rps.max(1e-9),
+        steal_pct: s.steal_pct,
     }
 }
 
@@ -984,13 +1042,15 @@ async fn login_flood(
         task.await.map_err(err)?;
     }
     let wall = started.elapsed();
+    let during = during?;
     let logins = Stats {
         p50: Duration::ZERO,
         p99: Duration::ZERO,
         per_sec: logins.load(Ordering::Relaxed) as f64 / wall.as_secs_f64(),
         errors: failures.load(Ordering::Relaxed),
+        steal_pct: during.steal_pct,
     };
-    Ok((during?, logins))
+    Ok((during, logins))
 }
 
 fn json_line(figure: &Figure) -> String {
@@ -1023,12 +1083,22 @@ fn print_figures(
         primitives.ed25519_verify, primitives.argon2id_hash, primitives.fdatasync
     );
     println!(
-        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7}",
-        "rpc", "c", "phase", "req/s", "p50 µs", "p99 µs", "errors", "beside", "its rate", "ratio"
+        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7} {:>6}",
+        "rpc",
+        "c",
+        "phase",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "beside",
+        "its rate",
+        "ratio",
+        "steal"
     );
     for f in figures {
         println!(
-            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}×",
+            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}× {:>6}",
             f.rpc,
             f.concurrency,
             f.phase,
@@ -1038,9 +1108,30 @@ fn print_figures(
             f.errors,
             f.primitive,
             f.primitive_rps,
-            f.ratio
+            f.ratio,
+            f.steal_pct
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.0}%"))
         );
     }
+    if let Some(worst) = steal_warning(figures) {
+        println!(
+            "note: the hypervisor took up to {worst:.0}% of this machine's CPU (steal) during a \
+             measurement; figures from such phases are low, and ratios between phases with \
+             different steal are skewed"
+        );
+    }
+}
+
+/// The worst steal of the run, if it was enough to skew the figures.
+fn steal_warning(figures: &[Figure]) -> Option<f64> {
+    const SKEWS_FIGURES_PCT: f64 = 5.0;
+    figures
+        .iter()
+        .filter_map(|f| f.steal_pct)
+        .fold(None, |worst: Option<f64>, p| {
+            Some(worst.map_or(p, |w| w.max(p)))
+        })
+        .filter(|&worst| worst >= SKEWS_FIGURES_PCT)
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
@@ -1146,6 +1237,7 @@ mod tests {
             p99: Duration::from_micros(900),
             per_sec: 5000.0,
             errors: 2,
+            steal_pct: Some(12.5),
         };
         let line = json_line(&figure(
             "authorize",
@@ -1166,5 +1258,44 @@ mod tests {
         assert_eq!(value["phase"], "login-flood");
         assert_eq!(value["primitive"], "echo");
         assert_eq!(value["ratio"], 0.25);
+        assert_eq!(value["steal_pct"], 12.5);
+    }
+
+    #[test]
+    fn steal_is_read_from_proc_stat() {
+        let cases: &[(&str, Option<CpuTimes>)] = &[
+            (
+                "cpu  10 1 5 80 2 0 1 20 7 0\ncpu0 5 0 2 40 1 0 0 10 0 0\n",
+                Some(CpuTimes {
+                    steal: 20,
+                    total: 119,
+                }),
+            ),
+            // Kernels before 2.6.11 have no steal field.
+            ("cpu  10 1 5 80 2 0 1\n", None),
+            ("cpu0 10 1 5 80 2 0 1 20\n", None),
+            ("cpu  10 1 5 x 2 0 1 20\n", None),
+            ("", None),
+        ];
+        for (stat, want) in cases {
+            assert_eq!(parse_cpu_times(stat), *want, "{stat:?}");
+        }
+        let at = |steal, total| Some(CpuTimes { steal, total });
+        assert_eq!(steal_pct(at(20, 100), at(45, 200)), Some(25.0));
+        assert_eq!(steal_pct(at(20, 100), at(20, 100)), None);
+        assert_eq!(steal_pct(None, at(20, 100)), None);
+        let mut figure = figure(
+            "echo",
+            16,
+            &stats(vec![], 0, Duration::from_secs(1)),
+            "alone",
+            "echo",
+            1.0,
+        );
+        assert_eq!(steal_warning(std::slice::from_ref(&figure)), None);
+        figure.steal_pct = Some(4.0);
+        assert_eq!(steal_warning(std::slice::from_ref(&figure)), None);
+        figure.steal_pct = Some(31.0);
+        assert_eq!(steal_warning(&[figure.clone(), figure]), Some(31.0));
     }
 }
