@@ -25,11 +25,7 @@ pub fn routes(broker: Arc<Broker>, tls: bool) -> axum::Router {
 /// Unknown paths: gRPC callers get `UNIMPLEMENTED` (what tonic answers), plain HTTP
 /// callers a 404 rather than an empty 200.
 pub async fn not_found(headers: HeaderMap) -> axum::response::Response {
-    let grpc = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
+    if super::limits::is_grpc_content_type(&headers) {
         let (parts, ()) = tonic::Status::unimplemented("")
             .into_http::<()>()
             .into_parts();

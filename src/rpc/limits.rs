@@ -215,11 +215,27 @@ fn is_grpc_path(path: &str) -> bool {
 }
 
 fn is_grpc<B>(request: &http::Request<B>) -> bool {
-    request
-        .headers()
+    is_grpc_content_type(request.headers())
+}
+
+/// `application/grpc`, bare or with a codec (`+proto`) or parameters (`; …`), as the gRPC
+/// over HTTP/2 spec writes it; `application/grpc-web` and other look-alikes are not gRPC
+/// (this server does not speak gRPC-Web).
+pub fn is_grpc_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+    else {
+        return false;
+    };
+    let Some(rest) = value
+        .get(..16)
+        .filter(|head| head.eq_ignore_ascii_case("application/grpc"))
+        .map(|_| &value[16..])
+    else {
+        return false;
+    };
+    rest.is_empty() || rest.starts_with('+') || rest.starts_with(';')
 }
 
 fn overloaded(grpc: bool, limit: usize) -> http::Response<Body> {
@@ -367,6 +383,28 @@ impl HttpBody for SizedBody {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn grpc_content_types_are_recognised_exactly() {
+        let cases = [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("Application/GRPC", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web-text", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+            ("application/grp", false),
+            ("", false),
+        ];
+        for (value, want) in cases {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(is_grpc_content_type(&headers), want, "{value:?}");
+        }
+        assert!(!is_grpc_content_type(&http::HeaderMap::new()));
+    }
     use super::*;
 
     #[test]

@@ -358,12 +358,17 @@ async fn a_grpc_method_with_another_content_type_is_refused_before_its_body() {
         "/stint.v1.Sts/GetSessionToken",
         "/grpc.health.v1.Health/Check",
     ];
-    for path in paths {
+    // gRPC-Web is not gRPC here: the server does not speak it.
+    let content_types = ["application/x", "application/grpc-web"];
+    for (path, content_type) in paths
+        .iter()
+        .flat_map(|path| content_types.map(|content_type| (path, content_type)))
+    {
         let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         // Declares a 4 MiB message and sends none of it: a server that read the body would
         // wait, not answer.
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x\r\nContent-Length: 4194309\r\nConnection: close\r\n\r\n\0\0\x40\0\0",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: 4194309\r\nConnection: close\r\n\r\n\0\0\x40\0\0",
             server.addr
         );
         stream.write_all(head.as_bytes()).await.unwrap();
@@ -373,7 +378,10 @@ async fn a_grpc_method_with_another_content_type_is_refused_before_its_body() {
             .expect("answered without reading the body")
             .unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 415"), "{path}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 415"),
+            "{path} {content_type}: {answer}"
+        );
     }
     // The HTTP routes are not gRPC paths.
     assert_eq!(http_get(server.addr, "/.well-known/jwks.json").await.0, 200);
