@@ -40,6 +40,7 @@
 //! ([`postgres_tls`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -54,8 +55,14 @@ use super::{Batch, Entries, Entry, Store, StoreError, Table};
 
 /// Connections (and threads) per store.
 pub const DEFAULT_POOL_SIZE: usize = 4;
-/// How long opening a connection may take.
+/// How long the TCP connect may take (the URL's `connect_timeout` overrides it); the
+/// startup exchange after it (TLS, authentication) gets as long again, plus
+/// [`postgres_tls::HANDSHAKE_TIMEOUT`] for a TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts given up on whose threads still wait for a stalled server.
+static HUNG_CONNECTS: AtomicUsize = AtomicUsize::new(0);
+/// Past this many, a new attempt fails at once rather than park another thread.
+const MAX_HUNG_CONNECTS: usize = 16;
 /// The session advisory lock that serialises migrations ("STINTMIG").
 const MIGRATION_LOCK: i64 = 0x5354_494e_544d_4947;
 
@@ -277,6 +284,84 @@ fn parse_config(url: &str) -> Result<(postgres::Config, Connector), StoreError> 
     Ok((config, connector))
 }
 
+/// How long opening a connection may take in all: the TCP connect, then as long again
+/// for the startup exchange, plus the TLS handshake's own bound.
+fn startup_limit(config: &postgres::Config, connector: &Connector) -> Duration {
+    let connect = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_TIMEOUT);
+    let tls = match connector {
+        Connector::Plain => Duration::ZERO,
+        Connector::Tls(_) => postgres_tls::HANDSHAKE_TIMEOUT,
+    };
+    connect * 2 + tls
+}
+
+/// Opens a connection within [`startup_limit`]. tokio-postgres's `connect_timeout` bounds
+/// only the TCP connect, and the sync client offers no hook into the startup exchange, so
+/// a server that accepts and then never answers would hold the calling pool thread for
+/// good. The attempt runs on a thread of its own; past the limit the caller fails and the
+/// thread is left to end when the server does (at most [`MAX_HUNG_CONNECTS`] at a time).
+fn connect(connector: &Connector, config: &postgres::Config) -> Result<Client, StoreError> {
+    const WAITING: u8 = 0;
+    const DONE: u8 = 1;
+    const ABANDONED: u8 = 2;
+    let hung = HUNG_CONNECTS.load(Ordering::SeqCst);
+    if hung >= MAX_HUNG_CONNECTS {
+        return Err(io(format!(
+            "cannot connect to postgresql: {hung} earlier connection attempts are still \
+             waiting for the server to answer"
+        )));
+    }
+    let limit = startup_limit(config, connector);
+    let state = Arc::new(AtomicU8::new(WAITING));
+    let (tx, rx) = mpsc::sync_channel(1);
+    let attempt = {
+        let (connector, config, state) = (connector.clone(), config.clone(), state.clone());
+        move || {
+            let result = connector.connect(&config);
+            if state
+                .compare_exchange(WAITING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // The caller gave up and counted this attempt hung; it is over now.
+                HUNG_CONNECTS.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            let _ = tx.send(result);
+        }
+    };
+    std::thread::Builder::new()
+        .name("stint-pg-connect".into())
+        .spawn(attempt)
+        .map_err(|e| io(format!("cannot connect to postgresql: no thread: {e}")))?;
+    let result = match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(_) => {
+            // Counted before the state changes, so the thread's decrement never precedes it.
+            HUNG_CONNECTS.fetch_add(1, Ordering::SeqCst);
+            match state.compare_exchange(WAITING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    return Err(io(format!(
+                        "cannot connect to postgresql: no answer within {limit:?}"
+                    )));
+                }
+                // It finished just now: take its result.
+                Err(_) => {
+                    HUNG_CONNECTS.fetch_sub(1, Ordering::SeqCst);
+                    rx.recv()
+                        .map_err(|_| io("cannot connect to postgresql: attempt lost"))?
+                }
+            }
+        }
+    };
+    result.map_err(|e| match e.as_db_error() {
+        Some(_) => map_err(&e),
+        None => io(format!("cannot connect to postgresql: {}", describe(&e))),
+    })
+}
+
 /// Applies every missing migration (under an advisory lock, so concurrent starts apply
 /// each once) and returns the schema version.
 pub fn migrate(url: &str) -> Result<i32, StoreError> {
@@ -287,7 +372,7 @@ pub fn migrate(url: &str) -> Result<i32, StoreError> {
 fn migrate_over(config: postgres::Config, connector: Connector) -> Result<i32, StoreError> {
     // The sync client runs its own runtime: keep it off the caller's (maybe async) thread.
     std::thread::spawn(move || -> Result<i32, StoreError> {
-        let mut client = connector.connect(&config).map_err(|e| map_err(&e))?;
+        let mut client = connect(&connector, &config)?;
         migrate_with(&mut client)
     })
     .join()
@@ -356,9 +441,7 @@ impl Conn {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
             self.client = None;
-            let client = self.connector.connect(&self.config).map_err(|e| {
-                StoreError::Io(format!("cannot connect to postgresql: {}", describe(&e)))
-            })?;
+            let client = connect(&self.connector, &self.config)?;
             self.client = Some(client);
         }
         let Some(client) = self.client.as_mut() else {
@@ -692,7 +775,7 @@ pub mod testing {
         let (config, connector) = parse_config(base_url)?;
         let create = name.clone();
         std::thread::spawn(move || -> Result<(), StoreError> {
-            let mut client = connector.connect(&config).map_err(|e| map_err(&e))?;
+            let mut client = connect(&connector, &config)?;
             client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {create}"))
                 .map_err(|e| map_err(&e))?;
@@ -749,6 +832,37 @@ mod tests {
             return;
         };
         crate::store::lease::tests::one_holder_at_a_time(&d);
+    }
+
+    /// A server that accepts and then never answers (a stalled PostgreSQL, a proxy whose
+    /// backend hangs) fails the attempt within its limit instead of holding the thread.
+    #[test]
+    fn a_server_that_never_answers_the_startup_fails_within_the_limit() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(4));
+            drop(socket);
+        });
+        let url =
+            format!("postgres://stint@127.0.0.1:{port}/stint?connect_timeout=1&sslmode=disable");
+        let (config, connector) = parse_config(&url).unwrap();
+        assert_eq!(startup_limit(&config, &connector), Duration::from_secs(2));
+        let started = std::time::Instant::now();
+        let err = connect(&connector, &config)
+            .err()
+            .expect("a stalled server refused");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "gave up after {took:?}");
+        assert!(err.to_string().contains("no answer within 2s"), "{err}");
+        // The abandoned attempt ends with the server's connection and is no longer counted.
+        held.join().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while HUNG_CONNECTS.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(HUNG_CONNECTS.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::StoreError;
 /// A root bundle larger than this is refused before it is parsed.
 const MAX_ROOT_PEM_BYTES: u64 = 1 << 20;
 /// A database that has not finished its TLS handshake by then is given up on.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the URL asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
