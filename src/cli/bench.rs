@@ -172,6 +172,11 @@ struct Figure {
     /// The share of the machine's CPU time the hypervisor gave to other guests while this
     /// was measured (`/proc/stat` steal; `null` where there is none to read).
     steal_pct: Option<f64>,
+    /// CPU time of this process per call: server and clients in-process, the clients
+    /// alone with `--endpoint`. Steal does not inflate it, so it compares builds on a
+    /// noisy machine better than `rps` does. `null` in a login flood (the logins' hashing
+    /// is in it) or where `/proc/self/stat` is unreadable.
+    cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -181,6 +186,7 @@ struct Stats {
     per_sec: f64,
     errors: usize,
     steal_pct: Option<f64>,
+    cpu_us_per_call: Option<f64>,
 }
 
 fn stats(mut samples: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
@@ -197,7 +203,35 @@ fn stats(mut samples: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
         per_sec: samples.len() as f64 / wall.as_secs_f64(),
         errors,
         steal_pct: None,
+        cpu_us_per_call: None,
     }
+}
+
+/// Linux's `USER_HZ`, the unit of `/proc/<pid>/stat`'s CPU times, on every architecture
+/// Stint builds for.
+const PROC_TICKS_PER_SEC: u64 = 100;
+
+/// User plus system CPU time of a process, in ticks, from its `/proc/<pid>/stat` line. The
+/// command name (field 2) may hold spaces and parentheses, so fields count from its last `)`.
+fn parse_process_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_ascii_whitespace()
+        .collect();
+    // After the name: field 3 (state) is index 0, so utime (14) and stime (15) are 11, 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+fn process_cpu_ticks() -> Option<u64> {
+    parse_process_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// CPU µs per call between two readings, over `calls` calls.
+fn cpu_us_per_call(before: Option<u64>, after: Option<u64>, calls: f64) -> Option<f64> {
+    let ticks = after?.checked_sub(before?)?;
+    (calls >= 1.0).then(|| (ticks * 1_000_000 / PROC_TICKS_PER_SEC) as f64 / calls)
 }
 
 /// Cumulative CPU time of the whole machine, from the first line of `/proc/stat`.
@@ -673,9 +707,11 @@ async fn measure_rpc(
     channels: &[Channel],
     setup: &Setup,
 ) -> Result<Stats, CliError> {
-    let before = read_cpu_times();
+    let (before, cpu_before, started) = (read_cpu_times(), process_cpu_ticks(), Instant::now());
     let mut stats = call_rpc(rpc, duration, concurrency, channels, setup).await?;
+    let calls = stats.per_sec * started.elapsed().as_secs_f64();
     stats.steal_pct = steal_pct(before, read_cpu_times());
+    stats.cpu_us_per_call = cpu_us_per_call(cpu_before, process_cpu_ticks(), calls);
     Ok(stats)
 }
 
@@ -1010,6 +1046,7 @@ fn figure(
         primitive_rps,
         ratio: s.per_sec / primitive_rps.max(1e-9),
         steal_pct: s.steal_pct,
+        cpu_us_per_call: s.cpu_us_per_call,
     }
 }
 
@@ -1055,13 +1092,16 @@ async fn login_flood(
         task.await.map_err(err)?;
     }
     let wall = started.elapsed();
-    let during = during?;
+    let mut during = during?;
+    // The logins' hashing is in the process's CPU time too: no per-call figure.
+    during.cpu_us_per_call = None;
     let logins = Stats {
         p50: Duration::ZERO,
         p99: Duration::ZERO,
         per_sec: logins.load(Ordering::Relaxed) as f64 / wall.as_secs_f64(),
         errors: failures.load(Ordering::Relaxed),
         steal_pct: during.steal_pct,
+        cpu_us_per_call: None,
     };
     Ok((during, logins))
 }
@@ -1096,7 +1136,7 @@ fn print_figures(
         primitives.ed25519_verify, primitives.argon2id_hash, primitives.fdatasync
     );
     println!(
-        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7} {:>6}",
+        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7} {:>6} {:>8}",
         "rpc",
         "c",
         "phase",
@@ -1107,11 +1147,12 @@ fn print_figures(
         "beside",
         "its rate",
         "ratio",
-        "steal"
+        "steal",
+        "cpu µs"
     );
     for f in figures {
         println!(
-            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}× {:>6}",
+            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}× {:>6} {:>8}",
             f.rpc,
             f.concurrency,
             f.phase,
@@ -1123,7 +1164,9 @@ fn print_figures(
             f.primitive_rps,
             f.ratio,
             f.steal_pct
-                .map_or_else(|| "-".to_string(), |p| format!("{p:.0}%"))
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.0}%")),
+            f.cpu_us_per_call
+                .map_or_else(|| "-".to_string(), |us| format!("{us:.0}"))
         );
     }
     if let Some(worst) = steal_warning(figures) {
@@ -1251,6 +1294,7 @@ mod tests {
             per_sec: 5000.0,
             errors: 2,
             steal_pct: Some(12.5),
+            cpu_us_per_call: Some(210.0),
         };
         let line = json_line(&figure(
             "authorize",
@@ -1272,6 +1316,29 @@ mod tests {
         assert_eq!(value["primitive"], "echo");
         assert_eq!(value["ratio"], 0.25);
         assert_eq!(value["steal_pct"], 12.5);
+        assert_eq!(value["cpu_us_per_call"], 210.0);
+    }
+
+    #[test]
+    fn process_cpu_is_read_from_proc_self_stat() {
+        let tail = "S 1 2 3 0 -1 4194304 500 0 0 0 1234 567 0 0 20 0 9 0 100 0 0";
+        let cases: &[(String, Option<u64>)] = &[
+            (format!("4242 (stint) {tail}"), Some(1801)),
+            // A name with spaces and parentheses of its own.
+            (format!("4242 (a) b (c)) {tail}"), Some(1801)),
+            ("4242 (stint) S 1 2 3".to_string(), None),
+            (format!("4242 stint {tail}"), None),
+            (format!("4242 (stint) {}", tail.replace("1234", "x")), None),
+            (String::new(), None),
+        ];
+        for (stat, want) in cases {
+            assert_eq!(parse_process_cpu_ticks(stat), *want, "{stat:?}");
+        }
+        // 150 ticks (1.5 s of CPU) over 6,000 calls: 250 µs each.
+        assert_eq!(cpu_us_per_call(Some(100), Some(250), 6000.0), Some(250.0));
+        assert_eq!(cpu_us_per_call(Some(100), Some(250), 0.0), None);
+        assert_eq!(cpu_us_per_call(Some(250), Some(100), 10.0), None);
+        assert_eq!(cpu_us_per_call(None, Some(100), 10.0), None);
     }
 
     #[test]
