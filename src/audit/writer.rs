@@ -30,8 +30,9 @@
 //! one fsync. Either way a caller returns only once its record is durable, waiting at most
 //! `flush_timeout`, and is woken once for it: on sled the committer hands the callers of
 //! a committed group to the flusher, which answers them when their flush ends (not a
-//! reply at the commit and then a broadcast at every flush that each caller re-checks). Checkpoints are signed and stored by the flusher right after a flush,
-//! off the request path. Time-based checkpoints are timed and stamped by the log's
+//! reply at the commit and then a broadcast at every flush that each caller re-checks).
+//! Checkpoints are signed and stored by the flusher right after a flush, off the request
+//! path. Time-based checkpoints are timed and stamped by the log's
 //! [`Clock`] (the daemon's), so tests drive them with a manual clock.
 //!
 //! Failure: a failed commit, a failed flush, or a flush that outlasts the timeout fails the

@@ -231,7 +231,7 @@ fn process_cpu_ticks() -> Option<u64> {
 /// CPU µs per call between two readings, over `calls` calls.
 fn cpu_us_per_call(before: Option<u64>, after: Option<u64>, calls: f64) -> Option<f64> {
     let ticks = after?.checked_sub(before?)?;
-    (calls >= 1.0).then(|| (ticks * 1_000_000 / PROC_TICKS_PER_SEC) as f64 / calls)
+    (calls >= 1.0).then(|| (ticks.saturating_mul(1_000_000) / PROC_TICKS_PER_SEC) as f64 / calls)
 }
 
 /// Cumulative CPU time of the whole machine, from the first line of `/proc/stat`.
@@ -697,9 +697,9 @@ fn login_request(user: &str, password: &str) -> proto::GetSessionTokenRequest {
 }
 
 /// Measures `rpc` at `concurrency` streams.
-/// [`call_rpc`] with the hypervisor's steal over the measurement: on a shared VM a phase
-/// whose CPU was taken by other guests measures low, and ratios between phases with
-/// different steal are skewed.
+/// [`call_rpc`] with the hypervisor's steal and this process's CPU time per call over the
+/// measurement: on a shared VM a phase whose CPU was taken by other guests measures low,
+/// and ratios between phases with different steal are skewed; CPU per call is not.
 async fn measure_rpc(
     rpc: BenchRpc,
     duration: Duration,

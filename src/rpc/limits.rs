@@ -383,6 +383,7 @@ impl HttpBody for SizedBody {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn grpc_content_types_are_recognised_exactly() {
@@ -405,7 +406,6 @@ mod tests {
         }
         assert!(!is_grpc_content_type(&http::HeaderMap::new()));
     }
-    use super::*;
 
     #[test]
     fn small_calls_accept_far_less_than_iam() {
