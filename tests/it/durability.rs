@@ -362,6 +362,63 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
     assert!(report.intact, "{report:?}");
 }
 
+/// A flush that fails answers every caller whose record it was to cover at once, with
+/// UNAVAILABLE: none waits out the flush timeout (30 s here). Their records stay in the
+/// chain and become durable with the next good flush.
+#[tokio::test]
+async fn a_failed_flush_answers_its_callers_at_once() {
+    let store = std::sync::Arc::new(FaultStore::default());
+    let server = TestServer::builder()
+        .faults(&store)
+        .config(|config| config.audit.flush_timeout_ms = 30_000)
+        .start()
+        .await;
+    let admin = server.admin_login().await;
+    server
+        .create_user_with_password(&admin, "dev", "dev-password-1")
+        .await;
+    server
+        .create_role(&admin, "worker", trust(&arn("user", "dev"), None))
+        .await;
+    let dev = server.session("dev", "dev-password-1").await;
+
+    store.refuse_flush(true);
+    let started = std::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut sts = server.sts_as(&dev);
+        calls.spawn(async move {
+            sts.assume_role(proto::AssumeRoleRequest {
+                role_arn: arn("role", "worker"),
+                role_session_name: "job".into(),
+                ..Default::default()
+            })
+            .await
+        });
+    }
+    while let Some(answer) = calls.join_next().await {
+        assert_status(answer.expect("call task"), Code::Unavailable, &[]);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "callers of a failed flush waited {took:?}"
+    );
+
+    store.refuse_flush(false);
+    server.health_becomes(ServingStatus::Serving).await;
+    assume(&server, &dev)
+        .await
+        .expect("AssumeRole once flushes succeed");
+    let report = server
+        .audit_as(&admin)
+        .verify_chain(proto::VerifyChainRequest {})
+        .await
+        .expect("VerifyChain")
+        .into_inner();
+    assert!(report.intact, "{report:?}");
+}
+
 // ---- WatchEvents ------------------------------------------------------------------------
 
 fn created(event: &AuditEvent, name: &str) -> bool {
