@@ -9,6 +9,11 @@
 //! durable audit, one argon2id hash for logins, a bare Ed25519 verify for offline token
 //! verification — and how much a flood of logins slows Authorize down. `--output json`
 //! prints one object per line per measurement so other tools can read it.
+//!
+//! Each stream sends its next call when the last one answers (closed loop), so figures are
+//! taken at saturation, where any CPU a login takes shows as request latency. `--rate`
+//! offers a fixed rate instead (open loop, timed without coordinated omission, see
+//! [`backlog`]): the latency at the load a server is actually run at.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -91,7 +96,14 @@ pub struct BenchArgs {
     /// Time per measurement: seconds (`30`) or with a unit (`2s`, `1m`).
     #[arg(long, default_value = "3s", value_parser = parse_bench_duration)]
     pub duration: Duration,
-    /// Every RPC at 16 and 64 streams, beside its primitive, plus Authorize during a login flood.
+    /// Open loop: offer this many calls per second in all, spread over the streams, instead
+    /// of each stream sending its next call when the last one answers. A call sent late
+    /// because its stream was still waiting on the server is timed from when it was due,
+    /// so a server that falls behind shows it in p99 (no coordinated omission).
+    #[arg(long, conflicts_with = "suite", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Every RPC at 16 and 64 streams, beside its primitive, plus Authorize during a login
+    /// flood, at saturation and at half its rate alone (open loop).
     #[arg(long)]
     pub suite: bool,
     /// Concurrent logins in the flood phase.
@@ -148,6 +160,19 @@ pub struct BenchArgs {
     pub login_user: Option<String>,
 }
 
+/// Highest `--rate`: a stream's interval must stay above the timer's resolution.
+const MAX_RATE: f64 = 1e7;
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE => Ok(rate),
+        Ok(_) => Err(format!(
+            "calls per second must be above 0 and at most {MAX_RATE}"
+        )),
+        Err(_) => Err("expected calls per second, a number such as 5000".into()),
+    }
+}
+
 fn parse_bench_duration(text: &str) -> Result<Duration, String> {
     let seconds = parse_duration(text)?;
     Ok(Duration::from_secs(
@@ -177,6 +202,9 @@ struct Figure {
     /// noisy machine better than `rps` does. `null` in a login flood (the logins' hashing
     /// is in it) or where `/proc/self/stat` is unreadable.
     cpu_us_per_call: Option<f64>,
+    /// Open loop (`--rate`, and the suite's half-load flood): the calls per second offered;
+    /// `null` when each stream sent its next call as soon as the last answered.
+    offered_rps: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -294,35 +322,102 @@ fn bearer<T>(message: T, authorization: &AsciiMetadataValue) -> Request<T> {
     request
 }
 
-/// Runs `call` from `concurrency` tasks for `duration`; task `i` uses channel `i % n`.
-/// Failed calls are counted, not timed.
-async fn drive<F, Fut>(
+/// How one measurement loads the server: `concurrency` streams for `duration`, each
+/// sending its next call when the last answers (closed loop), or at `rate` calls per
+/// second in all (open loop, see [`Pace`]).
+#[derive(Clone, Copy, Debug)]
+struct Load {
     duration: Duration,
     concurrency: usize,
-    channels: &[Channel],
-    call: F,
-) -> Result<Stats, CliError>
+    rate: Option<f64>,
+}
+
+impl Load {
+    fn closed(duration: Duration, concurrency: usize) -> Self {
+        Load {
+            duration,
+            concurrency,
+            rate: None,
+        }
+    }
+}
+
+/// Open-loop schedule of one stream: its calls are due at fixed intervals, whatever the
+/// server answers, and stream `i` of `n` starts `i/n` of an interval in, so together the
+/// streams offer an even `rate`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pace {
+    first: Duration,
+    interval: Duration,
+}
+
+impl Pace {
+    fn new(rate: f64, stream: usize, streams: usize) -> Self {
+        let streams = streams.max(1);
+        let interval = Duration::from_secs_f64(streams as f64 / rate);
+        Pace {
+            first: interval.mul_f64(stream as f64 / streams as f64),
+            interval,
+        }
+    }
+
+    /// When call `k` (from 0) is due, counted from the start of the measurement.
+    fn due(&self, k: u32) -> Duration {
+        self.first + self.interval * k
+    }
+}
+
+/// How long a paced call waited for its stream, the stream being busy with the call before
+/// it: `max(0, the last call's wait + its answer time − the interval)` (Lindley's recursion
+/// for a queue with one server). A call's latency is this wait plus its own answer time, so
+/// a server that answers slower than the interval shows its backlog in the figures, as if
+/// every call had been sent when due (no coordinated omission), while the client's timer
+/// waking late (tokio's resolution is 1 ms) is not charged to the server.
+fn backlog(last_wait: Duration, last_answer: Duration, interval: Duration) -> Duration {
+    (last_wait + last_answer).saturating_sub(interval)
+}
+
+/// Runs `call` from `load.concurrency` tasks for `load.duration`; task `i` uses channel
+/// `i % n`. Failed calls are counted, not timed.
+async fn drive<F, Fut>(load: Load, channels: &[Channel], call: F) -> Result<Stats, CliError>
 where
     F: Fn(Channel) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
-    let started = Instant::now();
-    let deadline = started + duration;
+    // tokio's clock, so tests can run a measurement on paused time.
+    let started = tokio::time::Instant::now();
+    let deadline = started + load.duration;
+    let streams = load.concurrency.max(1);
     let mut tasks = Vec::new();
-    for i in 0..concurrency.max(1) {
+    for i in 0..streams {
         let call = call.clone();
         let channel = channels
             .get(i % channels.len().max(1))
             .cloned()
             .ok_or_else(|| CliError::new("no connection"))?;
+        let pace = load.rate.map(|rate| Pace::new(rate, i, streams));
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match call(channel.clone()).await {
-                    Ok(()) => samples.push(t.elapsed()),
+            let (mut wait, mut k) = (Duration::ZERO, 0u32);
+            while tokio::time::Instant::now() < deadline {
+                if let Some(pace) = pace {
+                    let due = started + pace.due(k);
+                    k = k.saturating_add(1);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                }
+                let sent = tokio::time::Instant::now();
+                let result = call(channel.clone()).await;
+                let answer = sent.elapsed();
+                match result {
+                    Ok(()) => samples.push(wait + answer),
                     Err(_) => errors += 1,
+                }
+                if let Some(pace) = pace {
+                    wait = backlog(wait, answer, pace.interval);
                 }
                 // CPU-only calls (offline verify) must still let the other tasks run.
                 tokio::task::yield_now().await;
@@ -337,7 +432,8 @@ where
         all.extend(samples);
         errors += failed;
     }
-    Ok(stats(all, errors, started.elapsed()))
+    // An open loop's last call can end before the deadline; its window is still `duration`.
+    Ok(stats(all, errors, started.elapsed().max(load.duration)))
 }
 
 /// Median time of `runs` calls of a blocking primitive, as calls per second on one core.
@@ -702,13 +798,12 @@ fn login_request(user: &str, password: &str) -> proto::GetSessionTokenRequest {
 /// and ratios between phases with different steal are skewed; CPU per call is not.
 async fn measure_rpc(
     rpc: BenchRpc,
-    duration: Duration,
-    concurrency: usize,
+    load: Load,
     channels: &[Channel],
     setup: &Setup,
 ) -> Result<Stats, CliError> {
     let (before, cpu_before, started) = (read_cpu_times(), process_cpu_ticks(), Instant::now());
-    let mut stats = call_rpc(rpc, duration, concurrency, channels, setup).await?;
+    let mut stats = call_rpc(rpc, load, channels, setup).await?;
     let calls = stats.per_sec * started.elapsed().as_secs_f64();
     stats.steal_pct = steal_pct(before, read_cpu_times());
     stats.cpu_us_per_call = cpu_us_per_call(cpu_before, process_cpu_ticks(), calls);
@@ -717,14 +812,13 @@ async fn measure_rpc(
 
 async fn call_rpc(
     rpc: BenchRpc,
-    duration: Duration,
-    concurrency: usize,
+    load: Load,
     channels: &[Channel],
     setup: &Setup,
 ) -> Result<Stats, CliError> {
     match rpc {
         BenchRpc::Echo => {
-            drive(duration, concurrency, channels, |channel| async move {
+            drive(load, channels, |channel| async move {
                 tonic_health::pb::health_client::HealthClient::new(channel)
                     .check(tonic_health::pb::HealthCheckRequest {
                         service: String::new(),
@@ -736,7 +830,7 @@ async fn call_rpc(
         }
         BenchRpc::GetCallerIdentity => {
             let auth = authorization(&setup.token)?;
-            drive(duration, concurrency, channels, move |channel| {
+            drive(load, channels, move |channel| {
                 let request = bearer(proto::GetCallerIdentityRequest {}, &auth);
                 async move {
                     StsClient::new(channel)
@@ -750,7 +844,7 @@ async fn call_rpc(
         BenchRpc::Authorize => {
             let token = Arc::new(setup.token.clone());
             let auth = authorization(&setup.token)?;
-            drive(duration, concurrency, channels, move |channel| {
+            drive(load, channels, move |channel| {
                 let request = bearer(
                     proto::AuthorizeRequest {
                         session_token: token.to_string(),
@@ -772,7 +866,7 @@ async fn call_rpc(
         BenchRpc::AssumeRole => {
             let auth = authorization(&setup.token)?;
             let role_arn = Arc::new(need(&setup.role_arn, rpc)?);
-            drive(duration, concurrency, channels, move |channel| {
+            drive(load, channels, move |channel| {
                 let request = bearer(
                     proto::AssumeRoleRequest {
                         role_arn: role_arn.to_string(),
@@ -794,7 +888,7 @@ async fn call_rpc(
         BenchRpc::GetSessionTokenKey => {
             let (id, secret) = need(&setup.access_key, rpc)?;
             let (id, secret) = (Arc::new(id), Arc::new(secret));
-            drive(duration, concurrency, channels, move |channel| {
+            drive(load, channels, move |channel| {
                 let request = proto::GetSessionTokenRequest {
                     credential: Some(proto::get_session_token_request::Credential::AccessKey(
                         proto::AccessKeyCredential {
@@ -817,7 +911,7 @@ async fn call_rpc(
         }
         BenchRpc::Login => {
             let login = Arc::new(need(&setup.login, rpc)?);
-            drive(duration, concurrency, channels, move |channel| {
+            drive(load, channels, move |channel| {
                 let request = login_request(&login.0, login.1.expose());
                 async move {
                     StsClient::new(channel)
@@ -831,7 +925,7 @@ async fn call_rpc(
         BenchRpc::VerifyOffline => {
             let verifier = setup.verifier.clone();
             let token = Arc::new(setup.token.clone());
-            drive(duration, concurrency, channels, move |_| {
+            drive(load, channels, move |_| {
                 let verified = verifier
                     .verify(&token, SystemClock.now())
                     .map(|_| ())
@@ -920,16 +1014,14 @@ async fn measure(
     // Warm up connections and caches.
     measure_rpc(
         BenchRpc::Echo,
-        Duration::from_millis(200),
-        16,
+        Load::closed(Duration::from_millis(200), 16),
         &channels,
         setup,
     )
     .await?;
     measure_rpc(
         BenchRpc::Authorize,
-        Duration::from_millis(200),
-        16,
+        Load::closed(Duration::from_millis(200), 16),
         &channels,
         setup,
     )
@@ -937,23 +1029,32 @@ async fn measure(
 
     let mut figures = Vec::new();
     for &concurrency in &concurrencies {
-        progress(&format!(
-            "echo at {concurrency} streams for {:?}",
-            args.duration
-        ));
-        let echo =
-            measure_rpc(BenchRpc::Echo, args.duration, concurrency, &channels, setup).await?;
+        let load = Load {
+            duration: args.duration,
+            concurrency,
+            rate: args.rate,
+        };
+        progress(&format!("echo at {}", describe(load)));
+        let echo = measure_rpc(BenchRpc::Echo, load, &channels, setup).await?;
         for &rpc in &rpcs {
             let s = if rpc == BenchRpc::Echo {
                 echo
             } else {
-                progress(&format!(
-                    "{} at {concurrency} streams for {:?}",
-                    rpc.name(),
-                    args.duration
-                ));
-                measure_rpc(rpc, args.duration, concurrency, &channels, setup).await?
+                progress(&format!("{} at {}", rpc.name(), describe(load)));
+                measure_rpc(rpc, load, &channels, setup).await?
             };
+            if let Some(rate) = load.rate {
+                // Open loop: the figure is the latency at that rate, beside the rate offered.
+                figures.push(paced(figure(
+                    rpc.name(),
+                    concurrency,
+                    &s,
+                    "alone",
+                    "offered",
+                    rate,
+                )));
+                continue;
+            }
             let (primitive, primitive_rps) = match rpc {
                 BenchRpc::VerifyOffline => ("ed25519-verify", primitives.ed25519_verify),
                 BenchRpc::Login => ("argon2id-hash", primitives.argon2id_hash),
@@ -980,19 +1081,8 @@ async fn measure(
             }
         }
         if args.suite && setup.login.is_some() {
-            let alone = measure_rpc(
-                BenchRpc::Authorize,
-                args.duration,
-                concurrency,
-                &channels,
-                setup,
-            )
-            .await?;
-            progress(&format!(
-                "authorize at {concurrency} streams during a flood of {} logins",
-                args.login_flood
-            ));
-            let (during, logins) = login_flood(args, concurrency, &channels, setup).await?;
+            let saturated = Load::closed(args.duration, concurrency);
+            let alone = measure_rpc(BenchRpc::Authorize, saturated, &channels, setup).await?;
             figures.push(figure(
                 "authorize",
                 concurrency,
@@ -1001,25 +1091,27 @@ async fn measure(
                 "echo",
                 echo.per_sec,
             ));
-            let mut flooded = figure(
+            figures.extend(
+                flood_figures(args, saturated, &alone, &channels, setup, &primitives).await?,
+            );
+            // The same at half of Authorize's rate alone: a server with headroom, as one
+            // is run, where logins can use the idle half instead of taking from requests.
+            let rate = alone.per_sec / 2.0;
+            let half = Load {
+                rate: Some(rate),
+                ..saturated
+            };
+            progress(&format!("authorize at {}", describe(half)));
+            let alone = measure_rpc(BenchRpc::Authorize, half, &channels, setup).await?;
+            figures.push(paced(figure(
                 "authorize",
                 concurrency,
-                &during,
-                "login-flood",
-                "authorize-alone-p99",
-                0.0,
-            );
-            flooded.primitive_rps = alone.p99.as_secs_f64() * 1e6;
-            flooded.ratio = us(during.p99) / us(alone.p99).max(1e-9);
-            figures.push(flooded);
-            figures.push(figure(
-                "login",
-                args.login_flood,
-                &logins,
-                "login-flood",
-                "argon2id-hash",
-                primitives.argon2id_hash,
-            ));
+                &alone,
+                "alone",
+                "offered",
+                rate,
+            )));
+            figures.extend(flood_figures(args, half, &alone, &channels, setup, &primitives).await?);
         }
     }
     print_figures(&figures, output, args, &primitives);
@@ -1047,13 +1139,69 @@ fn figure(
         ratio: s.per_sec / primitive_rps.max(1e-9),
         steal_pct: s.steal_pct,
         cpu_us_per_call: s.cpu_us_per_call,
+        offered_rps: None,
     }
+}
+
+/// "64 streams for 3s", or "64 streams for 3s at 5000 calls/s".
+fn describe(load: Load) -> String {
+    match load.rate {
+        None => format!("{} streams for {:?}", load.concurrency, load.duration),
+        Some(rate) => format!(
+            "{} streams for {:?} at {rate:.0} calls/s",
+            load.concurrency, load.duration
+        ),
+    }
+}
+
+/// Marks an open-loop figure with the rate it was offered (its `primitive_rps`).
+fn paced(mut figure: Figure) -> Figure {
+    figure.offered_rps = Some(figure.primitive_rps);
+    figure
+}
+
+/// Authorize under `load` during a login flood, beside its p99 alone under the same load,
+/// and the logins' rate beside one argon2id hash.
+async fn flood_figures(
+    args: &BenchArgs,
+    load: Load,
+    alone: &Stats,
+    channels: &[Channel],
+    setup: &Setup,
+    primitives: &Primitives,
+) -> Result<Vec<Figure>, CliError> {
+    progress(&format!(
+        "authorize at {} during a flood of {} logins",
+        describe(load),
+        args.login_flood
+    ));
+    let (during, logins) = login_flood(args, load, channels, setup).await?;
+    let mut flooded = figure(
+        "authorize",
+        load.concurrency,
+        &during,
+        "login-flood",
+        "authorize-alone-p99",
+        us(alone.p99),
+    );
+    flooded.ratio = us(during.p99) / us(alone.p99).max(1e-9);
+    flooded.offered_rps = load.rate;
+    let mut logins = figure(
+        "login",
+        args.login_flood,
+        &logins,
+        "login-flood",
+        "argon2id-hash",
+        primitives.argon2id_hash,
+    );
+    logins.offered_rps = load.rate;
+    Ok(vec![flooded, logins])
 }
 
 /// Authorize measured while `login_flood` clients log in over their own connections.
 async fn login_flood(
     args: &BenchArgs,
-    concurrency: usize,
+    load: Load,
     channels: &[Channel],
     setup: &Setup,
 ) -> Result<(Stats, Stats), CliError> {
@@ -1079,14 +1227,7 @@ async fn login_flood(
         }));
     }
     let started = Instant::now();
-    let during = measure_rpc(
-        BenchRpc::Authorize,
-        args.duration,
-        concurrency,
-        channels,
-        setup,
-    )
-    .await;
+    let during = measure_rpc(BenchRpc::Authorize, load, channels, setup).await;
     flooding.store(false, Ordering::Relaxed);
     for task in flood {
         task.await.map_err(err)?;
@@ -1136,7 +1277,7 @@ fn print_figures(
         primitives.ed25519_verify, primitives.argon2id_hash, primitives.fdatasync
     );
     println!(
-        "{:<22} {:>4} {:<12} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7} {:>6} {:>8}",
+        "{:<22} {:>4} {:<24} {:>10} {:>9} {:>9} {:>6}   {:<20} {:>10} {:>7} {:>6} {:>8}",
         "rpc",
         "c",
         "phase",
@@ -1152,10 +1293,10 @@ fn print_figures(
     );
     for f in figures {
         println!(
-            "{:<22} {:>4} {:<12} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}× {:>6} {:>8}",
+            "{:<22} {:>4} {:<24} {:>10.0} {:>9.0} {:>9.0} {:>6}   {:<20} {:>10.0} {:>6.2}× {:>6} {:>8}",
             f.rpc,
             f.concurrency,
-            f.phase,
+            phase_label(f),
             f.rps,
             f.p50_us,
             f.p99_us,
@@ -1175,6 +1316,14 @@ fn print_figures(
              measurement; figures from such phases are low, and ratios between phases with \
              different steal are skewed"
         );
+    }
+}
+
+/// The phase, with the rate offered in an open-loop measurement ("login-flood at 9000/s").
+fn phase_label(figure: &Figure) -> String {
+    match figure.offered_rps {
+        None => figure.phase.to_string(),
+        Some(rate) => format!("{} at {rate:.0}/s", figure.phase),
     }
 }
 
@@ -1215,6 +1364,119 @@ mod tests {
             Command::Bench(args) => (args, cli.output),
             _ => panic!("not bench"),
         }
+    }
+
+    #[test]
+    fn rates_are_positive_finite_numbers_within_the_cap() {
+        for (text, ok) in [
+            ("5000", true),
+            ("0.5", true),
+            ("1e7", true),
+            ("0", false),
+            ("-1", false),
+            ("1e8", false),
+            ("NaN", false),
+            ("inf", false),
+            ("fast", false),
+            ("", false),
+        ] {
+            assert_eq!(parse_rate(text).is_ok(), ok, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn rate_and_suite_do_not_go_together() {
+        let cli = Cli::try_parse_from(["stint", "bench", "--suite", "--rate", "100"]);
+        assert!(cli.is_err());
+        let (args, _) = bench_args(&["stint", "bench", "--rpc", "authorize", "--rate", "250"]);
+        assert_eq!(args.rate, Some(250.0));
+    }
+
+    #[test]
+    fn streams_share_the_rate_evenly() {
+        let ms = Duration::from_millis;
+        // 4 streams at 1000/s: each sends every 4 ms, stream i starting i ms in.
+        let pace = Pace::new(1000.0, 1, 4);
+        assert_eq!(pace.interval, ms(4));
+        assert_eq!((pace.due(0), pace.due(2)), (ms(1), ms(9)));
+        let mut dues: Vec<Duration> = (0..4)
+            .flat_map(|i| {
+                let pace = Pace::new(1000.0, i, 4);
+                (0..250).map(move |k| pace.due(k))
+            })
+            .collect();
+        dues.sort();
+        assert_eq!(dues.len(), 1000);
+        assert!(
+            dues.windows(2).all(|w| w[1] - w[0] == ms(1)),
+            "one call a millisecond"
+        );
+    }
+
+    #[test]
+    fn a_call_waits_for_what_the_calls_before_it_overran() {
+        let ms = Duration::from_millis;
+        for (last_wait, last_answer, interval, wait) in [
+            (0, 1, 2, 0), // answered within the interval: the next call goes out on time
+            (0, 2, 2, 0), // exactly on time
+            (0, 3, 2, 1), // overran by 1 ms: the next call waits 1 ms
+            (1, 3, 2, 2), // and the overruns add up
+            (5, 1, 2, 4), // a backlog drains by the slack of each fast answer
+            (1, 0, 2, 0), // never below zero
+        ] {
+            assert_eq!(
+                backlog(ms(last_wait), ms(last_answer), ms(interval)),
+                ms(wait),
+                "{last_wait} + {last_answer} against {interval}"
+            );
+        }
+    }
+
+    fn lazy_channel() -> Channel {
+        tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_offers_its_rate_whatever_the_answers() {
+        let load = Load {
+            duration: Duration::from_secs(1),
+            concurrency: 4,
+            rate: Some(200.0),
+        };
+        let stats = drive(load, &[lazy_channel()], |_| async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(stats.per_sec.round(), 200.0);
+        assert_eq!(
+            (stats.p50, stats.p99),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_slower_than_the_rate_shows_its_backlog_in_the_latencies() {
+        let ms = Duration::from_millis;
+        // One stream due every 10 ms, answers taking 20 ms: call k is sent at 20k ms but
+        // was due at 10k ms, so it counts 20 + 10k ms.
+        let slow = |_| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        };
+        let paced = Load {
+            duration: ms(100),
+            concurrency: 1,
+            rate: Some(100.0),
+        };
+        let stats = drive(paced, &[lazy_channel()], slow).await.unwrap();
+        assert_eq!((stats.p50, stats.p99), (ms(40), ms(60)));
+        // A closed loop sees only the answer time.
+        let stats = drive(Load::closed(ms(100), 1), &[lazy_channel()], slow)
+            .await
+            .unwrap();
+        assert_eq!((stats.p50, stats.p99), (ms(20), ms(20)));
     }
 
     #[test]
