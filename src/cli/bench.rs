@@ -160,14 +160,15 @@ pub struct BenchArgs {
     pub login_user: Option<String>,
 }
 
-/// Highest `--rate`: a stream's interval must stay above the timer's resolution.
+/// `--rate` bounds: one call a minute, ten million a second.
+const MIN_RATE: f64 = 1.0 / 60.0;
 const MAX_RATE: f64 = 1e7;
 
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE => Ok(rate),
+        Ok(rate) if (MIN_RATE..=MAX_RATE).contains(&rate) => Ok(rate),
         Ok(_) => Err(format!(
-            "calls per second must be above 0 and at most {MAX_RATE}"
+            "calls per second must be between {MIN_RATE:.3} (one a minute) and {MAX_RATE}"
         )),
         Err(_) => Err("expected calls per second, a number such as 5000".into()),
     }
@@ -354,16 +355,17 @@ struct Pace {
 impl Pace {
     fn new(rate: f64, stream: usize, streams: usize) -> Self {
         let streams = streams.max(1);
-        let interval = Duration::from_secs_f64(streams as f64 / rate);
+        let interval = Duration::try_from_secs_f64(streams as f64 / rate).unwrap_or(Duration::MAX);
         Pace {
             first: interval.mul_f64(stream as f64 / streams as f64),
             interval,
         }
     }
 
-    /// When call `k` (from 0) is due, counted from the start of the measurement.
-    fn due(&self, k: u32) -> Duration {
-        self.first + self.interval * k
+    /// When call `k` (from 0) is due, counted from the start of the measurement; `None`
+    /// past any time a measurement can reach.
+    fn due(&self, k: u32) -> Option<Duration> {
+        self.interval.checked_mul(k)?.checked_add(self.first)
     }
 }
 
@@ -402,11 +404,11 @@ where
             let (mut wait, mut k) = (Duration::ZERO, 0u32);
             while tokio::time::Instant::now() < deadline {
                 if let Some(pace) = pace {
-                    let due = started + pace.due(k);
+                    let due = match pace.due(k).and_then(|at| started.checked_add(at)) {
+                        Some(due) if due < deadline => due,
+                        _ => break,
+                    };
                     k = k.saturating_add(1);
-                    if due >= deadline {
-                        break;
-                    }
                     tokio::time::sleep_until(due).await;
                 }
                 let sent = tokio::time::Instant::now();
@@ -1372,6 +1374,9 @@ mod tests {
             ("5000", true),
             ("0.5", true),
             ("1e7", true),
+            ("0.02", true),
+            ("0.01", false),
+            ("1e-300", false),
             ("0", false),
             ("-1", false),
             ("1e8", false),
@@ -1398,11 +1403,11 @@ mod tests {
         // 4 streams at 1000/s: each sends every 4 ms, stream i starting i ms in.
         let pace = Pace::new(1000.0, 1, 4);
         assert_eq!(pace.interval, ms(4));
-        assert_eq!((pace.due(0), pace.due(2)), (ms(1), ms(9)));
+        assert_eq!((pace.due(0), pace.due(2)), (Some(ms(1)), Some(ms(9))));
         let mut dues: Vec<Duration> = (0..4)
             .flat_map(|i| {
                 let pace = Pace::new(1000.0, i, 4);
-                (0..250).map(move |k| pace.due(k))
+                (0..250).filter_map(move |k| pace.due(k))
             })
             .collect();
         dues.sort();
@@ -1410,6 +1415,13 @@ mod tests {
         assert!(
             dues.windows(2).all(|w| w[1] - w[0] == ms(1)),
             "one call a millisecond"
+        );
+        // The slowest rate over a million streams: far off, but no overflow.
+        let slow = Pace::new(MIN_RATE, 999_999, 1_000_000);
+        assert!(slow.due(1).is_some_and(|at| at > Duration::from_secs(3600)));
+        assert_eq!(
+            Pace::new(1e7, 0, 1).due(u32::MAX).map(|at| at.as_secs()),
+            Some(429)
         );
     }
 
