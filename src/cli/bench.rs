@@ -1047,14 +1047,7 @@ async fn measure(
             };
             if let Some(rate) = load.rate {
                 // Open loop: the figure is the latency at that rate, beside the rate offered.
-                figures.push(paced(figure(
-                    rpc.name(),
-                    concurrency,
-                    &s,
-                    "alone",
-                    "offered",
-                    rate,
-                )));
+                figures.push(at_offered_rate(rpc.name(), concurrency, &s, rate));
                 continue;
             }
             let (primitive, primitive_rps) = match rpc {
@@ -1105,14 +1098,7 @@ async fn measure(
             };
             progress(&format!("authorize at {}", describe(half)));
             let alone = measure_rpc(BenchRpc::Authorize, half, &channels, setup).await?;
-            figures.push(paced(figure(
-                "authorize",
-                concurrency,
-                &alone,
-                "alone",
-                "offered",
-                rate,
-            )));
+            figures.push(at_offered_rate("authorize", concurrency, &alone, rate));
             figures.extend(flood_figures(args, half, &alone, &channels, setup, &primitives).await?);
         }
     }
@@ -1156,9 +1142,10 @@ fn describe(load: Load) -> String {
     }
 }
 
-/// Marks an open-loop figure with the rate it was offered (its `primitive_rps`).
-fn paced(mut figure: Figure) -> Figure {
-    figure.offered_rps = Some(figure.primitive_rps);
+/// An open-loop figure measured alone, beside the rate it was offered.
+fn at_offered_rate(rpc: &'static str, concurrency: usize, s: &Stats, rate: f64) -> Figure {
+    let mut figure = figure(rpc, concurrency, s, "alone", "offered", rate);
+    figure.offered_rps = Some(rate);
     figure
 }
 
@@ -1489,6 +1476,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((stats.p50, stats.p99), (ms(20), ms(20)));
+    }
+
+    /// Every `stint bench` line in the code blocks of README.md and BENCHMARKS.md, with its
+    /// `\` continuations joined and its `# comment` dropped, as argv.
+    fn documented_bench_commands(doc: &str) -> Vec<Vec<String>> {
+        let (mut commands, mut in_block, mut pending) = (Vec::new(), false, String::new());
+        for line in doc.lines() {
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            let line = line.split(" # ").next().unwrap_or_default().trim();
+            pending.push_str(line.trim_end_matches('\\'));
+            pending.push(' ');
+            if line.ends_with('\\') {
+                continue;
+            }
+            let command = std::mem::take(&mut pending);
+            let words: Vec<&str> = command.split_whitespace().collect();
+            let bench = words.iter().position(|w| *w == "bench");
+            let runs_stint = words.first().is_some_and(|w| w.ends_with("stint"))
+                || words.starts_with(&["cargo", "run"]);
+            if let (Some(at), true) = (bench, runs_stint) {
+                let mut argv = vec!["stint".to_string()];
+                argv.extend(words[at..].iter().map(|w| w.to_string()));
+                commands.push(argv);
+            }
+        }
+        commands
+    }
+
+    #[test]
+    fn every_documented_bench_command_parses() {
+        let mut seen = 0;
+        for doc in [
+            include_str!("../../README.md"),
+            include_str!("../../BENCHMARKS.md"),
+        ] {
+            for argv in documented_bench_commands(doc) {
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("{argv:?} does not parse: {e}");
+                }
+                seen += 1;
+            }
+        }
+        // README.md has 5 (two in Development, three for a running server), BENCHMARKS.md 9.
+        assert!(seen >= 14, "found only {seen} documented bench commands");
     }
 
     #[test]

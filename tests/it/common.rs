@@ -696,6 +696,15 @@ impl TestServer {
         AuditClient::with_interceptor(self.channel(), Bearer::new(token))
     }
 
+    /// The audit chain's verification report, as `token` sees it.
+    pub async fn verify_chain(&self, token: &str) -> proto::VerifyChainResponse {
+        self.audit_as(token)
+            .verify_chain(proto::VerifyChainRequest {})
+            .await
+            .expect("VerifyChain")
+            .into_inner()
+    }
+
     // ---- logins -------------------------------------------------------------------------
 
     /// `GetSessionToken` with a password and an optional code.

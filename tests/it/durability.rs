@@ -314,9 +314,8 @@ async fn assume(
         .map(|r| r.into_inner())
 }
 
-#[tokio::test]
-async fn no_credential_leaves_while_the_store_refuses_writes() {
-    let (server, store) = TestServer::over_faults(5, 60).await;
+/// An admin session, and a session of user `dev`, whom role `worker` trusts.
+async fn dev_who_may_assume_worker(server: &TestServer) -> (String, String) {
     let admin = server.admin_login().await;
     server
         .create_user_with_password(&admin, "dev", "dev-password-1")
@@ -325,6 +324,13 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
         .create_role(&admin, "worker", trust(&arn("user", "dev"), None))
         .await;
     let dev = server.session("dev", "dev-password-1").await;
+    (admin, dev)
+}
+
+#[tokio::test]
+async fn no_credential_leaves_while_the_store_refuses_writes() {
+    let (server, store) = TestServer::over_faults(5, 60).await;
+    let (_, dev) = dev_who_may_assume_worker(&server).await;
     assume(&server, &dev)
         .await
         .expect("AssumeRole while healthy");
@@ -353,12 +359,7 @@ async fn no_credential_leaves_while_the_store_refuses_writes() {
         .await
         .expect("AssumeRole once the store accepts writes");
     let admin = server.admin_login().await;
-    let report = server
-        .audit_as(&admin)
-        .verify_chain(proto::VerifyChainRequest {})
-        .await
-        .expect("VerifyChain")
-        .into_inner();
+    let report = server.verify_chain(&admin).await;
     assert!(report.intact, "{report:?}");
 }
 
@@ -373,14 +374,7 @@ async fn a_failed_flush_answers_its_callers_at_once() {
         .config(|config| config.audit.flush_timeout_ms = 30_000)
         .start()
         .await;
-    let admin = server.admin_login().await;
-    server
-        .create_user_with_password(&admin, "dev", "dev-password-1")
-        .await;
-    server
-        .create_role(&admin, "worker", trust(&arn("user", "dev"), None))
-        .await;
-    let dev = server.session("dev", "dev-password-1").await;
+    let (admin, dev) = dev_who_may_assume_worker(&server).await;
 
     store.refuse_flush(true);
     let started = std::time::Instant::now();
@@ -410,12 +404,7 @@ async fn a_failed_flush_answers_its_callers_at_once() {
     assume(&server, &dev)
         .await
         .expect("AssumeRole once flushes succeed");
-    let report = server
-        .audit_as(&admin)
-        .verify_chain(proto::VerifyChainRequest {})
-        .await
-        .expect("VerifyChain")
-        .into_inner();
+    let report = server.verify_chain(&admin).await;
     assert!(report.intact, "{report:?}");
 }
 
