@@ -5,7 +5,11 @@
 //!   parameters (target: at most +15%);
 //! - AssumeRole throughput with the durable audit log (fsync, group commit) vs the same
 //!   with durability off (a store whose flush does nothing), and the batch sizes the group
-//!   commit reached (target: at least 80%).
+//!   commit reached (target: at least 80%);
+//! - the store's share of one mint: a group of 16 mints' writes (a session record and an
+//!   audit record each, the sizes a real AssumeRole wrote) committed to sled, to the
+//!   in-memory store, and as one `write` of the same bytes to a file, the append a
+//!   write-ahead log would make (none of them flushed: fsync is measured separately).
 //!
 //! `cargo bench --bench broker` (criterion for the means; a summary table is printed last).
 // Benchmarks set up fixed inputs: a failure there is a bug in the benchmark.
@@ -14,6 +18,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +35,7 @@ use stint::core::authn::password::{self, Argon2Params};
 use stint::core::authn::totp;
 use stint::core::model::Account;
 use stint::core::secret::SecretString;
+use stint::store::memory::MemoryStore;
 use stint::store::seal::MasterKey;
 use stint::store::sled::SledStore;
 use stint::store::{Batch, Entries, Entry, Store, StoreError, Table};
@@ -63,6 +69,7 @@ impl Store for NoFlush {
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
     broker: Arc<Broker>,
     admin: Caller,
     password: SecretString,
@@ -92,7 +99,14 @@ async fn fixture(durable: bool, argon2: Argon2Params) -> Fixture {
     let mut settings = BrokerSettings::dev(Account::new("stint", "000000000000"));
     settings.argon2 = argon2;
     let master = MasterKey::generate(&SystemRandom::new()).unwrap();
-    let broker = Broker::new(store, audit, master, settings, Arc::new(SystemClock)).unwrap();
+    let broker = Broker::new(
+        store.clone(),
+        audit,
+        master,
+        settings,
+        Arc::new(SystemClock),
+    )
+    .unwrap();
     let password = SecretString::new("bench password 123".into());
     let (_, _, seed) = broker.bootstrap_admin("admin", &password).await.unwrap();
     let admin_token = login_admin(&broker, seed.expose()).await;
@@ -112,6 +126,7 @@ async fn fixture(durable: bool, argon2: Argon2Params) -> Fixture {
         .unwrap();
     Fixture {
         _dir: dir,
+        store,
         broker,
         admin,
         password,
@@ -136,6 +151,35 @@ async fn login_admin(broker: &Arc<Broker>, seed: &[u8]) -> String {
         .await
         .unwrap()
         .session_token
+}
+
+/// Mints per group in the store comparison: about what the audit writer's group commit
+/// reaches at 64 concurrent callers (`stint bench` prints the figure).
+const MINTS_PER_GROUP: u64 = 16;
+
+/// The session and audit record one real AssumeRole stores, as bytes.
+async fn last_mint_records() -> (Vec<u8>, Vec<u8>) {
+    let fx = fixture(false, Argon2Params::TEST_CHEAP).await;
+    fx.broker
+        .assume_role(
+            &RequestMeta::default(),
+            &fx.admin,
+            AssumeRoleInput {
+                role_arn: "arn:stint:iam::000000000000:role/bench".into(),
+                role_session_name: "records".into(),
+                ..AssumeRoleInput::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sessions = fx.store.scan(Table::Sessions, &[], None, 16).unwrap();
+    let audit = fx.store.last(Table::Audit).unwrap().unwrap();
+    let session = sessions
+        .into_iter()
+        .map(|(_, value)| value)
+        .find(|value| value.windows(10).any(|w| w == b"role/bench"))
+        .unwrap();
+    (session, audit.1)
 }
 
 fn summary_line(name: &str, ours: Duration, base: Duration, base_name: &str) {
@@ -311,6 +355,72 @@ fn main() {
             (tasks, durable, stats, off)
         })
         .collect();
+
+    // --- the store's share of a mint: sled vs in-memory vs a plain append
+    let (session, audit) = rt.block_on(last_mint_records());
+    let mint_group = |first: u64| -> Vec<Batch> {
+        (first..first + MINTS_PER_GROUP)
+            .map(|n| Batch {
+                expects: vec![(Table::Audit, n.to_be_bytes().to_vec(), None)],
+                writes: vec![
+                    (Table::Audit, n.to_be_bytes().to_vec(), Some(audit.clone())),
+                    (
+                        Table::Sessions,
+                        format!("ASIA{n:016}").into_bytes(),
+                        Some(session.clone()),
+                    ),
+                ],
+            })
+            .collect()
+    };
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(sled_dir.path(), 64 << 20).unwrap();
+    let memory = MemoryStore::new();
+    let mut wal = tempfile::tempfile().unwrap();
+    let (mut next_sled, mut next_memory) = (0u64, 0u64);
+    let commit_to = |store: &dyn Store, next: &mut u64| {
+        let group = mint_group(*next);
+        *next += MINTS_PER_GROUP;
+        let (applied, outcome) = store.commit_group(&group);
+        outcome.unwrap();
+        assert_eq!(applied, group.len());
+    };
+    let mut append = || {
+        let mut bytes = Vec::with_capacity(MINTS_PER_GROUP as usize * 2048);
+        for batch in mint_group(0) {
+            for (_, key, value) in &batch.writes {
+                bytes.extend_from_slice(key);
+                bytes.extend_from_slice(value.as_deref().unwrap_or_default());
+            }
+        }
+        wal.write_all(&bytes).unwrap();
+    };
+    let (on_sled, appended) =
+        interleaved(31, 8, &mut || commit_to(&sled, &mut next_sled), &mut append);
+    let (in_memory, _) = interleaved(
+        31,
+        8,
+        &mut || commit_to(&memory, &mut next_memory),
+        &mut || {},
+    );
+    let per_mint = |group: Duration| group / MINTS_PER_GROUP as u32;
+    summary.push((
+        "store: one mint's records on sled",
+        per_mint(on_sled),
+        per_mint(appended),
+        "the same bytes appended",
+    ));
+    summary.push((
+        "store: one mint's records in memory",
+        per_mint(in_memory),
+        per_mint(appended),
+        "the same bytes appended",
+    ));
+    println!(
+        "(a mint's records: session {} B, audit {} B; groups of {MINTS_PER_GROUP})",
+        session.len(),
+        audit.len()
+    );
 
     criterion.final_summary();
     println!("\n== summary (medians; ratio = ours / primitive)");
