@@ -22,70 +22,15 @@ use stint::core::policy::{
     Context, Decision, MAX_MATCH_LEN, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate,
 };
 
-const DEVELOPER: &str = r#"{
-  "Version": "2012-10-17",
-  "Statement": [
-    {"Sid": "ReadBuckets", "Effect": "Allow", "Action": ["s3:Get*", "s3:List*"],
-     "Resource": ["arn:aws:s3:::app-*", "arn:aws:s3:::app-*/*"]},
-    {"Sid": "OwnHome", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-     "Resource": "arn:aws:s3:::app-data/home/${aws:username}/*"},
-    {"Sid": "OfficeOnly", "Effect": "Deny", "Action": "*", "Resource": "*",
-     "Condition": {"NotIpAddress": {"aws:SourceIp": ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]}}},
-    {"Sid": "Ec2Describe", "Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"},
-    {"Sid": "Ec2Tagged", "Effect": "Allow", "Action": ["ec2:StartInstances", "ec2:StopInstances"],
-     "Resource": "arn:aws:ec2:*:123456789012:instance/*",
-     "Condition": {"StringLike": {"aws:ResourceTag/team": ["dev-*", "platform"]}}},
-    {"Sid": "NoProdDelete", "Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "arn:aws:s3:::prod-*"}
-  ]
-}"#;
+const DEVELOPER: &str = include_str!("policies/developer.json");
 
-const MFA_GUARD: &str = r#"{
-  "Version": "2012-10-17",
-  "Statement": [
-    {"Sid": "AssumeDeploy", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": "arn:aws:iam::123456789012:role/deploy-*",
-     "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}}},
-    {"Sid": "DenyWithoutMfa", "Effect": "Deny", "NotAction": ["iam:ChangePassword", "sts:GetSessionToken"],
-     "Resource": "*", "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}}},
-    {"Sid": "OwnUser", "Effect": "Allow", "Action": ["iam:GetUser", "iam:ChangePassword"],
-     "Resource": "arn:aws:iam::*:user/${aws:username}"},
-    {"Sid": "ContractWindow", "Effect": "Deny", "Action": "*", "Resource": "*",
-     "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2030-12-31T23:59:59Z"}}}
-  ]
-}"#;
+const MFA_GUARD: &str = include_str!("policies/mfa_guard.json");
 
-const LOGS: &str = r#"{
-  "Version": "2012-10-17",
-  "Statement": [
-    {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-     "Resource": "arn:aws:logs:*:123456789012:log-group:/app/*"},
-    {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-     "Condition": {"StringEquals": {"cloudwatch:namespace": "App"}}},
-    {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-     "Resource": "arn:aws:secretsmanager:*:123456789012:secret:app/*",
-     "Condition": {"DateLessThan": {"aws:CurrentTime": "2031-01-01T00:00:00Z"}}}
-  ]
-}"#;
+const LOGS: &str = include_str!("policies/logs.json");
 
-const BOUNDARY: &str = r#"{
-  "Version": "2012-10-17",
-  "Statement": [
-    {"Sid": "Services", "Effect": "Allow", "Action": ["s3:*", "ec2:*", "logs:*", "cloudwatch:*", "sts:*", "secretsmanager:*"], "Resource": "*"},
-    {"Sid": "SelfIam", "Effect": "Allow", "Action": "iam:*", "Resource": "arn:aws:iam::*:user/${aws:username}"},
-    {"Sid": "NoOrg", "Effect": "Deny", "Action": ["organizations:*", "account:*"], "Resource": "*"}
-  ]
-}"#;
+const BOUNDARY: &str = include_str!("policies/boundary.json");
 
-const SESSION: &str = r#"{
-  "Version": "2012-10-17",
-  "Statement": [
-    {"Sid": "S3App", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::app-*"},
-    {"Sid": "S3AppObjects", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::app-*/*"},
-    {"Sid": "Rest", "Effect": "Allow", "NotAction": "s3:*", "Resource": "*"},
-    {"Sid": "TlsOnly", "Effect": "Deny", "Action": "*", "Resource": "*",
-     "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
-  ]
-}"#;
+const SESSION: &str = include_str!("policies/session.json");
 
 const DOCS: [(&str, PolicyKind); 5] = [
     (DEVELOPER, PolicyKind::Managed),
