@@ -22,29 +22,9 @@ use stint::core::policy::{
     Context, Decision, MAX_MATCH_LEN, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate,
 };
 
-const DEVELOPER: &str = include_str!("policies/developer.json");
-
-const MFA_GUARD: &str = include_str!("policies/mfa_guard.json");
-
-const LOGS: &str = include_str!("policies/logs.json");
-
-const BOUNDARY: &str = include_str!("policies/boundary.json");
-
-const SESSION: &str = include_str!("policies/session.json");
-
-const DOCS: [(&str, PolicyKind); 5] = [
-    (DEVELOPER, PolicyKind::Managed),
-    (MFA_GUARD, PolicyKind::Managed),
-    (LOGS, PolicyKind::Managed),
-    (BOUNDARY, PolicyKind::Managed),
-    (SESSION, PolicyKind::Session),
-];
-
-fn parse_all() -> Vec<Policy> {
-    DOCS.iter()
-        .map(|(text, kind)| Policy::parse(text, *kind).expect("benchmark policy"))
-        .collect()
-}
+#[path = "policies/set.rs"]
+mod set;
+use set::StintPolicies;
 
 fn context() -> Context {
     let mut c = Context::new();
@@ -127,43 +107,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let policies = parse_all();
+    let policies = StintPolicies::parse();
     let ctx = context();
-    let identity = [
-        NamedPolicy {
-            name: "developer",
-            policy: &policies[0],
-        },
-        NamedPolicy {
-            name: "mfa-guard",
-            policy: &policies[1],
-        },
-        NamedPolicy {
-            name: "logs",
-            policy: &policies[2],
-        },
-    ];
-    let session = [NamedPolicy {
-        name: "session",
-        policy: &policies[4],
-    }];
-    let set = PolicySet {
-        identity: &identity,
-        boundary: Some(NamedPolicy {
-            name: "boundary",
-            policy: &policies[3],
-        }),
-        session: Some(&session),
-    };
-    let req = Request {
-        principal: None,
-        action: ACTION,
-        resource: RESOURCE,
-        context: &ctx,
-    };
-    let statements: usize = policies.iter().map(|p| p.statement_names().count()).sum();
-    assert_eq!(statements, 20);
-    assert_eq!(evaluate(&req, &set).decision, Decision::Allow);
+    assert_eq!(policies.statements(), 20);
+    let decide = || policies.decide(black_box(ACTION), black_box(RESOURCE), black_box(&ctx));
+    assert_eq!(decide(), Decision::Allow);
 
     // `STINT_BENCH_EVALS=N`: just run N evaluations (for `perf stat`/callgrind) and exit.
     if let Some(n) = std::env::var("STINT_BENCH_EVALS")
@@ -171,16 +119,16 @@ fn main() {
         .and_then(|n| n.parse::<u64>().ok())
     {
         for _ in 0..n {
-            black_box(evaluate(black_box(&req), black_box(&set)));
+            black_box(decide());
         }
         return;
     }
 
     let mut c = Criterion::default().configure_from_args();
-    c.bench_function("evaluate 20 statements (allow)", |b| {
-        b.iter(|| evaluate(black_box(&req), black_box(&set)))
+    c.bench_function("evaluate 20 statements (allow)", |b| b.iter(decide));
+    c.bench_function("parse the same 5 documents", |b| {
+        b.iter(StintPolicies::parse)
     });
-    c.bench_function("parse the same 5 documents", |b| b.iter(parse_all));
     let plain = Adversarial::new("b");
     let with_one = Adversarial::new("?b");
     let empty = Context::new();
@@ -209,14 +157,14 @@ fn main() {
     for _ in 0..50_000 {
         let start = Instant::now();
         for _ in 0..BATCH {
-            black_box(evaluate(black_box(&req), black_box(&set)));
+            black_box(decide());
         }
         eval_ns.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
     }
     let mut parse_ns = Vec::with_capacity(5_000);
     for _ in 0..5_000 {
         let start = Instant::now();
-        black_box(parse_all());
+        black_box(StintPolicies::parse());
         parse_ns.push(start.elapsed().as_nanos() as f64);
     }
     eval_ns.sort_by(f64::total_cmp);

@@ -31,16 +31,11 @@ use cedar_policy::{
     Authorizer, Context as CedarContext, Entities, EntityUid, PolicySet as CedarPolicySet,
     Request as CedarRequest, RestrictedExpression,
 };
-use stint::core::policy::{
-    Context, Decision, NamedPolicy, Policy, PolicyKind, PolicySet, Request, evaluate,
-};
+use stint::core::policy::Context;
 
-/// The identity policies, the boundary and the session policy of `benches/policy.rs`.
-pub const DEVELOPER: &str = include_str!("../../benches/policies/developer.json");
-pub const MFA_GUARD: &str = include_str!("../../benches/policies/mfa_guard.json");
-pub const LOGS: &str = include_str!("../../benches/policies/logs.json");
-pub const BOUNDARY: &str = include_str!("../../benches/policies/boundary.json");
-pub const SESSION: &str = include_str!("../../benches/policies/session.json");
+#[path = "../../benches/policies/set.rs"]
+mod set;
+pub use set::StintPolicies;
 
 /// The same 20 statements in Cedar, for principal `alice`.
 pub const CEDAR: &str = r#"
@@ -225,73 +220,6 @@ impl Case {
     }
 }
 
-/// The five IAM documents, parsed.
-pub struct StintPolicies {
-    policies: Vec<Policy>,
-}
-
-impl StintPolicies {
-    pub fn parse() -> Self {
-        let docs = [
-            (DEVELOPER, PolicyKind::Managed),
-            (MFA_GUARD, PolicyKind::Managed),
-            (LOGS, PolicyKind::Managed),
-            (BOUNDARY, PolicyKind::Managed),
-            (SESSION, PolicyKind::Session),
-        ];
-        let policies = docs
-            .iter()
-            .map(|(text, kind)| Policy::parse(text, *kind).expect("a benchmark policy"))
-            .collect();
-        Self { policies }
-    }
-
-    pub fn statements(&self) -> usize {
-        self.policies
-            .iter()
-            .map(|p| p.statement_names().count())
-            .sum()
-    }
-
-    /// Evaluates the three identity policies under the boundary and the session policy.
-    pub fn decide(&self, action: &str, resource: &str, context: &Context) -> Decision {
-        let p = &self.policies;
-        let identity = [
-            NamedPolicy {
-                name: "developer",
-                policy: &p[0],
-            },
-            NamedPolicy {
-                name: "mfa-guard",
-                policy: &p[1],
-            },
-            NamedPolicy {
-                name: "logs",
-                policy: &p[2],
-            },
-        ];
-        let session = [NamedPolicy {
-            name: "session",
-            policy: &p[4],
-        }];
-        let set = PolicySet {
-            identity: &identity,
-            boundary: Some(NamedPolicy {
-                name: "boundary",
-                policy: &p[3],
-            }),
-            session: Some(&session),
-        };
-        let request = Request {
-            principal: None,
-            action,
-            resource,
-            context,
-        };
-        evaluate(&request, &set).decision
-    }
-}
-
 /// The Cedar set, parsed, with its authorizer.
 pub struct CedarPolicies {
     policies: CedarPolicySet,
@@ -323,6 +251,7 @@ impl CedarPolicies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stint::core::policy::Decision;
 
     /// `(what it checks, the request, allowed?)`: every statement decides at least one row.
     fn table() -> Vec<(&'static str, Case, bool)> {
