@@ -3,7 +3,7 @@
 //! context built beforehand. Criterion reports both means; a summary with medians of
 //! alternating batches and the ratio follows (goal: Cedar ≥ 10× Stint's time).
 //!
-//! `cargo bench -p stint-cedar-compare`
+//! `cargo bench --manifest-path cedar-compare/Cargo.toml` (from the repository root)
 // Benchmarks set up fixed inputs: a failure there is a bug in the benchmark.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -6,9 +6,11 @@
 //! that both engines must decide the same way (the tests below); the benchmark
 //! (`benches/cedar.rs`) then times both on the request.
 //!
-//! Its own crate, outside the workspace's default members, so `cargo test` at the root
-//! never compiles cedar-policy: `cargo test -p stint-cedar-compare` runs the table,
-//! `cargo bench -p stint-cedar-compare` the comparison.
+//! Its own workspace (like `fuzz/`), so neither the daemon nor the root's tests ever build
+//! cedar-policy, whose serde_json `preserve_order` feature would otherwise be unified into
+//! the daemon's build and reorder the audit log's canonical JSON.
+//! `cargo test --manifest-path cedar-compare/Cargo.toml` runs the table (CI does),
+//! `cargo bench --manifest-path cedar-compare/Cargo.toml` the comparison.
 //!
 //! The translation, statement by statement (IAM on the left):
 //! - an identity policy's Allow is a `permit`; every Deny, in any layer, is a `forbid`;
