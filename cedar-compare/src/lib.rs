@@ -7,8 +7,9 @@
 //! (`benches/cedar.rs`) then times both on the request.
 //!
 //! Its own workspace (like `fuzz/`), so neither the daemon nor the root's tests ever build
-//! cedar-policy, whose serde_json `preserve_order` feature would otherwise be unified into
-//! the daemon's build and reorder the audit log's canonical JSON.
+//! cedar-policy or its serde_json `preserve_order` feature (which this workspace therefore
+//! uses to check that the audit log's canonical bytes do not depend on it:
+//! `tests/preserve_order.rs`).
 //! `cargo test --manifest-path cedar-compare/Cargo.toml` runs the table (CI does),
 //! `cargo bench --manifest-path cedar-compare/Cargo.toml` the comparison.
 //!

@@ -2,8 +2,9 @@
 //!
 //! An [`Event`] is serialised with `serde_json::to_vec` in the struct's field order, with
 //! empty and absent fields skipped; `params` is a `serde_json::Value` whose objects are
-//! ordered maps (`BTreeMap`, serde_json without `preserve_order`), so the bytes depend only
-//! on the content. Those bytes are what the chain hashes ([`Event::canonical_bytes`]).
+//! written with their keys sorted ([`SortedKeys`]), so the bytes depend only on the content,
+//! not on insertion order nor on whether some crate in the build turned on serde_json's
+//! `preserve_order`. Those bytes are what the chain hashes ([`Event::canonical_bytes`]).
 //!
 //! Callers strip secrets from `params` before building an event; [`redact`] is a second
 //! line of defence that blanks any value under a key that names a secret.
@@ -14,6 +15,39 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// A JSON value written with every object's keys in byte order: what serde_json's default
+/// `BTreeMap` objects give, kept even when `preserve_order` makes them insertion-ordered.
+pub struct SortedKeys<'a>(pub &'a Value);
+
+impl Serialize for SortedKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &SortedKeys(value))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&SortedKeys(item))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+fn serialize_sorted<S: serde::Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
+    SortedKeys(value).serialize(serializer)
+}
 
 /// Current format version of [`Event`].
 pub const EVENT_VERSION: u32 = 1;
@@ -95,7 +129,11 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_agent: String,
     /// Request parameters, secrets removed.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[serde(
+        default,
+        skip_serializing_if = "Value::is_null",
+        serialize_with = "serialize_sorted"
+    )]
     pub params: Value,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -177,7 +215,7 @@ impl Event {
         if self.canonical_bytes().len() <= MAX_EVENT_BYTES {
             return;
         }
-        let params = serde_json::to_string(&self.params).unwrap_or_default();
+        let params = serde_json::to_string(&SortedKeys(&self.params)).unwrap_or_default();
         if params.len() > MAX_PARAMS_BYTES {
             let mut prefix = params.clone();
             cap_text(&mut prefix, MAX_PARAMS_BYTES - 64);
